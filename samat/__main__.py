@@ -1,0 +1,3 @@
+from samat.cli import main
+
+raise SystemExit(main())

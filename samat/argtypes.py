@@ -1,0 +1,48 @@
+"""Command-line plumbing shared by every subcommand: one-line errors and typed arguments."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from fractions import Fraction
+
+EXIT_USAGE = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (no usage dump) and exit with code 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def number(text: str) -> float:
+    """A float, also written as a fraction such as ``8/255`` (parsed once, here, at the edge)."""
+    try:
+        return float(Fraction(text.strip())) if "/" in text else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+
+
+def ranged(name: str, valid: str, ok, kind=number):
+    """An argparse type that checks ``ok(value)`` and names the parameter and its range on failure."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except (argparse.ArgumentTypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{name}='{text}' is invalid: {name} must be {valid}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{name}={text} is invalid: {name} must be {valid}")
+        return value
+
+    parse.__name__ = name  # argparse shows this name in its messages
+    return parse
+
+
+def integer(text: str) -> int:
+    value = number(text)
+    if value != int(value):
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer")
+    return int(value)

@@ -1,0 +1,46 @@
+"""The ``samat`` command.
+
+    samat theory solve|verify|plot   the Gaussian model: optima, Theorems 1-5, figures (no torch)
+    samat demo                       the main job on the embedded default data
+
+Errors a user can fix are one line on stderr with exit code 2; nothing prints a traceback for them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from samat import __version__
+from samat.argtypes import EXIT_USAGE, OneLineParser
+from theory.errors import SamatError
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="samat", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"samat {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{theory,demo}", parser_class=OneLineParser)
+
+    from samat import demo, theory_commands
+
+    theory = sub.add_parser("theory", help="the papers' Gaussian model: optima, Theorems 1-5, figures",
+                            description="The papers' robust/non-robust Gaussian model.")
+    theory_commands.add_commands(theory)
+    demo.add_command(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SamatError as err:
+        print(f"samat: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("samat: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""The model, its sampler, and the exact objectives against Monte Carlo and high precision."""
+
+from __future__ import annotations
+
+import mpmath
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.theory import strategies as S
+from theory.backend import mp_backend
+from theory.errors import ParameterError
+from theory.model import GaussianModel, robust_feature_weight, sample_accuracy, validate
+from theory.objectives import accuracy, golden_section_max, log_risk, risk, risk_slope, sam_inner_max
+
+MC_SAMPLES = 40_000
+Z = 5.0  # standard errors: a false alarm has probability ~6e-7 per comparison
+
+
+@given(S.p, S.eta, S.small_n, S.w1, st.integers(0, 2**31 - 1))
+@settings(max_examples=25)
+def test_monte_carlo_accuracy_matches_u(p, eta, n, w1, seed):
+    model = GaussianModel(p, eta, n)
+    x, y = model.sample(MC_SAMPLES, seed=seed)
+    mc = sample_accuracy(model.weights(w1), x, y)
+    exact = float(accuracy(w1, p, eta, n))
+    se = np.sqrt(exact * (1 - exact) / MC_SAMPLES)
+    assert abs(mc - exact) <= Z * se + 1 / MC_SAMPLES
+
+
+@given(S.p, S.eta, S.small_n, S.w1, S.at_fraction, st.integers(0, 2**31 - 1))
+@settings(max_examples=25)
+def test_at_objective_is_accuracy_under_the_worst_linf_attack(p, eta, n, w1, frac, seed):
+    """v(w1) (W eq. 13) equals the Monte Carlo accuracy after the attack δ_i = -ε y on x2..x_{n+1}."""
+    eps = frac * eta
+    model = GaussianModel(p, eta, n)
+    x, y = model.sample(MC_SAMPLES, seed=seed)
+    x_adv = x.copy()
+    x_adv[:, 1:] -= eps * y[:, None]
+    mc = sample_accuracy(model.weights(w1), x_adv, y)
+    exact = float(accuracy(w1, p, eta, n, eps))
+    assert abs(mc - exact) <= Z * np.sqrt(exact * (1 - exact) / MC_SAMPLES) + 1 / MC_SAMPLES
+
+
+@given(S.p, S.eta, S.small_n, S.w1, S.at_fraction, st.floats(-1.0, 1.0))
+@settings(max_examples=25)
+def test_no_other_linf_perturbation_is_worse(p, eta, n, w1, frac, tilt):
+    """Hölder: any other perturbation in the ℓ∞ ball of the non-robust features errs no more."""
+    eps = frac * eta
+    rng = np.random.default_rng(0)
+    delta = eps * np.clip(-1 + tilt * rng.random(n), -1, 1)  # δ_i / y in [-ε, ε]
+    # With δ_i = c_i y the sum of non-robust features has mean (η n + Σ c_i) and variance n.
+    shifted_eta = eta + delta.sum() / n
+    assert accuracy(w1, p, shifted_eta, n) >= accuracy(w1, p, eta, n, eps) - 1e-15
+
+
+@given(S.p, S.eta, S.n, st.floats(-50, 200), st.floats(0, 0.99))
+@settings(max_examples=40)
+def test_log_risk_is_within_its_rounding_bound_of_a_40_digit_value(p, eta, n, w1, frac):
+    eps = frac * eta
+    got = log_risk(w1, p, eta, n, eps)
+    with mpmath.workdps(40):
+        mu = mpmath.mpf(eta) - mpmath.mpf(eps)
+        rn = mpmath.sqrt(n)
+        exact = mpmath.log(p * mpmath.ncdf((-w1 - mu * n) / rn) + (1 - mpmath.mpf(p)) * mpmath.ncdf((w1 - mu * n) / rn))
+    assert abs(float(got.value) - float(exact)) <= float(got.error)
+
+
+@given(S.p, S.eta, S.small_n, st.floats(-10, 30), st.floats(0, 0.9))
+@settings(max_examples=40)
+def test_risk_slope_has_the_sign_of_the_derivative(p, eta, n, w1, frac):
+    eps = frac * eta
+    s = risk_slope(w1, p, eta, n, eps)
+    bk = mp_backend(40)
+    with bk.context():
+        h = mpmath.mpf("1e-12")
+        d = (bk.exp(log_risk(bk.asarray(w1) + h, p, eta, n, eps, bk).value)
+             - bk.exp(log_risk(bk.asarray(w1) - h, p, eta, n, eps, bk).value))
+        d = float(d)
+    if abs(float(s.value)) > float(s.error):
+        assert np.sign(float(s.value)) == np.sign(d)
+
+
+def test_sam_inner_max_finds_an_interior_maximum():
+    """A bump inside the δ-interval: the honest inner max must find it, not just the ends."""
+
+    def bump(d):
+        return -((d - 0.0123) ** 2)
+
+    best = golden_section_max(bump, np.array([-1.0]), np.array([1.0]), 80)
+    assert abs(best[0] - 0.0123) < 1e-8
+
+
+@given(S.p, S.eta, S.small_n, st.floats(0, 30), S.sam_eps)
+@settings(max_examples=30)
+def test_sam_inner_max_equals_a_dense_grid_max(p, eta, n, w1, eps):
+    inner = sam_inner_max(w1, p, eta, n, eps)
+    dense = log_risk(w1 + eps * np.linspace(-1, 1, 4001), p, eta, n).value.max()
+    assert float(inner.log_value) >= dense - float(inner.error)
+
+
+def test_risk_and_accuracy_broadcast():
+    w = np.linspace(0, 3, 7)[:, None]
+    n = np.array([1, 5, 50])[None, :]
+    assert risk(w, 0.8, 0.5, n).shape == (7, 3)
+    assert np.allclose(risk(w, 0.8, 0.5, n) + accuracy(w, 0.8, 0.5, n), 1)
+
+
+def test_sampler_is_seeded_and_shaped():
+    model = GaussianModel(0.7, 0.3, 6)
+    x1, y1 = model.sample(500, seed=3)
+    x2, y2 = model.sample(500, seed=3)
+    assert x1.shape == (500, 7) and set(np.unique(y1)) <= {-1.0, 1.0}
+    assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
+    assert set(np.unique(np.abs(x1[:, 0]))) == {1.0}
+    assert robust_feature_weight(3.0, 6) == 0.5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name", "valid"),
+    [({"p": 0.5}, "p", "(0.5, 1)"), ({"p": 1.0}, "p", "(0.5, 1)"), ({"eta": 0.0}, "eta", "> 0"),
+     ({"n": 0}, "n", "integer >= 1"), ({"n": 2.5}, "n", "integer >= 1"), ({"eps": -0.1}, "eps", ">= 0"),
+     ({"p": float("nan")}, "p", "(0.5, 1)"), ({"eps": np.array([0.1, -1.0])}, "eps", ">= 0")],
+)
+def test_invalid_parameters_name_the_parameter_and_range(kwargs, name, valid):
+    with pytest.raises(ParameterError) as err:
+        validate(**kwargs)
+    message = str(err.value)
+    assert message.startswith(f"{name}=") and valid in message and "\n" not in message
+
+
+def test_model_rejects_bad_sizes():
+    with pytest.raises(ParameterError, match="size"):
+        GaussianModel(0.8, 0.5, 3).sample(0)

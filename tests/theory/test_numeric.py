@@ -1,0 +1,159 @@
+"""Numerical optima: against the theorems they check, against brute force, and against each other."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.theory import strategies as S
+from theory import closed_form as cf
+from theory.backend import FLOAT64, mp_backend
+from theory.numeric import (
+    at_optimum,
+    equal_robustness_at_budget,
+    minimize_risk,
+    sam_optimum,
+    sam_optimum_equal_endpoints,
+    st_optimum,
+)
+from theory.objectives import log_risk, risk_slope
+
+U = np.finfo(float).eps / 2
+
+
+def within_bracket(closed, opt, rounding) -> bool:
+    """The closed form lies inside the numerical bracket, up to its own rounding."""
+    return bool(opt.found) and float(opt.lo) - rounding <= closed <= float(opt.hi) + rounding
+
+
+def resolution_limit(w, p, eta, n, eps=0.0):
+    """The narrowest bracket the slope's rounding bound allows: its error over its rate of change."""
+    s = risk_slope(w, p, eta, n, eps)
+    h = 1e-6 * max(1.0, abs(w))
+    rate = abs(float(risk_slope(w + h, p, eta, n, eps).value - risk_slope(w - h, p, eta, n, eps).value)) / (2 * h)
+    return 2 * float(s.error) / rate + 8 * U * abs(w)
+
+
+@given(S.p, S.eta, S.n)
+def test_st_optimum_equals_theorem_1(p, eta, n):
+    opt = st_optimum(p, eta, n)
+    assert within_bracket(float(cf.w1_star(p, eta)), opt, float(cf.rounding_bound(p, eta)))
+    # ...and the bracket is as sharp as float64 allows, within a factor 4.
+    assert opt.accuracy <= 4 * resolution_limit(float(opt.w1), p, eta, n)
+
+
+@given(S.p, S.eta, S.n, S.at_fraction)
+def test_at_optimum_equals_theorem_2(p, eta, n, frac):
+    eps = frac * eta
+    opt = at_optimum(p, eta, n, eps)
+    assert within_bracket(float(cf.w1_at(p, eta, eps)), opt, float(cf.rounding_bound(p, eta, eps)))
+
+
+@given(S.p, S.eta, S.n, st.floats(1.0, 5.0))
+@settings(max_examples=15)
+def test_at_has_no_finite_optimum_when_eps_reaches_eta(p, eta, n, ratio):
+    opt = at_optimum(p, eta, n, ratio * eta)
+    assert not bool(opt.found) and np.isnan(opt.w1_float())
+    assert float(opt.lo) >= 1e3 * np.sqrt(n)  # it followed the rising objective far past the scale √n
+
+
+def decided_sam(p, eta, n, eps):
+    """w1^SAM from the direct solve, or from the shortcut where float64 cannot resolve the direct one."""
+    direct = sam_optimum(p, eta, n, eps)
+    st_ = st_optimum(p, eta, n)
+    if direct.found and (direct.lo > st_.hi or direct.hi < st_.lo):
+        return direct, st_
+    return sam_optimum_equal_endpoints(p, eta, n, eps), st_
+
+
+@given(S.p, S.eta, S.n, S.sam_eps)
+def test_sam_optimum_exceeds_w_star_theorem_3(p, eta, n, eps):
+    sam, st_ = decided_sam(p, eta, n, eps)
+    assert float(sam.lo) > float(st_.hi), "w1^SAM > w1* is not resolved or is violated"
+
+
+def dense_sam_objective(w, p, eta, n, eps, grid=2001):
+    """max over a dense δ-grid (ends included), independent of the solver's inner maximization."""
+    w = np.asarray(w, dtype=float)[..., None]
+    lr = log_risk(w + eps * np.linspace(-1, 1, grid), p, eta, n)
+    top = np.argmax(lr.value, axis=-1)[..., None]
+    return np.take_along_axis(lr.value, top, -1)[..., 0], np.take_along_axis(lr.error, top, -1)[..., 0]
+
+
+@given(S.p, S.eta, st.integers(1, 30), st.floats(0.01, 2.0))
+@settings(max_examples=25)
+def test_no_point_near_the_sam_optimum_beats_it(p, eta, n, eps):
+    opt = sam_optimum(p, eta, n, eps)
+    assert opt.found
+    w0 = float(opt.w1)
+    value, error = dense_sam_objective(w0, p, eta, n, eps)
+    offsets = np.concatenate([np.linspace(-1, 1, 201) * max(float(opt.accuracy) * 50, 1e-9),
+                              np.linspace(-1, 1, 201) * eps, np.linspace(-1, 1, 201) * 3 * np.sqrt(n) + 1])
+    others, others_err = dense_sam_objective(w0 + offsets, p, eta, n, eps)
+    assert np.all(others >= value - error - others_err)
+
+
+@given(S.p, S.eta, S.n, st.floats(0.003, 1.0))
+@settings(max_examples=30)
+def test_equal_endpoints_shortcut_agrees_with_the_direct_solve(p, eta, n, eps):
+    """The validation that licenses the shortcut: both brackets overlap wherever both resolve."""
+    direct, short = sam_optimum(p, eta, n, eps), sam_optimum_equal_endpoints(p, eta, n, eps)
+    assert short.found and short.accuracy < 1e-6 * abs(float(short.w1))
+    if direct.found:
+        assert float(direct.lo) <= float(short.hi) and float(short.lo) <= float(direct.hi)
+
+
+def test_mp_path_resolves_small_eps_where_float64_cannot():
+    p, eta, n, eps = 0.8, 0.5, 3, 1e-5
+    st64, sam64 = st_optimum(p, eta, n), sam_optimum(p, eta, n, eps)
+    gain = float(cf.w1_star(p, eta)) * eps**2 / (3 * n)  # what the increment turns out to be
+    assert sam64.accuracy > gain  # float64: the direct solve cannot see the increment
+    bk = mp_backend(40)
+    st_mp, sam_mp = st_optimum(p, eta, n, bk), sam_optimum(p, eta, n, eps, bk)
+    assert sam_mp.accuracy < 1e-6 * gain
+    increment = float(sam_mp.w1 - st_mp.w1)
+    assert increment > 0 and abs(increment - gain) / gain < 1e-4  # O(ε²) corrections are ~1e-10 here
+    assert within_bracket(float(cf.w1_star(p, eta)), st64, float(cf.rounding_bound(p, eta)))
+
+
+def test_mp_and_float64_agree_where_both_resolve():
+    p, eta, n = np.array([0.7, 0.9]), np.array([0.3, 1.0]), np.array([2, 10])
+    for solve in (lambda bk: at_optimum(p, eta, n, 0.2 * eta, bk), lambda bk: sam_optimum(p, eta, n, 0.3, bk)):
+        f, m = solve(FLOAT64), solve(mp_backend(30))
+        m_lo, m_hi = m.backend.to_float(m.lo), m.backend.to_float(m.hi)
+        assert np.all(f.lo <= m_hi) and np.all(m_lo <= f.hi)
+
+
+@given(st.lists(st.tuples(S.p, S.eta, st.integers(1, 50), st.floats(0.01, 1.5)), min_size=2, max_size=6))
+@settings(max_examples=10)
+def test_vectorized_solve_equals_pointwise(points):
+    p, eta, n, eps = (np.array(v) for v in zip(*points, strict=True))
+    together = sam_optimum(p, eta, n, eps)
+    for i in range(len(p)):
+        alone = sam_optimum(p[i], eta[i], n[i], eps[i])
+        assert float(alone.lo) <= together.hi[i] and together.lo[i] <= float(alone.hi)
+
+
+def test_combined_sam_and_at_objective_runs():
+    opt = minimize_risk(0.8, 0.5, 4, attack_eps=0.1, sam_eps=0.3)
+    assert opt.found and float(opt.w1) > float(at_optimum(0.8, 0.5, 4, 0.1).w1)
+
+
+@given(S.p, S.eta, st.integers(1, 30), st.floats(0.05, 1.0))
+@settings(max_examples=10)
+def test_equal_robustness_budget_reproduces_the_target(p, eta, n, eps_sam):
+    target = sam_optimum_equal_endpoints(p, eta, n, eps_sam).w1_float()
+    budget = equal_robustness_at_budget(p, eta, n, target)
+    w_at = at_optimum(p, eta, n, budget.value)
+    assert abs(float(w_at.w1_float()) - float(target)) <= 1e-9 * abs(float(target))
+
+
+def test_invalid_input_is_rejected_before_solving():
+    from theory.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="p=0.4"):
+        st_optimum(0.4, 0.5, 1)
+    with pytest.raises(ParameterError, match="sam_eps"):
+        sam_optimum(0.8, 0.5, 1, -0.1)

@@ -1,0 +1,331 @@
+"""Population optima of ST, AT and SAM, computed from the objectives themselves.
+
+One solver covers all three: it minimizes, over w1, the worst-case error
+
+    R(w1) = max_{|δ| <= ε_SAM} risk_{ε_AT}(w1 + δ)
+
+(ST: both budgets 0; AT: ε_AT > 0, workshop eq. 13; SAM: ε_SAM > 0, workshop eq. 19). It assumes
+no closed form and no shape of R:
+
+1. **Scan.** R is evaluated on a symmetric log-spaced grid of w1 spanning 10^-3..10^4 √n (the
+   SAM inner maximum on a δ-grid). The best node brackets the minimizer; where the best node is
+   the last one, the bracket is pushed outwards by decades until R turns up. If it is still
+   falling at |w1| = 1e60 √n, or its slope stops being resolvable before it turns, no finite
+   minimizer is reported (``found`` is False): this is what AT with ε >= η looks like.
+2. **Bisection on the one-sided derivative.** By Danskin's theorem the directional derivatives of
+   R are the extreme slopes of risk over the inner argmax set, which the honest inner maximization
+   (:func:`theory.objectives.sam_inner_max`) supplies. A point where all those slopes are reliably
+   negative lies left of the minimizer, all reliably positive right of it. Every comparison is
+   made against a rounding bound, and the search stops when the signs can no longer be trusted.
+
+The result is a bracket [lo, hi] that contains the minimizer: ``accuracy = hi - lo`` is an honest
+bound, including the loss of resolution near the SAM kink where u(w-ε) and u(w+ε) nearly cancel.
+Everything is vectorized over arrays of (p, η, n, ε) and runs in float64 or, for small ε, in
+mpmath (:func:`theory.backend.mp_backend`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from theory.backend import FLOAT64, Array, Backend
+from theory.model import validate
+from theory.objectives import log_risk, risk_slope, sam_inner_max
+
+Z_NODES = np.concatenate([-np.logspace(4, -3, 29), [0.0], np.logspace(-3, 4, 29)])  # units of √n
+EXTENSION = 10.0 ** np.arange(5, 61)  # units of √n: beyond the scan, walked only when needed
+MAX_UNDECIDED = 3  # consecutive nodes with an undecidable slope before a walk gives up
+INNER_GRID, INNER_REFINE = 9, 40
+SCAN_INNER_GRID = 5  # the scan only brackets; every bracket end is re-checked with the full inner max
+
+
+@dataclass(frozen=True)
+class Optimum:
+    """The minimizer of an objective over w1, with a bracket that is guaranteed to contain it."""
+
+    w1: Array  # midpoint of the bracket; nan where no finite minimizer was found
+    lo: Array  # where not found: the objective still decreases at lo (as far as float resolves)
+    hi: Array
+    found: np.ndarray  # False where the objective kept decreasing as far as it could be followed
+    log_risk: Array  # the objective at w1 (at lo where not found): log of the worst-case error
+    backend: Backend = FLOAT64
+
+    @property
+    def accuracy(self) -> np.ndarray:
+        """Width of the bracket around the minimizer (float64; inf where none exists)."""
+        width = self.backend.to_float(self.hi - self.lo)
+        return np.where(self.found, width, np.inf)
+
+    def w1_float(self) -> np.ndarray:
+        return self.backend.to_float(self.w1)
+
+    def accuracy_of_objective(self) -> np.ndarray:
+        return 1 - np.exp(self.backend.to_float(self.log_risk))
+
+
+@dataclass(frozen=True)
+class _Problem:
+    p: Array
+    eta: Array
+    n: Array
+    attack_eps: Array
+    sam_eps: Array
+    bk: Backend
+    sam: bool
+
+    def take(self, idx) -> _Problem:
+        return _Problem(*(getattr(self, f)[idx] for f in ("p", "eta", "n", "attack_eps", "sam_eps")),
+                        self.bk, self.sam)
+
+    def log_objective(self, w, grid: int = INNER_GRID) -> Array:
+        if not self.sam:
+            return log_risk(w, self.p, self.eta, self.n, self.attack_eps, self.bk).value
+        return sam_inner_max(w, self.p, self.eta, self.n, self.sam_eps, self.attack_eps, self.bk,
+                             grid, INNER_REFINE).log_value
+
+    def slope_sign(self, w) -> np.ndarray:
+        """+1 / -1 where the objective reliably increases / decreases at w, 0 where undecidable."""
+        if not self.sam:
+            s = risk_slope(w, self.p, self.eta, self.n, self.attack_eps, self.bk)
+            pos, neg = s.value - s.error > 0, s.value + s.error < 0
+        else:
+            inner = sam_inner_max(w, self.p, self.eta, self.n, self.sam_eps, self.attack_eps, self.bk,
+                                  INNER_GRID, INNER_REFINE)
+            # Danskin: the one-sided slopes are the extreme slopes over the maximizing δ's.
+            near, s = inner.near_argmax(), inner.candidate_slopes
+            pos = np.all((s.value - s.error > 0) | ~near, axis=-1)
+            neg = np.all((s.value + s.error < 0) | ~near, axis=-1)
+        return np.where(pos, 1, np.where(neg, -1, 0))
+
+
+def minimize_risk(p, eta, n, *, attack_eps=0.0, sam_eps=0.0, bk: Backend = FLOAT64,
+                  max_iter: int | None = None, rtol: float = 0.0) -> Optimum:
+    """argmin over w1 of max_{|δ| <= sam_eps} risk_{attack_eps}(w1 + δ), vectorized.
+
+    ``rtol`` > 0 stops the bisection once the bracket is that narrow relative to |w1| (for
+    benchmarks at a stated accuracy); by default it runs until rounding decides.
+    """
+    validate(p=p, eta=eta, n=n, attack_eps=attack_eps, sam_eps=sam_eps)
+    with bk.context():
+        arrays = np.broadcast_arrays(*(bk.asarray(v) for v in (p, eta, n, attack_eps, sam_eps)))
+        shape = arrays[0].shape
+        sam = bool(np.any(np.asarray(sam_eps, dtype=float) > 0))
+        prob = _Problem(*(a.ravel() for a in arrays), bk, sam)
+        lo, hi, found = _bracket(prob)
+        lo, hi = _bisect(prob, lo, hi, found, max_iter, rtol)
+        w1 = np.where(found, (lo + hi) / 2, bk.asarray(np.nan))
+        value = prob.log_objective(np.where(found, w1, lo))
+        return Optimum(*(np.reshape(a, shape) for a in (w1, lo, hi, found, value)), backend=bk)
+
+
+def _bracket(prob: _Problem):
+    """Scan the objective on the node grid, then walk each bracket end until the slope turns.
+
+    The scan picks the best node. The right end then steps outwards (through the grid, then by
+    decades up to W_LIMIT) while the objective still reliably falls there; the left end likewise.
+    A minimizer counts as found only once a reliably rising slope closes the bracket: an end that
+    keeps falling to the limit, or whose slope stays undecidable for MAX_UNDECIDED steps, means
+    no finite minimizer can be located (in this precision).
+    """
+    bk = prob.bk
+    root_n = bk.sqrt(prob.n)[:, None]
+    core = [root_n[:, 0] * bk.asarray(z) for z in Z_NODES]
+    values = np.stack([prob.log_objective(w, grid=SCAN_INNER_GRID) for w in core], axis=-1)
+    best = np.argmin(values, axis=-1) + len(EXTENSION)
+    nodes = root_n * bk.asarray(np.concatenate([-EXTENSION[::-1], Z_NODES, EXTENSION]))[None, :]
+    last = nodes.shape[1] - 1
+    rows = np.arange(best.size)
+    i_lo, i_hi = best - 1, best + 1
+    found = np.ones(best.size, dtype=bool)
+    for side in (+1, -1):
+        moving = np.ones(best.size, dtype=bool)
+        undecided = np.zeros(best.size, dtype=int)
+        while moving.any():
+            idx = np.flatnonzero(moving)
+            end = (i_hi if side > 0 else i_lo)[idx]
+            s = prob.take(idx).slope_sign(nodes[idx, end]) * side  # -1: still falling outwards
+            falling, unsure = s < 0, s == 0
+            if side > 0:
+                i_lo[idx] = np.where(falling, end, i_lo[idx])
+            else:
+                i_hi[idx] = np.where(falling, end, i_hi[idx])
+            undecided[idx] = np.where(unsure, undecided[idx] + 1, 0)
+            at_limit = end == (last if side > 0 else 0)
+            stop = (s > 0) | at_limit | (undecided[idx] >= MAX_UNDECIDED)
+            found[idx] &= ~(stop & (s <= 0))
+            step = ~stop
+            nxt = end + side * step
+            if side > 0:
+                i_hi[idx] = nxt
+            else:
+                i_lo[idx] = nxt
+            moving[idx] = step
+    return nodes[rows, i_lo], nodes[rows, i_hi], found
+
+
+def _bisect(prob: _Problem, lo, hi, active, max_iter: int | None, rtol: float = 0.0):
+    """Shrink [lo, hi] while the slope sign at interior points can be trusted."""
+    bk = prob.bk
+    u = bk.unit_roundoff
+    max_iter = max_iter or bk.mantissa_bits + 80
+    active = active.copy()
+    lo, hi = lo.copy(), hi.copy()
+    for _ in range(max_iter):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        sub = prob.take(idx)
+        a, b = lo[idx], hi[idx]
+        mid = (a + b) / 2
+        s = sub.slope_sign(mid)
+        a, b = np.where(s < 0, mid, a), np.where(s > 0, mid, b)
+        amb = s == 0
+        if amb.any():  # undecidable at the midpoint: probe the quarter points instead
+            q1, q3 = a + (b - a) / 4, b - (b - a) / 4
+            s1, s3 = sub.slope_sign(q1), sub.slope_sign(q3)
+            a = np.where(amb & (s1 < 0), q1, np.where(amb & (s3 < 0), q3, a))
+            b = np.where(amb & (s3 > 0), q3, np.where(amb & (s1 > 0), q1, b))
+            stuck = amb & (s1 == 0) & (s3 == 0)
+        else:
+            stuck = amb
+        lo[idx], hi[idx] = a, b
+        scale = np.maximum(abs(a), abs(b))
+        resolvable = (b - a) > np.maximum(4 * u, rtol) * scale
+        active[idx] = ~stuck & resolvable
+    return lo, hi
+
+
+def st_optimum(p, eta, n, bk: Backend = FLOAT64, rtol: float = 0.0) -> Optimum:
+    """w1* of standard training: the maximizer of clean accuracy u(w1) (workshop eq. 9)."""
+    return minimize_risk(p, eta, n, bk=bk, rtol=rtol)
+
+
+def at_optimum(p, eta, n, eps, bk: Backend = FLOAT64, rtol: float = 0.0) -> Optimum:
+    """w1^AT: the maximizer of the accuracy under the worst non-robust ℓ∞ attack (eq. 13)."""
+    return minimize_risk(p, eta, n, attack_eps=eps, bk=bk, rtol=rtol)
+
+
+def sam_optimum(p, eta, n, eps, bk: Backend = FLOAT64, rtol: float = 0.0) -> Optimum:
+    """w1^SAM: the maximizer of min_{|δ| <= ε} u(w1 + δ) (workshop eq. 19), solved directly."""
+    return minimize_risk(p, eta, n, sam_eps=eps, bk=bk, rtol=rtol)
+
+
+# --- The equal-endpoints shortcut ------------------------------------------------------------
+#
+# At the SAM optimum the two ends of the δ-interval have equal risk, u(w - ε) = u(w + ε)
+# (workshop eq. 20). That condition is only used after tests/theory show that its root agrees with
+# the direct max-min solve above. It is much cheaper, and in the form below it stays accurate for
+# tiny ε, where the difference of the two risks cancels in float64.
+
+GAUSS_LEGENDRE_NODES = 32
+
+
+def sam_optimum_equal_endpoints(p, eta, n, eps, bk: Backend = FLOAT64, max_iter: int | None = None) -> Optimum:
+    """Root of risk(w + ε) = risk(w - ε) inside [w* - ε, w* + ε] (w* from the direct ST solve).
+
+    float64: the gap is ∫_{w-ε}^{w+ε} risk'(t) dt by Gauss-Legendre quadrature of the log-space
+    slope, so nothing cancels. mpmath: the gap is the plain difference, at working precision.
+    """
+    validate(p=p, eta=eta, n=n, eps=eps)
+    st = st_optimum(p, eta, n, bk)
+    with bk.context():
+        arrays = np.broadcast_arrays(*(bk.asarray(v) for v in (p, eta, n, eps, st.lo, st.hi)))
+        shape = arrays[0].shape
+        p_, eta_, n_, eps_, st_lo, st_hi = (a.ravel() for a in arrays)
+        found = np.broadcast_to(np.asarray(st.found), shape).ravel()
+        gap = _endpoint_gap_quadrature if not bk.is_mp else _endpoint_gap_direct
+        lo, hi = st_lo - eps_, st_hi + eps_
+        u = bk.unit_roundoff
+        active = np.asarray(bk.to_float(eps_) > 0) & found
+        for _ in range(max_iter or bk.mantissa_bits + 80):
+            idx = np.flatnonzero(active)
+            if idx.size == 0:
+                break
+            a, b = lo[idx], hi[idx]
+            mid = (a + b) / 2
+            value, error = gap(mid, p_[idx], eta_[idx], n_[idx], eps_[idx], bk)
+            pos, neg = value - error > 0, value + error < 0
+            lo[idx], hi[idx] = np.where(neg, mid, a), np.where(pos, mid, b)
+            active[idx] = (pos | neg) & ((b - a) > 4 * u * np.maximum(abs(a), abs(b)))
+        zero = np.asarray(bk.to_float(eps_) == 0)
+        lo, hi = np.where(zero, st_lo, lo), np.where(zero, st_hi, hi)
+        w1 = np.where(found, (lo + hi) / 2, bk.asarray(np.nan))
+        value = sam_inner_max(np.where(found, w1, lo), p_, eta_, n_, eps_, 0.0, bk).log_value
+        return Optimum(*(np.reshape(x, shape) for x in (w1, lo, hi, found, value)), backend=bk)
+
+
+def _endpoint_gap_quadrature(w, p, eta, n, eps, bk: Backend):
+    """sign-faithful multiple of risk(w+ε) - risk(w-ε) = ∫ risk'(t) dt, with its rounding bound."""
+    x, wts = np.polynomial.legendre.leggauss(GAUSS_LEGENDRE_NODES)
+    panels = int(np.clip(np.ceil(np.max(2 * eps / np.sqrt(n))), 1, 64))
+    edges = np.linspace(-1.0, 1.0, panels + 1)
+    centers, half = (edges[1:] + edges[:-1]) / 2, (edges[1] - edges[0]) / 2
+    frac = (centers[:, None] + half * x[None, :]).ravel()  # in units of ε around w
+    weight = np.tile(wts * half, panels)
+    t = w[:, None] + eps[:, None] * frac[None, :]
+    col = (lambda v: v[:, None])  # noqa: E731
+    slope = risk_slope(t, col(p), col(eta), col(n), 0.0, bk)  # log((1-p)φ(b)) - log(pφ(a))
+    # risk'(t) ∝ p φ(a(t)) expm1(slope): scale p φ(a) by its value at the centre to avoid underflow.
+    a_t = (-t - col(eta * n)) / np.sqrt(col(n))
+    a_c = (-w - eta * n) / np.sqrt(n)
+    scale = np.exp(col(a_c * a_c / 2) - a_t * a_t / 2)
+    growth = np.expm1(slope.value)
+    terms = weight * scale * growth
+    bound = weight * scale * (abs(growth) * 8 * bk.unit_roundoff * (1 + abs(a_t * a_t - col(a_c * a_c)))
+                              + (1 + abs(growth)) * slope.error)
+    return terms.sum(axis=-1), bound.sum(axis=-1) + 4 * bk.unit_roundoff * abs(terms).sum(axis=-1)
+
+
+def _endpoint_gap_direct(w, p, eta, n, eps, bk: Backend):
+    """risk(w+ε) - risk(w-ε) as a plain difference (for the mpmath backend), with its bound."""
+    right, left = log_risk(w + eps, p, eta, n, 0.0, bk), log_risk(w - eps, p, eta, n, 0.0, bk)
+    r, l_ = bk.exp(right.value), bk.exp(left.value)
+    return r - l_, r * right.error + l_ * left.error
+
+
+# --- Equal robustness: the AT budget that gives the same w1 as a target ---------------------
+
+
+@dataclass(frozen=True)
+class BudgetBracket:
+    """An AT budget ε_AT in [lo, hi] whose numerical optimum w1^AT(ε_AT) equals a target w1."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+
+    @property
+    def value(self) -> np.ndarray:
+        return (self.lo + self.hi) / 2
+
+    @property
+    def accuracy(self) -> np.ndarray:
+        return self.hi - self.lo
+
+
+def equal_robustness_at_budget(p, eta, n, target_w1, max_iter: int = 60) -> BudgetBracket:
+    """Solve w1^AT(ε) = target for ε in [0, η) by bisection over ε, with AT solved numerically.
+
+    w1^AT grows with ε (checked, not assumed: an ε whose AT bracket straddles the target stops
+    the search there). Targets below w1* have no solution and give nan.
+    """
+    p, eta, n, target = (np.asarray(v, dtype=float) for v in np.broadcast_arrays(p, eta, n, target_w1))
+    shape = p.shape
+    p, eta, n, target = p.ravel(), eta.ravel(), n.ravel(), target.ravel()
+    lo, hi = np.zeros_like(eta), eta.copy()
+    active = np.ones(eta.shape, dtype=bool)
+    for _ in range(max_iter):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        mid = (lo[idx] + hi[idx]) / 2
+        at = at_optimum(p[idx], eta[idx], n[idx], mid)
+        below = at.found & (at.hi < target[idx])  # AT's w1 still smaller: ε must grow
+        above = ~at.found | (at.lo > target[idx])
+        lo[idx], hi[idx] = np.where(below, mid, lo[idx]), np.where(above, mid, hi[idx])
+        active[idx] = (below | above) & (hi[idx] - lo[idx] > 4 * np.finfo(float).eps * hi[idx])
+    st = st_optimum(p, eta, n)
+    unreachable = target < st.lo
+    lo, hi = np.where(unreachable, np.nan, lo), np.where(unreachable, np.nan, hi)
+    return BudgetBracket(lo.reshape(shape), hi.reshape(shape))

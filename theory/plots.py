@@ -1,0 +1,274 @@
+"""Theory-versus-ε figures. Each figure is computed into a JSON file of curves, then drawn from it.
+
+* ``w1_vs_eps``: w1 and W_R of ST, AT and SAM against ε, closed forms (lines) against the
+  numerical optima (markers);
+* ``equal_robustness``: ε_SAM against ε_AT at equal w1, the paper's relation (W eq. 32), the
+  derived one, and the numerical one;
+* ``sam_coefficient``: (w1^SAM - w1*)/(w1* ε²) against ε, the claimed 2/3 and the derived 1/(3n);
+* ``robust_accuracy``: robust accuracy of the ST, AT and SAM optima against the attack budget,
+  and robust accuracy against w1 itself, which shows where "larger w1 is more robust" holds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from theory import closed_form as cf
+from theory import symbolic as sym
+from theory.numeric import at_optimum, equal_robustness_at_budget, sam_optimum_equal_endpoints, st_optimum
+from theory.objectives import accuracy
+
+REFERENCE = {"p": 0.8, "eta": 0.5}  # the model drawn in every figure
+N_VALUES = (1, 4, 16)
+FORMATS = ("png", "pdf")
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    caption: str
+    compute: Callable[[], dict]
+    draw: Callable[[dict, object], None]
+
+
+def _sam_w1(p, eta, n, eps):
+    """SAM optima via the equal-endpoints root (tests/theory check it against the direct solve)."""
+    return sam_optimum_equal_endpoints(p, eta, n, eps).w1_float()
+
+
+def _derived_coefficient():
+    return sym.lambdify(sym.sam_expansion(order=2).A, sym.n)
+
+
+# --- w1 and W_R against ε --------------------------------------------------------------------
+
+
+def compute_w1_vs_eps() -> dict:
+    p, eta = REFERENCE["p"], REFERENCE["eta"]
+    ws = float(st_optimum(p, eta, 1).w1_float())
+    eps_at = np.linspace(0, 0.9 * eta, 10)
+    eps_at_line = np.linspace(0, 0.92 * eta, 200)
+    eps_sam = np.linspace(0, 1.0, 11)
+    eps_sam_line = np.linspace(0, 1.0, 200)
+    coef = _derived_coefficient()
+    data = {"p": p, "eta": eta, "w_star": ws, "eps_at": eps_at.tolist(), "eps_at_line": eps_at_line.tolist(),
+            "eps_sam": eps_sam.tolist(), "eps_sam_line": eps_sam_line.tolist(), "n": list(N_VALUES),
+            "at_numeric": at_optimum(p, eta, 1, eps_at).w1_float().tolist(),
+            "at_closed": cf.w1_at(p, eta, eps_at_line).tolist(),
+            "sam_claimed": cf.w1_sam_claimed(ws, eps_sam_line).tolist(), "sam_numeric": {}, "sam_derived": {}}
+    for n in N_VALUES:
+        data["sam_numeric"][str(n)] = _sam_w1(p, eta, n, eps_sam).tolist()
+        data["sam_derived"][str(n)] = (ws * (1 + coef(n) * eps_sam_line**2)).tolist()
+    return data
+
+
+def draw_w1_vs_eps(d: dict, plt) -> object:
+    fig, axes = plt.subplots(2, 2, figsize=(14, 8.5), constrained_layout=True)
+    colors = dict(zip(N_VALUES, ("tab:blue", "tab:orange", "tab:green"), strict=True))
+    for col, (label, scale) in enumerate((("w1", lambda n: 1.0), ("W_R = w1 / n", lambda n: float(n)))):
+        ax = axes[0, col]
+        for n in N_VALUES:
+            s = scale(n)
+            ax.plot(d["eps_at_line"], np.asarray(d["at_closed"]) / s, color=colors[n], lw=1.5,
+                    label=f"AT, Thm 2 closed form (n={n})" if col == 1 or n == N_VALUES[0] else None)
+            ax.plot(d["eps_at"], np.asarray(d["at_numeric"]) / s, "o", color=colors[n], ms=5, mfc="none",
+                    label="AT, numerical optimum" if n == N_VALUES[0] else None)
+            ax.axhline(d["w_star"] / s, color=colors[n], ls=":", lw=1,
+                       label="ST, w1* (Thm 1)" if n == N_VALUES[0] else None)
+            if col == 0:
+                break  # w1 of ST and AT does not depend on n
+        ax.set_yscale("log")
+        ax.set_xlabel("AT budget ε (ℓ∞, on the non-robust features)")
+        ax.set_ylabel(label)
+        ax.set_title(f"AT: {label} against ε  (p={d['p']}, η={d['eta']}; pole at ε = η)")
+        ax.legend(fontsize=8)
+        ax = axes[1, col]
+        for n in N_VALUES:
+            s = scale(n)
+            ax.plot(d["eps_sam"], np.asarray(d["sam_numeric"][str(n)]) / s, "o", color=colors[n], ms=5,
+                    label=f"SAM, numerical optimum (n={n})")
+            ax.plot(d["eps_sam_line"], np.asarray(d["sam_derived"][str(n)]) / s, color=colors[n], lw=1.2,
+                    label=f"derived {'w1*' if col == 0 else 'W_R*'}(1 + ε²/(3n)) (n={n})")
+            if col == 1:
+                ax.plot(d["eps_sam_line"], np.asarray(d["sam_claimed"]) / s, color=colors[n], ls="--", lw=1,
+                        label=f"claimed W_R*(1 + 2ε²/3), Thm 4.4 (n={n})")
+                ax.axhline(d["w_star"] / s, color=colors[n], ls=":", lw=1)
+        if col == 0:
+            ax.plot(d["eps_sam_line"], d["sam_claimed"], color="k", ls="--", lw=1.2,
+                    label="claimed w1*(1 + 2ε²/3), Thm 4 (any n)")
+            ax.axhline(d["w_star"], color="k", ls=":", lw=1, label="ST, w1*")
+        else:
+            ax.set_yscale("log")
+        ax.set_xlabel("SAM budget ε (|δ| on w1)")
+        ax.set_ylabel(label)
+        ax.set_title(f"SAM: {label} against ε")
+        if col == 0:
+            ax.legend(fontsize=7, loc="upper left")
+        else:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+# --- Equal robustness -------------------------------------------------------------------------
+
+
+def compute_equal_robustness() -> dict:
+    p, eta = REFERENCE["p"], REFERENCE["eta"]
+    eps_sam = np.logspace(-2, 0, 12)
+    relation = sym.equal_robustness()
+    const = sym.lambdify(relation.constant.subs(sym.w_star_sym, sym.w_star()), sym.p, sym.eta, sym.n)
+    lead = sym.lambdify(relation.lead, sym.n)
+    line = np.logspace(-2, 0, 200)
+    data = {"p": p, "eta": eta, "eps_sam": eps_sam.tolist(), "eps_sam_line": line.tolist(), "n": list(N_VALUES),
+            "paper": cf.eps_at_claimed(line, eta).tolist(), "numeric": {}, "derived": {}}
+    for n in N_VALUES:
+        target = _sam_w1(p, eta, n, eps_sam)
+        data["numeric"][str(n)] = equal_robustness_at_budget(p, eta, n, target).value.tolist()
+        data["derived"][str(n)] = (eta / (lead(n) / line**2 + const(p, eta, n))).tolist()
+    return data
+
+
+def draw_equal_robustness(d: dict, plt) -> object:
+    fig, ax = plt.subplots(figsize=(7, 5.5), constrained_layout=True)
+    colors = dict(zip(N_VALUES, ("tab:blue", "tab:orange", "tab:green"), strict=True))
+    ax.plot(d["paper"], d["eps_sam_line"], "k--", lw=1.5, label="paper, Thm 5: 2 + 3/ε_SAM² = 2η/ε_AT (any n)")
+    for n in N_VALUES:
+        ax.plot(d["derived"][str(n)], d["eps_sam_line"], color=colors[n], lw=1.2,
+                label=f"derived: η/ε_AT = 3n/ε_SAM² + c(p,η,n) (n={n})")
+        ax.plot(d["numeric"][str(n)], d["eps_sam"], "o", color=colors[n], ms=5, mfc="none",
+                label=f"numerical: w1^AT(ε_AT) = w1^SAM(ε_SAM) (n={n})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("ε_AT giving the same w1 (and W_R)")
+    ax.set_ylabel("ε_SAM")
+    ax.set_title(f"Equal-robustness curve (p={d['p']}, η={d['eta']})")
+    ax.legend(fontsize=8)
+    return fig
+
+
+# --- The SAM coefficient ------------------------------------------------------------------------
+
+
+def compute_sam_coefficient() -> dict:
+    p, eta = REFERENCE["p"], REFERENCE["eta"]
+    eps = np.logspace(-3, 0, 16)
+    ns = (1, 2, 5, 20)
+    ws = float(st_optimum(p, eta, 1).w1_float())
+    coef = _derived_coefficient()
+    data = {"p": p, "eta": eta, "eps": eps.tolist(), "n": list(ns), "claimed": cf.THEOREM4_COEFFICIENT,
+            "numeric": {}, "derived": {str(n): float(coef(n)) for n in ns}}
+    for n in ns:
+        w = _sam_w1(p, eta, n, eps)
+        data["numeric"][str(n)] = ((w - ws) / (ws * eps**2)).tolist()
+    return data
+
+
+def draw_sam_coefficient(d: dict, plt) -> object:
+    fig, ax = plt.subplots(figsize=(9, 5), constrained_layout=True)
+    ax.axhline(d["claimed"], color="k", ls="--", label="claimed 2/3 (Thm 4 / 4.4)")
+    for n, color in zip(d["n"], ("tab:blue", "tab:orange", "tab:green", "tab:red"), strict=True):
+        ax.plot(d["eps"], d["numeric"][str(n)], "o-", color=color, ms=4, label=f"numerical, n={n}")
+        ax.axhline(d["derived"][str(n)], color=color, ls=":", label=f"derived 1/(3n) = {d['derived'][str(n)]:.3g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("SAM budget ε")
+    ax.set_ylabel("(w1^SAM - w1*) / (w1* ε²)")
+    ax.set_title(f"Theorem 4's coefficient (p={d['p']}, η={d['eta']})")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig
+
+
+# --- Robust accuracy ------------------------------------------------------------------------------
+
+
+def compute_robust_accuracy() -> dict:
+    p, eta, n = REFERENCE["p"], REFERENCE["eta"], 4
+    attack = np.linspace(0, 1.5 * eta, 61)
+    models = {"ST": float(st_optimum(p, eta, n).w1_float())}
+    for frac in (0.25, 0.5):
+        models[f"AT ε={frac * eta:g}"] = float(at_optimum(p, eta, n, frac * eta).w1_float())
+    for e in (0.5, 1.5):
+        models[f"SAM ε={e:g}"] = float(_sam_w1(p, eta, n, e))
+    curves = {k: accuracy(w, p, eta, n, attack).tolist() for k, w in models.items()}
+    w_axis = np.linspace(0, 3 * models["AT ε=0.25"], 300)
+    budgets = (0.0, 0.25 * eta, 0.5 * eta, eta, 1.25 * eta)
+    by_w = {f"{b:g}": accuracy(w_axis, p, eta, n, b).tolist() for b in budgets}
+    return {"p": p, "eta": eta, "n": n, "attack": attack.tolist(), "w1": models, "curves": curves,
+            "w_axis": w_axis.tolist(), "by_w": by_w}
+
+
+def draw_robust_accuracy(d: dict, plt) -> object:
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
+    for name, acc in d["curves"].items():
+        ls = "-" if name == "ST" else ("--" if name.startswith("AT") else "-.")
+        ax1.plot(d["attack"], acc, ls, lw=1.6, label=f"{name}  (w1 = {d['w1'][name]:.3g})")
+    ax1.axvline(d["eta"], color="grey", lw=0.8, ls=":")
+    ax1.set_xlabel("attack budget ε (ℓ∞ on the non-robust features)")
+    ax1.set_ylabel("exact robust accuracy")
+    ax1.set_title(f"Optima under attack (p={d['p']}, η={d['eta']}, n={d['n']})")
+    ax1.legend(fontsize=8)
+    for budget, acc in d["by_w"].items():
+        ax2.plot(d["w_axis"], acc, lw=1.4, label=f"attack ε = {budget}")
+    for i, (name, w) in enumerate(sorted(d["w1"].items(), key=lambda kv: kv[1])):
+        ax2.axvline(w, color="grey", lw=0.7, ls=":")
+        ax2.annotate(f"{name}", (w, 0.03 + 0.2 * (i % 3)), rotation=90, fontsize=7,
+                     xycoords=("data", "axes fraction"), xytext=(2, 0), textcoords="offset points")
+    ax2.set_xlabel("w1 (weight on the robust feature)")
+    ax2.set_ylabel("exact robust accuracy")
+    ax2.set_title("Robust accuracy against w1 (the optima marked)")
+    ax2.legend(fontsize=8)
+    return fig
+
+
+FIGURES = (
+    Figure("w1_vs_eps", "w1 (left) and W_R = w1/n (right) against ε. Top: AT, Theorem 2's closed form (lines) "
+           "against the numerical maximizer of the adversarial accuracy (circles), with ST's w1* dotted. Bottom: SAM, "
+           "numerical optima (dots) against the claimed w1*(1 + 2ε²/3) of Theorem 4 (dashed) and the derived "
+           "w1*(1 + ε²/(3n)) (solid) for n = 1, 4, 16.", compute_w1_vs_eps, draw_w1_vs_eps),
+    Figure("equal_robustness", "ε_SAM against the ε_AT that gives the same w1: Theorem 5's relation (dashed, the "
+           "same for every n), the relation derived from the corrected expansion (lines) and the numerical curve "
+           "(circles: w1^SAM solved, then ε_AT found by bisection with AT solved numerically).",
+           compute_equal_robustness, draw_equal_robustness),
+    Figure("sam_coefficient", "(w1^SAM - w1*)/(w1* ε²) against ε from the numerical optima, for n = 1, 2, 5, 20: "
+           "it tends to 1/(3n) (dotted), not to Theorem 4's 2/3 (dashed).", compute_sam_coefficient,
+           draw_sam_coefficient),
+    Figure("robust_accuracy", "Left: exact robust accuracy of the ST, AT and SAM optima against the ℓ∞ budget of "
+           "an attack on the non-robust features. Right: robust accuracy against w1 for several budgets, with the "
+           "optima marked; larger w1 is more robust only up to w1^AT of the attack's budget, beyond which accuracy "
+           "falls again (for budgets >= η it rises all the way).", compute_robust_accuracy, draw_robust_accuracy),
+)
+
+
+def existing_outputs(out: Path) -> list[Path]:
+    paths = [out / f"{f.name}.{ext}" for f in FIGURES for ext in (*FORMATS, "json")]
+    return [p for p in paths if p.exists()]
+
+
+def make_all(out: Path, progress: Callable[[str], None] | None = None) -> list[Path]:
+    """Compute every figure's data into OUT/<name>.json, then draw OUT/<name>.png and .pdf from it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fig_def in FIGURES:
+        data = fig_def.compute()
+        data_path = out / f"{fig_def.name}.json"
+        data_path.write_text(json.dumps(data, indent=1))
+        fig = fig_def.draw(json.loads(data_path.read_text()), plt)
+        for ext in FORMATS:
+            path = out / f"{fig_def.name}.{ext}"
+            fig.savefig(path, dpi=130)
+            written.append(path)
+        plt.close(fig)
+        written.append(data_path)
+        if progress:
+            progress(f"figure {fig_def.name}")
+    return written

@@ -1,0 +1,72 @@
+"""Everything about one parameter point, as plain data: numerical optima next to the closed forms."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from theory import closed_form as cf
+from theory.backend import FLOAT64, mp_backend
+from theory.model import robust_feature_weight, validate
+from theory.numeric import Optimum, at_optimum, sam_optimum, st_optimum
+from theory.objectives import accuracy
+
+
+def _value(opt: Optimum) -> float | None:
+    return float(opt.w1_float()) if bool(opt.found) else None
+
+
+def _width(opt: Optimum) -> float | None:
+    return float(opt.accuracy) if bool(opt.found) else None
+
+
+def at_note(eta: float, eps: float, at: Optimum) -> str | None:
+    """Why AT has no optimum, when it has none."""
+    if bool(at.found):
+        return None
+    reach = f"the numerical search found the adversarial accuracy still rising at w1 = {float(at.lo):.3g}"
+    if eps >= eta:
+        signal = "carry no signal" if eps == eta else "point the wrong way"
+        return (f"AT has no finite optimum for eps >= eta (here eps={eps:g}, eta={eta:g}): under the worst attack "
+                f"the non-robust features {signal}, so the adversarial accuracy keeps rising toward p as w1 -> "
+                f"infinity; {reach}. Theorem 2 assumes eps < eta.")
+    return (f"the AT optimum lies beyond what this precision resolves ({reach}); retry with --precision mp")
+
+
+def solve_point(p: float, eta: float, n: int, eps: float, precision: str = "float64", dps: int = 50) -> dict:
+    """Numerical ST, AT and SAM optima at one point, the papers' closed forms, and derived ones."""
+    validate(p=p, eta=eta, n=n, eps=eps)
+    bk = FLOAT64 if precision == "float64" else mp_backend(dps)
+    st, at, sam = st_optimum(p, eta, n, bk), at_optimum(p, eta, n, eps, bk), sam_optimum(p, eta, n, eps, bk)
+    w = {"w_star": _value(st), "w_at": _value(at), "w_sam": _value(sam)}
+    note = at_note(eta, eps, at)
+    closed_at = float(cf.w1_at(p, eta, eps)) if eps < eta else None
+    from theory import symbolic
+
+    coef = float(symbolic.sam_expansion(order=2).A.subs(symbolic.n, n))
+    w_star_cf = float(cf.w1_star(p, eta))
+    robust = {k: (None if v is None else float(accuracy(v, p, eta, n, eps))) for k, v in w.items()}
+    clean = {k: (None if v is None else float(accuracy(v, p, eta, n))) for k, v in w.items()}
+    result = {
+        "params": {"p": p, "eta": eta, "n": n, "eps": eps},
+        "precision": bk.name if not bk.is_mp else f"mpmath ({dps} digits)",
+        "numeric": {
+            **w,
+            "W_R": {k: (None if v is None else float(robust_feature_weight(v, n))) for k, v in w.items()},
+            "accuracy": {"w_star": _width(st), "w_at": _width(at), "w_sam": _width(sam)},
+            "clean_accuracy": clean,
+            "robust_accuracy": robust,
+            "theorem3_w_sam_above_w_star": bool(np.asarray(sam.lo > st.hi)) if w["w_sam"] is not None else None,
+        },
+        "closed_form": {
+            "w_star": w_star_cf,
+            "W_R_star": float(cf.w_r_star(p, eta, n)),
+            "w_at": closed_at,
+            "W_R_at": None if closed_at is None else float(cf.w_r_at(p, eta, n, eps)),
+            "w_sam_claimed": float(cf.w1_sam_claimed(w_star_cf, eps)),
+            "eps_at_equal_w1_claimed": None if eps == 0 else float(cf.eps_at_claimed(eps, eta)),
+        },
+        "derived": {"sam_coefficient": coef, "w_sam": w_star_cf * (1 + coef * eps**2)},
+    }
+    if note:
+        result["note"] = note
+    return result

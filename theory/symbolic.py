@@ -1,0 +1,176 @@
+"""Symbolic derivations (sympy), starting from the objectives and nothing else.
+
+* w1* and w1^AT from the first-order condition of the accuracy u(w1) (W eq. 9, 13);
+* the small-ε expansion of the SAM optimum, w1^SAM = w1* (1 + A ε² + B ε⁴ + O(ε⁶)), from the
+  optimality condition of the max-min problem, u(w - ε) = u(w + ε) (W eq. 20), by series
+  expansion, symbolically in p, η and n;
+* the equal-robustness relation between ε_AT and ε_SAM that follows from the two;
+* a diagnosis of the papers' coefficient 2/3: the derivative of u that the proofs use
+  (W eq. 18, 24) against the true one.
+
+Every derivation is cached: sympy takes a few seconds, and the results are pure functions of
+the model.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import sympy as sp
+
+w, p, eta, n = sp.symbols("w p eta n", positive=True)
+eps, eps_at, eps_sam = sp.symbols("eps eps_AT eps_SAM", positive=True)
+w_star_sym = sp.Symbol("w_star", positive=True)
+
+
+def Phi(x: sp.Expr) -> sp.Expr:
+    """The standard normal CDF."""
+    return (1 + sp.erf(x / sp.sqrt(2))) / 2
+
+
+def accuracy_terms(w1: sp.Expr, attack: sp.Expr = sp.S.Zero) -> list[tuple[sp.Expr, sp.Expr]]:
+    """u(w1) = Σ c Φ(arg) (W eq. 9; eq. 13 with the non-robust mean η - ε under attack)."""
+    mean = (eta - attack) * n
+    return [(p, (w1 + mean) / sp.sqrt(n)), (1 - p, (-w1 + mean) / sp.sqrt(n))]
+
+
+def accuracy(w1: sp.Expr, attack: sp.Expr = sp.S.Zero) -> sp.Expr:
+    return sp.Add(*(c * Phi(arg) for c, arg in accuracy_terms(w1, attack)))
+
+
+def _first_order_root(attack: sp.Expr) -> sp.Expr:
+    """Solve du/dw1 = 0: the two density terms have opposite signs, so compare their logs."""
+    rising, falling = [], []
+    for c, arg in accuracy_terms(w, attack):
+        term = sp.diff(c * Phi(arg), w)
+        (rising if sp.diff(arg, w).is_positive else falling).append(term)
+    (up,), (down,) = rising, falling
+    condition = sp.expand(sp.expand_log(sp.log(up) - sp.log(-down), force=True))
+    (root,) = sp.solve(condition, w)
+    return sp.simplify(root)
+
+
+@functools.cache
+def w_star() -> sp.Expr:
+    """w1* from du/dw1 = 0 (Theorem 1)."""
+    return _first_order_root(sp.Integer(0))
+
+
+@functools.cache
+def w_at() -> sp.Expr:
+    """w1^AT from dv/dw1 = 0 with the attacked objective v (Theorem 2), in terms of p, η, n, ε."""
+    return _first_order_root(eps)
+
+
+@dataclass(frozen=True)
+class SamExpansion:
+    """w1^SAM = w1* (1 + A ε² + B ε⁴ + O(ε⁶)); A and B in terms of p, η, n (and w_star)."""
+
+    A: sp.Expr
+    B: sp.Expr
+
+    def relative_increment(self, order: int = 2) -> sp.Expr:
+        return self.A * eps**2 + (self.B * eps**4 if order >= 4 else 0)
+
+    def substitute_w_star(self) -> SamExpansion:
+        return SamExpansion(*(sp.simplify(e.subs(w_star_sym, w_star())) for e in (self.A, self.B)))
+
+
+P_OF_W_STAR = sp.exp(eta * w_star_sym) / (sp.exp(eta * w_star_sym) + sp.exp(-eta * w_star_sym))
+
+
+@functools.cache
+def _taylor_at_w_star(k_max: int) -> tuple[sp.Expr, ...]:
+    """u^(k)(w*)/k! for k = 1..k_max, differentiating u itself, with p written through w*."""
+    if sp.simplify(w_star().subs(p, P_OF_W_STAR) - w_star_sym) != 0:
+        raise ArithmeticError("p = e^(ηw*)/(e^(ηw*) + e^(-ηw*)) does not invert the derived w*")
+    coefficients, derivative = [], accuracy(w)
+    for k in range(1, k_max + 1):
+        derivative = sp.diff(derivative, w)
+        coefficients.append(sp.simplify(derivative.subs(w, w_star_sym).subs(p, P_OF_W_STAR) / sp.factorial(k)))
+    if coefficients[0] != 0:
+        raise ArithmeticError("u'(w*) does not vanish: the derived w* is not a critical point")
+    return tuple(coefficients)
+
+
+@functools.cache
+def sam_expansion(order: int = 4) -> SamExpansion:
+    """Series of the SAM optimality condition u(w - ε) = u(w + ε) around w = w1*.
+
+    With s = w1^SAM - w1* = a ε² + b ε⁴, the condition is Σ_k u^(k)(w*)/k! [(s+ε)^k - (s-ε)^k] = 0.
+    The Taylor coefficients come from differentiating u itself; p is eliminated through the
+    derived w* so that they simplify. The condition starts at ε³ because u'(w*) = 0 (checked, not
+    assumed); matching the ε³ coefficient gives a, the ε⁵ one b (``order=4`` only).
+    """
+    a, b = sp.symbols("a b")
+    taylor = _taylor_at_w_star(3 if order == 2 else 5)
+    s = a * eps**2 + (b * eps**4 if order >= 4 else 0)
+    condition = sp.expand(sum(c * sp.expand((s + eps) ** k - (s - eps) ** k) for k, c in enumerate(taylor, 1)))
+    a_sol = sp.solve(condition.coeff(eps, 3), a)[0]
+    if order < 4:
+        return SamExpansion(sp.simplify(a_sol / w_star_sym), sp.nan)
+    b_sol = sp.solve(condition.coeff(eps, 5).subs(a, a_sol), b)[0]
+    return SamExpansion(sp.simplify(a_sol / w_star_sym), sp.factor(sp.simplify(b_sol / w_star_sym)))
+
+
+@dataclass(frozen=True)
+class EqualRobustness:
+    """η/ε_AT = lead/ε_SAM² + constant + O(ε_SAM²) at equal w1 (or W_R) of AT and SAM."""
+
+    lead: sp.Expr
+    constant: sp.Expr
+
+    def two_eta_over_eps_at(self) -> sp.Expr:
+        """The corrected right-hand side of Theorem 5 in the paper's form: 2η/ε_AT ≈ ..."""
+        return sp.expand(2 * self.lead / eps_sam**2 + 2 * self.constant)
+
+    def eps_at(self) -> sp.Expr:
+        return eta / (self.lead / eps_sam**2 + self.constant)
+
+
+@functools.cache
+def equal_robustness() -> EqualRobustness:
+    """Solve w1^AT(ε_AT) = w1^SAM(ε_SAM) using the derived w1^AT and SAM expansion."""
+    exp = sam_expansion()
+    ratio = sp.simplify(w_at().subs(eps, eps_at) / w_star())  # = η/(η - ε_AT)
+    target = 1 + exp.A * eps_sam**2 + exp.B * eps_sam**4
+    (solution,) = sp.solve(sp.Eq(ratio, target), eps_at)
+    series = sp.series(eta / solution, eps_sam, 0, 2).removeO()
+    lead = sp.simplify(series.coeff(eps_sam, -2))
+    constant = sp.simplify(series.coeff(eps_sam, 0))
+    return EqualRobustness(lead, constant)
+
+
+@dataclass(frozen=True)
+class PaperDerivativeDiagnosis:
+    """How the derivative of u used in the papers' proofs compares with the true one."""
+
+    true_form_matches: bool  # du/dw = e^{-(w²+η²n²)/(2n)} (p e^{-wη} - (1-p) e^{wη}) / √(2πn)
+    paper_form_matches: bool  # the same with exponent /n, as printed in W eq. 18
+    coefficient_if_gaussian_factor_is_exp_minus_w2: sp.Expr  # the factor e^{-w²} of W eq. 24
+
+
+@functools.cache
+def diagnose_paper_derivative() -> PaperDerivativeDiagnosis:
+    du = sp.diff(accuracy(w), w)
+    common = p * sp.exp(-w * eta) - (1 - p) * sp.exp(w * eta)
+    true_form = sp.exp(-(w**2 + eta**2 * n**2) / (2 * n)) * common / sp.sqrt(2 * sp.pi * n)
+    paper_form = sp.exp(-(w**2 + eta**2 * n**2) / n) * common / sp.sqrt(2 * sp.pi * n)
+    same = lambda x, y: sp.simplify(sp.expand(x - y)) == 0  # noqa: E731
+    # The expansion's coefficient depends on n only through the Gaussian factor e^{-w²/(2n)}; the
+    # factor e^{-w²} of W eq. (24) is that factor at n = 1/2.
+    return PaperDerivativeDiagnosis(
+        true_form_matches=same(du, true_form),
+        paper_form_matches=same(du, paper_form),
+        coefficient_if_gaussian_factor_is_exp_minus_w2=sam_expansion(2).A.subs(n, sp.Rational(1, 2)),
+    )
+
+
+def as_text(expr: sp.Expr) -> str:
+    """A sympy-parsable string (``sympy.sympify`` reads it back)."""
+    return sp.sstr(expr)
+
+
+def lambdify(expr: sp.Expr, *args: sp.Symbol):
+    return sp.lambdify(args, expr, modules="numpy")

@@ -1,0 +1,547 @@
+"""Check Theorems 1-5 (and their W_R restatements) against the numerical optima.
+
+Each claim gets a verdict computed from numbers: a closed form "holds" where it matches the
+numerical optimum within the solver's own bracket (plus the closed form's rounding), and an
+asymptotic claim holds where the coefficient extrapolated from the numerics, with its
+uncertainty, matches. Nothing here knows in advance which claims hold. Where one fails, the
+report gives the discrepancy, where it occurs, and the statement derived in
+:mod:`theory.symbolic`, which is then checked against the numerics in the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import mpmath
+import numpy as np
+import sympy as sp
+
+from theory import closed_form as cf
+from theory import symbolic as sym
+from theory.backend import FLOAT64, mp_backend
+from theory.numeric import (
+    Optimum,
+    at_optimum,
+    equal_robustness_at_budget,
+    sam_optimum,
+    sam_optimum_equal_endpoints,
+    st_optimum,
+)
+
+U = FLOAT64.unit_roundoff
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Parameters over which every claim is checked."""
+
+    p: tuple[float, ...] = (0.55, 0.7, 0.8, 0.9, 0.99)
+    eta: tuple[float, ...] = (0.05, 0.2, 0.5, 1.0, 2.0)
+    n: tuple[int, ...] = (1, 2, 5, 20, 100)
+    at_fraction: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)  # ε_AT / η for Theorem 2
+    at_beyond: tuple[float, ...] = (1.0, 1.5, 3.0)  # ε_AT / η where no optimum should exist
+    sam_eps: tuple[float, ...] = (0.01, 0.05, 0.2, 0.5, 1.0, 2.0)  # Theorem 3
+    sam_eps_compare: tuple[float, ...] = (0.01, 0.03, 0.1)  # Theorem 4, direct comparison
+    fit_eps: tuple[float, ...] = tuple(np.logspace(-3, -1.5, 7))  # Theorem 4, ε -> 0 fit
+    t5_eps_sam: tuple[float, ...] = tuple(np.logspace(-2, -1, 6))
+    mp_spot_checks: int = 2  # (p, η, n) points re-solved directly in mpmath at tiny ε
+
+    @classmethod
+    def quick(cls) -> Grid:
+        """A small grid for tests and smoke runs."""
+        return cls(p=(0.6, 0.9), eta=(0.2, 1.0), n=(1, 5), at_fraction=(0.25, 0.75), at_beyond=(1.0, 2.0),
+                   sam_eps=(0.05, 0.5), sam_eps_compare=(0.01, 0.1), fit_eps=tuple(np.logspace(-3, -1.5, 5)),
+                   t5_eps_sam=tuple(np.logspace(-2, -1, 3)), mp_spot_checks=1)
+
+
+@dataclass
+class SubCheck:
+    name: str
+    holds: bool
+    max_rel_error: float
+    tolerance: float  # the largest relative tolerance that was applied
+    points: int
+    detail: str
+    worst: dict | None = None
+
+
+@dataclass
+class ClaimReport:
+    theorem: str
+    title: str
+    refs: str
+    claim: str
+    regime: str
+    verdict: str  # "holds" | "fails"
+    max_rel_error: float
+    error_measure: str
+    corrected: str | None
+    corrected_verdict: str | None
+    summary: str
+    checks: list[SubCheck]
+    failing: list[dict] = field(default_factory=list)
+    table: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _mesh(*axes):
+    return [a.ravel() for a in np.meshgrid(*(np.asarray(x, dtype=float) for x in axes), indexing="ij")]
+
+
+def _params(i, **arrays) -> dict:
+    return {k: float(v[i]) for k, v in arrays.items()}
+
+
+def _closed_form_check(name: str, closed, numeric: Optimum, rounding, scale=1.0, **params) -> SubCheck:
+    """|closed - numeric| <= half the numeric bracket + the closed form's rounding (both scaled)."""
+    value = numeric.w1_float() / scale
+    err = np.abs(closed - value)
+    tol = (numeric.accuracy / 2 + rounding) / scale
+    ok = numeric.found & (err <= tol)
+    rel = np.where(numeric.found, err / np.abs(closed), np.inf)
+    worst = int(np.argmax(rel))
+    return SubCheck(
+        name, bool(ok.all()), float(rel.max()), float(np.max(tol / np.abs(closed))), int(rel.size),
+        f"{int(ok.sum())}/{ok.size} points within the numerical bracket"
+        + ("" if numeric.found.all() else f"; {int((~numeric.found).sum())} without a numerical optimum"),
+        _params(worst, **params) | {"closed": float(closed[worst]), "numeric": float(value[worst])},
+    )
+
+
+def _symbolic_check(name: str, expr, args, values, reference, rounding) -> SubCheck:
+    """The sympy expression, evaluated to 30 digits, against the float64 closed form."""
+    f = sp.lambdify(args, expr, modules="mpmath")
+    with mpmath.workdps(30):
+        derived = np.array([float(f(*(mpmath.mpf(float(v[i])) for v in values))) for i in range(len(values[0]))])
+    err = np.abs(derived - reference)
+    return SubCheck(name, bool((err <= rounding).all()), float((err / np.abs(reference)).max()),
+                    float((rounding / np.abs(reference)).max()), int(err.size), f"sympy: {sym.as_text(expr)}")
+
+
+DECISIVE = 0.1  # an extrapolated limit decides a point only if its uncertainty is below 10% of its scale
+
+
+def _limit_check(name: str, limit, tol, target, scale, what: str) -> tuple[SubCheck, np.ndarray]:
+    """Compare extrapolated limits with a target, at the points where the extrapolation is decisive.
+
+    Returns the check and the mask of decisive points that disagree."""
+    limit, tol = np.asarray(limit, dtype=float), np.asarray(tol, dtype=float)
+    target, scale = np.broadcast_to(target, limit.shape), np.broadcast_to(scale, limit.shape)
+    decisive = tol <= DECISIVE * scale
+    agree = np.abs(limit - target) <= tol
+    rel = np.abs(limit - target) / scale
+    d = decisive if decisive.any() else np.ones_like(decisive)
+    check = SubCheck(
+        name, bool(decisive.any() and agree[decisive].all()), float(rel[d].max()), float((tol / scale)[d].max()),
+        int(decisive.sum()),
+        f"{what} {limit[d].min():.6g}..{limit[d].max():.6g}; decisive at {int(decisive.sum())}/{limit.size} points "
+        f"(uncertainty <= {DECISIVE:.0%} of the scale), of which {int((agree & decisive).sum())} agree",
+    )
+    return check, decisive & ~agree
+
+
+def _verdict(checks: list[SubCheck]) -> str:
+    return "holds" if all(c.holds for c in checks) else "fails"
+
+
+def check_t1(g: Grid) -> ClaimReport:
+    P, E, N = _mesh(g.p, g.eta, g.n)
+    num = st_optimum(P, E, N)
+    params = dict(p=P, eta=E, n=N)
+    rounding = cf.rounding_bound(P, E)
+    checks = [
+        _closed_form_check("w1* = ln(p/(1-p))/(2η) vs numerical argmax of u", cf.w1_star(P, E), num, rounding,
+                           **params),
+        _closed_form_check("W_R* = ln(p/(1-p))/(2nη) vs numerical W_R", cf.w_r_star(P, E, N), num, rounding,
+                           scale=N, **params),
+        _symbolic_check("sympy: root of du/dw1 = 0 equals the closed form", sym.w_star(), (sym.p, sym.eta),
+                        (P, E), cf.w1_star(P, E), rounding),
+    ]
+    v = _verdict(checks)
+    return ClaimReport(
+        "T1", "Standard training optimum", "W Thm 1, eq. (8); D Thm 4.1, eq. (8)",
+        "w1* = (ln p - ln(1-p)) / (2η);  W_R* = (ln p - ln(1-p)) / (2nη)",
+        f"p in {g.p}, η in {g.eta}, n in {g.n}", v, max(c.max_rel_error for c in checks[:2]),
+        "relative error of the closed form against the numerical optimum", None, None,
+        f"The closed form {'matches' if v == 'holds' else 'does not match'} the numerical maximizer of "
+        f"u(w1) at all {P.size} points, within each point's bracket (max relative error "
+        f"{checks[0].max_rel_error:.1e}); note that w1* does not depend on n.",
+        checks,
+    )
+
+
+def check_t2(g: Grid) -> ClaimReport:
+    P, E, N, F = _mesh(g.p, g.eta, g.n, g.at_fraction)
+    eps = F * E
+    num = at_optimum(P, E, N, eps)
+    params = dict(p=P, eta=E, n=N, eps=eps)
+    Pb, Eb, Nb, Fb = _mesh(g.p, g.eta, g.n, g.at_beyond)
+    beyond = at_optimum(Pb, Eb, Nb, Fb * Eb)
+    no_opt = ~beyond.found
+    rounding = cf.rounding_bound(P, E, eps)
+    checks = [
+        _closed_form_check("w1^AT = ln(p/(1-p))/(2(η-ε)) vs numerical argmax of v", cf.w1_at(P, E, eps), num,
+                           rounding, **params),
+        _closed_form_check("W_R^AT = ln(p/(1-p))/(2n(η-ε)) vs numerical W_R", cf.w_r_at(P, E, N, eps), num,
+                           rounding, scale=N, **params),
+        _symbolic_check("sympy: root of dv/dw1 = 0 equals the closed form", sym.w_at(),
+                        (sym.p, sym.eta, sym.eps), (P, E, eps), cf.w1_at(P, E, eps), rounding),
+        SubCheck("ε >= η: the AT objective has no finite maximizer (so ε < η is needed)", bool(no_opt.all()),
+                 0.0 if no_opt.all() else float("inf"), 0.0, int(no_opt.size),
+                 f"{int(no_opt.sum())}/{no_opt.size} points with ε/η in {g.at_beyond}: the robust accuracy still "
+                 f"rises at w1 = {np.nanmin(beyond.lo):.3g} or beyond, as far as float64 resolves it"),
+    ]
+    v = _verdict(checks)
+    return ClaimReport(
+        "T2", "Adversarial training optimum", "W Thm 2, eq. (12); D Thm 4.2, eq. (10)",
+        "w1^AT = (ln p - ln(1-p)) / (2(η - ε)) for ε < η;  W_R^AT = w1^AT / n",
+        f"p in {g.p}, η in {g.eta}, n in {g.n}, ε/η in {g.at_fraction}", v,
+        max(c.max_rel_error for c in checks[:2]), "relative error of the closed form against the numerical optimum",
+        None, None,
+        f"The closed form matches the numerical maximizer of the adversarial accuracy at all {P.size} points "
+        f"(max relative error {checks[0].max_rel_error:.1e}); for ε >= η no finite maximizer exists."
+        if v == "holds" else "The closed form disagrees with the numerical AT optimum; see the checks.",
+        checks,
+    )
+
+
+def sam_w1(P, E, N, eps) -> tuple[Optimum, np.ndarray, SubCheck]:
+    """SAM optima: the direct max-min solve, and the equal-endpoints root where float64 cannot
+    resolve the direct one. Returns the merged optimum (as float arrays), a mask of points that
+    used the shortcut, and the agreement check of the two where both resolve."""
+    direct = sam_optimum(P, E, N, eps)
+    short = sam_optimum_equal_endpoints(P, E, N, eps)
+    both = direct.found & short.found
+    diff = np.abs(direct.w1_float() - short.w1_float())
+    allowed = (direct.accuracy + short.accuracy) / 2
+    agree = ~both | (diff <= allowed)
+    # Use the direct solve wherever it is at least as sharp as the shortcut.
+    use_short = ~direct.found | (direct.accuracy > 64 * np.maximum(short.accuracy, U * np.abs(short.w1_float())))
+    pick = lambda a, b: np.where(use_short, a, b)  # noqa: E731
+    merged = Optimum(pick(short.w1_float(), direct.w1_float()), pick(short.lo, direct.lo), pick(short.hi, direct.hi),
+                     pick(short.found, direct.found), pick(short.log_risk, direct.log_risk))
+    rel = np.where(both, diff / np.abs(short.w1_float()), 0.0)
+    check = SubCheck(
+        "equal-endpoints shortcut agrees with the direct max-min solve", bool(agree.all()), float(rel.max()),
+        float(np.max(np.where(both, allowed / np.abs(short.w1_float()), 0))), int(both.sum()),
+        f"{int((both & agree).sum())}/{int(both.sum())} points agree within the brackets; the shortcut is used at "
+        f"{int(use_short.sum())} points where the direct float64 solve is flat to rounding",
+    )
+    return merged, use_short, check
+
+
+def check_t3(g: Grid) -> ClaimReport:
+    P, E, N, EPS = _mesh(g.p, g.eta, g.n, g.sam_eps)
+    st = st_optimum(P, E, N)
+    sam, shortcut, agree = sam_w1(P, E, N, EPS)
+    above = sam.found & (sam.lo > st.hi)
+    below = sam.found & (sam.hi < st.lo)
+    undecided = ~above & ~below
+    margin = (sam.w1 - st.w1_float()) / st.w1_float()
+    violation = np.maximum(0.0, -margin)
+    i_min = int(np.nanargmin(np.where(sam.found, margin, np.inf)))
+    params = dict(p=P, eta=E, n=N, eps=EPS)
+    checks = [
+        SubCheck("w1^SAM > w1*, resolved beyond both brackets", bool(above.all()), float(violation.max()), 0.0,
+                 int(P.size), f"{int(above.sum())} above, {int(below.sum())} below, {int(undecided.sum())} undecided; "
+                 f"smallest relative gain (w1^SAM - w1*)/w1* = {margin[i_min]:.3g}",
+                 _params(i_min, **params)),
+        SubCheck("W_R^SAM > W_R* (the same inequality divided by n)", bool(above.all()), float(violation.max()), 0.0,
+                 int(P.size), "W_R = w1/n with n > 0, so the W_R form follows point by point"),
+        agree,
+    ]
+    v = _verdict(checks)
+    return ClaimReport(
+        "T3", "SAM increases the robust feature weight", "W Thm 3, eq. (16); D Thm 4.3, eq. (12)",
+        "w1^SAM > w1*  (equivalently W_R^SAM > W_R*) for every ε > 0",
+        f"p in {g.p}, η in {g.eta}, n in {g.n}, ε in {g.sam_eps}", v, float(violation.max()),
+        "largest relative violation max(0, (w1* - w1^SAM)/w1*)", None, None,
+        f"w1^SAM exceeds w1* at all {P.size} points, resolved beyond the solver brackets; the gain is smallest "
+        f"({margin[i_min]:.2g}) at {_params(i_min, **params)}."
+        if v == "holds" else f"w1^SAM > w1* is not established at {int((~above).sum())} of {P.size} points.",
+        checks,
+        failing=[_params(i, **params) for i in np.flatnonzero(~above)[:20]],
+    )
+
+
+@dataclass(frozen=True)
+class Extrapolation:
+    """y(ε) = c0 + c1 ε² fitted per row (rows: parameter points); c0 is the limit ε -> 0."""
+
+    c0: np.ndarray
+    c1: np.ndarray
+    tol: np.ndarray  # 5 standard errors of c0 plus the data's numerical error carried through the fit
+    scatter: np.ndarray  # residual standard deviation of the fit
+
+
+def extrapolate(eps: np.ndarray, y: np.ndarray, y_err: np.ndarray) -> Extrapolation:
+    x = np.asarray(eps, dtype=float) ** 2
+    X = np.stack([np.ones_like(x), x], axis=1)
+    coef, *_ = np.linalg.lstsq(X, y.T, rcond=None)
+    resid = y - (X @ coef).T
+    sigma = np.sqrt((resid**2).sum(axis=1) / max(len(x) - 2, 1))
+    cov = np.linalg.inv(X.T @ X)
+    intercept_weights = (cov @ X.T)[0]
+    tol = 5 * sigma * np.sqrt(cov[0, 0]) + y_err.max(axis=1) * np.abs(intercept_weights).sum()
+    return Extrapolation(coef[0], coef[1], tol, sigma)
+
+
+@dataclass(frozen=True)
+class CoefficientFit:
+    """Δ(ε)/(w* ε²) -> C0 as ε -> 0, and the log-log slope of Δ(ε), per parameter point."""
+
+    order: np.ndarray
+    order_tol: np.ndarray
+    c0: np.ndarray
+    c0_tol: np.ndarray
+    c1: np.ndarray
+
+
+def fit_coefficient(eps: np.ndarray, ratio: np.ndarray, ratio_err: np.ndarray) -> CoefficientFit:
+    ext = extrapolate(eps, ratio, ratio_err)
+    slope = np.polyfit(np.log(eps), (np.log(ratio) + 2 * np.log(eps)).T, 1)[0]  # d log Δ / d log ε
+    # The slope drifts from 2 by about 2 (C1/C0) ε² over the fitted range; plus noise.
+    drift = 2 * np.abs(ext.c1 / ext.c0) * np.max(eps) ** 2
+    order_tol = drift + 5 * (ext.scatter + ratio_err.max(axis=1)) / np.abs(ext.c0)
+    return CoefficientFit(slope, order_tol, ext.c0, ext.tol, ext.c1)
+
+
+def check_t4(g: Grid) -> ClaimReport:
+    P3, E3, N3 = _mesh(g.p, g.eta, g.n)
+    st = st_optimum(P3, E3, N3)
+    ws = st.w1_float()
+    A = sym.sam_expansion(order=2).A  # derived: A = 1/(3n)
+    corrected_A = np.asarray(sym.lambdify(A, sym.n)(N3), dtype=float) * np.ones_like(N3)
+    claimed = cf.THEOREM4_COEFFICIENT
+
+    # (b) Order and coefficient as ε -> 0, from the shortcut (checked against the direct solve in (a)).
+    fit_eps = np.asarray(g.fit_eps)
+    Pf, Ef, Nf, Ff = (a.reshape(P3.size, fit_eps.size) for a in _mesh(g.p, g.eta, g.n, fit_eps))
+    sc = sam_optimum_equal_endpoints(Pf, Ef, Nf, Ff)
+    inc = sc.w1_float() - ws[:, None]
+    ratio = inc / (ws[:, None] * Ff**2)
+    ratio_err = (sc.accuracy / 2 + st.accuracy[:, None] / 2) / (ws[:, None] * Ff**2)
+    fit = fit_coefficient(fit_eps, ratio, ratio_err)
+    order_ok = np.abs(fit.order - 2) <= fit.order_tol
+    coef_check, claim_bad = _limit_check("coefficient: (w1^SAM - w1*)/(w1* ε²) -> 2/3 as ε -> 0", fit.c0, fit.c0_tol,
+                                         claimed, fit.c0, "extrapolated coefficients")
+    corr_check, _ = _limit_check("corrected coefficient 1/(3n) matches the extrapolated one", fit.c0, fit.c0_tol,
+                                 corrected_A, corrected_A, "A = 1/(3n) from theory.symbolic; extrapolated")
+
+    # (a) The approximation at moderate ε, as the papers would use it.
+    P, E, N, EPS = _mesh(g.p, g.eta, g.n, g.sam_eps_compare)
+    sam, _, agree = sam_w1(P, E, N, EPS)
+    w_st = st_optimum(P, E, N).w1_float()
+    approx = cf.w1_sam_claimed(w_st, EPS)
+    rel_w1 = np.abs(approx - sam.w1) / sam.w1
+    inc_num, inc_claim = sam.w1 - w_st, approx - w_st
+    rel_inc = np.abs(inc_claim - inc_num) / inc_num
+    # Tolerance: the numerical brackets, plus the O(ε⁴) truncation of any ε² law, estimated from the
+    # fitted C1 of the same (p, η, n) so that a correct coefficient would pass.
+    k = len(g.sam_eps_compare)
+    truncation = np.repeat(np.abs(fit.c1 / fit.c0), k) * EPS**2 * 2
+    inc_tol = (sam.accuracy / 2 + st_optimum(P, E, N).accuracy / 2) / inc_num + truncation
+
+    # (c) mpmath: the direct max-min solve at ε = 1e-4, where float64 cannot resolve it.
+    mp_rows = _mp_spot_checks(g, 1e-4)
+
+    params = dict(p=P3, eta=E3, n=N3)
+    checks = [
+        SubCheck("order: w1^SAM - w1* = O(ε²) (log-log slope 2)", bool(order_ok.all()),
+                 float(np.max(np.abs(fit.order - 2) / 2)), float(np.max(fit.order_tol / 2)), int(P3.size),
+                 f"fitted slopes {fit.order.min():.4f}..{fit.order.max():.4f} over ε in "
+                 f"[{fit_eps.min():.0e}, {fit_eps.max():.2g}]"),
+        coef_check,
+        SubCheck("the approximation's increment w1*(2/3)ε² vs the numerical w1^SAM - w1*",
+                 bool((rel_inc <= inc_tol).all()), float(rel_inc.max()), float(inc_tol.max()), int(P.size),
+                 f"ε in {g.sam_eps_compare}; relative error in w1 itself only {rel_w1.max():.2e} (both are close to "
+                 f"w1*), but the predicted increment is off by up to {rel_inc.max():.3g}x"),
+        SubCheck("W_R form: W_R^SAM ≈ W_R*(1 + (2/3)ε²)", coef_check.holds, coef_check.max_rel_error,
+                 coef_check.tolerance, coef_check.points,
+                 "W_R = w1/n, so the relative increment and its coefficient are the same as for w1"),
+        agree,
+    ]
+    corrected_checks = [
+        corr_check,
+        *mp_rows,
+    ]
+    v = _verdict(checks[:4])
+    cv = _verdict(corrected_checks)
+    by_n = [{"n": int(nv), "measured_coefficient": float(np.median(fit.c0[N3 == nv])), "claimed": claimed,
+             "derived": float(corrected_A[N3 == nv][0]),
+             "claimed_over_measured": float(claimed / np.median(fit.c0[N3 == nv]))} for nv in np.unique(N3)]
+    w_expr = sym.w_star() * (1 + A * sym.eps**2)
+    diag = sym.diagnose_paper_derivative()
+    ratios = ", ".join(f"{r['claimed_over_measured']:.3g}x at n = {r['n']}" for r in by_n)
+    measured = ", ".join(f"{r['measured_coefficient']:.5g} (n = {r['n']})" for r in by_n)
+    summary = (
+        f"Order: the log-log slopes of w1^SAM - w1* are {fit.order.min():.3f}..{fit.order.max():.3f} "
+        f"({'consistent with' if order_ok.all() else 'NOT consistent with'} ε²). Coefficient: extrapolated to ε -> 0, "
+        f"(w1^SAM - w1*)/(w1* ε²) is {measured}, independent of p and η; the claimed 2/3 "
+        + ("matches." if coef_check.holds else f"overstates it by {ratios}. ")
+        + ("" if coef_check.holds else
+           f"Series expansion of the optimality condition u(w - ε) = u(w + ε) gives A = {sym.as_text(A)}, which "
+           f"{'agrees' if corr_check.holds else 'does NOT agree'} with the numerics. Where the 2/3 comes from: the "
+           f"true du/dw carries the Gaussian factor e^(-w²/(2n)) (sympy "
+           f"{'confirms' if diag.true_form_matches else 'rejects'} it; W eq. 18 as printed, with /n, is "
+           f"{'right' if diag.paper_form_matches else 'wrong'}), while the proofs "
+           f"integrate e^(-w²) (W eq. 24, D eq. 31); with that factor the same expansion gives exactly "
+           f"{diag.coefficient_if_gaussian_factor_is_exp_minus_w2}.")
+    )
+    return ClaimReport(
+        "T4", "Small-ε size of the SAM optimum", "W Thm 4; D Thm 4.4, eq. (13)",
+        "w1^SAM ≈ w1* + (2/3) w1* ε²  (and W_R^SAM ≈ W_R* + (2/3) W_R* ε²) for small ε",
+        f"p in {g.p}, η in {g.eta}, n in {g.n}; fit over ε in [{fit_eps.min():.0e}, {fit_eps.max():.2g}]",
+        v, coef_check.max_rel_error, "relative error of the claimed coefficient 2/3 against the extrapolated one",
+        None if v == "holds" else sym.as_text(w_expr), None if v == "holds" else cv,
+        summary,
+        checks + corrected_checks,
+        failing=[_params(i, **params) | {"measured_coefficient": float(fit.c0[i])}
+                 for i in np.flatnonzero(claim_bad)[:20]],
+        table=by_n,
+    )
+
+
+def _mp_spot_checks(g: Grid, eps: float) -> list[SubCheck]:
+    """Direct max-min solves in mpmath at tiny ε against the float64 shortcut."""
+    rows = []
+    points = [(g.p[len(g.p) // 2], g.eta[len(g.eta) // 2], g.n[i % len(g.n)]) for i in range(g.mp_spot_checks)]
+    for p, eta, n in points:
+        bk = mp_backend(40)
+        direct = sam_optimum(p, eta, n, eps, bk=bk)
+        st = st_optimum(p, eta, n, bk=bk)
+        short = sam_optimum_equal_endpoints(p, eta, n, eps)
+        coef_mp = float((direct.w1 - st.w1) / (st.w1 * eps**2))
+        coef_short = (short.w1_float() - st.w1_float()) / (st.w1_float() * eps**2)
+        tol = float(short.accuracy) / (st.w1_float() * eps**2) + float(direct.accuracy) / (st.w1_float() * eps**2)
+        ok = abs(coef_mp - coef_short) <= tol and direct.found
+        rows.append(SubCheck(
+            f"mpmath direct max-min solve at ε = {eps:g} (p={p}, η={eta}, n={n})", bool(ok),
+            abs(coef_mp - float(coef_short)) / abs(coef_mp), tol / abs(coef_mp), 1,
+            f"coefficient {coef_mp:.10f} (mpmath, 40 digits) vs {float(coef_short):.10f} (float64 shortcut); "
+            f"1/(3n) = {1 / (3 * n):.10f}",
+        ))
+    return rows
+
+
+def check_t5(g: Grid) -> ClaimReport:
+    P, E, N, ES = _mesh(g.p, g.eta, g.n, g.t5_eps_sam)
+    sam, _, agree = sam_w1(P, E, N, ES)
+    budget = equal_robustness_at_budget(P, E, N, sam.w1)
+    eps_at = budget.value
+    k = len(g.t5_eps_sam)
+    rows = lambda a: a.reshape(-1, k)  # noqa: E731  one row per (p, η, n), ε_SAM along the row
+    es = np.asarray(g.t5_eps_sam)
+    # Relative accuracy of ε_AT: its own bisection bracket, plus the brackets of w1^SAM and w1* carried
+    # through ε_AT ∝ w1^SAM - w1* (to leading order), i.e. relative to the gain.
+    st = st_optimum(P, E, N)
+    gain = np.maximum(sam.w1 - st.w1_float(), np.finfo(float).tiny)
+    rel_acc = budget.accuracy / eps_at + (sam.accuracy + st.accuracy) / gain
+
+    claimed = cf.eps_at_claimed(ES, E)
+    rel = np.abs(claimed - eps_at) / eps_at
+    lhs, rhs = cf.theorem5_lhs(ES), 2 * E / eps_at
+    rel_form = np.abs(lhs - rhs) / rhs
+    limit = extrapolate(es, rows(rel), rows(rel_acc * (1 + rel)))
+    limit_check, claim_bad = _limit_check(
+        "2 + 3/ε_SAM² ≈ 2η/ε_AT at equal w1: relative error of the implied ε_AT -> 0 as ε_SAM -> 0",
+        limit.c0, limit.tol, 0.0, 1.0, "the relative error of ε_AT extrapolates (ε_SAM -> 0) to")
+
+    relation = sym.equal_robustness()
+    lead = np.asarray(sym.lambdify(relation.lead, sym.n)(N), dtype=float) * np.ones_like(N)
+    const_expr = relation.constant.subs(sym.w_star_sym, sym.w_star())
+    const = np.asarray(sym.lambdify(const_expr, sym.p, sym.eta, sym.n)(P, E, N), dtype=float)
+    # Leading order: ε_AT / (η ε_SAM² / lead) -> 1.
+    q = eps_at * lead / (E * ES**2)
+    lead_fit = extrapolate(es, rows(q), rows(q * rel_acc))
+    lead_check, _ = _limit_check("corrected leading order: ε_AT·3n/(η ε_SAM²) -> 1", lead_fit.c0, lead_fit.tol,
+                                 1.0, 1.0, "extrapolated ratios")
+    # Constant term: η/ε_AT - lead/ε_SAM² -> constant. Only where the numerics pin it to 10%.
+    residual = E / eps_at - lead / ES**2
+    const_fit = extrapolate(es, rows(residual), rows(E / eps_at * rel_acc))
+    const_rows = rows(const)[:, 0]
+    const_check, _ = _limit_check("corrected constant: η/ε_AT - 3n/ε_SAM² -> (2 + η²n + w1*²/n)/5", const_fit.c0,
+                                  const_fit.tol, const_rows, np.maximum(np.abs(const_rows), 1.0),
+                                  "extrapolated constants")
+    corrected_eps_at = E / (lead / ES**2 + const)
+    rel_corr = np.abs(corrected_eps_at - eps_at) / eps_at
+
+    # Corollaries the papers draw from Theorem 5.
+    bigger = ES > budget.hi
+    Pe, Ee, Ne, Fe = _mesh(g.p, g.eta, g.n, (0.05, 0.25, 0.5, 0.9))
+    at_same = at_optimum(Pe, Ee, Ne, Fe * Ee)
+    sam_same, _, _ = sam_w1(Pe, Ee, Ne, Fe * Ee)
+    at_more = at_same.found & (at_same.lo > sam_same.hi)
+
+    P1, E1, N1 = (rows(a)[:, 0] for a in (P, E, N))
+    params = dict(p=P1, eta=E1, n=N1)
+    checks = [
+        limit_check,
+        SubCheck("the relation in the paper's own form: |(2 + 3/ε_SAM²) - 2η/ε_AT| / (2η/ε_AT)", limit_check.holds,
+                 float(rel_form.max()), limit_check.tolerance, int(P.size),
+                 f"between {rel_form.min():.3g} and {rel_form.max():.3g} over the grid"),
+        SubCheck("corollary: ε_SAM > ε_AT at equal W_R", bool(bigger.all()), 0.0, 0.0, int(P.size),
+                 f"{int(bigger.sum())}/{bigger.size} points"),
+        SubCheck("corollary: at equal budget ε < η, AT gives the larger w1 (and W_R)", bool(at_more.all()), 0.0, 0.0,
+                 int(Pe.size), f"{int(at_more.sum())}/{at_more.size} points with ε/η in (0.05, 0.25, 0.5, 0.9)"),
+        agree,
+    ]
+    corrected_checks = [lead_check, const_check]
+    v = _verdict(checks[:2])
+    cv = _verdict(corrected_checks)
+    two_eta = relation.two_eta_over_eps_at().subs(sym.w_star_sym, sym.w_star())
+    p_ref, eta_ref = g.p[len(g.p) // 2], g.eta[len(g.eta) // 2]
+    table = [{"p": p_ref, "eta": eta_ref, "n": int(N[i]), "eps_SAM": float(ES[i]), "eps_AT_numeric": float(eps_at[i]),
+              "eps_AT_paper": float(claimed[i]), "eps_AT_corrected": float(corrected_eps_at[i]),
+              "rel_error_paper": float(rel[i]), "rel_error_corrected": float(rel_corr[i])}
+             for i in np.flatnonzero((P == p_ref) & (E == eta_ref))]
+    by_n = {int(nv): float(np.median(limit.c0[N1 == nv])) + 1 for nv in np.unique(N1)}
+    ratio_text = ", ".join(f"{r:.3g}x at n = {nv}" for nv, r in by_n.items())
+    summary = (
+        ("The relation matches the numerics." if v == "holds" else
+         f"At equal w1, the ε_AT that the relation implies is, as ε_SAM -> 0, {ratio_text} the numerical one: the "
+         f"error does not vanish, so the relation is not asymptotically right. ")
+        + ("" if v == "holds" else
+           f"From the derived w1^AT and SAM expansion: η/ε_AT = {sym.as_text(relation.lead)}/ε_SAM² + "
+           f"{sym.as_text(relation.constant)} + O(ε_SAM²), i.e. 2η/ε_AT ≈ "
+           f"{sym.as_text(relation.two_eta_over_eps_at())}; "
+           f"its leading order {'agrees' if lead_check.holds else 'does NOT agree'} with the numerics and its constant "
+           f"{'agrees' if const_check.holds else 'does NOT agree'} where float64 resolves it. ")
+        + f"The papers' qualitative corollaries: ε_SAM > ε_AT at equal W_R {'holds' if checks[2].holds else 'FAILS'}; "
+        f"AT's larger w1 at equal budget {'holds' if checks[3].holds else 'FAILS'}."
+    )
+    return ClaimReport(
+        "T5", "Equal-robustness relation between ε_SAM and ε_AT", "W Thm 5, eq. (32); D Thm 4.5, eq. (14)",
+        "2 + 3/ε_SAM² ≈ 2η/ε_AT when AT and SAM return the same w1 (W_R)",
+        f"p in {g.p}, η in {g.eta}, n in {g.n}, ε_SAM in [{es.min():.2g}, {es.max():.2g}]",
+        v, float(rel.max()), "relative error of the ε_AT that the relation implies, against the numerical one",
+        None if v == "holds" else sym.as_text(two_eta), None if v == "holds" else cv,
+        summary,
+        checks + corrected_checks,
+        failing=[_params(i, **params) | {"limit_rel_error": float(limit.c0[i])}
+                 for i in np.flatnonzero(claim_bad)[:20]],
+        table=table,
+    )
+
+
+CHECKS: dict[str, Callable[[Grid], ClaimReport]] = {
+    "T1": check_t1, "T2": check_t2, "T3": check_t3, "T4": check_t4, "T5": check_t5,
+}
+
+
+def run(grid: Grid | None = None, progress: Callable[[str], None] | None = None) -> list[ClaimReport]:
+    grid = grid or Grid()
+    reports = []
+    for name, check in CHECKS.items():
+        t0 = time.perf_counter()
+        rep = check(grid)
+        rep.seconds = time.perf_counter() - t0
+        reports.append(rep)
+        if progress:
+            progress(f"{name} {rep.verdict:5s} ({rep.seconds:.1f} s)")
+    return reports
