@@ -1,6 +1,8 @@
 """The ``samat`` command.
 
     samat theory solve|verify|plot   the Gaussian model: optima, Theorems 1-5, figures (no torch)
+    samat train                      train one model with SGD, Adam, SAM, ASAM, ESAM or PGD-AT
+    samat experiment run|report      the papers' experiment grids (configs/)
     samat demo                       the main job on the embedded default data
 
 Errors a user can fix are one line on stderr with exit code 2; nothing prints a traceback for them.
@@ -11,20 +13,22 @@ from __future__ import annotations
 import sys
 
 from samat import __version__
-from samat.argtypes import EXIT_USAGE, OneLineParser
+from samat.argtypes import OneLineParser
 from theory.errors import SamatError
 
 
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="samat", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"samat {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{theory,demo}", parser_class=OneLineParser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{theory,train,experiment,demo}",
+                                parser_class=OneLineParser)
 
-    from samat import demo, theory_commands
+    from samat import demo, empirical_commands, theory_commands
 
     theory = sub.add_parser("theory", help="the papers' Gaussian model: optima, Theorems 1-5, figures",
                             description="The papers' robust/non-robust Gaussian model.")
     theory_commands.add_commands(theory)
+    empirical_commands.add_commands(sub)
     demo.add_command(sub)
     return parser
 
@@ -36,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except SamatError as err:
         print(f"samat: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        return err.exit_code
     except KeyboardInterrupt:
         print("samat: interrupted", file=sys.stderr)
         return 130

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 
 class SamatError(Exception):
-    """Base class for errors that the CLI reports as one line, with exit code 2."""
+    """Base class for errors that the CLI reports as one line (no traceback), with ``exit_code``."""
+
+    exit_code = 2
 
 
 class ParameterError(SamatError, ValueError):

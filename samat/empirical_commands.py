@@ -1,0 +1,155 @@
+"""``samat train`` and ``samat experiment run | report | status``.
+
+torch is imported only when one of these commands runs, never by ``samat theory``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from samat.argtypes import integer, number, ranged
+
+arg_positive_int = ranged("value", "an integer >= 1", lambda v: v >= 1, kind=integer)
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    problem = argparse.ArgumentTypeError(f"seeds='{text}' is invalid: seeds must be integers >= 0, e.g. 0,1,2")
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise problem from None
+    if not seeds or min(seeds) < 0:
+        raise problem
+    return seeds
+
+
+def add_commands(sub) -> None:
+    train = sub.add_parser("train", help="train one model (any method) into runs/<name>/",
+                           description="Train one model. Every TrainConfig field can be set with --set key=value "
+                           "(see empirical/config.py); the common ones have flags.")
+    train.add_argument("--config", type=Path, help="a JSON or TOML file of TrainConfig fields")
+    for flag, kind, helptext in (
+        ("--dataset", str, "cifar10, cifar100, fashion_mnist, tinyimagenet or gaussian"),
+        ("--data-dir", str, "where the dataset lives"),
+        ("--model", str, "prn18, wrn28_10, deit_tiny, small_cnn or linear"),
+        ("--method", str, "sgd, adam, sam, asam, esam or pgd_at"),
+        ("--rho", number, "SAM radius"),
+        ("--at-norm", str, "linf or l2"),
+        ("--at-eps", number, "AT budget, e.g. 8/255"),
+        ("--at-steps", integer, "PGD steps"),
+        ("--epochs", integer, "epochs"),
+        ("--batch-size", integer, "batch size"),
+        ("--lr", number, "learning rate (default 0.1 for SGD, 1e-3 for Adam)"),
+        ("--seed", integer, "seed"),
+        ("--train-subset", integer, "train on this many examples"),
+        ("--test-subset", integer, "test on this many examples"),
+        ("--device", str, "auto, cpu, cuda or cuda:N"),
+    ):
+        train.add_argument(flag, type=kind, help=helptext)
+    train.add_argument("--compile", action="store_true", help="torch.compile the model")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field")
+    train.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run directories (runs)")
+    train.add_argument("--name", help="run name (default: derived from the configuration)")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run where it stopped")
+    train.add_argument("--overwrite", action="store_true", help="discard an existing run and start again")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
+
+    exp = sub.add_parser("experiment", help="run and report the papers' experiment grids (configs/)",
+                         description="Experiment grids: a TOML file of runs x seeds (see configs/).")
+    esub = exp.add_subparsers(dest="experiment_command", required=True, metavar="{run,report,status}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("config", type=Path, help="experiment TOML file, e.g. configs/cifar10.toml")
+    common.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run directories (runs)")
+    common.add_argument("--seeds", type=_seeds, help="override the seeds, e.g. 0 or 0,1,2")
+    common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field in every run (e.g. epochs=5)")
+    run = esub.add_parser("run", parents=[common], help="train (and evaluate) every unfinished run")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--report", type=Path, metavar="DIR", help="write the report into DIR when done")
+    run.set_defaults(func=cmd_experiment_run)
+    report = esub.add_parser("report", parents=[common], help="aggregate finished runs into Markdown/CSV tables")
+    report.add_argument("--out", type=Path, metavar="DIR", help="output directory (default results/<name>)")
+    report.set_defaults(func=cmd_experiment_report)
+    status = esub.add_parser("status", parents=[common], help="list the runs and whether they are done")
+    status.set_defaults(func=cmd_experiment_status)
+
+
+def _overrides(items: list[str]) -> dict:
+    from empirical.config import parse_override
+
+    return dict(parse_override(item) for item in items)
+
+
+def _read_config_file(path: Path) -> dict:
+    from theory.errors import SamatError
+
+    if not path.exists():
+        raise SamatError(f"config file {path} not found")
+    if path.suffix == ".toml":
+        import tomllib
+
+        return tomllib.loads(path.read_text())
+    return json.loads(path.read_text())
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from empirical.config import TrainConfig
+    from empirical.train import train
+
+    values = _read_config_file(args.config) if args.config else {}
+    for key in ("dataset", "data_dir", "model", "method", "rho", "at_norm", "at_eps", "at_steps", "epochs",
+                "batch_size", "lr", "seed", "train_subset", "test_subset", "device"):
+        value = getattr(args, key)
+        if value is not None:
+            values[key] = value
+    if args.compile:
+        values["compile"] = True
+    values |= _overrides(args.set)
+    cfg = TrainConfig.from_dict(values)
+    run_dir = args.runs_dir / (args.name or cfg.default_name())
+    print(f"training {run_dir} ({cfg.method} on {cfg.dataset}/{cfg.model}, {cfg.epochs} epochs)", file=sys.stderr)
+    summary = train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"{run_dir}: test accuracy {summary['test_acc']:.4f} after {summary['epochs']} epochs "
+          f"({summary['seconds']:.0f} s)")
+    return 0
+
+
+def _experiment(args: argparse.Namespace):
+    from empirical.experiment import load_experiment
+
+    return load_experiment(args.config, runs_dir=args.runs_dir, overrides=_overrides(args.set), seeds=args.seeds)
+
+
+def cmd_experiment_run(args: argparse.Namespace) -> int:
+    from empirical.experiment import run_experiment, write_report
+
+    exp = _experiment(args)
+    run_experiment(exp, progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
+    if args.report:
+        paths = write_report(exp, args.report)
+        print(paths["markdown"].read_text())
+    return 0
+
+
+def cmd_experiment_report(args: argparse.Namespace) -> int:
+    from empirical.experiment import write_report
+
+    exp = _experiment(args)
+    out = args.out or Path("results") / exp.name
+    paths = write_report(exp, out)
+    print(paths["markdown"].read_text())
+    print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    return 0
+
+
+def cmd_experiment_status(args: argparse.Namespace) -> int:
+    from empirical.runs import RunDir
+
+    exp = _experiment(args)
+    for spec in exp.runs:
+        print(f"{RunDir(spec.run_dir).status():9s} {spec.run_dir}")
+    return 0
