@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from fractions import Fraction
 
 import numpy as np
@@ -55,7 +55,7 @@ Box = tuple[float, float]
 IMAGE_BOX: Box = (0.0, 1.0)
 
 
-class Norm(str, Enum):
+class Norm(StrEnum):
     """How a perturbation is measured."""
 
     LINF = "linf"
@@ -64,7 +64,7 @@ class Norm(str, Enum):
     FLOW = "flow"  # largest per-axis displacement of StAdv's flow field, in pixels
 
 
-class Method(str, Enum):
+class Method(StrEnum):
     FGSM = "fgsm"
     PGD = "pgd"
     AUTOATTACK = "autoattack"
@@ -353,17 +353,17 @@ class StAdv(Attack):
 def _seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch (CPU and ``device``) and numpy's global RNGs for the block, then restore the caller's state."""
     devices = [device] if device.type == "cuda" else []
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # noqa: NPY002 - Pixle uses the legacy global RNG
     with torch.random.fork_rng(devices=devices, device_type="cuda"):
         torch.random.default_generator.manual_seed(seed)
         if device.type == "cuda":
             with torch.cuda.device(device):
                 torch.cuda.manual_seed(seed)
-        np.random.seed(seed % 2**32)  # Pixle draws from numpy's global RNG
+        np.random.seed(seed % 2**32)  # noqa: NPY002 - Pixle draws from numpy's global RNG
         try:
             yield
         finally:
-            np.random.set_state(np_state)
+            np.random.set_state(np_state)  # noqa: NPY002
 
 
 @contextmanager

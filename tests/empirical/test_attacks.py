@@ -278,10 +278,10 @@ def _runs_of(name: str, model, x, y, seed: int) -> torch.Tensor:
 def test_same_seed_same_examples_and_caller_rng_untouched(trained, name):
     model, x, y = trained
     x, y = x[:16], y[:16]
-    torch_state, np_state = torch.get_rng_state(), np.random.get_state()
+    torch_state, np_state = torch.get_rng_state(), np.random.get_state()  # noqa: NPY002 - what Pixle uses
     first = _runs_of(name, model, x, y, seed=3)
     assert torch.equal(torch.get_rng_state(), torch_state)
-    after = np.random.get_state()
+    after = np.random.get_state()  # noqa: NPY002
     assert after[0] == np_state[0] and np.array_equal(after[1], np_state[1]) and after[2:] == np_state[2:]
     assert torch.equal(first, _runs_of(name, model, x, y, seed=3))
 
