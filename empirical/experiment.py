@@ -38,7 +38,7 @@ from empirical.config import TrainConfig
 from empirical.runs import RunDir
 from theory.errors import ParameterError, SamatError
 
-NATURAL = "natural"
+NATURAL, AVERAGE = "natural", "average"  # "average": the mean of a table's attack columns (D Tables 2-3)
 
 
 @dataclass(frozen=True)
@@ -126,11 +126,21 @@ def load_experiment(path: str | Path, *, runs_dir: str | Path = "runs", override
                       {k: v for k, v in head.items() if k not in ("name", "title", "seeds", "tables", "columns")})
 
 
-def run_experiment(exp: Experiment, *, progress: bool = True, evaluate=None, log=print) -> list[dict]:
-    """Train every unfinished run (resuming interrupted ones); finished runs are skipped, not redone.
+def evaluate_run(exp: Experiment, spec: RunSpec, *, progress: bool = True, log=print) -> dict | None:
+    """Evaluate a finished run on the experiment's attack columns (what eval.json already has is kept)."""
+    from empirical.evaluate import DEFAULT_N_EVAL, attack_columns, evaluate_path
 
-    ``evaluate(spec)`` (if given) runs after training for runs without their evaluation.
-    """
+    columns = attack_columns(exp.columns)
+    if not columns:
+        return None
+    return evaluate_path(spec.run_dir, columns, n_eval=int(exp.extra.get("n_eval", DEFAULT_N_EVAL)),
+                         seed=int(exp.extra.get("eval_seed", 0)), device=spec.config.device,
+                         data_dir=spec.config.data_dir, progress=progress, log=log)
+
+
+def run_experiment(exp: Experiment, *, progress: bool = True, evaluate: bool = True, log=print) -> list[dict]:
+    """Train every unfinished run (resuming interrupted ones), then evaluate it on the experiment's attack
+    columns; finished runs and finished evaluations are skipped, not redone."""
     from empirical.train import load_data, train
 
     outcomes, cache = [], {}
@@ -149,8 +159,8 @@ def run_experiment(exp: Experiment, *, progress: bool = True, evaluate=None, log
             log(f"[{i}/{len(exp.runs)}] {spec.label}, seed {spec.config.seed} -> {spec.run_dir} ({run.status()})")
             summary = train(spec.config, spec.run_dir, resume=True, progress=progress, data=cache[key])
             outcomes.append({"run": str(spec.run_dir), "status": "trained", "test_acc": summary["test_acc"]})
-        if evaluate is not None:
-            evaluate(spec)
+        if evaluate:
+            evaluate_run(exp, spec, progress=progress, log=log)
     return outcomes
 
 
@@ -164,12 +174,18 @@ def collect(exp: Experiment, table: Table) -> list[dict[str, Any]]:
         values: dict[str, list[float]] = {c: [] for c in table.columns}
         specs = exp.runs_for(label)
         finished = [RunDir(s.run_dir) for s in specs if RunDir(s.run_dir).finished]
+        attacks = [c for c in table.columns if c not in (NATURAL, AVERAGE)]
+        warnings: list[str] = []
         for run in finished:
             results = run_results(run)
+            if AVERAGE in table.columns and attacks and all(c in results for c in attacks):
+                results[AVERAGE] = sum(results[c] for c in attacks) / len(attacks)
             for c in table.columns:
                 if c in results:
                     values[c].append(100.0 * results[c])
-        row: dict[str, Any] = {"label": label, "seeds_done": len(finished), "seeds": len(specs)}
+            warnings += [f"{run.name}: {w}" for w in results.get("failed_checks", [])]
+        row: dict[str, Any] = {"label": label, "seeds_done": len(finished), "seeds": len(specs),
+                               "failed_checks": warnings}
         paper = specs[0].paper.get(table.title, {})
         for c in table.columns:
             v = values[c]
@@ -178,13 +194,18 @@ def collect(exp: Experiment, table: Table) -> list[dict[str, Any]]:
     return rows
 
 
-def run_results(run: RunDir) -> dict[str, float]:
-    """Accuracies of a finished run as fractions: natural from training, others from eval.json."""
-    results = {NATURAL: float(run.read_final()["test_acc"])}
+def run_results(run: RunDir) -> dict[str, Any]:
+    """Accuracies of a finished run as fractions, and its failed sanity checks.
+
+    With an evaluation (eval.json), every column including natural comes from it, so that natural and
+    robust accuracy are measured on the same images; without one, natural is the final test accuracy.
+    """
+    results: dict[str, Any] = {NATURAL: float(run.read_final()["test_acc"])}
     eval_path = run.path / "eval.json"
     if eval_path.exists():
         evaluation = json.loads(eval_path.read_text())
         results.update({k: float(v) for k, v in evaluation.get("accuracy", {}).items() if v is not None})
+        results["failed_checks"] = [c["check"] for c in evaluation.get("sanity", []) if not c["passed"]]
     return results
 
 
@@ -213,13 +234,17 @@ def markdown_table(table: Table, rows: list[dict]) -> str:
     header.append("seeds")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        cells = [r["label"]]
+        cells = [r["label"] + (" ⚠" if r["failed_checks"] else "")]
         for c in table.columns:
             cells.append(_cell(r[c]))
             if c in with_paper:
                 cells.append("—" if r[c]["paper"] is None else f"{r[c]['paper']:.1f}")
         cells.append(f"{r['seeds_done']}/{r['seeds']}")
         lines.append("| " + " | ".join(cells) + " |")
+    flagged = [w for r in rows for w in r["failed_checks"]]
+    if flagged:
+        lines += ["", "⚠ failed sanity checks (the numbers of these rows are suspect):"]
+        lines += [f"- {w}" for w in dict.fromkeys(flagged)]
     return "\n".join(lines)
 
 
@@ -233,10 +258,10 @@ def csv_rows(table: Table, rows: list[dict]) -> list[list]:
 
 
 def column_title(column: str) -> str:
-    return "Natural" if column == NATURAL else column
+    return {NATURAL: "Natural", AVERAGE: "Average"}.get(column, column)
 
 
-def write_report(exp: Experiment, out_dir: str | Path) -> dict[str, Path]:
+def write_report(exp: Experiment, out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
     """table.md (one table per paper table), table.csv (long format: numbers as numbers), table.json."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -254,6 +279,12 @@ def write_report(exp: Experiment, out_dir: str | Path) -> dict[str, Path]:
     writer.writerow(["table", "label", "column", "mean", "std", "n", "paper"])
     writer.writerows([["" if v is None else v for v in rec] for rec in records])
     paths = {"markdown": out / "table.md", "csv": out / "table.csv", "json": out / "table.json"}
+    if plots:
+        from empirical.plots import plot_experiment
+
+        figures = [p for p in plot_experiment(exp, out) if p.suffix == ".png"]
+        md += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
+        paths |= {f"figure {p.stem}": p for p in figures}
     paths["markdown"].write_text("\n".join(md))
     paths["csv"].write_text(buffer.getvalue())
     paths["json"].write_text(json.dumps(dump, indent=2))

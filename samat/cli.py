@@ -2,6 +2,7 @@
 
     samat theory solve|verify|plot   the Gaussian model: optima, Theorems 1-5, figures (no torch)
     samat train                      train one model with SGD, Adam, SAM, ASAM, ESAM or PGD-AT
+    samat eval                       clean and robust accuracy of a trained model (eval.json)
     samat experiment run|report      the papers' experiment grids (configs/)
     samat demo                       the main job on the embedded default data
 
@@ -20,7 +21,7 @@ from theory.errors import SamatError
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="samat", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"samat {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{theory,train,experiment,demo}",
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{theory,train,eval,experiment,demo}",
                                 parser_class=OneLineParser)
 
     from samat import demo, empirical_commands, theory_commands
@@ -29,6 +30,7 @@ def build_parser() -> OneLineParser:
                             description="The papers' robust/non-robust Gaussian model.")
     theory_commands.add_commands(theory)
     empirical_commands.add_commands(sub)
+    empirical_commands.add_eval_command(sub)
     demo.add_command(sub)
     return parser
 

@@ -1,61 +1,98 @@
 """``samat demo``: the main job on the embedded default, end to end.
 
-For now: the theory verification report and its figures.
+1. the theory: figures and the verification of Theorems 1-5 (seconds);
+2. the embedded default experiment (configs/fashion_mnist_default.toml): ST, SAM and AT of a small CNN on
+   real Fashion-MNIST, trained, attacked and tabulated with plots (minutes on 2 CPU cores).
+
+Finished parts are kept: a second run only redoes what is missing (or everything with --force).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
 
 from theory.errors import SamatError
 
+DEFAULT_EXPERIMENT = Path(__file__).resolve().parents[1] / "configs" / "fashion_mnist_default.toml"
+
 
 def add_command(sub) -> None:
-    demo = sub.add_parser("demo", help="run the main job on the embedded default (theory report and figures)",
-                          description="Verify Theorems 1-5 and draw the figures into OUT/ (default results/demo).")
+    demo = sub.add_parser("demo", help="run the main job on the embedded default (theory, then Fashion-MNIST)",
+                          description="Verify Theorems 1-5 with figures, then train, attack and tabulate the "
+                          "default Fashion-MNIST experiment; everything goes to OUT/ (default results/demo).")
     demo.add_argument("--out", type=Path, default=Path("results/demo"), metavar="DIR", help="output directory")
+    demo.add_argument("--theory-only", action="store_true", help="skip the training experiment")
     demo.add_argument("--force", action="store_true", help="redo and overwrite finished parts")
     demo.set_defaults(func=cmd_demo)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from theory import plots, report, verify
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
+
+def cmd_demo(args: argparse.Namespace) -> int:
     out: Path = args.out
-    theory_dir, figures_dir = out / "theory", out / "theory" / "figures"
-    report_paths = [theory_dir / "verification.json", theory_dir / "verification.md"]
+    if args.force and out.exists():
+        shutil.rmtree(out)
     t0 = time.perf_counter()
-    if plots.existing_outputs(figures_dir) and not args.force:
-        print(f"figures: already in {figures_dir}/ (kept; --force redraws)", file=sys.stderr)
-    else:
-        print(f"[1/2] drawing the theory figures into {figures_dir}/", file=sys.stderr)
-        plots.make_all(figures_dir, progress=lambda m: print(f"  {m}", file=sys.stderr))
-    if all(p.exists() for p in report_paths) and not args.force:
-        print(f"report: already in {theory_dir}/ (kept; --force redoes it)", file=sys.stderr)
-    else:
-        print(f"[2/2] verifying Theorems 1-5 into {theory_dir}/", file=sys.stderr)
-        t1 = time.perf_counter()
-        reports = verify.run(verify.Grid(), progress=lambda m: print(f"  {m}", file=sys.stderr))
-        theory_dir.mkdir(parents=True, exist_ok=True)
-        report.write_json(reports, report_paths[0])
-        report.write_markdown(reports, report_paths[1], verify.Grid(), figures_dir, time.perf_counter() - t1)
-    if not report_paths[1].exists():
-        raise SamatError(f"{report_paths[1]} was not written")
-    print(_summary(report_paths[0]))
-    print(f"done in {time.perf_counter() - t0:.0f} s: read {report_paths[1]}")
+    theory_md = _theory(out / "theory")
+    lines = [_theory_summary(out / "theory" / "verification.json"), f"theory report: {theory_md}"]
+    if not args.theory_only:
+        table = _experiment(out / "fashion-mnist")
+        lines += ["", table.read_text().split("## ", 1)[-1], f"experiment report: {table}"]
+    print("\n".join(lines))
+    print(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
 
 
-def _summary(json_path: Path) -> str:
+def _theory(theory_dir: Path) -> Path:
+    from theory import plots, report, verify
+
+    figures = theory_dir / "figures"
+    md = theory_dir / "verification.md"
+    if plots.existing_outputs(figures):
+        _say(f"[theory] figures already in {figures}/ (kept)")
+    else:
+        _say(f"[theory] drawing figures into {figures}/")
+        plots.make_all(figures, progress=lambda m: _say(f"  {m}"))
+    if md.exists() and (theory_dir / "verification.json").exists():
+        _say(f"[theory] report already in {theory_dir}/ (kept)")
+    else:
+        _say(f"[theory] verifying Theorems 1-5 into {theory_dir}/")
+        t1 = time.perf_counter()
+        reports = verify.run(verify.Grid(), progress=lambda m: _say(f"  {m}"))
+        report.write_json(reports, theory_dir / "verification.json")
+        report.write_markdown(reports, md, verify.Grid(), figures, time.perf_counter() - t1)
+    return md
+
+
+def _theory_summary(json_path: Path) -> str:
     import json
 
     rows = json.loads(json_path.read_text())
-    lines = ["", f"{'claim':6s}{'verdict':9s}{'max rel. error':>16s}  corrected statement"]
+    lines = [f"{'claim':6s}{'verdict':9s}{'max rel. error':>16s}  corrected statement"]
     for r in rows:
         err = r["max_rel_error"]
         corrected = f"{r['corrected']}  [{r['corrected_verdict']}]" if r["corrected"] else "—"
         lines.append(f"{r['theorem']:6s}{r['verdict']:9s}{'—' if err is None else f'{err:.3g}':>16s}  {corrected}")
     return "\n".join(lines)
+
+
+def _experiment(exp_dir: Path) -> Path:
+    from empirical.data import load_dataset
+    from empirical.experiment import load_experiment, run_experiment, write_report
+
+    try:
+        load_dataset("fashion_mnist")
+    except SamatError as err:
+        raise SamatError(f"the default experiment needs Fashion-MNIST ({err}); install it with "
+                         "`apt-get install dataset-fashion-mnist` (bash .ci/setup does) or use --theory-only") from None
+    exp = load_experiment(DEFAULT_EXPERIMENT, runs_dir=exp_dir / "runs")
+    _say(f"[experiment] {exp.title}: {len(exp.runs)} runs into {exp_dir}/runs")
+    run_experiment(exp, progress=sys.stderr.isatty(), log=_say)
+    paths = write_report(exp, exp_dir)
+    return paths["markdown"]

@@ -1,0 +1,116 @@
+"""Figures of an experiment, drawn from its saved results only (metrics.jsonl, eval.json): never trains.
+
+* ``curves``: test accuracy against epoch for each method;
+* ``robust_vs_eps``: robust accuracy against the attack budget, one panel per attack with several budgets;
+* ``tradeoff``: clean against robust accuracy, each method a labelled point (SAM's ρ, AT's ε in the label).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from empirical.experiment import NATURAL, Experiment, run_results
+from empirical.runs import RunDir
+
+
+def _style(label: str) -> dict:
+    if "AT" in label:
+        return {"marker": "s", "ls": "--"}
+    if "SAM" in label:
+        return {"marker": "o", "ls": "-"}
+    return {"marker": "^", "ls": ":"}
+
+
+def _finished(exp: Experiment, label: str) -> list[RunDir]:
+    return [RunDir(s.run_dir) for s in exp.runs_for(label) if RunDir(s.run_dir).finished]
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def plot_experiment(exp: Experiment, out_dir: str | Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from empirical.evaluate import column_spec
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def save(fig, name: str) -> None:
+        for ext in ("png", "pdf"):
+            fig.savefig(out / f"{name}.{ext}", dpi=130)
+            written.append(out / f"{name}.{ext}")
+        plt.close(fig)
+
+    # Training curves.
+    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    for label in exp.labels:
+        runs = _finished(exp, label)
+        if not runs:
+            continue
+        curves = [[r["test_acc"] for r in run.read_metrics()] for run in runs]
+        length = min(len(c) for c in curves)
+        mean = np.mean([c[:length] for c in curves], axis=0) * 100
+        ax.plot(np.arange(1, length + 1), mean, label=label, **_style(label), ms=4)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{exp.title}: training")
+    ax.legend(fontsize=8)
+    save(fig, "curves")
+
+    results = {label: [run_results(r) for r in _finished(exp, label)] for label in exp.labels}
+    # Robust accuracy against the budget, per attack with several budgets.
+    families: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for column in exp.columns:
+        if column in (NATURAL, "average"):
+            continue
+        s = column_spec(column)
+        if s.eps is not None:
+            families[s.name].append((s.eps, column))
+    families = {k: sorted(v) for k, v in families.items() if len(v) >= 2}
+    if families:
+        fig, axes = plt.subplots(1, len(families), figsize=(5.5 * len(families), 4.3), constrained_layout=True,
+                                 squeeze=False)
+        for ax, (name, members) in zip(axes[0], families.items(), strict=True):
+            for label, rows in results.items():
+                points = [(0.0, [r[NATURAL] for r in rows])] + [(e, [r[c] for r in rows if c in r]) for e, c in members]
+                points = [(e, v) for e, v in points if v]
+                if len(points) < 2:
+                    continue
+                eps = [e * 255 for e, _ in points]
+                stats = [_mean_std([100 * x for x in v]) for _, v in points]
+                ax.errorbar(eps, [m for m, _ in stats], yerr=[s for _, s in stats], label=label, capsize=2,
+                            **_style(label), ms=4)
+            ax.set_xlabel("attack budget ε (×1/255)")
+            ax.set_ylabel("robust accuracy (%)")
+            ax.set_title(name)
+            ax.legend(fontsize=7)
+        save(fig, "robust_vs_eps")
+
+    # Clean against robust accuracy.
+    robust_columns = [c for c in exp.columns if c not in (NATURAL, "average")]
+    if robust_columns:
+        fig, ax = plt.subplots(figsize=(6.5, 5), constrained_layout=True)
+        for label, rows in results.items():
+            rows = [r for r in rows if all(c in r for c in robust_columns)]
+            if not rows:
+                continue
+            clean = np.mean([100 * r[NATURAL] for r in rows])
+            robust = np.mean([100 * np.mean([r[c] for c in robust_columns]) for r in rows])
+            ax.scatter([clean], [robust], **{"marker": _style(label)["marker"]}, s=45)
+            ax.annotate(label, (clean, robust), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.set_xlabel("natural accuracy (%)")
+        ax.set_ylabel("mean robust accuracy over the attack columns (%)")
+        ax.set_title(f"{exp.title}: clean vs robust")
+        save(fig, "tradeoff")
+    (out / "figures.json").write_text(json.dumps({"figures": [p.name for p in written]}, indent=1))
+    return written
