@@ -63,7 +63,7 @@ def plot_experiment(exp: Experiment, out_dir: str | Path) -> list[Path]:
         ax.plot(np.arange(1, length + 1), mean, label=label, **_style(label), ms=4)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{exp.title}: training")
+    ax.set_title(f"Test accuracy during training ({exp.name})")
     ax.legend(fontsize=8)
     save(fig, "curves")
 
@@ -110,7 +110,7 @@ def plot_experiment(exp: Experiment, out_dir: str | Path) -> list[Path]:
             ax.annotate(label, (clean, robust), textcoords="offset points", xytext=(5, 4), fontsize=8)
         ax.set_xlabel("natural accuracy (%)")
         ax.set_ylabel("mean robust accuracy over the attack columns (%)")
-        ax.set_title(f"{exp.title}: clean vs robust")
+        ax.set_title(f"Clean against robust accuracy ({exp.name})")
         save(fig, "tradeoff")
     (out / "figures.json").write_text(json.dumps({"figures": [p.name for p in written]}, indent=1))
     return written
