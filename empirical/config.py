@@ -20,6 +20,7 @@ METHODS = ("sgd", "adam", "sam", "asam", "esam", "pgd_at")
 SAM_FAMILY = ("sam", "asam", "esam")
 BASE_OPTIMIZERS = ("sgd", "adam")
 NORMS = ("linf", "l2")
+SAM_GRADIENTS = ("allreduce", "local")  # which gradient SAM's ascent uses when data-parallel (world size > 1)
 AT_FEATURES = ("all", "non_robust")  # "non_robust": AT perturbs x2..x_{n+1} only (the papers' AT on vector data)
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3}
 
@@ -57,6 +58,10 @@ class TrainConfig:
     rho: float = 0.1  # SAM family: radius of the weight perturbation (l2)
     esam_beta: float = 0.6  # ESAM: fraction of weights perturbed (stochastic weight perturbation)
     esam_gamma: float = 0.5  # ESAM: fraction of the batch kept by sharpness-sensitive data selection
+    # SAM family under data parallelism (world size > 1; no effect in one process): "allreduce" climbs along the
+    # gradient of the whole global batch (every replica perturbs identically, as one process would); "local"
+    # along each replica's own gradient (m-sharpness with m = the per-replica batch, Foret et al. 2021, §4.1)
+    sam_gradients: str = "allreduce"
     at_norm: str = "linf"
     at_eps: float = 8 / 255  # input units
     at_alpha: float | None = None  # PGD step; None: 2.5 eps / steps (Madry et al.)
@@ -111,6 +116,7 @@ class TrainConfig:
             _choice("base_optimizer", self.base_optimizer, BASE_OPTIMIZERS)
         _choice("at_norm", self.at_norm, NORMS)
         _choice("at_features", self.at_features, AT_FEATURES)
+        _choice("sam_gradients", self.sam_gradients, SAM_GRADIENTS)
         _check("rho", self.rho, self.rho >= 0, ">= 0")
         if self.lr is not None:
             _check("lr", self.lr, self.lr > 0 and math.isfinite(self.lr), "> 0")
@@ -158,7 +164,7 @@ class TrainConfig:
     def default_name(self) -> str:
         method = self.method
         if self.method in SAM_FAMILY:
-            method += f"-rho{self.rho:g}"
+            method += f"-rho{self.rho:g}" + ("-local" if self.sam_gradients == "local" else "")
         if self.method == "pgd_at":
             method += f"-{self.at_norm}-eps{round(self.at_eps * 255, 3):g}of255"
         return f"{self.dataset}-{self.model}-{method}-seed{self.seed}"

@@ -4,6 +4,7 @@
     samat train                      train one model with SGD, Adam, SAM, ASAM, ESAM or PGD-AT
     samat eval                       clean and robust accuracy of a trained model (eval.json)
     samat experiment run|report      the papers' experiment grids (configs/)
+    samat study                      theory meets training: linear models on the Gaussian model
     samat demo                       the main job on the embedded default data
 
 Errors a user can fix are one line on stderr with exit code 2; nothing prints a traceback for them.
@@ -21,7 +22,7 @@ from theory.errors import SamatError
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="samat", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"samat {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{theory,train,eval,experiment,demo}",
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{theory,train,eval,experiment,study,demo}",
                                 parser_class=OneLineParser)
 
     from samat import demo, empirical_commands, theory_commands
@@ -31,6 +32,7 @@ def build_parser() -> OneLineParser:
     theory_commands.add_commands(theory)
     empirical_commands.add_commands(sub)
     empirical_commands.add_eval_command(sub)
+    empirical_commands.add_study_command(sub)
     demo.add_command(sub)
     return parser
 

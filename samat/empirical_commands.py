@@ -125,6 +125,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_study_command(sub) -> None:
+    study = sub.add_parser("study", help="theory meets training: linear models trained on the Gaussian model",
+                           description="Train linear classifiers on samples of D(p, eta, n) with SGD, SAM, ASAM "
+                           "and PGD-AT, measure W_R and exact accuracies, compare with the population optima of "
+                           "theory (0-1 and logistic losses), and draw the figures of docs/findings.md.")
+    study.add_argument("--out", type=Path, default=Path("results/gaussian-study"), metavar="DIR")
+    study.add_argument("--quick", action="store_true", help="a small grid (a minute): for smoke runs")
+    study.add_argument("--report-only", action="store_true", help="only summarize and plot stored measurements")
+    study.set_defaults(func=cmd_study)
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from empirical.gaussian_study import StudyGrid, figures, run, summarize
+    from theory.errors import SamatError
+
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    measurements = args.out / "measurements.json"
+    if not args.report_only:
+        measurements = run(StudyGrid.quick() if args.quick else StudyGrid(), args.out, log=say)
+    elif not measurements.exists():
+        raise SamatError(f"{measurements} does not exist: run `samat study --out {args.out}` first")
+    summary = summarize(measurements, log=say)
+    paths = figures(summary, args.out)
+    print(f"wrote {args.out / 'summary.json'} and {len(paths)} figure files in {args.out}/")
+    return 0
+
+
 def _overrides(items: list[str]) -> dict:
     from empirical.config import parse_override
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from theory.backend import FLOAT64, Array, Backend
+from theory.errors import ParameterError
 from theory.model import validate
 from theory.objectives import log_risk, risk_slope, sam_inner_max
 
@@ -72,23 +73,24 @@ class _Problem:
     n: Array
     attack_eps: Array
     sam_eps: Array
+    eps_x1: Array  # the attack's budget on x1 itself (0 in the papers; attack_eps for the full ball)
     bk: Backend
     sam: bool
 
     def take(self, idx) -> _Problem:
-        return _Problem(*(getattr(self, f)[idx] for f in ("p", "eta", "n", "attack_eps", "sam_eps")),
+        return _Problem(*(getattr(self, f)[idx] for f in ("p", "eta", "n", "attack_eps", "sam_eps", "eps_x1")),
                         self.bk, self.sam)
 
     def log_objective(self, w, grid: int = INNER_GRID) -> Array:
         if not self.sam:
-            return log_risk(w, self.p, self.eta, self.n, self.attack_eps, self.bk).value
+            return log_risk(w, self.p, self.eta, self.n, self.attack_eps, self.bk, self.eps_x1).value
         return sam_inner_max(w, self.p, self.eta, self.n, self.sam_eps, self.attack_eps, self.bk,
                              grid, INNER_REFINE).log_value
 
     def slope_sign(self, w) -> np.ndarray:
         """+1 / -1 where the objective reliably increases / decreases at w, 0 where undecidable."""
         if not self.sam:
-            s = risk_slope(w, self.p, self.eta, self.n, self.attack_eps, self.bk)
+            s = risk_slope(w, self.p, self.eta, self.n, self.attack_eps, self.bk, self.eps_x1)
             pos, neg = s.value - s.error > 0, s.value + s.error < 0
         else:
             inner = sam_inner_max(w, self.p, self.eta, self.n, self.sam_eps, self.attack_eps, self.bk,
@@ -100,18 +102,22 @@ class _Problem:
         return np.where(pos, 1, np.where(neg, -1, 0))
 
 
-def minimize_risk(p, eta, n, *, attack_eps=0.0, sam_eps=0.0, bk: Backend = FLOAT64,
+def minimize_risk(p, eta, n, *, attack_eps=0.0, sam_eps=0.0, attack_x1: bool = False, bk: Backend = FLOAT64,
                   max_iter: int | None = None, rtol: float = 0.0) -> Optimum:
     """argmin over w1 of max_{|δ| <= sam_eps} risk_{attack_eps}(w1 + δ), vectorized.
 
+    ``attack_x1`` lets the attack perturb x1 too (the full ℓ∞ ball; budgets < 1, without SAM).
     ``rtol`` > 0 stops the bisection once the bracket is that narrow relative to |w1| (for
     benchmarks at a stated accuracy); by default it runs until rounding decides.
     """
     validate(p=p, eta=eta, n=n, attack_eps=attack_eps, sam_eps=sam_eps)
+    sam = bool(np.any(np.asarray(sam_eps, dtype=float) > 0))
+    if attack_x1 and (sam or np.any(np.asarray(attack_eps, dtype=float) >= 1)):
+        raise ParameterError("attack_eps", attack_eps, "< 1 for a full-ball attack (and without SAM)")
+    eps_x1 = attack_eps if attack_x1 else 0.0
     with bk.context():
-        arrays = np.broadcast_arrays(*(bk.asarray(v) for v in (p, eta, n, attack_eps, sam_eps)))
+        arrays = np.broadcast_arrays(*(bk.asarray(v) for v in (p, eta, n, attack_eps, sam_eps, eps_x1)))
         shape = arrays[0].shape
-        sam = bool(np.any(np.asarray(sam_eps, dtype=float) > 0))
         prob = _Problem(*(a.ravel() for a in arrays), bk, sam)
         lo, hi, found = _bracket(prob)
         lo, hi = _bisect(prob, lo, hi, found, max_iter, rtol)
@@ -139,8 +145,13 @@ def _bracket(prob: _Problem):
     rows = np.arange(best.size)
     i_lo, i_hi = best - 1, best + 1
     found = np.ones(best.size, dtype=bool)
+    if prob.sam:
+        lo_fine, hi_fine, fine = _fine_bracket(prob, nodes[rows, i_lo], nodes[rows, i_hi], best, len(EXTENSION))
+    else:
+        dense = root_n * bk.asarray(SLOPE_NODES)[None, :]
+        lo_fine, hi_fine, fine = _local_minima_bracket(prob, dense, values)
     for side in (+1, -1):
-        moving = np.ones(best.size, dtype=bool)
+        moving = ~fine
         undecided = np.zeros(best.size, dtype=int)
         while moving.any():
             idx = np.flatnonzero(moving)
@@ -162,7 +173,64 @@ def _bracket(prob: _Problem):
             else:
                 i_lo[idx] = nxt
             moving[idx] = step
-    return nodes[rows, i_lo], nodes[rows, i_hi], found
+    return np.where(fine, lo_fine, nodes[rows, i_lo]), np.where(fine, hi_fine, nodes[rows, i_hi]), found
+
+
+FINE_POINTS = 65
+SLOPE_NODES = np.concatenate([-np.logspace(4, -3, 225), [0.0], np.logspace(-3, 4, 225)])  # 32 per decade
+
+
+def _local_minima_bracket(prob: _Problem, core, values):
+    """Without SAM the slope is cheap: read its sign on a dense grid (32 nodes a decade), take every
+    (falling, rising) pair as a local minimum, and keep the one whose lowest value on a fine grid between
+    the two nodes is lowest, provided it is no higher than the best scan node (else a descent to
+    infinity wins: the walk decides). This finds dips narrower than the value scan's spacing, such as
+    the two-root first-order condition of AT on the full ball makes; a dip narrower than the dense
+    grid's spacing (a factor 1.05) would still be missed."""
+    n_rows, k = core.shape
+    slopes = np.stack([prob.slope_sign(core[:, j]) for j in range(k)], axis=-1)
+    turn = (slopes[:, :-1] < 0) & (slopes[:, 1:] > 0)
+    count = turn.sum(axis=1)
+    width = int(count.max()) if n_rows else 0
+    out_lo, out_hi, done = core[:, 0].copy(), core[:, 0].copy(), np.zeros(n_rows, dtype=bool)
+    if width == 0:
+        return out_lo, out_hi, done
+    # The j-th turn of every row (padded with the row's first turn), evaluated on 17 points each.
+    order = np.argsort(~turn, axis=1, kind="stable")[:, :width]
+    order = np.where(np.arange(width)[None, :] < count[:, None], order, order[:, :1])
+    a = np.take_along_axis(core, order, 1)
+    b = np.take_along_axis(core, order + 1, 1)
+    frac = prob.bk.asarray(np.linspace(0.0, 1.0, 17))
+    grid = a[..., None] + (b - a)[..., None] * frac
+    rows = np.repeat(np.arange(n_rows), width * frac.size)
+    lows = prob.take(rows).log_objective(grid.reshape(-1)).reshape(n_rows, width, frac.size).min(axis=2)
+    j = np.argmin(lows, axis=1)
+    pick = lambda m: np.take_along_axis(m, j[:, None], 1)[:, 0]  # noqa: E731
+    done = (count > 0) & (pick(lows) <= values.min(axis=1))
+    return np.where(done, pick(a), out_lo), np.where(done, pick(b), out_hi), done
+
+
+def _fine_bracket(prob: _Problem, lo, hi, best, first_core: int):
+    """Where the slopes at the best node's neighbours do not already bracket a minimum (the objective
+    is not unimodal there: e.g. AT on the full ball, whose first-order condition has two roots), look
+    for the sign change on a fine grid between them, next to the lowest value on it."""
+    interior = (best > first_core) & (best < first_core + len(Z_NODES) - 1)
+    s_lo, s_hi = prob.slope_sign(lo), prob.slope_sign(hi)
+    todo = np.flatnonzero(interior & ~((s_lo < 0) & (s_hi > 0)))
+    out_lo, out_hi, done = lo.copy(), hi.copy(), np.zeros(lo.shape, dtype=bool)
+    if todo.size == 0:
+        return out_lo, out_hi, done
+    sub = prob.take(todo)
+    frac = prob.bk.asarray(np.linspace(0.0, 1.0, FINE_POINTS))[None, :]
+    grid = lo[todo, None] + (hi[todo] - lo[todo])[:, None] * frac
+    slopes = np.stack([sub.slope_sign(grid[:, j]) for j in range(FINE_POINTS)], axis=-1)
+    values = np.stack([sub.log_objective(grid[:, j]) for j in range(FINE_POINTS)], axis=-1)
+    for row, i in enumerate(todo):
+        turns = np.flatnonzero((slopes[row, :-1] < 0) & (slopes[row, 1:] > 0))
+        if turns.size:
+            j = turns[np.argmin([min(values[row, t], values[row, t + 1]) for t in turns])]
+            out_lo[i], out_hi[i], done[i] = grid[row, j], grid[row, j + 1], True
+    return out_lo, out_hi, done
 
 
 def _bisect(prob: _Problem, lo, hi, active, max_iter: int | None, rtol: float = 0.0):
@@ -202,9 +270,10 @@ def st_optimum(p, eta, n, bk: Backend = FLOAT64, rtol: float = 0.0) -> Optimum:
     return minimize_risk(p, eta, n, bk=bk, rtol=rtol)
 
 
-def at_optimum(p, eta, n, eps, bk: Backend = FLOAT64, rtol: float = 0.0) -> Optimum:
-    """w1^AT: the maximizer of the accuracy under the worst non-robust ℓ∞ attack (eq. 13)."""
-    return minimize_risk(p, eta, n, attack_eps=eps, bk=bk, rtol=rtol)
+def at_optimum(p, eta, n, eps, bk: Backend = FLOAT64, rtol: float = 0.0, full_ball: bool = False) -> Optimum:
+    """w1^AT: the maximizer of the accuracy under the worst non-robust ℓ∞ attack (eq. 13); with
+    ``full_ball`` the attack perturbs x1 as well (an idealization of the papers lifted)."""
+    return minimize_risk(p, eta, n, attack_eps=eps, attack_x1=full_ball, bk=bk, rtol=rtol)
 
 
 def sam_optimum(p, eta, n, eps, bk: Backend = FLOAT64, rtol: float = 0.0) -> Optimum:

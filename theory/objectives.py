@@ -13,6 +13,12 @@ is the clean error 1 - u(w1) for ε = 0 (workshop eq. 9/17) and the adversarial 
     sam_risk(w1) = max_{|δ| <= ε} risk(w1 + δ),
 
 computed here by an honest numerical inner maximization over δ, not by assuming where it lies.
+
+Lifting the papers' idealizations needs the same error for any linear classifier and attack:
+``linear_log_risk`` takes w through w1, Σ w_i, ||w_{2:}||_2 and ||w_{2:}||_1 (for which the
+non-robust part of the margin is N(η Σw_i, ||w_{2:}||²) and the attack costs ε ||w_{2:}||_1), and an
+optional attack on x1 itself (ε_1 |w1|, the full ℓ∞ ball). ``log_risk`` is its special case
+w2 = ... = 1, so each formula lives once.
 Everything is evaluated in log space (log Φ is accurate deep in the tails), with a rounding bound
 carried alongside so that solvers know when a comparison stops being meaningful.
 """
@@ -36,23 +42,42 @@ class Bounded:
     error: Array
 
 
-def _arguments(w1, p, eta, n, eps, bk: Backend):
-    mu_n = (eta - eps) * n
-    root_n = bk.sqrt(n)
-    return (-w1 - mu_n) / root_n, (w1 - mu_n) / root_n, root_n
+def _margin_arguments(w1, w_sum, w_l2, w_l1, eta, eps, eps_x1):
+    """Standardized error thresholds: P(error | y x1 = +1) = Φ(a), P(error | y x1 = -1) = Φ(b).
 
-
-def log_risk(w1, p, eta, n, eps=0.0, bk: Backend = FLOAT64) -> Bounded:
-    """log P(sign(w·x') != y) under the worst ℓ∞ attack of size ``eps`` on x2..x_{n+1}.
-
-    ``eps = 0`` gives the clean error 1 - u(w1) (workshop eq. 9, 17); ``eps > 0`` the AT
-    objective 1 - v(w1) (workshop eq. 13). Broadcasts over all arguments.
+    The worst-case margin is w1 (y x1) - ε_1 |w1| + S - ε ||w_{2:}||_1 with S ~ N(η Σw_i, ||w_{2:}||_2²).
     """
-    a, b, _ = _arguments(w1, p, eta, n, eps, bk)
+    shift = eps_x1 * abs(w1) - eta * w_sum + eps * w_l1
+    return (-w1 + shift) / w_l2, (w1 + shift) / w_l2
+
+
+def _arguments(w1, p, eta, n, eps, bk: Backend, eps_x1=0.0):
+    """The papers' classifier w2 = ... = w_{n+1} = 1: Σw_i = ||w||_1 = n, ||w||_2 = √n."""
+    return _margin_arguments(w1, n, bk.sqrt(n), n, eta, eps, eps_x1)
+
+
+def _log_risk_from(a, b, p, bk: Backend) -> Bounded:
     value = bk.logaddexp(bk.log(p) + bk.log_ndtr(a), bk.log(1 - p) + bk.log_ndtr(b))
     # log Φ(x) has condition number ~x² in the lower tail; the arguments themselves carry a few ulps.
     error = 16 * bk.unit_roundoff * (1 + a * a + b * b + abs(value))
     return Bounded(value, error)
+
+
+def linear_log_risk(w1, w_sum, w_l2, w_l1, p, eta, eps=0.0, eps_x1=0.0, bk: Backend = FLOAT64) -> Bounded:
+    """log P(error) of sign(w·x') for any linear w, under the worst ℓ∞ attack: ``eps`` on x2..x_{n+1}
+    and ``eps_x1`` on x1 (the full ball when both are ε). w enters through w1, Σw_i, ||w_{2:}||_2 and
+    ||w_{2:}||_1 (i >= 2), which is all the error depends on. Broadcasts."""
+    return _log_risk_from(*_margin_arguments(w1, w_sum, w_l2, w_l1, eta, eps, eps_x1), p, bk)
+
+
+def log_risk(w1, p, eta, n, eps=0.0, bk: Backend = FLOAT64, eps_x1=0.0) -> Bounded:
+    """log P(sign(w·x') != y) under the worst ℓ∞ attack of size ``eps`` on x2..x_{n+1}.
+
+    ``eps = 0`` gives the clean error 1 - u(w1) (workshop eq. 9, 17); ``eps > 0`` the AT
+    objective 1 - v(w1) (workshop eq. 13); ``eps_x1`` also attacks x1 (the full ℓ∞ ball, which the
+    papers leave out). Broadcasts over all arguments.
+    """
+    return _log_risk_from(*_arguments(w1, p, eta, n, eps, bk, eps_x1), p, bk)
 
 
 def risk(w1, p, eta, n, eps=0.0, bk: Backend = FLOAT64):
@@ -65,16 +90,18 @@ def accuracy(w1, p, eta, n, eps=0.0, bk: Backend = FLOAT64):
     return 1 - risk(w1, p, eta, n, eps, bk)
 
 
-def risk_slope(w1, p, eta, n, eps=0.0, bk: Backend = FLOAT64) -> Bounded:
+def risk_slope(w1, p, eta, n, eps=0.0, bk: Backend = FLOAT64, eps_x1=0.0) -> Bounded:
     """The sign of d risk / d w1, as a log ratio with its rounding bound.
 
-    d risk/d w1 = [(1-p) φ(b) - p φ(a)] / √n (differentiating ``risk``; cf. workshop eq. 10, 18).
-    Returned as ``log((1-p) φ(b)) - log(p φ(a))``, positive where the risk increases: the
-    difference of the two densities is formed in log space, so it never underflows.
+    d risk/d w1 = [(1-p)(1 + ε_1 σ) φ(b) - p (1 - ε_1 σ) φ(a)] / √n with σ = sign(w1) (differentiating
+    ``risk``; cf. workshop eq. 10, 18; ε_1 < 1). Returned as ``log((1-p)(1+ε_1σ) φ(b)) -
+    log(p(1-ε_1σ) φ(a))``, positive where the risk increases: the difference of the two densities is
+    formed in log space, so it never underflows.
     """
-    a, b, _ = _arguments(w1, p, eta, n, eps, bk)
-    log_up = bk.log(1 - p) - b * b / 2
-    log_down = bk.log(p) - a * a / 2
+    a, b = _arguments(w1, p, eta, n, eps, bk, eps_x1)
+    sigma = np.where(w1 >= 0, 1.0, -1.0) if np.any(np.asarray(eps_x1, dtype=float) != 0) else 1.0
+    log_up = bk.log((1 - p) * (1 + eps_x1 * sigma)) - b * b / 2
+    log_down = bk.log(p * (1 - eps_x1 * sigma)) - a * a / 2
     value = log_up - log_down
     error = 8 * bk.unit_roundoff * (1 + abs(bk.log(p)) + abs(bk.log(1 - p)) + a * a + b * b)
     return Bounded(value, error)

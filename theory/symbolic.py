@@ -174,3 +174,41 @@ def as_text(expr: sp.Expr) -> str:
 
 def lambdify(expr: sp.Expr, *args: sp.Symbol):
     return sp.lambdify(args, expr, modules="numpy")
+
+
+# --- Idealizations lifted -------------------------------------------------------------------------
+
+
+def full_ball_terms(w1: sp.Expr) -> list[tuple[sp.Expr, sp.Expr]]:
+    """u(w1) = Σ c Φ(arg) under the worst ℓ∞ attack of size ε on every coordinate (w1 > 0, ε < 1):
+    x1's term shrinks to (1 - ε) w1 or grows to -(1 + ε) w1, and the non-robust mean to η - ε."""
+    mean = (eta - eps) * n
+    return [(p, ((1 - eps) * w1 + mean) / sp.sqrt(n)), (1 - p, (-(1 + eps) * w1 + mean) / sp.sqrt(n))]
+
+
+@functools.cache
+def w_at_full_ball() -> sp.Expr:
+    """The AT optimum when the attack may also perturb x1, from the first-order condition (w1 > 0).
+
+    The two density terms of du/dw1 have opposite signs, so the condition compares their logs; it is
+    a quadratic in w1. Its smaller root is the maximum (it tends to Theorem 2's value as ε -> 0,
+    checked in the tests) when ln(p(1-ε)/((1-p)(1+ε))) > 0 and the discriminant is >= 0; it is a local
+    maximum, and the global one only if it beats both ends: w1 = 0 (x1 ignored) and w1 -> infinity (x1
+    alone, accuracy -> p), which the tests compare.
+    """
+    x = sp.Symbol("x", real=True)
+    # d/dx [c Φ(arg)] = c arg' φ(arg): at a critical point the rising and the falling term are equal,
+    # so their logs are: log(c arg') - arg²/2 on both sides (the √(2π) cancels).
+    sides = {}
+    for c, arg in full_ball_terms(x):
+        slope = sp.diff(arg, x)
+        rising = slope.subs(eps, sp.Rational(1, 2)).is_positive  # the sign for any ε in (0, 1)
+        sides[rising] = sp.log(c) + sp.log(slope if rising else -slope) - arg**2 / 2
+    condition = sp.expand(sides[True] - sides[False])
+    roots = sp.solve(condition, x)
+    if len(roots) != 2:
+        raise ArithmeticError(f"expected a quadratic first-order condition, got roots {roots}")
+    finite = [r for r in roots if sp.limit(r, eps, 0, "+").is_finite]
+    if len(finite) != 1:
+        raise ArithmeticError(f"expected one root with a finite ε -> 0 limit, got {finite}")
+    return sp.simplify(finite[0])

@@ -78,7 +78,7 @@ def test_risk_slope_has_the_sign_of_the_derivative(p, eta, n, w1, frac):
         d = (bk.exp(log_risk(bk.asarray(w1) + h, p, eta, n, eps, bk).value)
              - bk.exp(log_risk(bk.asarray(w1) - h, p, eta, n, eps, bk).value))
         d = float(d)
-    if abs(float(s.value)) > float(s.error):
+    if abs(float(s.value)) > float(s.error) and d != 0:  # d == 0: flat beyond 40 digits, nothing to compare
         assert np.sign(float(s.value)) == np.sign(d)
 
 

@@ -1,0 +1,214 @@
+"""Benchmark: evaluation throughput of PreActResNet-18 (32x32x3): the standard l2 AutoAttack on N images, and
+the papers' full column set (empirical.attacks.PAPER_COLUMNS, with `samat eval`'s sanity attacks) per 10,000.
+
+    python bench/eval_throughput.py [--json out.json]     # CUDA: AutoAttack on 1,000 images, columns on 1,000
+    python bench/eval_throughput.py --quick               # CPU: a few images each (minutes)
+
+The network is PRN-18 with random weights (seed 0) on random CIFAR-shaped images: the attacks' cost
+depends on how many images survive each stage, not on what the network learned, so two models bound it:
+
+* "non-robust": the network itself, with each image's label set to its prediction (clean accuracy 100%,
+  so every image is attacked). Like a standard-trained model, it loses nearly every image to the first
+  attack of AutoAttack (APGD-CE), and AutoAttack's later attacks have little left to do: the low end.
+* "robust": the same network behind a wrapper that adds a margin of 1000 to class 0 (labels 0), so no
+  attack within budget ever succeeds while every forward and backward pass still runs through PRN-18:
+  every stage of every attack runs on every image, the high end (an adversarially trained model, most
+  of whose images survive, is near it).
+
+Attacks run as `samat eval` runs them (empirical.evaluate.evaluate: fp32, batched, seeded), on the
+device's default precision (TF32 convolutions on NVIDIA GPUs are PyTorch's default). The per-10,000
+figures are the measured seconds scaled linearly from the measured number of images (each batch is
+attacked independently, so the cost is linear in the images once a batch is full); the table says
+which figures are measured and which are scaled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+from torch import nn
+
+from empirical.attacks import PAPER_COLUMNS, build_attack, spec
+from empirical.evaluate import evaluate
+from empirical.models import build_model
+
+PER = 10_000
+ROBUST_MARGIN = 1000.0
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+class AlwaysRobust(nn.Module):
+    """PRN-18's logits plus a margin on class 0 that no perturbation within budget can overcome."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)
+        return logits + ROBUST_MARGIN * nn.functional.one_hot(torch.zeros_like(logits[:, 0], dtype=torch.long),
+                                                              logits.shape[1]).to(logits.dtype)
+
+
+def make_model(device: torch.device, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model("prn18", input_shape=(3, 32, 32), num_classes=10, mean=CIFAR_MEAN, std=CIFAR_STD).to(device).eval()
+
+
+def images_and_labels(model: nn.Module, n: int, device: torch.device, robust: bool, seed: int):
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8).to(device)
+    if robust:
+        return x, torch.zeros(n, dtype=torch.long, device=device)
+    with torch.no_grad():
+        preds = torch.cat([model(x[i:i + 500].float() / 255).argmax(1) for i in range(0, n, 500)])
+    return x, preds  # labels = predictions: clean accuracy 100%, every image gets attacked
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_autoattack(model: nn.Module, n: int, device: torch.device, batch_size: int, robust: bool,
+                    seed: int) -> dict:
+    """The standard l2 AutoAttack (32/255) alone, as evaluate() builds it, on n images."""
+    x, y = images_and_labels(model, n, device, robust, seed)
+    attack = build_attack(spec("autoattack_l2"), model, num_classes=10, seed=seed, device=device)
+    sync(device)
+    t0 = time.perf_counter()
+    survived = 0
+    for i in range(0, n, batch_size):
+        xb = x[i:i + batch_size].float() / 255
+        x_adv = attack(xb, y[i:i + batch_size])
+        with torch.no_grad():
+            survived += int((model(x_adv).argmax(1) == y[i:i + batch_size]).sum())
+    sync(device)
+    seconds = time.perf_counter() - t0
+    return {"images": n, "seconds": seconds, "images_per_s": n / seconds, "robust_accuracy": survived / n}
+
+
+def time_columns(model: nn.Module, n: int, device: torch.device, batch_size: int, robust: bool, seed: int) -> dict:
+    """evaluate() with every PAPER_COLUMNS attack and its sanity attacks; seconds per attack from its result."""
+    x, y = images_and_labels(model, n, device, robust, seed)
+    columns = [s.label for s in PAPER_COLUMNS]
+    sync(device)
+    t0 = time.perf_counter()
+    result = evaluate(model, x, y, columns, num_classes=10, seed=seed, batch_size=batch_size, progress=False,
+                      log=lambda m: print(f"    {m}", file=sys.stderr, flush=True))
+    sync(device)
+    total = time.perf_counter() - t0
+    attacks = {label: {"seconds": a["seconds"], "accuracy": result["accuracy"][label]}
+               for label, a in result["attacks"].items()}
+    return {"images": n, "seconds": total, "attacks": attacks}
+
+
+def machine(device: torch.device) -> dict:
+    info = {"date": dt.date.today().isoformat(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(), "device": str(device), "load_average_before": os.getloadavg()[0]}
+    if device.type == "cuda":
+        info |= {"gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda}
+    import torchattacks
+
+    info["torchattacks"] = torchattacks.__version__
+    return info
+
+
+def markdown(result: dict) -> str:
+    lines = []
+    aa = result.get("autoattack", {})
+    if aa:
+        lines += ["| AutoAttack l2 32/255 (standard) | images | seconds | images/s | seconds per 1,000 | robust acc. |",
+                  "|---|---|---|---|---|---|"]
+        for kind, r in aa.items():
+            lines.append(f"| {kind} | {r['images']:,} | {r['seconds']:.1f} | {r['images_per_s']:.2f} | "
+                         f"{1000 * r['seconds'] / r['images']:,.1f}{'' if r['images'] == 1000 else ' (scaled)'} | "
+                         f"{100 * r['robust_accuracy']:.1f}% |")
+    cols = result.get("columns", {})
+    if cols:
+        kinds = list(cols)
+        lines += ["", "| Column (`samat eval`) | " + " | ".join(
+            f"{k}: images/s | {k}: s per {PER:,}" for k in kinds) + " |",
+                  "|---|" + "---|---|" * len(kinds)]
+        labels = list(dict.fromkeys(label for k in kinds for label in cols[k]["attacks"]))
+        for label in labels:
+            cells = []
+            for k in kinds:
+                a = cols[k]["attacks"].get(label)
+                n = cols[k]["images"]
+                cells += ["—", "—"] if a is None else [f"{n / a['seconds']:,.1f}", f"{PER * a['seconds'] / n:,.0f}"]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        cells = []
+        for k in kinds:
+            n, s = cols[k]["images"], cols[k]["seconds"]
+            cells += [f"{n / s:,.2f}", f"**{PER * s / n:,.0f}**"]
+        lines.append("| **all columns + sanity checks** | " + " | ".join(cells) + " |")
+        lines.append("")
+        lines.append("Measured on " + ", ".join(f"{cols[k]['images']:,} images ({k})" for k in kinds)
+                     + f"; per-{PER:,} figures scaled linearly"
+                     + ("" if all(cols[k]["images"] == PER for k in kinds) else " from them") + ".")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quick", action="store_true", help="a few images of each: for a CPU")
+    parser.add_argument("--aa-images", type=int, help="AutoAttack, non-robust model (default 1000; 32 with --quick)")
+    parser.add_argument("--aa-robust-images", type=int,
+                        help="AutoAttack, robust model (default 1000; 2 with --quick; 0 skips)")
+    parser.add_argument("--column-images", type=int, help="column set, non-robust (default 1000; 16 with --quick)")
+    parser.add_argument("--column-robust-images", type=int,
+                        help="column set, robust model (default 500; 2 with --quick; 0 skips)")
+    parser.add_argument("--batch-size", type=int, help="attack batch (default 500 on CUDA, all images on CPU)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write every figure to this JSON file")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" \
+        else torch.device(args.device)
+    q = args.quick
+
+    def pick(value, full, quick):
+        return value if value is not None else (quick if q else full)
+
+    n_aa, n_aa_r = pick(args.aa_images, 1000, 32), pick(args.aa_robust_images, 1000, 2)
+    n_col, n_col_r = pick(args.column_images, 1000, 16), pick(args.column_robust_images, 500, 2)
+    batch = args.batch_size or (500 if device.type == "cuda" else max(n_aa, n_col, n_aa_r, n_col_r))
+    info = machine(device)
+    command = "python bench/eval_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    print(f"{command}\n{json.dumps(info)}", file=sys.stderr, flush=True)
+    net = make_model(device, args.seed)
+    robust = AlwaysRobust(net).eval()
+    result: dict = {"command": command.strip(), "machine": info, "batch_size": batch, "autoattack": {}, "columns": {}}
+    for kind, model, n in (("non-robust", net, n_aa), ("robust", robust, n_aa_r)):
+        if n:
+            r = time_autoattack(model, n, device, batch, kind == "robust", args.seed)
+            result["autoattack"][kind] = r
+            print(f"[autoattack] {kind}: {n} images in {r['seconds']:.1f} s ({r['images_per_s']:.2f} images/s), "
+                  f"robust accuracy {r['robust_accuracy']:.3f}", file=sys.stderr, flush=True)
+    for kind, model, n in (("non-robust", net, n_col), ("robust", robust, n_col_r)):
+        if n:
+            print(f"[columns] {kind}: {n} images", file=sys.stderr, flush=True)
+            result["columns"][kind] = time_columns(model, n, device, batch, kind == "robust", args.seed)
+    info["load_average_after"] = os.getloadavg()[0]
+    where = info.get("gpu", f"{info['cpu']}, {info['cpus']} CPUs")
+    print(f"\n`{command.strip()}` — {where}, torch {info['torch']}, torchattacks {info['torchattacks']}, "
+          f"Python {info['python']}, {info['date']}; attack batch {batch}; PRN-18 with random weights; "
+          f"1-min load average {info['load_average_before']:.2f} before, {info['load_average_after']:.2f} after\n")
+    print(markdown(result))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

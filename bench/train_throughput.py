@@ -1,0 +1,638 @@
+"""Benchmark: training throughput of PreActResNet-18 on 32x32x3 inputs, batch 128, for ST, SAM and AT-PGD10:
+our loop against a baseline loop written the common way, timed in one run on one device.
+
+    python bench/train_throughput.py [--compile] [--json out.json]      # CUDA: the measurement (minutes)
+    python bench/train_throughput.py --quick                           # CPU: a few steps of batch 32 (minutes)
+
+Our loop is empirical.train's: the step functions and ``build()`` (bf16 autocast, channels_last,
+cudnn.benchmark on CUDA; ``--compile`` adds torch.compile), the synthetic dataset resident on the device
+as uint8, cut, converted and augmented (crop + flip) a batch at a time there by ``BatchStream``, losses
+summed on the device and read by the host every LOG_EVERY steps, as ``train()`` does.
+
+The baseline is the loop most research code has: a torch ``DataLoader`` over a Dataset that converts,
+pads, crops, flips and normalizes each image on the CPU (torchvision's RandomCrop(32, 4, reflect) +
+RandomHorizontalFlip + ToTensor + Normalize, written out without torchvision), pinned memory and worker
+processes on CUDA, fp32, normalization outside the model, ``.item()`` on the loss and accuracy every
+step; SAM as davda54/sam (per-parameter loops, BN momentum set to 0 for the second pass); PGD as Wong
+et al. / Rice et al. (in normalized units, ``loss.backward()`` for the input gradient, which also fills
+the parameters' gradients, model in train mode).
+
+Both loops run the same model (same initial weights), optimizer settings and number of steps on the
+same synthetic CIFAR-shaped data (random pixels and labels: the cost does not depend on their values).
+The first ``--warmup`` steps of each are not timed; with ``--repeats R`` the two
+loops alternate R times and the fastest of each counts (for shared or noisy machines; the load average
+before and after is recorded). FLOPs come from torch.utils.flop_counter on one step
+of our loop (batch 2, scaled linearly: convolutions and matrix products are linear in the batch); the
+achieved fraction of the device's bf16 dense peak uses these "model FLOPs" for both loops.
+
+"Equal accuracy": a short run of each method with ``empirical.train.train`` and with the baseline loop,
+same seed and initial weights, on Fashion-MNIST (synthetic learnable images when it is missing): the
+train loss per epoch and the test accuracy side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from empirical.config import TrainConfig
+from empirical.data import BatchStream, Dataset, load_dataset
+from empirical.models import build_model
+from empirical.train import LOG_EVERY, STEPS, build, train
+
+METHODS = {"st": "sgd", "sam": "sam", "at": "pgd_at"}
+LABELS = {"st": "ST (SGD)", "sam": "SAM", "at": "AT-PGD10"}
+RHO = 0.1
+AT_EPS, AT_STEPS = 8 / 255, 10  # l-inf PGD-10 with step 2.5 eps / steps (the project's default rule)
+EPOCH_IMAGES = 50_000
+# Dense bf16 peak (no sparsity), from the vendors' data sheets, by a substring of torch.cuda.get_device_name().
+PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4), ("H800", 989.4),
+                    ("A100", 312.0), ("L40S", 362.1), ("L4", 121.0))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data
+
+
+def synthetic_cifar(n_train: int, n_test: int = 256, seed: int = 0) -> Dataset:
+    """Random uint8 32x32x3 images with random labels: the shape and dtype of CIFAR-10, nothing else."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n_train + n_test, 3, 32, 32), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 10, (n_train + n_test,), generator=g)
+    return Dataset("synthetic-cifar", x[:n_train], y[:n_train], x[n_train:], y[n_train:], 10,
+                   (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "crop_flip")
+
+
+def learnable_images(n_train: int, n_test: int, seed: int = 0) -> Dataset:
+    """Fallback for the accuracy check: 1x28x28 noise whose class (of 10) sets a bright horizontal band."""
+    g = torch.Generator().manual_seed(seed)
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.randint(0, 100, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
+        y = torch.randint(0, 10, (n,), generator=g)
+        for k in range(10):
+            rows = slice(2 + 2 * k, 4 + 2 * k)
+            x[y == k, :, rows, :] += 120
+        return x, y
+
+    (xtr, ytr), (xte, yte) = split(n_train), split(n_test)
+    return Dataset("synthetic-bands", xtr, ytr, xte, yte, 10, (0.25,), (0.2,), "none")
+
+
+class PerSampleAugmented(torch.utils.data.Dataset):
+    """The common CPU pipeline, one image per call: ToTensor, RandomCrop(pad 4, reflect), RandomHorizontalFlip,
+    Normalize (torchvision's transforms, written out so that torchvision is never imported)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...],
+                 augment: str) -> None:
+        self.x, self.y, self.augment = x.cpu(), y.cpu(), augment
+        self.mean = torch.tensor(mean).view(-1, 1, 1)
+        self.std = torch.tensor(std).view(-1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img = self.x[i].float().div(255)  # ToTensor
+        if self.augment in ("crop", "crop_flip"):
+            _, h, w = img.shape
+            img = F.pad(img[None], (4, 4, 4, 4), mode="reflect")[0]
+            top, left = (int(v) for v in torch.randint(0, 9, (2,)))
+            img = img[:, top:top + h, left:left + w]
+            if self.augment == "crop_flip" and torch.rand(1).item() < 0.5:
+                img = img.flip(-1)
+        return (img - self.mean) / self.std, int(self.y[i])  # Normalize
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The baseline loop
+
+
+class BaselineSAM(torch.optim.Optimizer):
+    """davda54/sam's SAM: first_step climbs to w + e(w) parameter by parameter, second_step returns and steps."""
+
+    def __init__(self, params, base_optimizer, rho: float, **kwargs) -> None:
+        super().__init__(params, dict(rho=rho, **kwargs))
+        self.base_optimizer = base_optimizer(self.param_groups, **kwargs)
+        self.param_groups = self.base_optimizer.param_groups
+
+    @torch.no_grad()
+    def first_step(self) -> None:
+        grad_norm = torch.norm(torch.stack([p.grad.norm(p=2) for g in self.param_groups for p in g["params"]
+                                            if p.grad is not None]), p=2)
+        for group in self.param_groups:
+            scale = group["rho"] / (grad_norm + 1e-12)
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                self.state[p]["old_p"] = p.data.clone()
+                p.add_(p.grad * scale.to(p))
+        self.zero_grad()
+
+    @torch.no_grad()
+    def second_step(self) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.data = self.state[p]["old_p"]
+        self.base_optimizer.step()
+        self.zero_grad()
+
+
+def _bn_momentum(model: nn.Module, zero: bool) -> None:
+    """davda54/sam's disable_running_stats / enable_running_stats (BN momentum 0 for the second pass)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if zero:
+                m.backup_momentum = m.momentum
+                m.momentum = 0
+            elif hasattr(m, "backup_momentum"):
+                m.momentum = m.backup_momentum
+
+
+class Baseline:
+    """One step of ST, SAM or PGD-AT, written the common way; inputs arrive normalized."""
+
+    def __init__(self, method: str, model: nn.Module, device: torch.device, mean: tuple[float, ...],
+                 std: tuple[float, ...], lr: float, rho: float = RHO) -> None:
+        self.method, self.model, self.device = method, model, device
+        sgd = dict(lr=lr, momentum=0.9, weight_decay=5e-4)
+        if method == "sam":
+            self.opt = BaselineSAM(model.parameters(), torch.optim.SGD, rho=rho, **sgd)
+        else:
+            self.opt = torch.optim.SGD(model.parameters(), **sgd)
+        m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        s = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        self.eps, self.alpha = AT_EPS / s, 2.5 * AT_EPS / AT_STEPS / s  # pixel units -> normalized units
+        self.lower, self.upper = (0 - m) / s, (1 - m) / s
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+
+    def attack(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Wong et al.'s / Rice et al.'s attack_pgd (l-inf, one restart, no early stop), in normalized units."""
+        delta = torch.zeros_like(x)
+        delta.uniform_(-1, 1)
+        delta = delta * self.eps
+        delta = torch.max(torch.min(delta, self.upper - x), self.lower - x)
+        delta.requires_grad = True
+        for _ in range(AT_STEPS):
+            loss = F.cross_entropy(self.model(x + delta), y)
+            loss.backward()
+            grad = delta.grad.detach()
+            d = torch.max(torch.min(delta + self.alpha * torch.sign(grad), self.eps), -self.eps)
+            d = torch.max(torch.min(d, self.upper - x), self.lower - x)
+            delta.data = d
+            delta.grad.zero_()
+        return torch.max(torch.min(x + delta.detach(), self.upper), self.lower)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        model, opt = self.model, self.opt
+        if self.method == "at":
+            x = self.attack(x, y)
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        opt.zero_grad()
+        loss.backward()
+        if self.method == "sam":
+            opt.first_step()
+            _bn_momentum(model, zero=True)
+            F.cross_entropy(model(x), y).backward()
+            opt.second_step()
+            _bn_momentum(model, zero=False)
+        else:
+            opt.step()
+        return loss.item(), (out.max(1)[1] == y).sum().item()
+
+
+def baseline_model(arch: str, data: Dataset, device: torch.device, seed: int) -> nn.Module:
+    torch.manual_seed(seed)  # as build() does: the same initial weights as ours
+    return build_model(arch, input_shape=data.input_shape, num_classes=data.num_classes).to(device)
+
+
+def baseline_loader(data: Dataset, batch_size: int, workers: int, device: torch.device, augment: str,
+                    drop_last: bool = True) -> torch.utils.data.DataLoader:
+    ds = PerSampleAugmented(data.train_x, data.train_y, data.mean, data.std, augment)
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
+                                       pin_memory=device.type == "cuda", drop_last=drop_last,
+                                       persistent_workers=workers > 0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Timing
+
+
+class Clock:
+    """Wall time between two marks: CUDA events on a GPU (after the queued work is done), perf_counter on CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def start(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.begin = torch.cuda.Event(enable_timing=True)
+            self.begin.record()
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            end.synchronize()
+            return self.begin.elapsed_time(end) / 1000
+        return time.perf_counter() - self.t0
+
+
+def our_config(method: str, args: argparse.Namespace, device: torch.device, **kw) -> TrainConfig:
+    return TrainConfig.from_dict(dict(dataset="synthetic-cifar", model="prn18", method=METHODS[method], rho=RHO,
+                                      at_norm="linf", at_eps=AT_EPS, at_steps=AT_STEPS, batch_size=args.batch_size,
+                                      device=str(device), compile=args.compile, seed=args.seed) | kw)
+
+
+def time_ours(method: str, args: argparse.Namespace, data: Dataset, device: torch.device, steps: int) -> dict:
+    """Our loop as train() runs it: lr set per step, channels_last, device-side sums, a host read every 50 steps."""
+    cfg = our_config(method, args, device)
+    setup = build(cfg, data)
+    ctx, step = setup.ctx, STEPS[cfg.method]
+    gen = torch.Generator(device=setup.device).manual_seed(args.seed)
+    stream = BatchStream(setup.data.train_x, setup.data.train_y, cfg.batch_size, shuffle=True,
+                         augment="crop_flip", generator=gen, drop_last=True)
+    batches = iter(stream)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=setup.device)
+    correct_sum = torch.zeros((), dtype=torch.long, device=setup.device)
+    clock = Clock(setup.device)
+    setup.model.train()
+    for i in range(args.warmup + steps):
+        if i == args.warmup:
+            clock.start()
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = iter(stream)
+            x, y = next(batches)
+        for group in ctx.optimizer.param_groups:
+            group["lr"] = cfg.learning_rate * cfg.lr_factor(0.0)
+        if setup.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        loss, correct = step(ctx, x, y, gen)
+        loss_sum += loss.double() * len(y)
+        correct_sum += correct
+        if (i + 1) % LOG_EVERY == 0:
+            float(loss_sum), int(correct_sum)
+    seconds = clock.stop()
+    float(loss_sum)
+    return {"steps": steps, "seconds": seconds, "bf16": setup.bf16, "channels_last": setup.channels_last,
+            "compile": cfg.compile}
+
+
+def time_baseline(method: str, args: argparse.Namespace, data: Dataset, device: torch.device, steps: int) -> dict:
+    model = baseline_model("prn18", data, device, args.seed)
+    base = Baseline(method, model, device, data.mean, data.std, lr=0.1)
+    loader = baseline_loader(data, args.batch_size, args.workers, device, "crop_flip")
+    batches = iter(loader)
+    clock = Clock(device)
+    model.train()
+    total_loss, total_correct = 0.0, 0
+    for i in range(args.warmup + steps):
+        if i == args.warmup:
+            clock.start()
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            x, y = next(batches)
+        x, y = x.to(device), y.to(device)
+        loss, correct = base.step(x, y)
+        total_loss += loss * len(y)
+        total_correct += correct
+    seconds = clock.stop()
+    del batches, loader
+    return {"steps": steps, "seconds": seconds, "workers": args.workers}
+
+
+def count_flops(method: str, args: argparse.Namespace, batch: int = 2) -> float:
+    """Model FLOPs of one step of our loop per image (matmuls and convolutions, forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    data = synthetic_cifar(batch, 2)
+    setup = build(our_config(method, args, torch.device("cpu"), compile=False, batch_size=batch), data)
+    x = data.train_x.float() / 255
+    with FlopCounterMode(display=False) as counter:
+        STEPS[setup.cfg.method](setup.ctx, x, data.train_y, torch.Generator().manual_seed(0))
+    return counter.get_total_flops() / batch
+
+
+def peak_tflops(args: argparse.Namespace, device: torch.device) -> tuple[float | None, str]:
+    if args.peak_tflops is not None:
+        return args.peak_tflops, "given"
+    if device.type != "cuda":
+        return None, "unknown (CPU)"
+    name = torch.cuda.get_device_name(device)
+    for key, value in PEAK_BF16_TFLOPS:
+        if key in name:
+            return value, f"{name}: {value:g} TFLOP/s dense bf16 (data sheet)"
+    return None, f"unknown for {name}: pass --peak-tflops"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Equal accuracy
+
+
+def accuracy_data(args: argparse.Namespace) -> Dataset:
+    try:
+        full = load_dataset("fashion_mnist")
+    except Exception as err:  # noqa: BLE001 - the fallback is reported
+        print(f"Fashion-MNIST unavailable ({err}); using synthetic learnable images", file=sys.stderr)
+        return learnable_images(args.acc_train, args.acc_test, args.seed)
+    return full.subset(args.acc_train, args.acc_test, seed=args.seed)
+
+
+def baseline_train(method: str, data: Dataset, args: argparse.Namespace, device: torch.device) -> dict:
+    """The baseline loop for whole epochs with the lr schedule of train() (per iteration), then test accuracy."""
+    model = baseline_model(args.acc_model, data, device, args.seed)
+    cfg = TrainConfig(epochs=args.acc_epochs)
+    base = Baseline(method, model, device, data.mean, data.std, lr=0.1)
+    loader = baseline_loader(data, args.acc_batch_size, args.workers, device, args.acc_augment, drop_last=False)
+    steps_per_epoch, history = len(loader), []
+    t0 = time.perf_counter()
+    for epoch in range(args.acc_epochs):
+        model.train()
+        total, correct, n = 0.0, 0, 0
+        for i, (x, y) in enumerate(loader):
+            base.set_lr(0.1 * cfg.lr_factor((epoch * steps_per_epoch + i) / (args.acc_epochs * steps_per_epoch)))
+            x, y = x.to(device), y.to(device)
+            loss, c = base.step(x, y)
+            total, correct, n = total + loss * len(y), correct + c, n + len(y)
+        history.append({"train_loss": total / n, "train_acc": correct / n})
+    seconds = time.perf_counter() - t0
+    model.eval()
+    test = PerSampleAugmented(data.test_x, data.test_y, data.mean, data.std, "none")
+    hits = 0
+    with torch.no_grad():
+        for x, y in torch.utils.data.DataLoader(test, batch_size=500):
+            hits += (model(x.to(device)).argmax(1) == y.to(device)).sum().item()
+    return {"history": history, "test_acc": hits / len(test), "seconds": seconds}
+
+
+def equal_accuracy(args: argparse.Namespace, device: torch.device) -> dict:
+    data = accuracy_data(args)
+    out = {"dataset": data.describe().split(", on ")[0], "model": args.acc_model, "epochs": args.acc_epochs,
+           "batch_size": args.acc_batch_size, "augment": args.acc_augment, "methods": {}}
+    for method in args.methods:
+        cfg = TrainConfig.from_dict(dict(dataset=data.name, model=args.acc_model, method=METHODS[method], rho=RHO,
+                                         at_norm="linf", at_eps=AT_EPS, at_steps=AT_STEPS, epochs=args.acc_epochs,
+                                         batch_size=args.acc_batch_size, augment=args.acc_augment, seed=args.seed,
+                                         device=str(device), compile=args.compile))
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            ours = train(cfg, os.path.join(tmp, "run"), progress=False, data=data)
+            ours_seconds = time.perf_counter() - t0
+        base = baseline_train(method, data, args, device)
+        out["methods"][method] = {
+            "ours": {"train_loss": [r["train_loss"] for r in ours["history"]], "test_acc": ours["test_acc"],
+                     "seconds": ours_seconds},
+            "baseline": {"train_loss": [r["train_loss"] for r in base["history"]], "test_acc": base["test_acc"],
+                         "seconds": base["seconds"]},
+        }
+        print(f"[accuracy] {LABELS[method]}: ours loss {_fmt_list(out['methods'][method]['ours']['train_loss'])} "
+              f"acc {ours['test_acc']:.4f}; baseline loss {_fmt_list(out['methods'][method]['baseline']['train_loss'])}"
+              f" acc {base['test_acc']:.4f}", file=sys.stderr, flush=True)
+    return out
+
+
+def _fmt_list(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.4f}" for v in values) + "]"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Profile (where the time goes in our ST step)
+
+
+def profile_ours(method: str, args: argparse.Namespace, data: Dataset, device: torch.device, steps: int = 3) -> str:
+    from torch.profiler import ProfilerActivity, profile
+
+    cfg = our_config(method, args, device)
+    setup = build(cfg, data)
+    gen = torch.Generator(device=setup.device).manual_seed(args.seed)
+    stream = iter(BatchStream(setup.data.train_x, setup.data.train_y, cfg.batch_size, shuffle=True,
+                              augment="crop_flip", generator=gen, drop_last=True))
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    for _ in range(max(1, args.warmup)):
+        x, y = next(stream)
+        STEPS[cfg.method](setup.ctx, x.contiguous(memory_format=torch.channels_last) if setup.channels_last else x,
+                          y, gen)
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            x, y = next(stream)
+            if setup.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            STEPS[cfg.method](setup.ctx, x, y, gen)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=15)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Report
+
+
+@dataclass
+class Row:
+    method: str
+    loop: str
+    steps: int
+    seconds: float
+    batch: int
+    flops_per_image: float
+    peak: float | None
+
+    @property
+    def images_per_s(self) -> float:
+        return self.steps * self.batch / self.seconds
+
+    @property
+    def epoch_seconds(self) -> float:
+        return EPOCH_IMAGES / self.images_per_s
+
+    @property
+    def tflops(self) -> float:
+        return self.flops_per_image * self.images_per_s / 1e12
+
+
+def markdown(rows: list[Row], peak_note: str, accuracy: dict | None, targets: list[tuple[str, str, str]]) -> str:
+    by = {(r.method, r.loop): r for r in rows}
+    lines = ["| Method | Loop | images/s | s per 50k epoch | vs ST (same loop) | speed-up over baseline | "
+             "model TFLOP/s | of bf16 peak |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        st = by.get(("st", r.loop))
+        ratio = f"{r.epoch_seconds / st.epoch_seconds:.2f}" if st and r.method != "st" else "—"
+        other = by.get((r.method, "baseline"))
+        speedup = f"**{other.epoch_seconds / r.epoch_seconds:.2f}x**" if r.loop == "ours" and other else "—"
+        frac = f"{100 * r.tflops / r.peak:.1f}%" if r.peak else "unknown"
+        lines.append(f"| {LABELS[r.method]} | {r.loop} | {r.images_per_s:,.1f} | {r.epoch_seconds:,.1f} | {ratio} | "
+                     f"{speedup} | {r.tflops:.3g} | {frac} |")
+    flops = {r.method: r.flops_per_image for r in rows}
+    lines += ["", f"Peak: {peak_note}. Model FLOPs per image and step (forward + backward passes of our step): "
+              + ", ".join(f"{LABELS[m]} {f / 1e9:.2f} GFLOP" for m, f in flops.items())]
+    if targets:
+        lines += ["", "| Target (one H100) | measured | verdict |", "|---|---|---|"]
+        lines += [f"| {a} | {b} | {c} |" for a, b, c in targets]
+    if accuracy:
+        lines += ["", f"Equal accuracy: {accuracy['model']} on {accuracy['dataset']}, {accuracy['epochs']} epochs of "
+                  f"batch {accuracy['batch_size']}, augment {accuracy['augment']}, same seed and initial weights.", "",
+                  "| Method | train loss per epoch: ours | baseline | test acc: ours | baseline | seconds: ours | baseline |",
+                  "|---|---|---|---|---|---|---|"]
+        for m, v in accuracy["methods"].items():
+            lines.append(f"| {LABELS[m]} | {_fmt_list(v['ours']['train_loss'])} | {_fmt_list(v['baseline']['train_loss'])}"
+                         f" | {100 * v['ours']['test_acc']:.2f} | {100 * v['baseline']['test_acc']:.2f} | "
+                         f"{v['ours']['seconds']:.1f} | {v['baseline']['seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def check_targets(rows: list[Row], device: torch.device) -> list[tuple[str, str, str]]:
+    by = {(r.method, r.loop): r for r in rows}
+    applies = device.type == "cuda" and "H100" in torch.cuda.get_device_name(device)
+    verdict = (lambda ok: "met" if ok else "**missed**") if applies else (lambda ok: "n/a: not an H100")
+    out = []
+    if ("st", "ours") in by:
+        st = by[("st", "ours")]
+        out.append(("our ST epoch <= 4 s", f"{st.epoch_seconds:.2f} s", verdict(st.epoch_seconds <= 4)))
+        if ("st", "baseline") in by:
+            x = by[("st", "baseline")].epoch_seconds / st.epoch_seconds
+            out.append(("our ST >= 5x the baseline's", f"{x:.2f}x", verdict(x >= 5)))
+        for m, limit in (("sam", 2.1), ("at", 11.5)):
+            if (m, "ours") in by:
+                x = by[(m, "ours")].epoch_seconds / st.epoch_seconds
+                out.append((f"{LABELS[m]}/ST <= {limit}", f"{x:.2f}", verdict(x <= limit)))
+    return out
+
+
+def machine(device: torch.device) -> dict:
+    info = {"date": dt.date.today().isoformat(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(), "device": str(device), "load_average_before": os.getloadavg()[0]}
+    if device.type == "cuda":
+        info |= {"gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda,
+                 "cudnn": torch.backends.cudnn.version()}
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    parser.add_argument("--quick", action="store_true",
+                        help="a few steps of batch 32 and a small-CNN accuracy check: for a CPU (minutes)")
+    parser.add_argument("--batch-size", type=int, help="default 128 (32 with --quick)")
+    parser.add_argument("--warmup", type=int, help="untimed steps per method and loop (default 15; 1 with --quick)")
+    parser.add_argument("--steps", type=int, help="timed steps for ST and SAM (default 100; 2 with --quick)")
+    parser.add_argument("--at-steps-timed", type=int, help="timed steps for AT (default 30; 2 with --quick)")
+    parser.add_argument("--repeats", type=int, default=1, help="alternate the loops this often; the fastest counts")
+    parser.add_argument("--methods", default="st,sam,at", help="comma-separated subset of st,sam,at")
+    parser.add_argument("--loops", default="ours,baseline", help="comma-separated subset of ours,baseline")
+    parser.add_argument("--compile", action="store_true", help="torch.compile our model (CUDA)")
+    parser.add_argument("--workers", type=int, help="baseline DataLoader workers (default 8 on CUDA, 0 on CPU)")
+    parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak (default: from a table)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-accuracy", action="store_true", help="timing only")
+    parser.add_argument("--accuracy-only", action="store_true", help="the equal-accuracy runs only")
+    parser.add_argument("--acc-model", help="model of the accuracy runs (default prn18 on CUDA, small_cnn on CPU)")
+    parser.add_argument("--acc-epochs", type=int, help="default 2 (1 with --quick)")
+    parser.add_argument("--acc-train", type=int, help="training images (default 20000; 3000 with --quick)")
+    parser.add_argument("--acc-test", type=int, default=2000, help="test images (default 2000)")
+    parser.add_argument("--acc-batch-size", type=int, default=128)
+    parser.add_argument("--acc-augment", default="crop_flip", choices=("none", "crop", "crop_flip"))
+    parser.add_argument("--profile", action="store_true", help="also print torch.profiler's top ops of our ST step")
+    parser.add_argument("--json", help="also write every figure to this JSON file")
+    args = parser.parse_args(argv)
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" \
+        else torch.device(args.device)
+    cuda = device.type == "cuda"
+    quick = args.quick
+    args.batch_size = args.batch_size or (32 if quick else 128)
+    args.warmup = args.warmup if args.warmup is not None else (1 if quick else 15)
+    args.steps = args.steps or (2 if quick else 100)
+    args.at_steps_timed = args.at_steps_timed or (2 if quick else 30)
+    args.workers = args.workers if args.workers is not None else (min(8, os.cpu_count() or 1) if cuda else 0)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    loops = [loop.strip() for loop in args.loops.split(",") if loop.strip()]
+    if not set(args.methods) <= set(METHODS) or not set(loops) <= {"ours", "baseline"}:
+        parser.error("--methods takes st,sam,at and --loops ours,baseline")
+    args.acc_model = args.acc_model or ("prn18" if cuda else "small_cnn")
+    args.acc_epochs = args.acc_epochs or (1 if quick else 2)
+    args.acc_train = args.acc_train or (3000 if quick else 20_000)
+    if args.compile and not cuda:
+        parser.error("--compile is for CUDA (compiling PRN-18 on a CPU takes longer than the measurement)")
+
+    info = machine(device)
+    command = "python bench/train_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    print(f"{command}\n{json.dumps(info)}", file=sys.stderr, flush=True)
+    peak, peak_note = peak_tflops(args, device)
+    result: dict = {"command": command.strip(), "machine": info, "batch_size": args.batch_size,
+                    "warmup": args.warmup, "rows": [], "peak_tflops": peak, "peak_note": peak_note}
+    rows: list[Row] = []
+    if not args.accuracy_only:
+        steps_needed = args.warmup + max(args.steps, args.at_steps_timed)
+        n_train = EPOCH_IMAGES if cuda else max(steps_needed * args.batch_size, 512)
+        data = synthetic_cifar(n_train)
+        for method in args.methods:
+            flops = count_flops(method, args)
+            steps = args.at_steps_timed if method == "at" else args.steps
+            best: dict[str, dict] = {}
+            for _ in range(args.repeats):
+                for loop in loops:
+                    timed = (time_ours if loop == "ours" else time_baseline)(method, args, data, device, steps)
+                    timed["all_seconds"] = best.get(loop, {}).get("all_seconds", []) + [timed["seconds"]]
+                    timed["seconds"] = min(timed["all_seconds"])
+                    best[loop] = timed
+                    if cuda:
+                        torch.cuda.empty_cache()
+            for loop in loops:
+                timed = best[loop]
+                row = Row(method, loop, steps, timed["seconds"], args.batch_size, flops, peak)
+                rows.append(row)
+                result["rows"].append(timed | {"method": method, "loop": loop, "images_per_s": row.images_per_s,
+                                               "epoch_seconds": row.epoch_seconds, "flops_per_image": flops,
+                                               "tflops": row.tflops})
+                print(f"[timing] {LABELS[method]} {loop}: {row.images_per_s:,.1f} images/s, "
+                      f"{row.epoch_seconds:,.1f} s per 50k epoch", file=sys.stderr, flush=True)
+        if args.profile:
+            result["profile"] = profile_ours("st", args, data, device)
+            print(result["profile"], file=sys.stderr)
+    accuracy = None if args.skip_accuracy else equal_accuracy(args, device)
+    result["accuracy"] = accuracy
+    info["load_average_after"] = os.getloadavg()[0]
+    targets = check_targets(rows, device)
+    result["targets"] = [dict(target=a, measured=b, verdict=c) for a, b, c in targets]
+    note = (f"{info.get('gpu', info['cpu'])}, {info['cpus']} CPUs, torch {info['torch']}, Python {info['python']}, "
+            f"{info['date']}; batch {args.batch_size}, {args.warmup} warm-up steps, {args.steps} timed steps "
+            f"(AT {args.at_steps_timed}), best of {args.repeats}; baseline DataLoader workers {args.workers}; "
+            f"1-min load average {info['load_average_before']:.2f} before, {info['load_average_after']:.2f} after")
+    print(f"\n`{command.strip()}` — {note}\n")
+    print(markdown(rows, peak_note, accuracy, targets))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""The idealizations lifted: general linear objectives, the full-ball AT optimum, SAM on all weights,
+and the logistic population model, each against samples or an independent computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sympy as sp
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from scipy import special
+
+from tests.theory import strategies as S
+from theory import closed_form as cf
+from theory import symbolic as sym
+from theory.lifted import LogisticModel, _perturbed_log_risk, sam_all_weights_objective, sam_scale_curve
+from theory.model import GaussianModel
+from theory.numeric import at_optimum
+from theory.objectives import linear_log_risk, log_risk
+
+MC = 40_000
+Z = 5.0  # standard errors: a false alarm has probability ~6e-7 per comparison
+
+weights = st.lists(st.floats(-2.0, 3.0), min_size=2, max_size=8)
+
+
+@given(S.p, st.floats(0.1, 1.5), weights, st.floats(0.0, 0.5), st.booleans(), st.integers(0, 2**31 - 1))
+@settings(max_examples=25)
+def test_population_error_of_any_linear_classifier_matches_samples(p, eta, w, eps, full, seed):
+    """The exact worst-case error of a general w against the sample's worst case (margin - ε||w||_1)."""
+    w = np.asarray(w)
+    w[1:] += 0.5  # a classifier that uses the non-robust features
+    n = len(w) - 1
+    x, y = GaussianModel(p, eta, n).sample(MC, seed=seed)
+    budget = eps * np.abs(w[1:]).sum() + (eps * abs(w[0]) if full else 0.0)
+    mc_error = np.mean(y * (x @ w) - budget <= 0)
+    exact = float(np.exp(linear_log_risk(w[0], w[1:].sum(), np.linalg.norm(w[1:]), np.abs(w[1:]).sum(), p, eta,
+                                         eps, eps if full else 0.0).value))
+    assert abs(mc_error - exact) <= Z * np.sqrt(exact * (1 - exact) / MC) + 1 / MC
+
+
+@given(S.p, st.floats(0.1, 1.5), st.integers(1, 12), st.floats(-1, 3), st.floats(0.1, 2.5), st.integers(0, 2**31 - 1))
+@settings(max_examples=25)
+def test_population_logistic_loss_matches_samples(p, eta, n, w1, v, seed):
+    model = LogisticModel(p, eta, n)
+    x, y = GaussianModel(p, eta, n).sample(MC, seed=seed)
+    losses = np.logaddexp(0, -y * (x @ np.concatenate([[w1], np.full(n, v)])))
+    assert abs(losses.mean() - model.loss(w1, v)) <= Z * losses.std() / np.sqrt(MC)
+
+
+def optimizer_error(model: LogisticModel, w: np.ndarray, eps: float = 0.0) -> float:
+    """How far the optimizer can be from the exact minimizer: ||H^-1 g|| (Newton step from w), with the
+    Hessian by central differences of the analytic gradient."""
+    g = model.gradient(*w, eps)
+    h = 1e-5 * max(1.0, float(np.abs(w).max()))
+    hess = np.array([(model.gradient(*(w + h * e), eps) - model.gradient(*(w - h * e), eps)) / (2 * h)
+                     for e in np.eye(2)])
+    return float(np.linalg.norm(np.linalg.solve((hess + hess.T) / 2, g)))
+
+
+@given(S.p, st.floats(0.1, 1.5), st.integers(1, 30))
+@settings(max_examples=20)
+def test_logistic_st_optimum_is_the_true_log_odds(p, eta, n):
+    """Well specified: the population logistic optimum is w1 = ln(p/(1-p)), w_i = 2η (so W_R = Theorem 1's)."""
+    model = LogisticModel(p, eta, n)
+    opt = model.st_optimum()
+    tol = 10 * optimizer_error(model, np.array([opt.w1, opt.v])) + 1e-12
+    assert abs(opt.w1 - np.log(p / (1 - p))) <= tol and abs(opt.v - 2 * eta) <= tol
+
+
+@given(S.p, st.floats(0.1, 1.5), st.integers(1, 30), st.floats(0.05, 0.9))
+@settings(max_examples=20)
+def test_logistic_at_optimum_is_theorem_2(p, eta, n, frac):
+    eps = frac * eta
+    model = LogisticModel(p, eta, n)
+    opt = model.at_optimum(eps)
+    tol = 10 * optimizer_error(model, np.array([opt.w1, opt.v]), eps) + 1e-12
+    assert abs(opt.w1 - np.log(p / (1 - p))) <= tol and abs(opt.v - 2 * (eta - eps)) <= tol
+    w_r = float(cf.w_r_at(p, eta, n, eps))
+    assert abs(opt.w_r - w_r) <= tol * (1 + w_r) / (n * opt.v) + 1e-12
+
+
+@given(S.p, st.floats(0.1, 2.0), st.integers(1, 40), st.floats(0.01, 0.9))
+@settings(max_examples=30)
+def test_full_ball_at_closed_form_matches_the_numerical_optimum(p, eta, n, frac):
+    eps = min(frac * eta, 0.95)
+    numeric = at_optimum(p, eta, n, eps, full_ball=True)
+    expr = sym.w_at_full_ball()
+    with np.errstate(invalid="ignore"):
+        closed = complex(expr.subs({sym.p: p, sym.eta: eta, sym.n: n, sym.eps: eps}).evalf(30))
+    log_term = np.log(p * (1 - eps) / ((1 - p) * (1 + eps)))
+    # The global maximum is at the interior root (when it is one: log term > 0, real and positive), at
+    # w1 = 0 (x1 ignored), or at w1 -> infinity (x1 alone: accuracy -> p), whichever is best.
+    candidates = {"zero": 0.0, "infinity": None}
+    if log_term > 0 and abs(closed.imag) == 0 and closed.real > 0:
+        candidates["root"] = closed.real
+    value = {k: (p if w is None else 1 - float(np.exp(log_risk(w, p, eta, n, eps, eps_x1=eps).value)))
+             for k, w in candidates.items()}
+    ranked = sorted(value, key=value.get, reverse=True)
+    assume(value[ranked[0]] - value[ranked[1]] > 1e-9)  # a tie has no unique optimum
+    best = ranked[0]
+    if best == "infinity":
+        assert not bool(numeric.found) or float(numeric.w1_float()) > 1e3 * np.sqrt(n)
+    else:
+        w = candidates[best]
+        assert bool(numeric.found) and abs(w - float(numeric.w1_float())) <= float(numeric.accuracy) + 1e-9 * w
+
+
+def test_full_ball_closed_form_tends_to_theorem_2():
+    assert sp.simplify(sp.limit(sym.w_at_full_ball(), sym.eps, 0, "+") - sym.w_star()) == 0
+
+
+@given(S.p, st.floats(0.1, 1.5), st.integers(2, 12), st.floats(0.5, 4.0), st.floats(0.05, 1.0),
+       st.integers(0, 2**31 - 1))
+@settings(max_examples=20)
+def test_sam_all_weights_inner_max_beats_random_perturbations(p, eta, n, w1, rho, seed):
+    """The reduction of the (n+1)-dimensional inner maximum to two dimensions loses nothing: no random
+    perturbation on the ball, in the full weight space, does better."""
+    best, _ = sam_all_weights_objective(w1, p, eta, n, rho)
+    rng = np.random.default_rng(seed)
+    d = rng.standard_normal((20_000, n + 1))
+    d *= rho / np.linalg.norm(d, axis=1, keepdims=True)
+    w = np.concatenate([[w1], np.ones(n)]) + d
+    rest = w[:, 1:]
+    values = linear_log_risk(w[:, 0], rest.sum(1), np.linalg.norm(rest, axis=1), np.abs(rest).sum(1), p, eta)
+    assert values.value.max() <= best + values.error.max() + 1e-12
+    # ...and the reported maximum is attained by an actual perturbation.
+    _, (d1, dsum, r) = sam_all_weights_objective(w1, p, eta, n, rho)
+    assert d1**2 + r**2 <= rho**2 * (1 + 1e-9) and abs(dsum) <= np.sqrt(n) * r * (1 + 1e-9)
+    assert float(_perturbed_log_risk(w1, 1.0, n, p, eta, d1, dsum, r)) == pytest.approx(best, abs=1e-9)
+
+
+def test_sam_objective_only_falls_with_the_scale_of_the_classifier():
+    """Scale invariance: the same classifier at a larger scale meets a relatively smaller perturbation."""
+    curve = sam_scale_curve(0.8, 0.5, 4, 0.5, 0.35, [0.5, 1, 2, 4, 16, 64])
+    assert np.all(np.diff(curve) < 0)
+    st_error = float(linear_log_risk(4 * 0.35, 4, 2, 4, 0.8, 0.5).value)
+    assert curve[-1] > st_error and curve[-1] - st_error < 0.1 * (curve[0] - st_error)
+
+
+def test_sampling_sd_matches_the_spread_of_sample_fits():
+    """The Fisher-information standard deviation of W_R against fits on independent samples."""
+    from scipy.optimize import minimize
+
+    p, eta, n, size = 0.8, 0.5, 4, 3000
+    fits = []
+    for seed in range(40):
+        x, y = GaussianModel(p, eta, n).sample(size, seed=seed)
+
+        def loss(w):
+            m = y * (x @ w)
+            return np.mean(np.logaddexp(0, -m)), -(x * (y * special.expit(-m))[:, None]).mean(0)
+
+        w = minimize(loss, np.ones(n + 1), jac=True, method="BFGS").x
+        fits.append(w[0] / w[1:].sum())
+    sd = LogisticModel(p, eta, n).w_r_sampling_sd(size)
+    # The sample sd of 40 fits is within ±35% of the truth with probability > 0.99 (chi-square, 39 d.o.f.).
+    assert 0.65 * sd < np.std(fits, ddof=1) < 1.35 * sd

@@ -1,0 +1,272 @@
+"""The papers' idealizations lifted, in the population model.
+
+The theorems assume (i) the 0-1 loss, (ii) w2 = ... = w_{n+1} = 1 held fixed, (iii) SAM perturbing w1
+alone by |δ| <= ε, and (iv) AT perturbing only the non-robust coordinates. Here:
+
+* **AT on the full ℓ∞ ball** (x1 attacked too): :func:`theory.numeric.at_optimum` with
+  ``full_ball=True`` solves it numerically; :func:`theory.symbolic.w_at_full_ball` gives its closed form.
+* **SAM on the whole weight vector**, an ℓ2 ball of radius ρ over all n + 1 weights, 0-1 loss
+  (:func:`sam_all_weights_optimum`). The error depends on the non-robust weights only through
+  Σw_i and ||w_{2:}||_2, so the inner maximum over δ reduces to (δ1, Σδ_i, ||δ_{2:}||): a three-
+  dimensional maximization over the ball (the 0-1 error is not convex in w, so the maximum need not
+  lie on the sphere), done on a grid and refined; a test checks it against random perturbations in
+  the full (n + 1)-dimensional ball.
+  The 0-1 classifier is scale invariant: sign(cw·x) = sign(w·x), so a fixed ρ means less the larger
+  w is. In the papers' gauge (w_{2:} = 1) the scale is pinned; with the scale free, the SAM objective
+  only falls as the scale grows (:func:`sam_scale_curve`) and its infimum is the ST error: SAM has no
+  effect at all.
+* **The logistic loss** (:class:`LogisticModel`), what training actually minimizes:
+  E log(1 + exp(-y w·x)), computed by Gauss-Hermite quadrature, for ST, AT (non-robust or full ball)
+  and SAM (exact inner maximum, or where full-batch SAM with the one-step ascent δ = ρ g/||g|| that
+  implementations take ends up).
+  The logistic model is well specified here: log P(y=1|x)/P(y=-1|x) = x1 ln(p/(1-p)) + 2η Σ x_i, so
+  ST's optimum is w1 = ln(p/(1-p)), w_i = 2η, whose ratio is Theorem 1's w1*; under the non-robust ℓ∞
+  attack the attacked data are the same model with η - ε, so AT's optimum ratio is Theorem 2's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize, special
+
+from theory.model import validate
+from theory.objectives import linear_log_risk
+
+STARTS = 8  # local refinements of the 0-1 inner maximum, from the best grid points
+EXPECTATION_RANGE = 12.0  # E over Z ~ N(0, 1) is taken on [-12, 12] (the rest weighs < 1e-32)
+
+
+# --- SAM on all weights, 0-1 loss -----------------------------------------------------------------
+
+
+def _ball_directions(rho: float, n: int, grid: int, radii=(1.0,)):
+    """(δ1, Σδ_i, ||δ_{2:}||_2) for ||δ|| = tρ, t in ``radii``: δ1 = tρ cos θ, ||δ_{2:}|| = tρ sin θ,
+    Σδ_i = √n ||δ_{2:}|| s, θ in [0, π], s in [-1, 1] (every |Σδ_i| <= √n ||δ_{2:}|| occurs). The angle,
+    not cos θ, is gridded, so that perturbations almost along w1 are resolved too."""
+    t, theta, s = np.meshgrid(np.asarray(radii, dtype=float), np.linspace(0, np.pi, grid), np.linspace(-1, 1, grid),
+                              indexing="ij")
+    return _from_polar(rho, n, t.ravel(), theta.ravel(), s.ravel())
+
+
+def _from_polar(rho, n, t, theta, s):
+    d1 = rho * t * np.cos(theta)
+    r = rho * t * np.abs(np.sin(theta))
+    return d1, np.sqrt(n) * r * s, r
+
+
+def _perturbed_log_risk(w1, v, n, p, eta, d1, dsum, r):
+    """log 0-1 error of (w1 + δ1, v·1 + δ_{2:}) given δ through δ1, Σδ_i and ||δ_{2:}||."""
+    w_sum = n * v + dsum
+    w_l2 = np.sqrt(np.maximum(n * v * v + 2 * v * dsum + r * r, 1e-300))
+    return linear_log_risk(w1 + d1, w_sum, w_l2, np.abs(w_sum), p, eta).value
+
+
+def sam_all_weights_objective(w1: float, p: float, eta: float, n: int, rho: float, v: float = 1.0,
+                              grid: int = 41) -> tuple[float, tuple[float, float, float]]:
+    """max over ||δ||_2 <= ρ (all n + 1 weights) of the 0-1 error at (w1, v, ..., v) + δ: its log, and the
+    maximizing δ as (δ1, Σδ_i, ||δ_{2:}||)."""
+    radii = np.linspace(0, 1, 9)[1:]
+    d1, dsum, r = _ball_directions(rho, n, grid, radii)
+    values = _perturbed_log_risk(w1, v, n, p, eta, d1, dsum, r)
+    k = int(np.argmax(values))
+    best, point = float(values[k]), (d1[k], dsum[k], r[k])
+    bounds = [(0, 1), (0, np.pi), (-1, 1)]
+
+    def negative(z):
+        return -float(_perturbed_log_risk(w1, v, n, p, eta, *_from_polar(rho, n, *z)))
+
+    # The 0-1 error is not concave in δ: refine from several of the best grid points.
+    for k in np.argsort(values)[::-1][:STARTS]:
+        t0, a0, s0 = np.unravel_index(k, (len(radii), grid, grid))
+        start = [radii[t0], np.linspace(0, np.pi, grid)[a0], np.linspace(-1, 1, grid)[s0]]
+        res = optimize.minimize(negative, start, method="L-BFGS-B", bounds=bounds,
+                                options={"ftol": 1e-15, "gtol": 1e-13, "maxiter": 2000})
+        if -res.fun > best:
+            best, point = -float(res.fun), _from_polar(rho, n, *res.x)
+    return best, tuple(float(x) for x in point)
+
+
+@dataclass(frozen=True)
+class LiftedOptimum:
+    w1: float
+    v: float  # the common non-robust weight
+    n: int
+    objective: float  # log error (0-1) or loss (logistic) at the optimum
+    accuracy_w1: float  # resolution of the solve in w1
+
+    @property
+    def w_r(self) -> float:
+        """W_R = w1 / (w2 + ... + w_{n+1})."""
+        return self.w1 / (self.n * self.v)
+
+
+def sam_all_weights_optimum(p: float, eta: float, n: int, rho: float, xatol: float = 1e-7) -> LiftedOptimum:
+    """argmin over w1 of the all-weights SAM objective, non-robust weights held at 1 (the papers' gauge)."""
+    validate(p=p, eta=eta, n=n, rho=rho)
+    w_star = np.log(p / (1 - p)) / (2 * eta)  # only to centre the scan; the solve does not use it
+    scan = w_star * np.geomspace(0.25, 8.0, 41)
+    values = [sam_all_weights_objective(w, p, eta, n, rho, grid=21)[0] for w in scan]
+    k = int(np.argmin(values))
+    lo, hi = scan[max(k - 1, 0)], scan[min(k + 1, len(scan) - 1)]
+    res = optimize.minimize_scalar(lambda w: sam_all_weights_objective(w, p, eta, n, rho)[0], bounds=(lo, hi),
+                                   method="bounded", options={"xatol": xatol})
+    return LiftedOptimum(float(res.x), 1.0, n, float(res.fun), xatol)
+
+
+def sam_scale_curve(p: float, eta: float, n: int, rho: float, w_r: float, scales) -> np.ndarray:
+    """The all-weights SAM objective (log error) along w = c·(n W_R, 1, ..., 1) for each scale c:
+    the classifier is the same for every c; only the perturbation's relative size changes."""
+    return np.array([sam_all_weights_objective(c * n * w_r, p, eta, n, rho, v=c)[0] for c in scales])
+
+
+# --- The logistic loss ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogisticModel:
+    """Population logistic loss of w = (w1, v, ..., v) on D(p, η, n), optionally under attack."""
+
+    p: float
+    eta: float
+    n: int
+
+    def __post_init__(self) -> None:
+        validate(p=self.p, eta=self.eta, n=self.n)
+
+    @staticmethod
+    def _nodes(scale: float = 1.0):
+        """Nodes and weights for E f(μ + s Z), Z ~ N(0, 1): composite 8-point Gauss-Legendre on
+        [-12, 12] with panels narrow enough that f varies on each by O(1) at most (softplus has poles
+        at distance π from the real line, which makes plain Gauss-Hermite slow for large s)."""
+        panels = int(np.ceil(2 * EXPECTATION_RANGE / min(0.5, 1.5 / max(float(scale), 1e-12))))
+        x, w = np.polynomial.legendre.leggauss(8)
+        edges = np.linspace(-EXPECTATION_RANGE, EXPECTATION_RANGE, panels + 1)
+        half = (edges[1] - edges[0]) / 2
+        z = ((edges[:-1] + edges[1:]) / 2)[:, None] + half * x[None, :]
+        wts = half * w[None, :] * np.exp(-z * z / 2) / np.sqrt(2 * np.pi)
+        return z.ravel(), wts.ravel()
+
+    def loss_general(self, w1, w_sum, w_l2, w_l1, eps=0.0, eps_x1=0.0):
+        """E log(1 + exp(-margin)) for the worst-case margin (an ℓ∞ attack only lowers it, and the loss
+        is decreasing in it): w1 (y x1) - ε_1|w1| + N(η Σw_i - ε ||w||_1, ||w||_2²)."""
+        w1, w_sum, w_l2, w_l1 = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (w1, w_sum, w_l2, w_l1)))
+        z, wts = self._nodes(float(np.max(np.abs(w_l2))) if w_l2.size else 1.0)
+        base = self.eta * w_sum - eps * w_l1 - eps_x1 * np.abs(w1)
+        out = 0.0
+        for prob, sign in ((self.p, 1.0), (1 - self.p, -1.0)):
+            margin = (sign * w1 + base)[..., None] + w_l2[..., None] * z
+            out = out + prob * np.sum(np.logaddexp(0.0, -margin) * wts, axis=-1)
+        return out
+
+    def loss(self, w1: float, v: float, eps: float = 0.0, eps_x1: float = 0.0) -> float:
+        n = self.n
+        return float(self.loss_general(w1, n * v, np.sqrt(n) * abs(v), n * abs(v), eps, eps_x1))
+
+    def gradient(self, w1: float, v: float, eps: float = 0.0, eps_x1: float = 0.0) -> np.ndarray:
+        """d loss / d (w1, v), analytically (for w1, v > 0)."""
+        n = self.n
+        z, wts = self._nodes(np.sqrt(n) * abs(v))
+        base = n * v * (self.eta - eps) - eps_x1 * abs(w1)
+        g1 = gv = 0.0
+        for prob, sign in ((self.p, 1.0), (1 - self.p, -1.0)):
+            margin = sign * w1 + base + np.sqrt(n) * v * z
+            d = -special.expit(-margin)  # d loss / d margin
+            g1 += prob * np.sum(d * wts) * (sign - eps_x1 * np.sign(w1))
+            gv += prob * np.sum(d * (n * (self.eta - eps) + np.sqrt(n) * z) * wts)
+        return np.array([g1, gv])
+
+    # -- optima --
+    def st_optimum(self) -> LiftedOptimum:
+        return self._minimize(lambda w: self.loss(*w), lambda w: self.gradient(*w))
+
+    def at_optimum(self, eps: float, full_ball: bool = False) -> LiftedOptimum:
+        e1 = eps if full_ball else 0.0
+        return self._minimize(lambda w: self.loss(*w, eps, e1), lambda w: self.gradient(*w, eps, e1))
+
+    def sam_objective(self, w1: float, v: float, rho: float, grid: int = 41) -> tuple[float, tuple]:
+        """max over ||δ||_2 <= ρ (all n + 1 weights) of the loss at (w1, v·1) + δ, and the maximizer.
+
+        The loss is convex in the weights, so its maximum over the ball lies on the sphere: a
+        two-dimensional search (θ, s) of :func:`_ball_directions` at radius ρ."""
+        n = self.n
+        d1, dsum, r = _ball_directions(rho, n, grid)
+
+        def value(dd1, ds, rr):
+            w_sum = n * v + ds
+            w_l2 = np.sqrt(np.maximum(n * v * v + 2 * v * ds + rr * rr, 1e-300))
+            return self.loss_general(w1 + dd1, w_sum, w_l2, np.abs(w_sum))
+
+        values = value(d1, dsum, r)
+        k = int(np.argmax(values))
+        _, a0, s0 = np.unravel_index(k, (1, grid, grid))
+
+        def negative(zz):
+            return -float(value(*_from_polar(rho, n, 1.0, *zz)))
+
+        res = optimize.minimize(negative, [np.linspace(0, np.pi, grid)[a0], np.linspace(-1, 1, grid)[s0]],
+                                method="L-BFGS-B", bounds=[(0, np.pi), (-1, 1)],
+                                options={"ftol": 1e-15, "gtol": 1e-13, "maxiter": 2000})
+        if -res.fun >= values[k]:
+            return float(-res.fun), _from_polar(rho, n, 1.0, *res.x)
+        return float(values[k]), (d1[k], dsum[k], r[k])
+
+    def sam_optimum(self, rho: float) -> LiftedOptimum:
+        """SAM with the exact inner maximum over the ℓ2 ball of all weights (a convex objective)."""
+        start = self.st_optimum()
+        res = optimize.minimize(lambda w: self.sam_objective(w[0], w[1], rho)[0], [start.w1, start.v],
+                                method="Nelder-Mead", options={"xatol": 1e-7, "fatol": 1e-12, "maxiter": 4000})
+        return LiftedOptimum(float(res.x[0]), float(res.x[1]), self.n, float(res.fun), 1e-7)
+
+    def sam_one_step_limit(self, rho: float, steps: int = 5000, lr: float = 0.5) -> LiftedOptimum:
+        """Where full-batch SAM as implemented goes: w <- w - lr ∇L(w + ρ g/||g||), g = ∇L(w) over all
+        n + 1 weights (by symmetry every non-robust weight moves alike), with the learning rate divided
+        by 10 at 75% and 90% of the steps, as in training; the iterates of the last 10% are averaged.
+
+        Its update has no fixed point in general: the normalized ascent direction flips where the
+        gradient vanishes, so the iterates settle into a small oscillation whose mean is reported.
+        """
+        n = self.n
+        w = np.array([1.0, 1.0])
+        tail = []
+        for t in range(steps):
+            g1, gv = self.gradient(*w)
+            g_each = gv / n
+            norm = np.sqrt(g1 * g1 + n * g_each * g_each) + 1e-300
+            ascended = w + rho * np.array([g1, g_each]) / norm
+            step = lr * 0.1 ** ((t >= 0.75 * steps) + (t >= 0.9 * steps))
+            w = w - step * self.gradient(*ascended)
+            if t >= 0.9 * steps:
+                tail.append(w.copy())
+        mean = np.mean(tail, axis=0)
+        spread = float(np.max(np.abs(np.array(tail) - mean)))
+        return LiftedOptimum(float(mean[0]), float(mean[1]), n, self.loss(*mean), spread)
+
+    def w_r_sampling_sd(self, n_samples: int, eps: float = 0.0, mc: int = 400_000, seed: int = 0) -> float:
+        """Asymptotic standard deviation of W_R for the logistic fit on ``n_samples`` examples.
+
+        Under the non-robust ℓ∞ attack of size ε the fit is the maximum-likelihood estimate of the
+        well-specified model on D(p, η - ε, n), so Cov(ŵ) ≈ I⁻¹/N with I = E[σ(m)(1 - σ(m)) x xᵀ] at
+        w = (ln(p/(1-p)), 2(η - ε), ...); the delta method carries it to W_R = w1/Σw_i. I is estimated
+        from ``mc`` seeded samples.
+        """
+        from theory.model import GaussianModel
+
+        eta = self.eta - eps
+        x, y = GaussianModel(self.p, eta, self.n).sample(mc, seed=seed)
+        w = np.concatenate([[np.log(self.p / (1 - self.p))], np.full(self.n, 2 * eta)])
+        s = special.expit(x @ w)
+        info = (x * (s * (1 - s))[:, None]).T @ x / mc
+        cov = np.linalg.inv(info) / n_samples
+        total = w[1:].sum()
+        grad = np.concatenate([[1 / total], np.full(self.n, -w[0] / total**2)])
+        return float(np.sqrt(grad @ cov @ grad))
+
+    def _minimize(self, f, grad) -> LiftedOptimum:
+        """BFGS on log(loss) (same minimizer; scale-free where the loss is astronomically small, as when
+        η√n is large), from a neutral start: the loss is convex and the minimizer is found, not assumed."""
+        res = optimize.minimize(lambda w: np.log(f(w)), np.array([1.0, 1.0]), jac=lambda w: grad(w) / f(w),
+                                method="BFGS", options={"gtol": 1e-11, "maxiter": 2000})
+        return LiftedOptimum(float(res.x[0]), float(res.x[1]), self.n, float(f(res.x)),
+                             float(np.linalg.norm(grad(res.x) / f(res.x))))
