@@ -26,6 +26,7 @@ alone by |δ| <= ε, and (iv) AT perturbing only the non-robust coordinates. Her
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +51,25 @@ def _ball_directions(rho: float, n: int, grid: int, radii=(1.0,)):
     return _from_polar(rho, n, t.ravel(), theta.ravel(), s.ravel())
 
 
+def _zoom_max(f, starts: np.ndarray, lower, upper, width, levels: int = 30, points: int = 5):
+    """Local maximization by grid zooming, vectorized: around each start, evaluate a ``points``^d grid
+    of half-width ``width`` (clipped to the bounds), move to its best point, halve the width; repeat.
+    ``f`` maps an (m, d) array of points to m values. Returns the best value and point over all starts."""
+    lower, upper = np.asarray(lower, dtype=float), np.asarray(upper, dtype=float)
+    width = np.asarray(width, dtype=float)
+    d = len(lower)
+    offsets = np.stack(np.meshgrid(*([np.linspace(-1, 1, points)] * d), indexing="ij"), -1).reshape(-1, d)
+    current = np.asarray(starts, dtype=float)
+    for _ in range(levels):
+        cand = np.clip(current[:, None, :] + offsets[None] * width, lower, upper)  # (starts, grid, d)
+        values = f(cand.reshape(-1, d)).reshape(len(current), -1)
+        current = cand[np.arange(len(current)), np.argmax(values, axis=1)]
+        width = width / 2
+    final = f(current)
+    k = int(np.argmax(final))
+    return float(final[k]), current[k]
+
+
 def _from_polar(rho, n, t, theta, s):
     d1 = rho * t * np.cos(theta)
     r = rho * t * np.abs(np.sin(theta))
@@ -72,19 +92,17 @@ def sam_all_weights_objective(w1: float, p: float, eta: float, n: int, rho: floa
     values = _perturbed_log_risk(w1, v, n, p, eta, d1, dsum, r)
     k = int(np.argmax(values))
     best, point = float(values[k]), (d1[k], dsum[k], r[k])
-    bounds = [(0, 1), (0, np.pi), (-1, 1)]
+    # The 0-1 error is not concave in δ: zoom in from several of the best grid points.
+    top = np.argsort(values)[::-1][:STARTS]
+    t0, a0, s0 = np.unravel_index(top, (len(radii), grid, grid))
+    starts = np.stack([radii[t0], np.linspace(0, np.pi, grid)[a0], np.linspace(-1, 1, grid)[s0]], axis=1)
 
-    def negative(z):
-        return -float(_perturbed_log_risk(w1, v, n, p, eta, *_from_polar(rho, n, *z)))
+    def f(z):
+        return _perturbed_log_risk(w1, v, n, p, eta, *_from_polar(rho, n, z[:, 0], z[:, 1], z[:, 2]))
 
-    # The 0-1 error is not concave in δ: refine from several of the best grid points.
-    for k in np.argsort(values)[::-1][:STARTS]:
-        t0, a0, s0 = np.unravel_index(k, (len(radii), grid, grid))
-        start = [radii[t0], np.linspace(0, np.pi, grid)[a0], np.linspace(-1, 1, grid)[s0]]
-        res = optimize.minimize(negative, start, method="L-BFGS-B", bounds=bounds,
-                                options={"ftol": 1e-15, "gtol": 1e-13, "maxiter": 2000})
-        if -res.fun > best:
-            best, point = -float(res.fun), _from_polar(rho, n, *res.x)
+    value, z = _zoom_max(f, starts, [0, 0, -1], [1, np.pi, 1], [1 / 8, np.pi / grid, 2 / grid])
+    if value > best:
+        best, point = value, _from_polar(rho, n, *z)
     return best, tuple(float(x) for x in point)
 
 
@@ -124,6 +142,16 @@ def sam_scale_curve(p: float, eta: float, n: int, rho: float, w_r: float, scales
 # --- The logistic loss ----------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
+def _expectation_nodes(panels: int):
+    x, w = np.polynomial.legendre.leggauss(8)
+    edges = np.linspace(-EXPECTATION_RANGE, EXPECTATION_RANGE, panels + 1)
+    half = (edges[1] - edges[0]) / 2
+    z = ((edges[:-1] + edges[1:]) / 2)[:, None] + half * x[None, :]
+    wts = half * w[None, :] * np.exp(-z * z / 2) / np.sqrt(2 * np.pi)
+    return z.ravel(), wts.ravel()
+
+
 @dataclass(frozen=True)
 class LogisticModel:
     """Population logistic loss of w = (w1, v, ..., v) on D(p, η, n), optionally under attack."""
@@ -140,13 +168,8 @@ class LogisticModel:
         """Nodes and weights for E f(μ + s Z), Z ~ N(0, 1): composite 8-point Gauss-Legendre on
         [-12, 12] with panels narrow enough that f varies on each by O(1) at most (softplus has poles
         at distance π from the real line, which makes plain Gauss-Hermite slow for large s)."""
-        panels = int(np.ceil(2 * EXPECTATION_RANGE / min(0.5, 1.5 / max(float(scale), 1e-12))))
-        x, w = np.polynomial.legendre.leggauss(8)
-        edges = np.linspace(-EXPECTATION_RANGE, EXPECTATION_RANGE, panels + 1)
-        half = (edges[1] - edges[0]) / 2
-        z = ((edges[:-1] + edges[1:]) / 2)[:, None] + half * x[None, :]
-        wts = half * w[None, :] * np.exp(-z * z / 2) / np.sqrt(2 * np.pi)
-        return z.ravel(), wts.ravel()
+        return _expectation_nodes(int(np.ceil(2 * EXPECTATION_RANGE / min(0.5, 1.5 / max(float(scale), 1e-12)))))
+
 
     def loss_general(self, w1, w_sum, w_l2, w_l1, eps=0.0, eps_x1=0.0):
         """E log(1 + exp(-margin)) for the worst-case margin (an ℓ∞ attack only lowers it, and the loss
@@ -185,7 +208,7 @@ class LogisticModel:
         e1 = eps if full_ball else 0.0
         return self._minimize(lambda w: self.loss(*w, eps, e1), lambda w: self.gradient(*w, eps, e1))
 
-    def sam_objective(self, w1: float, v: float, rho: float, grid: int = 41) -> tuple[float, tuple]:
+    def sam_objective(self, w1: float, v: float, rho: float, grid: int = 17) -> tuple[float, tuple]:
         """max over ||δ||_2 <= ρ (all n + 1 weights) of the loss at (w1, v·1) + δ, and the maximizer.
 
         The loss is convex in the weights, so its maximum over the ball lies on the sphere: a
@@ -201,15 +224,11 @@ class LogisticModel:
         values = value(d1, dsum, r)
         k = int(np.argmax(values))
         _, a0, s0 = np.unravel_index(k, (1, grid, grid))
-
-        def negative(zz):
-            return -float(value(*_from_polar(rho, n, 1.0, *zz)))
-
-        res = optimize.minimize(negative, [np.linspace(0, np.pi, grid)[a0], np.linspace(-1, 1, grid)[s0]],
-                                method="L-BFGS-B", bounds=[(0, np.pi), (-1, 1)],
-                                options={"ftol": 1e-15, "gtol": 1e-13, "maxiter": 2000})
-        if -res.fun >= values[k]:
-            return float(-res.fun), _from_polar(rho, n, 1.0, *res.x)
+        start = np.array([[np.linspace(0, np.pi, grid)[a0], np.linspace(-1, 1, grid)[s0]]])
+        best, z = _zoom_max(lambda zz: value(*_from_polar(rho, n, 1.0, zz[:, 0], zz[:, 1])), start, [0, -1],
+                            [np.pi, 1], [np.pi / grid, 2 / grid])
+        if best >= values[k]:
+            return best, _from_polar(rho, n, 1.0, *z)
         return float(values[k]), (d1[k], dsum[k], r[k])
 
     def sam_optimum(self, rho: float) -> LiftedOptimum:
