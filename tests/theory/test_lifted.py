@@ -147,7 +147,7 @@ def test_sampling_sd_matches_the_spread_of_sample_fits():
     for seed in range(40):
         x, y = GaussianModel(p, eta, n).sample(size, seed=seed)
 
-        def loss(w):
+        def loss(w, x=x, y=y):
             m = y * (x @ w)
             return np.mean(np.logaddexp(0, -m)), -(x * (y * special.expit(-m))[:, None]).mean(0)
 
