@@ -4,16 +4,18 @@ the papers' full column set (empirical.attacks.PAPER_COLUMNS, with `samat eval`'
     python bench/eval_throughput.py [--json out.json]     # CUDA: AutoAttack on 1,000 images, columns on 1,000
     python bench/eval_throughput.py --quick               # CPU: a few images each (minutes)
 
-The network is PRN-18 with random weights (seed 0) on random CIFAR-shaped images: the attacks' cost
-depends on how many images survive each stage, not on what the network learned, so two models bound it:
+The network is PRN-18 with random weights (seed 0) on random CIFAR-shaped images. An attack's cost depends
+on how many images survive its stages (AutoAttack runs APGD-T, FAB-T and Square, 5,000 queries, only on the
+images that APGD-CE left correct; Pixle stops per image once it succeeds), not on what the network learned,
+so two models are timed:
 
-* "non-robust": the network itself, with each image's label set to its prediction (clean accuracy 100%,
-  so every image is attacked). Like a standard-trained model, it loses nearly every image to the first
-  attack of AutoAttack (APGD-CE), and AutoAttack's later attacks have little left to do: the low end.
+* "random init": the network itself, each image labelled with its prediction (clean accuracy 100%, so
+  every image is attacked). Its margins are small but so are its input gradients, so a part of the images
+  survives the early stages: an arbitrary middle case, reported with its robust accuracy.
 * "robust": the same network behind a wrapper that adds a margin of 1000 to class 0 (labels 0), so no
   attack within budget ever succeeds while every forward and backward pass still runs through PRN-18:
-  every stage of every attack runs on every image, the high end (an adversarially trained model, most
-  of whose images survive, is near it).
+  every stage of every attack runs on every image. This is the upper bound, and the case of the papers'
+  adversarially trained models, most of whose images survive.
 
 Attacks run as `samat eval` runs them (empirical.evaluate.evaluate: fp32, batched, seeded), on the
 device's default precision (TF32 convolutions on NVIDIA GPUs are PyTorch's default). The per-10,000
@@ -59,7 +61,8 @@ class AlwaysRobust(nn.Module):
 
 def make_model(device: torch.device, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    return build_model("prn18", input_shape=(3, 32, 32), num_classes=10, mean=CIFAR_MEAN, std=CIFAR_STD).to(device).eval()
+    model = build_model("prn18", input_shape=(3, 32, 32), num_classes=10, mean=CIFAR_MEAN, std=CIFAR_STD)
+    return model.to(device).eval()
 
 
 def images_and_labels(model: nn.Module, n: int, device: torch.device, robust: bool, seed: int):
@@ -129,7 +132,7 @@ def markdown(result: dict) -> str:
         lines += ["| AutoAttack l2 32/255 (standard) | images | seconds | images/s | seconds per 1,000 | robust acc. |",
                   "|---|---|---|---|---|---|"]
         for kind, r in aa.items():
-            lines.append(f"| {kind} | {r['images']:,} | {r['seconds']:.1f} | {r['images_per_s']:.2f} | "
+            lines.append(f"| {kind} | {r['images']:,} | {r['seconds']:.1f} | {r['images_per_s']:.3g} | "
                          f"{1000 * r['seconds'] / r['images']:,.1f}{'' if r['images'] == 1000 else ' (scaled)'} | "
                          f"{100 * r['robust_accuracy']:.1f}% |")
     cols = result.get("columns", {})
@@ -144,12 +147,12 @@ def markdown(result: dict) -> str:
             for k in kinds:
                 a = cols[k]["attacks"].get(label)
                 n = cols[k]["images"]
-                cells += ["—", "—"] if a is None else [f"{n / a['seconds']:,.1f}", f"{PER * a['seconds'] / n:,.0f}"]
+                cells += ["—", "—"] if a is None else [f"{n / a['seconds']:.3g}", f"{PER * a['seconds'] / n:,.0f}"]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         cells = []
         for k in kinds:
             n, s = cols[k]["images"], cols[k]["seconds"]
-            cells += [f"{n / s:,.2f}", f"**{PER * s / n:,.0f}**"]
+            cells += [f"{n / s:.3g}", f"**{PER * s / n:,.0f}**"]
         lines.append("| **all columns + sanity checks** | " + " | ".join(cells) + " |")
         lines.append("")
         lines.append("Measured on " + ", ".join(f"{cols[k]['images']:,} images ({k})" for k in kinds)
@@ -162,12 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="a few images of each: for a CPU")
-    parser.add_argument("--aa-images", type=int, help="AutoAttack, non-robust model (default 1000; 32 with --quick)")
+    parser.add_argument("--aa-images", type=int, help="AutoAttack, random-init model (default 1000; 16 with --quick)")
     parser.add_argument("--aa-robust-images", type=int,
                         help="AutoAttack, robust model (default 1000; 2 with --quick; 0 skips)")
-    parser.add_argument("--column-images", type=int, help="column set, non-robust (default 1000; 16 with --quick)")
+    parser.add_argument("--column-images", type=int,
+                        help="column set, random-init model (default 1000; 8 with --quick)")
     parser.add_argument("--column-robust-images", type=int,
-                        help="column set, robust model (default 500; 2 with --quick; 0 skips)")
+                        help="column set, robust model (default 500; 1 with --quick; 0 skips)")
     parser.add_argument("--batch-size", type=int, help="attack batch (default 500 on CUDA, all images on CPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write every figure to this JSON file")
@@ -179,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     def pick(value, full, quick):
         return value if value is not None else (quick if q else full)
 
-    n_aa, n_aa_r = pick(args.aa_images, 1000, 32), pick(args.aa_robust_images, 1000, 2)
-    n_col, n_col_r = pick(args.column_images, 1000, 16), pick(args.column_robust_images, 500, 2)
+    n_aa, n_aa_r = pick(args.aa_images, 1000, 16), pick(args.aa_robust_images, 1000, 2)
+    n_col, n_col_r = pick(args.column_images, 1000, 8), pick(args.column_robust_images, 500, 1)
     batch = args.batch_size or (500 if device.type == "cuda" else max(n_aa, n_col, n_aa_r, n_col_r))
     info = machine(device)
     command = "python bench/eval_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -188,13 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     net = make_model(device, args.seed)
     robust = AlwaysRobust(net).eval()
     result: dict = {"command": command.strip(), "machine": info, "batch_size": batch, "autoattack": {}, "columns": {}}
-    for kind, model, n in (("non-robust", net, n_aa), ("robust", robust, n_aa_r)):
+    for kind, model, n in (("random init", net, n_aa), ("robust", robust, n_aa_r)):
         if n:
             r = time_autoattack(model, n, device, batch, kind == "robust", args.seed)
             result["autoattack"][kind] = r
             print(f"[autoattack] {kind}: {n} images in {r['seconds']:.1f} s ({r['images_per_s']:.2f} images/s), "
                   f"robust accuracy {r['robust_accuracy']:.3f}", file=sys.stderr, flush=True)
-    for kind, model, n in (("non-robust", net, n_col), ("robust", robust, n_col_r)):
+    for kind, model, n in (("random init", net, n_col), ("robust", robust, n_col_r)):
         if n:
             print(f"[columns] {kind}: {n} images", file=sys.stderr, flush=True)
             result["columns"][kind] = time_columns(model, n, device, batch, kind == "robust", args.seed)

@@ -36,13 +36,11 @@ import argparse
 import contextlib
 import datetime as dt
 import json
-import math
 import os
 import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -497,10 +495,12 @@ def markdown(rows: list[Row], peak_note: str, accuracy: dict | None, targets: li
     if accuracy:
         lines += ["", f"Equal accuracy: {accuracy['model']} on {accuracy['dataset']}, {accuracy['epochs']} epochs of "
                   f"batch {accuracy['batch_size']}, augment {accuracy['augment']}, same seed and initial weights.", "",
-                  "| Method | train loss per epoch: ours | baseline | test acc: ours | baseline | seconds: ours | baseline |",
+                  "| Method | train loss per epoch: ours | baseline | test acc: ours | baseline "
+                  "| seconds: ours | baseline |",
                   "|---|---|---|---|---|---|---|"]
         for m, v in accuracy["methods"].items():
-            lines.append(f"| {LABELS[m]} | {_fmt_list(v['ours']['train_loss'])} | {_fmt_list(v['baseline']['train_loss'])}"
+            lines.append(f"| {LABELS[m]} | {_fmt_list(v['ours']['train_loss'])} "
+                         f"| {_fmt_list(v['baseline']['train_loss'])}"
                          f" | {100 * v['ours']['test_acc']:.2f} | {100 * v['baseline']['test_acc']:.2f} | "
                          f"{v['ours']['seconds']:.1f} | {v['baseline']['seconds']:.1f} |")
     return "\n".join(lines)

@@ -23,7 +23,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +186,7 @@ def _run(grid: StudyGrid, out: Path, *, log: Callable[[str], None], progress: bo
 def theory_curves(model, grid: StudyGrid) -> dict[str, Any]:
     """Population W_R of every method the study trains, from theory (0-1 and logistic losses)."""
     from theory import closed_form as cf
-    from theory.lifted import LogisticModel, sam_all_weights_optimum
+    from theory.lifted import LogisticModel, sam_all_weights_optimum, sam_scale_curve
     from theory.numeric import at_optimum, sam_optimum_equal_endpoints, st_optimum
 
     p, eta, n = model
@@ -194,21 +194,51 @@ def theory_curves(model, grid: StudyGrid) -> dict[str, Any]:
     st = logistic.st_optimum()
     eps = np.array(sorted(set(grid.at_fractions)), dtype=float) * eta
     rhos = np.array(grid.rhos, dtype=float)
-    w_st01 = float(st_optimum(p, eta, n).w1_float())
+    st01 = st_optimum(p, eta, n)
     full01 = at_optimum(p, eta, n, eps, full_ball=True)
+    sam01 = sam_optimum_equal_endpoints(p, eta, n, rhos)
+    at_log = [logistic.at_optimum(e) for e in eps]
+    at_full_log = [logistic.at_optimum(e, full_ball=True) for e in eps]
+    sam_all01 = [sam_all_weights_optimum(p, eta, n, r) for r in rhos]
+    sam_log = [logistic.sam_optimum(r) for r in rhos]
+    sam_step = [logistic.sam_one_step_limit(r) for r in rhos]
+    w_st01 = float(st01.w1_float())
+
+    def atol01(opt):  # accuracy of a 0-1 W_R: the bracket width in w1, over n
+        return (np.asarray(opt.accuracy) / n).tolist()
+
+    def atol(opts):  # accuracy of lifted W_R values
+        return [o.w_r_rtol * abs(o.w_r) for o in opts]
+
+    # scale invariance: the ST classifier at growing scale c, under SAM's fixed radius (the largest ρ)
+    scales = np.geomspace(0.25, 64.0, 13)
+    scale_curve = sam_scale_curve(p, eta, n, float(rhos.max()), w_st01 / n, scales)
+
+    # "_atol": the accuracy of each W_R, from its solve; the verdicts' tolerances
     return {
+        "sam_scale": {"rho": float(rhos.max()), "scales": scales.tolist(),
+                      "log_error": np.asarray(scale_curve).tolist(), "log_error_st": float(np.asarray(st01.log_risk))},
         "W_R_st_01": w_st01 / n,
+        "W_R_st_01_atol": float(st01.accuracy) / n,
         "W_R_st_logistic": st.w_r,
+        "W_R_st_logistic_atol": atol([st])[0],
         "eps": eps.tolist(),
         "W_R_at_theorem2": (cf.w_r_at(p, eta, n, eps)).tolist(),
         "W_R_at_full_01": np.where(full01.found, full01.w1_float() / n, np.inf).tolist(),
-        "W_R_at_logistic": [logistic.at_optimum(e).w_r for e in eps],
-        "W_R_at_full_logistic": [logistic.at_optimum(e, full_ball=True).w_r for e in eps],
+        "W_R_at_full_01_atol": atol01(full01),
+        "W_R_at_logistic": [o.w_r for o in at_log],
+        "W_R_at_logistic_atol": atol(at_log),
+        "W_R_at_full_logistic": [o.w_r for o in at_full_log],
+        "W_R_at_full_logistic_atol": atol(at_full_log),
         "rho": rhos.tolist(),
-        "W_R_sam_w1_only_01": (sam_optimum_equal_endpoints(p, eta, n, rhos).w1_float() / n).tolist(),
-        "W_R_sam_all_01": [sam_all_weights_optimum(p, eta, n, r).w_r for r in rhos],
-        "W_R_sam_all_logistic": [logistic.sam_optimum(r).w_r for r in rhos],
-        "W_R_sam_one_step_logistic": [logistic.sam_one_step_limit(r).w_r for r in rhos],
+        "W_R_sam_w1_only_01": (sam01.w1_float() / n).tolist(),
+        "W_R_sam_w1_only_01_atol": atol01(sam01),
+        "W_R_sam_all_01": [o.w_r for o in sam_all01],
+        "W_R_sam_all_01_atol": atol(sam_all01),
+        "W_R_sam_all_logistic": [o.w_r for o in sam_log],
+        "W_R_sam_all_logistic_atol": atol(sam_log),
+        "W_R_sam_one_step_logistic": [o.w_r for o in sam_step],
+        "W_R_sam_one_step_logistic_atol": atol(sam_step),
     }
 
 
@@ -222,20 +252,31 @@ def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
     return float(a.mean()), float(stats.t.ppf(0.5 + level / 2, len(a) - 1) * a.std(ddof=1) / math.sqrt(len(a)))
 
 
+def standard_error(values: list[float]) -> tuple[float, float, int]:
+    """Mean, standard error of the mean, and degrees of freedom (for intervals at any level)."""
+    a = np.asarray(values, dtype=float)
+    se = float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else float("nan")
+    return float(a.mean()), se, len(a) - 1
+
+
 def summarize(measurements: Path, *, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Means and 95% intervals per (model, method, parameter), theory beside them; writes summary.json."""
     doc = json.loads(Path(measurements).read_text())
     grid = StudyGrid(**{k: tuple(tuple(m) for m in v) if k == "models" else (tuple(v) if isinstance(v, list) else v)
                         for k, v in doc["grid"].items()})
     groups: dict[tuple, list[dict]] = defaultdict(list)
+    st_w_r: dict[tuple, float] = {}  # (key, seed) -> W_R of ST on the same sample, from the same initial weights
     for row in doc["rows"]:
         groups[(row["key"], row["kind"], row["label"], row["train_size"])].append(row)
+        if row["kind"] == "sweep" and row["method"] == "sgd":
+            st_w_r[(row["key"], row["seed"])] = row["W_R"]
     out: dict[str, Any] = {"grid": doc["grid"], "models": {}}
     for model in grid.models:
         p, eta, n = model
         key = f"p{p:g}-eta{eta:g}-n{n}"
         log(f"  theory curves for {key}")
-        entry: dict[str, Any] = {"theory": theory_curves(model, grid), "trained": [], "convergence": []}
+        entry: dict[str, Any] = {"p": p, "eta": eta, "n": n, "theory": theory_curves(model, grid), "trained": [],
+                                 "convergence": []}
         for (k, kind, label, size), rows in sorted(groups.items()):
             if k != key:
                 continue
@@ -243,6 +284,11 @@ def summarize(measurements: Path, *, log: Callable[[str], None] = print) -> dict
                                      "train_size": size, "seeds": len(rows)}
             for name in ("W_R", "clean_accuracy"):
                 stats[name] = t_interval([r[name] for r in rows])
+            stats["W_R_se"] = standard_error([r["W_R"] for r in rows])
+            paired = [r["W_R"] / st_w_r[(key, r["seed"])] - 1 for r in rows if (key, r["seed"]) in st_w_r]
+            if kind == "sweep" and len(paired) == len(rows):
+                stats["W_R_change_vs_st"] = t_interval(paired)  # paired by seed: same sample, same start
+                stats["W_R_change_vs_st_se"] = standard_error(paired)
             for name in ("robust_accuracy_nonrobust", "robust_accuracy_all", "pgd_accuracy_all_sample",
                          "exact_accuracy_all_sample"):
                 if name in rows[0]:
@@ -257,14 +303,6 @@ def summarize(measurements: Path, *, log: Callable[[str], None] = print) -> dict
     path = Path(measurements).with_name("summary.json")
     path.write_text(json.dumps(out, indent=1))
     return out
-
-
-@dataclass
-class Finding:
-    statement: str
-    holds: bool
-    evidence: str
-    details: dict = field(default_factory=dict)
 
 
 # --- Figures ------------------------------------------------------------------------------------------
@@ -320,6 +358,37 @@ def figures(summary: dict[str, Any], out: Path) -> list[Path]:
         ax.legend(fontsize=7)
     save(fig, "w_r_vs_rho")
 
+    # the same comparison as a change against ST, paired by seed: the intervals lose the seed-to-seed spread
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.8), constrained_layout=True, squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        m, th = summary["models"][key], summary["models"][key]["theory"]
+        n = summary["models"][key]["n"]
+        rho = np.array(th["rho"])
+        fine = np.linspace(0, rho.max(), 101)
+        pct = lambda values, base: 100 * (np.asarray(values) / base - 1)  # noqa: E731
+        ax.axhline(0, color="k", lw=1, label="ST")
+        ax.plot(fine, 100 * 2 / 3 * fine**2, "k:", label="Theorem 4 as claimed, (2/3)ρ²")
+        ax.plot(fine, 100 * fine**2 / (3 * n), "k-.", label="Theorem 4 derived, ρ²/(3n)")
+        ax.plot(rho, pct(th["W_R_sam_w1_only_01"], th["W_R_st_01"]), "k--", marker=".",
+                label="SAM on w1 only, 0-1 (papers' model)")
+        ax.plot(rho, pct(th["W_R_sam_all_01"], th["W_R_st_01"]), "C3-", marker=".", label="SAM on all weights, 0-1")
+        ax.plot(rho, pct(th["W_R_sam_all_logistic"], th["W_R_st_logistic"]), "C2-", marker=".",
+                label="SAM on all weights, logistic (exact max)")
+        ax.plot(rho, pct(th["W_R_sam_one_step_logistic"], th["W_R_st_logistic"]), "C2:", marker=".",
+                label="SAM one-step, logistic (full batch)")
+        for method, fmt, color, label in (("sam", "o", "C0", "SAM trained"), ("asam", "s", "C1", "ASAM trained")):
+            rows = sorted((r for r in m["trained"] if r["method"] == method), key=lambda r: r["param"])
+            ax.errorbar([r["param"] * (1.02 if method == "asam" else 1) for r in rows],
+                        [100 * r["W_R_change_vs_st"][0] for r in rows], yerr=[100 * r["W_R_change_vs_st"][1]
+                                                                             for r in rows],
+                        fmt=fmt, color=color, capsize=3, ms=5, label=label + " (95% CI, paired with ST)")
+        ax.set_yscale("symlog", linthresh=0.1)
+        ax.set_xlabel("ρ (SAM radius)")
+        ax.set_ylabel("W_R change against ST (%; symlog below 0.1%)")
+        ax.set_title(key)
+        ax.legend(fontsize=7)
+    save(fig, "w_r_change_vs_rho")
+
     fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.8), constrained_layout=True, squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
         m, th = summary["models"][key], summary["models"][key]["theory"]
@@ -337,6 +406,19 @@ def figures(summary: dict[str, Any], out: Path) -> list[Path]:
         ax.set_title(key)
         ax.legend(fontsize=7)
     save(fig, "w_r_vs_eps")
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.8), constrained_layout=True)
+    for i, key in enumerate(keys):
+        sc = summary["models"][key]["theory"]["sam_scale"]
+        excess = np.exp(sc["log_error"]) - np.exp(sc["log_error_st"])
+        ax.plot(sc["scales"], excess, "o-", color=f"C{i}", ms=4, label=f"{key}, ρ={sc['rho']:g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("scale c of w = c·(n W_R*, 1, ..., 1) (c = 1: the papers' gauge)")
+    ax.set_ylabel("SAM objective - ST error (worst 0-1 error over the ρ-ball)")
+    ax.set_title("0-1 SAM on all weights: one classifier, any scale")
+    ax.legend(fontsize=7)
+    save(fig, "sam_scale")
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.6), constrained_layout=True)
     for key in keys:

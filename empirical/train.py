@@ -397,7 +397,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path, world: World, *, resume: bool,
 
 
 def _check_and_show(loss_sum: torch.Tensor, correct_sum: torch.Tensor, count: int, bar: tqdm, epoch: int,
-                    run: RunDir, step: int, world: World = World()) -> tuple[float, int, int]:
+                    run: RunDir, step: int, world: World) -> tuple[float, int, int]:
     """The one host read: running loss and accuracy (summed over ranks) for the bar, and the NaN/inf check."""
     if world.distributed:
         totals = world.sum(torch.stack([loss_sum, correct_sum.double(),

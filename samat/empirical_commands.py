@@ -133,10 +133,16 @@ def add_study_command(sub) -> None:
     study.add_argument("--out", type=Path, default=Path("results/gaussian-study"), metavar="DIR")
     study.add_argument("--quick", action="store_true", help="a small grid (a minute): for smoke runs")
     study.add_argument("--report-only", action="store_true", help="only summarize and plot stored measurements")
+    study.add_argument("--publish", type=Path, metavar="DIR",
+                       help="also copy the figures, summary.json and verdicts.md to DIR (e.g. docs/study)")
+    study.add_argument("--force", action="store_true", help="with --publish: replace files already in DIR")
     study.set_defaults(func=cmd_study)
 
 
 def cmd_study(args: argparse.Namespace) -> int:
+    import shutil
+
+    from empirical import study_verdicts
     from empirical.gaussian_study import StudyGrid, figures, run, summarize
     from theory.errors import SamatError
 
@@ -148,7 +154,18 @@ def cmd_study(args: argparse.Namespace) -> int:
         raise SamatError(f"{measurements} does not exist: run `samat study --out {args.out}` first")
     summary = summarize(measurements, log=say)
     paths = figures(summary, args.out)
-    print(f"wrote {args.out / 'summary.json'} and {len(paths)} figure files in {args.out}/")
+    paths += study_verdicts.write(summary, args.out)
+    paths.append(args.out / "summary.json")
+    print(f"wrote {len(paths)} files in {args.out}/: the verdicts are in {args.out / 'verdicts.md'}")
+    if args.publish:
+        targets = [args.publish / path.name for path in paths]
+        existing = [t for t in targets if t.exists()]
+        if existing and not args.force:
+            raise SamatError(f"{existing[0]} already exists; pass --force to replace it")
+        args.publish.mkdir(parents=True, exist_ok=True)
+        for path, target in zip(paths, targets, strict=True):
+            shutil.copyfile(path, target)
+        print(f"copied them to {args.publish}/")
     return 0
 
 

@@ -113,11 +113,20 @@ class LiftedOptimum:
     n: int
     objective: float  # log error (0-1) or loss (logistic) at the optimum
     accuracy_w1: float  # resolution of the solve in w1
+    accuracy_v: float = 0.0  # and in v, where v is solved for too
 
     @property
     def w_r(self) -> float:
         """W_R = w1 / (w2 + ... + w_{n+1})."""
         return self.w1 / (self.n * self.v)
+
+    @property
+    def w_r_rtol(self) -> float:
+        """Relative accuracy of W_R implied by the accuracies of w1 and v."""
+        def rel(accuracy, value):
+            return 0.0 if accuracy == 0 else accuracy / abs(value) if value else float("inf")
+
+        return rel(self.accuracy_w1, self.w1) + rel(self.accuracy_v, self.v)
 
 
 def sam_all_weights_optimum(p: float, eta: float, n: int, rho: float, xatol: float = 1e-7) -> LiftedOptimum:
@@ -150,6 +159,16 @@ def _expectation_nodes(panels: int):
     z = ((edges[:-1] + edges[1:]) / 2)[:, None] + half * x[None, :]
     wts = half * w[None, :] * np.exp(-z * z / 2) / np.sqrt(2 * np.pi)
     return z.ravel(), wts.ravel()
+
+
+def _newton_distance(grad, w: np.ndarray) -> float:
+    """Distance from w to the minimizer, estimated by one Newton step |H⁻¹ g| (H by central differences
+    of the gradient): the accuracy of a smooth convex solve."""
+    g = grad(w)
+    h = 1e-5 * np.maximum(np.abs(w), 1.0)
+    cols = [(grad(w + h[i] * e) - grad(w - h[i] * e)) / (2 * h[i]) for i, e in enumerate(np.eye(len(w)))]
+    hessian = np.array(cols).T
+    return float(np.max(np.abs(np.linalg.solve(0.5 * (hessian + hessian.T), g))))
 
 
 @dataclass(frozen=True)
@@ -206,6 +225,14 @@ class LogisticModel:
 
     def at_optimum(self, eps: float, full_ball: bool = False) -> LiftedOptimum:
         e1 = eps if full_ball else 0.0
+        if full_ball:
+            # The attack on x1 costs ε|w1|: a kink at w1 = 0, where BFGS cannot settle. The loss is convex,
+            # so w1 = 0 (v solved for) is the minimizer exactly when the loss rises from it towards w1 > 0
+            # (towards w1 < 0 it always rises: its slope there is -E σ(-m) (2p - 1 + ε) < 0).
+            kink = self._minimize(lambda w: self.loss(0.0, w[0], eps, e1),
+                                  lambda w: self.gradient(0.0, w[0], eps, e1)[1:], start=[1.0])
+            if self.gradient(np.finfo(float).tiny, kink.v, eps, e1)[0] >= 0:  # the slope at w1 = 0+
+                return LiftedOptimum(0.0, kink.v, self.n, kink.objective, 0.0, kink.accuracy_v)
         return self._minimize(lambda w: self.loss(*w, eps, e1), lambda w: self.gradient(*w, eps, e1))
 
     def sam_objective(self, w1: float, v: float, rho: float, grid: int = 17) -> tuple[float, tuple]:
@@ -236,7 +263,7 @@ class LogisticModel:
         start = self.st_optimum()
         res = optimize.minimize(lambda w: self.sam_objective(w[0], w[1], rho)[0], [start.w1, start.v],
                                 method="Nelder-Mead", options={"xatol": 1e-7, "fatol": 1e-12, "maxiter": 4000})
-        return LiftedOptimum(float(res.x[0]), float(res.x[1]), self.n, float(res.fun), 1e-7)
+        return LiftedOptimum(float(res.x[0]), float(res.x[1]), self.n, float(res.fun), 1e-7, 1e-7)
 
     def sam_one_step_limit(self, rho: float, steps: int = 5000, lr: float = 0.5) -> LiftedOptimum:
         """Where full-batch SAM as implemented goes: w <- w - lr ∇L(w + ρ g/||g||), g = ∇L(w) over all
@@ -260,7 +287,7 @@ class LogisticModel:
                 tail.append(w.copy())
         mean = np.mean(tail, axis=0)
         spread = float(np.max(np.abs(np.array(tail) - mean)))
-        return LiftedOptimum(float(mean[0]), float(mean[1]), n, self.loss(*mean), spread)
+        return LiftedOptimum(float(mean[0]), float(mean[1]), n, self.loss(*mean), spread, spread)
 
     def w_r_sampling_sd(self, n_samples: int, eps: float = 0.0, mc: int = 400_000, seed: int = 0) -> float:
         """Asymptotic standard deviation of W_R for the logistic fit on ``n_samples`` examples.
@@ -282,10 +309,15 @@ class LogisticModel:
         grad = np.concatenate([[1 / total], np.full(self.n, -w[0] / total**2)])
         return float(np.sqrt(grad @ cov @ grad))
 
-    def _minimize(self, f, grad) -> LiftedOptimum:
+    def _minimize(self, f, grad, start=(1.0, 1.0)) -> LiftedOptimum:
         """BFGS on log(loss) (same minimizer; scale-free where the loss is astronomically small, as when
         η√n is large), from a neutral start: the loss is convex and the minimizer is found, not assumed."""
-        res = optimize.minimize(lambda w: np.log(f(w)), np.array([1.0, 1.0]), jac=lambda w: grad(w) / f(w),
+        def log_grad(w):
+            return grad(w) / f(w)
+
+        res = optimize.minimize(lambda w: np.log(f(w)), np.array(start, dtype=float), jac=log_grad,
                                 method="BFGS", options={"gtol": 1e-11, "maxiter": 2000})
-        return LiftedOptimum(float(res.x[0]), float(res.x[1]), self.n, float(f(res.x)),
-                             float(np.linalg.norm(grad(res.x) / f(res.x))))
+        distance = _newton_distance(log_grad, res.x)
+        if len(res.x) == 1:  # v alone (w1 held at 0)
+            return LiftedOptimum(0.0, float(res.x[0]), self.n, float(f(res.x)), 0.0, distance)
+        return LiftedOptimum(float(res.x[0]), float(res.x[1]), self.n, float(f(res.x)), distance, distance)

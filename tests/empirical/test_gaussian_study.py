@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from empirical import study_verdicts
 from empirical.attacks import build_attack, spec
 from empirical.config import TrainConfig
 from empirical.gaussian_study import StudyGrid, figures, run, summarize, trained_weights
@@ -79,7 +80,13 @@ def test_study_pipeline_on_a_quick_grid(tmp_path):
     theory = entry["theory"]
     assert theory["W_R_st_logistic"] == pytest.approx(theory["W_R_st_01"], rel=1e-6)
     assert np.allclose(theory["W_R_at_logistic"], theory["W_R_at_theorem2"], rtol=1e-6)
-    assert len(figures(summary, tmp_path / "fig")) == 8
+    assert len(figures(summary, tmp_path / "fig")) == 12
+    found = study_verdicts.verdicts(summary)
+    assert {v.claim for v in found} == set(study_verdicts.CLAIMS)
+    assert {v.verdict for v in found} <= {"holds", "fails", "undecided"}
+    logistic = [v for v in found if v.claim in ("T1", "T2") and v.setting.startswith("logistic population")]
+    assert len(logistic) == 2 and all(v.verdict == "holds" for v in logistic)  # well-specified: Thms 1, 2 exact
+    assert "### T4" in study_verdicts.markdown(found)
     rows = json.loads(measurements.read_text())["rows"]
     assert all(isinstance(r["W_R"], float) and 0 <= r["clean_accuracy"] <= 1 for r in rows)
     again = run(StudyGrid.quick(), tmp_path, log=lambda m: None)  # finished runs are reused, not retrained

@@ -106,6 +106,22 @@ def test_full_ball_at_closed_form_matches_the_numerical_optimum(p, eta, n, frac)
         assert bool(numeric.found) and abs(w - float(numeric.w1_float())) <= float(numeric.accuracy) + 1e-9 * w
 
 
+@given(S.p, st.floats(0.2, 2.0), st.integers(1, 20), st.floats(0.05, 0.9))
+@settings(max_examples=15, deadline=None)
+def test_logistic_full_ball_at_drops_x1_exactly_when_its_attack_outweighs_it(p, eta, n, frac):
+    """At w1 = 0 the slope of the loss towards w1 > 0 is -E σ(-m) (2p - 1 - ε): the convex loss has its
+    minimizer on the kink w1 = 0 if and only if ε >= 2p - 1, and there the non-robust fit is the
+    well-specified one on D(p, η - ε, n), v = 2(η - ε)."""
+    eps = frac * eta
+    assume(abs(eps - (2 * p - 1)) > 0.02)  # the switch itself is a limit where w1 -> 0 continuously
+    opt = LogisticModel(p, eta, n).at_optimum(eps, full_ball=True)
+    assert (opt.w1 == 0.0) == (eps > 2 * p - 1)
+    if opt.w1 == 0.0:
+        assert abs(opt.v - 2 * (eta - eps)) <= opt.accuracy_v + 1e-9 * opt.v
+    else:
+        assert opt.w1 > opt.accuracy_w1
+
+
 def test_full_ball_closed_form_tends_to_theorem_2():
     assert sp.simplify(sp.limit(sym.w_at_full_ball(), sym.eps, 0, "+") - sym.w_star()) == 0
 

@@ -1,0 +1,122 @@
+"""Benchmark: the CPU default, `samat demo` (theory report, then the Fashion-MNIST experiment), end to end.
+
+    python bench/cpu_default.py [--json out.json]
+
+Runs ``python -m samat demo --out DIR`` in a fresh interpreter with a fresh output directory (a temporary
+one: nothing is reused), times the whole command, and splits the time into stages from the moments its
+log lines arrive (theory; per run: training, then evaluation; the report and plots). Inside each stage it
+adds what the run directories record: per-epoch training seconds (metrics.jsonl) and per-attack seconds
+(eval.json). The target is at most 10 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RUN_LINE = re.compile(r"^\[(\d+)/(\d+)\] (.+), seed \d+ -> (\S+)")
+TARGET_SECONDS = 600
+
+
+def run_demo(out: Path) -> tuple[float, list[tuple[float, str]], str]:
+    """Run the demo; return its wall time, its stderr lines with arrival times, and its stdout."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "samat", "demo", "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, bufsize=1, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    lines = []
+    assert proc.stderr is not None and proc.stdout is not None
+    for line in proc.stderr:
+        lines.append((time.perf_counter() - t0, line.rstrip("\n")))
+        print(f"{lines[-1][0]:7.1f} s  {lines[-1][1]}", file=sys.stderr, flush=True)
+    stdout = proc.stdout.read()
+    if proc.wait() != 0:
+        raise SystemExit(f"samat demo failed with exit code {proc.returncode}")
+    return time.perf_counter() - t0, lines, stdout
+
+
+def stages(total: float, lines: list[tuple[float, str]]) -> list[dict]:
+    """Stage boundaries from the log: the theory until "[experiment]", the data until the first run, then per
+    run "[i/N] ..." (training) and "evaluating ..." (evaluation); after the last log line, the report."""
+    marks: list[tuple[float, dict]] = [(0.0, {"stage": "theory (figures and verification)"})]
+    current: dict = {}
+    for t, text in lines:
+        m = RUN_LINE.match(text)
+        if text.startswith("[experiment]"):
+            marks.append((t, {"stage": "load Fashion-MNIST, set up the grid"}))
+        elif m:
+            current = {"label": m.group(3), "run_dir": m.group(4)}
+            marks.append((t, {"stage": f"train {current['label']}"} | current))
+        elif text.startswith("evaluating ") and current:
+            marks.append((t, {"stage": f"evaluate {current['label']}"} | current))
+    last_line = lines[-1][0] if lines else 0.0
+    ends = [t for t, _ in marks[1:]] + [max(last_line, marks[-1][0])]
+    rows = [row | {"seconds": end - t} for (t, row), end in zip(marks, ends, strict=True)]
+    rows.append({"stage": "tables and plots (after the last log line)", "seconds": total - ends[-1]})
+    return rows
+
+
+def details(rows: list[dict]) -> None:
+    """Add what the run directories record (training seconds per epoch, seconds per attack)."""
+    for row in rows:
+        run = row.get("run_dir")
+        if not run:
+            continue
+        run = Path(run)
+        if row["stage"].startswith("train") and (run / "metrics.jsonl").exists():
+            metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+            row["epochs_train_seconds"] = [round(m["train_seconds"], 2) for m in metrics]
+            row["epochs_test_seconds"] = [round(m["eval_seconds"], 2) for m in metrics]
+        if row["stage"].startswith("evaluate") and (run / "eval.json").exists():
+            attacks = json.loads((run / "eval.json").read_text())["attacks"]
+            row["attack_seconds"] = {k: round(v["seconds"], 2) for k, v in attacks.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    import torch
+
+    info = {"date": dt.date.today().isoformat(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "load_average_before": os.getloadavg()[0]}
+    with tempfile.TemporaryDirectory() as tmp:
+        total, lines, stdout = run_demo(Path(tmp) / "demo")
+        rows = stages(total, lines)
+        details(rows)
+    info["load_average_after"] = os.getloadavg()[0]
+    for row in rows:
+        row.pop("run_dir", None)
+    verdict = "met" if total <= TARGET_SECONDS else "**missed**"
+    print(f"\n`python bench/cpu_default.py` — {info['cpu']}, {info['cpus']} CPUs, torch {info['torch']}, Python "
+          f"{info['python']}, {info['date']}; 1-min load average {info['load_average_before']:.2f} before, "
+          f"{info['load_average_after']:.2f} after\n")
+    print(f"`samat demo`, end to end: **{total:.0f} s** (target <= {TARGET_SECONDS} s: {verdict})\n")
+    print("| Stage | seconds | inside it |\n|---|---|---|")
+    for row in rows:
+        inside = ""
+        if "epochs_train_seconds" in row:
+            inside = (f"epochs {', '.join(f'{s:.1f}' for s in row['epochs_train_seconds'])} s + test accuracy "
+                      f"{sum(row['epochs_test_seconds']):.1f} s")
+        elif "attack_seconds" in row:
+            top = sorted(row["attack_seconds"].items(), key=lambda kv: -kv[1])[:3]
+            inside = ", ".join(f"{k} {v:.1f} s" for k, v in top) + (" (largest three)" if len(top) == 3 else "")
+        print(f"| {row['stage']} | {row['seconds']:.1f} | {inside} |")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"command": "python bench/cpu_default.py", "machine": info, "seconds": total,
+                       "target_seconds": TARGET_SECONDS, "stages": rows, "demo_stdout": stdout}, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

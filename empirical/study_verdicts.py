@@ -1,0 +1,215 @@
+"""Verdicts of the Gaussian study: each of the papers' claims, per (p, η, n), with each idealization
+lifted (theory) and in the trained linear models, computed from ``summary.json``.
+
+Tolerances come from the numbers themselves: a population optimum's own accuracy (``*_atol`` of
+:func:`empirical.gaussian_study.theory_curves`), and for trained models a Student-t interval over
+seeds (each seed draws its own training sample; changes against ST are paired by seed). Each trained
+verdict row is a family-wise 95% statement: its interval is Bonferroni-corrected over all the
+comparisons of its claim and setting in the study (every (p, η, n) and every ρ or ε), so that a
+claim which holds everywhere is called "fails" somewhere with probability at most 5%.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from theory import closed_form as cf
+
+CLAIMS = {
+    "T1": "ST optimum: W_R* = ln(p/(1-p)) / (2nη) (W Thm 1, D Thm 4.1)",
+    "T2": "AT optimum: W_R^AT = ln(p/(1-p)) / (2n(η-ε)) > W_R* (W Thm 2, D Thm 4.2)",
+    "T3": "SAM raises the robust feature weight: W_R^SAM > W_R* for ρ > 0 (W Thm 3, D Thm 4.3)",
+    "T4": "size of the rise: W_R^SAM / W_R* - 1 ≈ (2/3)ρ² (W Thm 4, D Thm 4.4); derived: ρ²/(3n)",
+    "T5": "equal robustness: SAM(ρ) and AT(ε_AT) give the same W_R when 2 + 3/ρ² = 2η/ε_AT (W Thm 5, D Thm 4.5)",
+}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    claim: str
+    setting: str
+    model: str
+    verdict: str  # "holds", "fails", or "undecided" (neither resolved by the accuracy at hand)
+    evidence: str
+
+
+def _direction(change: float, tol: float) -> str:
+    return "raises" if change > tol else "lowers" if change < -tol else "unresolved"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:+.3g}%"
+
+
+def _rows(entry: dict, method: str) -> list[dict]:
+    return sorted((r for r in entry["trained"] if r["method"] == method), key=lambda r: r["param"] or 0.0)
+
+
+LEVEL = 0.95
+
+
+def interval(se_entry: list[float], comparisons: int) -> tuple[float, float]:
+    """Mean and half-width of the t-interval at family-wise LEVEL over ``comparisons`` (Bonferroni)."""
+    from scipy import stats
+
+    mean, se, dof = se_entry
+    return mean, float(stats.t.ppf(1 - (1 - LEVEL) / (2 * comparisons), dof) * se)
+
+
+def _inside(value: float, iv: tuple[float, float]) -> bool:
+    mean, half = iv
+    return abs(value - mean) <= half
+
+
+def _raises(directions: list[str]) -> str:
+    """T3's verdict: raises everywhere; fails where it is resolved to lower; else undecided."""
+    return "holds" if all(d == "raises" for d in directions) else "fails" if "lowers" in directions else "undecided"
+
+
+def _all(flags: list[bool]) -> str:
+    return "holds" if all(flags) else "fails"
+
+
+def model_verdicts(key: str, entry: dict, derived_a: float, models: int) -> list[Verdict]:
+    """Every claim for one (p, η, n) of ``models``: theory with idealizations lifted, then trained models."""
+    th = entry["theory"]
+    p, eta, n = entry["p"], entry["eta"], entry["n"]
+    out: list[Verdict] = []
+
+    def add(claim, setting, verdict, evidence):
+        out.append(Verdict(claim, setting, key, verdict, evidence))
+
+    w_star = float(cf.w_r_star(p, eta, n))
+    eps, rho = np.array(th["eps"]), np.array(th["rho"])
+    thm2 = np.asarray(th["W_R_at_theorem2"])
+    st = _rows(entry, "sgd")[0]
+    seeds = st["seeds"]
+
+    def change_tol(value, value_atol, base, base_atol):
+        """Accuracy of value/base - 1 from the accuracies of both."""
+        return (value_atol + abs(value / base) * base_atol) / abs(base)
+
+    # T1
+    err = abs(th["W_R_st_logistic"] / w_star - 1)
+    tol = th["W_R_st_logistic_atol"] / w_star
+    add("T1", "logistic population (lifted: the trainers' loss)", "holds" if err <= tol else "fails",
+        f"relative difference {err:.1e}, solver accuracy {tol:.1e}")
+    iv = interval(st["W_R_se"], models)
+    add("T1", f"trained (SGD, N = {st['train_size']}, {seeds} seeds)", "holds" if _inside(w_star, iv) else "fails",
+        f"W_R {iv[0]:.4f} ± {iv[1]:.4f} vs {w_star:.4f}")
+
+    # T2
+    rel = np.abs(np.asarray(th["W_R_at_logistic"]) / thm2 - 1)
+    tols = np.asarray(th["W_R_at_logistic_atol"]) / thm2
+    add("T2", "logistic population (lifted)", _all(list(rel <= tols)),
+        f"largest relative difference {rel.max():.1e} (solver accuracy {tols.max():.1e}) over ε = "
+        + ", ".join(f"{e:g}" for e in eps))
+    for name, label in (("W_R_at_full_01", "full ℓ∞ ball, x1 attacked too (0-1, lifted)"),
+                        ("W_R_at_full_logistic", "full ℓ∞ ball (logistic, lifted)")):
+        values, atols = np.asarray(th[name], dtype=float), np.asarray(th[name + "_atol"], dtype=float)
+        st_name = "W_R_st_01" if name.endswith("01") else "W_R_st_logistic"
+        dirs = [("no finite optimum" if not np.isfinite(v) else
+                 _direction(v / th[st_name] - 1, change_tol(v, a, th[st_name], th[st_name + "_atol"])))
+                for v, a in zip(values, atols, strict=True)]
+        detail = "; ".join(f"ε={e:g}: {v:.4f} vs Thm 2 {t2:.4f} ({d} W_R)" for e, v, t2, d in
+                           zip(eps, values, thm2, dirs, strict=True))
+        add("T2", label, _all([d == "raises" and abs(v - t2) <= a for v, t2, d, a in
+                               zip(values, thm2, dirs, atols, strict=True)]), detail)
+    at = _rows(entry, "at_nonrobust")
+    ivs = [interval(r["W_R_se"], models * len(eps)) for r in at]
+    add("T2", f"trained (PGD-AT on the non-robust features, {seeds} seeds)",
+        _all([_inside(t2, iv) for iv, t2 in zip(ivs, thm2, strict=True)]),
+        "; ".join(f"ε={r['param']:g}: {iv[0]:.4f} ± {iv[1]:.4f} vs {t2:.4f}" for r, iv, t2 in
+                  zip(at, ivs, thm2, strict=True)))
+    at_all = _rows(entry, "at_all")
+    full = th["W_R_at_full_logistic"]
+    ivs = [interval(r["W_R_se"], models * len(eps)) for r in at_all]
+    add("T2", "trained (PGD-AT on all features) vs the lifted logistic optimum",
+        _all([_inside(f, iv) for iv, f in zip(ivs, full, strict=True)]),
+        "; ".join(f"ε={r['param']:g}: {iv[0]:.4f} ± {iv[1]:.4f} vs {f:.4f} (change vs ST "
+                  f"{_pct(r['W_R_change_vs_st'][0])})" for r, iv, f in zip(at_all, ivs, full, strict=True)))
+
+    # T3, T4 and T5 in theory: each SAM variant against ST
+    theory_sam = (("W_R_sam_w1_only_01", "idealized (papers' model: 0-1, SAM on w1 alone)", "W_R_st_01"),
+                  ("W_R_sam_all_01", "SAM on all weights, ℓ2 ball (0-1, lifted)", "W_R_st_01"),
+                  ("W_R_sam_all_logistic", "SAM on all weights, exact inner max (logistic, lifted)",
+                   "W_R_st_logistic"),
+                  ("W_R_sam_one_step_logistic", "SAM as implemented, one ascent step (logistic, lifted)",
+                   "W_R_st_logistic"))
+    claimed, derived = 2 / 3 * rho**2, derived_a * rho**2
+    implied_eps = cf.eps_at_claimed(rho, eta)  # the ε_AT that Theorem 5 pairs with each ρ
+    t5_change = implied_eps / (eta - implied_eps)  # Theorem 2's W_R at that ε_AT, as a change against W_R*
+    for name, label, base in theory_sam:
+        values = np.asarray(th[name])
+        change = values / th[base] - 1
+        tol = np.array([change_tol(v, a, th[base], th[base + "_atol"]) for v, a in
+                        zip(values, th[name + "_atol"], strict=True)])
+        dirs = [_direction(c, t) for c, t in zip(change, tol, strict=True)]
+        add("T3", label, _raises(dirs), "; ".join(f"ρ={r:g}: {_pct(c)} ({d})" for r, c, d in
+                                            zip(rho, change, dirs, strict=True)))
+        add("T4", label, _all(list(np.abs(change - claimed) <= tol)),
+            "; ".join(f"ρ={r:g}: {_pct(c)} vs claimed {_pct(a)}, derived {_pct(b)}" for r, c, a, b in
+                      zip(rho, change, claimed, derived, strict=True)))
+        add("T5", label, _all(list(np.abs(change - t5_change) <= tol)),
+            "; ".join(f"ρ={r:g} ↔ ε_AT={e:.3g}: AT (Thm 2) {_pct(t)}, SAM {_pct(c)}" for r, e, t, c in
+                      zip(rho, implied_eps, t5_change, change, strict=True)))
+
+    # T3, T4 and T5 in trained models: the change of W_R against ST, paired by seed
+    for method, name in (("sam", "SAM"), ("asam", "ASAM")):
+        rows = _rows(entry, method)
+        ivs = [interval(r["W_R_change_vs_st_se"], models * len(rho)) for r in rows]
+        dirs = [_direction(m, h) for m, h in ivs]
+        add("T3", f"trained ({name}, {seeds} seeds, change paired with ST)", _raises(dirs),
+            "; ".join(f"ρ={r['param']:g}: {_pct(m)} ± {100 * h:.2g}% "
+                      f"({'no detectable change' if d == 'unresolved' else d})"
+                      for r, (m, h), d in zip(rows, ivs, dirs, strict=True)))
+        add("T4", f"trained ({name})", _all([_inside(a, iv) for a, iv in zip(claimed, ivs, strict=True)]),
+            "; ".join(f"ρ={r:g}: claimed {_pct(a)} {'inside' if _inside(a, iv) else 'outside'}, derived "
+                      f"{_pct(b)} {'inside' if _inside(b, iv) else 'outside'} the interval"
+                      for r, a, b, iv in zip(rho, claimed, derived, ivs, strict=True)))
+        add("T5", f"trained ({name}) against Theorem 2 at the paired ε_AT",
+            _all([_inside(t, iv) for t, iv in zip(t5_change, ivs, strict=True)]),
+            "; ".join(f"ρ={r:g} ↔ ε_AT={e:.3g}: AT gives {_pct(t)}, {name} {_pct(iv[0])} ± {100 * iv[1]:.2g}%"
+                      for r, e, t, iv in zip(rho, implied_eps, t5_change, ivs, strict=True)))
+    return out
+
+
+def verdicts(summary: dict[str, Any]) -> list[Verdict]:
+    from theory import symbolic
+
+    a = symbolic.lambdify(symbolic.sam_expansion(order=2).substitute_w_star().A, symbolic.p, symbolic.eta,
+                          symbolic.n)
+    out: list[Verdict] = []
+    models = len(summary["models"])
+    for key, entry in summary["models"].items():
+        out += model_verdicts(key, entry, float(a(entry["p"], entry["eta"], entry["n"])), models)
+    return out
+
+
+def markdown(found: list[Verdict]) -> str:
+    lines = ["Computed by `empirical.study_verdicts` from the study's summary.json: a theory verdict within the "
+             "solver's accuracy; a trained one with t-intervals over seeds at family-wise 95% (Bonferroni over "
+             "every comparison of the same claim and setting in the study; the ± below are those intervals).", ""]
+    for claim, statement in CLAIMS.items():
+        rows = [v for v in found if v.claim == claim]
+        if not rows:
+            continue
+        lines += [f"### {claim}: {statement}", "", "| setting | model | verdict | evidence |", "|---|---|---|---|"]
+        for v in rows:
+            verdict = v.verdict if v.verdict == "holds" else f"**{v.verdict}**"
+            lines.append(f"| {v.setting} | {v.model} | {verdict} | {v.evidence} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write(summary: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    found = verdicts(summary)
+    md, js = Path(out) / "verdicts.md", Path(out) / "verdicts.json"
+    md.write_text(markdown(found))
+    js.write_text(json.dumps([asdict(v) for v in found], indent=1))
+    return md, js
