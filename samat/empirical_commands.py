@@ -147,6 +147,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     from theory.errors import SamatError
 
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.publish and args.publish.is_dir() and any(args.publish.iterdir()) and not args.force:
+        raise SamatError(f"--publish {args.publish} is not empty; pass --force to replace its files")
     measurements = args.out / "measurements.json"
     if not args.report_only:
         measurements = run(StudyGrid.quick() if args.quick else StudyGrid(), args.out, log=say)
@@ -158,13 +160,9 @@ def cmd_study(args: argparse.Namespace) -> int:
     paths.append(args.out / "summary.json")
     print(f"wrote {len(paths)} files in {args.out}/: the verdicts are in {args.out / 'verdicts.md'}")
     if args.publish:
-        targets = [args.publish / path.name for path in paths]
-        existing = [t for t in targets if t.exists()]
-        if existing and not args.force:
-            raise SamatError(f"{existing[0]} already exists; pass --force to replace it")
         args.publish.mkdir(parents=True, exist_ok=True)
-        for path, target in zip(paths, targets, strict=True):
-            shutil.copyfile(path, target)
+        for path in paths:
+            shutil.copyfile(path, args.publish / path.name)
         print(f"copied them to {args.publish}/")
     return 0
 

@@ -91,3 +91,15 @@ def test_study_pipeline_on_a_quick_grid(tmp_path):
     assert all(isinstance(r["W_R"], float) and 0 <= r["clean_accuracy"] <= 1 for r in rows)
     again = run(StudyGrid.quick(), tmp_path, log=lambda m: None)  # finished runs are reused, not retrained
     assert json.loads(again.read_text())["rows"] == rows
+
+
+def test_study_command_refuses_missing_measurements_and_a_non_empty_publish_dir(tmp_path):
+    """One line and exit code 2, before any work: nothing stored to report on; a folder it would overwrite."""
+    from samat.cli import main
+
+    assert main(["study", "--out", str(tmp_path / "none"), "--report-only"]) == 2
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "verdicts.md").write_text("an earlier result")
+    assert main(["study", "--out", str(tmp_path / "none"), "--publish", str(tmp_path / "docs")]) == 2
+    assert (tmp_path / "docs" / "verdicts.md").read_text() == "an earlier result"
+    assert not (tmp_path / "none").exists()
