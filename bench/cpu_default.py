@@ -12,16 +12,16 @@ adds what the run directories record: per-epoch training seconds (metrics.jsonl)
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import host
 
 RUN_LINE = re.compile(r"^\[(\d+)/(\d+)\] (.+), seed \d+ -> (\S+)")
 TARGET_SECONDS = 600
@@ -86,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    info = {"date": dt.date.today().isoformat(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "load_average_before": os.getloadavg()[0]}
+    info = host() | {"torch": torch.__version__}
     with tempfile.TemporaryDirectory() as tmp:
         total, lines, stdout = run_demo(Path(tmp) / "demo")
         rows = stages(total, lines)

@@ -27,10 +27,8 @@ which figures are measured and which are scaled.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 
@@ -38,12 +36,14 @@ import torch
 from torch import nn
 
 from empirical.attacks import PAPER_COLUMNS, build_attack, spec
-from empirical.evaluate import evaluate
+from empirical.evaluate import as_inputs, evaluate
 from empirical.models import build_model
+from empirical.train import resolve_device
+
+from common import CIFAR_MEAN, CIFAR_STD, count, machine, random_images, run
 
 PER = 10_000
 ROBUST_MARGIN = 1000.0
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
 class AlwaysRobust(nn.Module):
@@ -66,12 +66,11 @@ def make_model(device: torch.device, seed: int) -> nn.Module:
 
 
 def images_and_labels(model: nn.Module, n: int, device: torch.device, robust: bool, seed: int):
-    g = torch.Generator().manual_seed(seed + 1)
-    x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8).to(device)
+    x = random_images(n, seed + 1).to(device)
     if robust:
         return x, torch.zeros(n, dtype=torch.long, device=device)
     with torch.no_grad():
-        preds = torch.cat([model(x[i:i + 500].float() / 255).argmax(1) for i in range(0, n, 500)])
+        preds = torch.cat([model(as_inputs(x[i:i + 500])).argmax(1) for i in range(0, n, 500)])
     return x, preds  # labels = predictions: clean accuracy 100%, every image gets attacked
 
 
@@ -89,7 +88,7 @@ def time_autoattack(model: nn.Module, n: int, device: torch.device, batch_size: 
     t0 = time.perf_counter()
     survived = 0
     for i in range(0, n, batch_size):
-        xb = x[i:i + batch_size].float() / 255
+        xb = as_inputs(x[i:i + batch_size])
         x_adv = attack(xb, y[i:i + batch_size])
         with torch.no_grad():
             survived += int((model(x_adv).argmax(1) == y[i:i + batch_size]).sum())
@@ -111,18 +110,6 @@ def time_columns(model: nn.Module, n: int, device: torch.device, batch_size: int
     attacks = {label: {"seconds": a["seconds"], "accuracy": result["accuracy"][label]}
                for label, a in result["attacks"].items()}
     return {"images": n, "seconds": total, "attacks": attacks}
-
-
-def machine(device: torch.device) -> dict:
-    info = {"date": dt.date.today().isoformat(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "threads": torch.get_num_threads(), "device": str(device), "load_average_before": os.getloadavg()[0]}
-    if device.type == "cuda":
-        info |= {"gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda}
-    import torchattacks
-
-    info["torchattacks"] = torchattacks.__version__
-    return info
 
 
 def markdown(result: dict) -> str:
@@ -165,19 +152,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="a few images of each: for a CPU")
-    parser.add_argument("--aa-images", type=int, help="AutoAttack, random-init model (default 1000; 16 with --quick)")
-    parser.add_argument("--aa-robust-images", type=int,
+    parser.add_argument("--aa-images", type=count(0),
+                        help="AutoAttack, random-init model (default 1000; 16 with --quick)")
+    parser.add_argument("--aa-robust-images", type=count(0),
                         help="AutoAttack, robust model (default 1000; 2 with --quick; 0 skips)")
-    parser.add_argument("--column-images", type=int,
+    parser.add_argument("--column-images", type=count(0),
                         help="column set, random-init model (default 1000; 8 with --quick)")
-    parser.add_argument("--column-robust-images", type=int,
+    parser.add_argument("--column-robust-images", type=count(0),
                         help="column set, robust model (default 500; 1 with --quick; 0 skips)")
-    parser.add_argument("--batch-size", type=int, help="attack batch (default 500 on CUDA, all images on CPU)")
+    parser.add_argument("--batch-size", type=count(1), help="attack batch (default 500 on CUDA, all images on CPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" \
-        else torch.device(args.device)
+    device = resolve_device(args.device)
     q = args.quick
 
     def pick(value, full, quick):
@@ -186,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     n_aa, n_aa_r = pick(args.aa_images, 1000, 16), pick(args.aa_robust_images, 1000, 2)
     n_col, n_col_r = pick(args.column_images, 1000, 8), pick(args.column_robust_images, 500, 1)
     batch = args.batch_size or (500 if device.type == "cuda" else max(n_aa, n_col, n_aa_r, n_col_r))
-    info = machine(device)
+    import torchattacks
+
+    info = machine(device) | {"torchattacks": torchattacks.__version__}
     command = "python bench/eval_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
     print(f"{command}\n{json.dumps(info)}", file=sys.stderr, flush=True)
     net = make_model(device, args.seed)
@@ -215,4 +204,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run(main)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import time
 
 import numpy as np
@@ -25,6 +24,8 @@ from tqdm import tqdm
 
 from theory import closed_form as cf
 from theory.numeric import Z_NODES, at_optimum, sam_optimum, sam_optimum_equal_endpoints, st_optimum
+
+from common import count, host
 
 
 def points(count: int, seed: int = 0):
@@ -66,7 +67,7 @@ def scipy_point(p, eta, n, eps_at, eps_sam, rtol):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--points", type=int, default=10_000)
+    parser.add_argument("--points", type=count(1), default=10_000)
     parser.add_argument("--rtol", type=float, default=1e-8)
     parser.add_argument("--json", type=str, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
@@ -97,8 +98,7 @@ def main() -> None:
     result = {
         "points": args.points, "rtol": args.rtol, "seconds_vectorized": t_ours, "seconds_scipy_loop": t_scipy,
         "speedup": t_scipy / t_ours, "max_rel_error_vectorized": err_ours, "max_rel_error_scipy_loop": err_scipy,
-        "machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}",
-        "numpy": np.__version__, "scipy": scipy.__version__,
+        "machine": host(), "numpy": np.__version__, "scipy": scipy.__version__,
     }
     print(json.dumps(result, indent=2))
     if args.json:

@@ -12,10 +12,11 @@ summed on the device and read by the host every LOG_EVERY steps, as ``train()`` 
 The baseline is the loop most research code has: a torch ``DataLoader`` over a Dataset that converts,
 pads, crops, flips and normalizes each image on the CPU (torchvision's RandomCrop(32, 4, reflect) +
 RandomHorizontalFlip + ToTensor + Normalize, written out without torchvision), pinned memory and worker
-processes on CUDA, fp32, normalization outside the model, ``.item()`` on the loss and accuracy every
-step; SAM as davda54/sam (per-parameter loops, BN momentum set to 0 for the second pass); PGD as Wong
-et al. / Rice et al. (in normalized units, ``loss.backward()`` for the input gradient, which also fills
-the parameters' gradients, model in train mode).
+processes on CUDA, fp32 (with PyTorch's default TF32 convolutions; cudnn.benchmark and "high" matmul
+precision are set once for both loops, so neither depends on which runs first), normalization outside
+the model, ``.item()`` on the loss and accuracy every step; SAM as davda54/sam (per-parameter loops, BN
+momentum set to 0 for the second pass); PGD as Wong et al. / Rice et al. (in normalized units,
+``loss.backward()`` for the input gradient, which also fills the parameters' gradients, model in train mode).
 
 Both loops run the same model (same initial weights), optimizer settings and number of steps on the
 same synthetic CIFAR-shaped data (random pixels and labels: the cost does not depend on their values).
@@ -33,14 +34,12 @@ train loss per epoch and the test accuracy side by side.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -50,7 +49,9 @@ from torch import nn
 from empirical.config import TrainConfig
 from empirical.data import BatchStream, Dataset, load_dataset
 from empirical.models import build_model
-from empirical.train import LOG_EVERY, STEPS, build, train
+from empirical.train import LOG_EVERY, STEPS, build, resolve_device, train
+
+from common import CIFAR_MEAN, CIFAR_STD, count, machine, random_images, run
 
 METHODS = {"st": "sgd", "sam": "sam", "at": "pgd_at"}
 LABELS = {"st": "ST (SGD)", "sam": "SAM", "at": "AT-PGD10"}
@@ -68,11 +69,10 @@ PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), 
 
 def synthetic_cifar(n_train: int, n_test: int = 256, seed: int = 0) -> Dataset:
     """Random uint8 32x32x3 images with random labels: the shape and dtype of CIFAR-10, nothing else."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (n_train + n_test, 3, 32, 32), generator=g, dtype=torch.uint8)
-    y = torch.randint(0, 10, (n_train + n_test,), generator=g)
-    return Dataset("synthetic-cifar", x[:n_train], y[:n_train], x[n_train:], y[n_train:], 10,
-                   (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "crop_flip")
+    x = random_images(n_train + n_test, seed)
+    y = torch.randint(0, 10, (n_train + n_test,), generator=torch.Generator().manual_seed(seed + 1))
+    return Dataset("synthetic-cifar", x[:n_train], y[:n_train], x[n_train:], y[n_train:], 10, CIFAR_MEAN, CIFAR_STD,
+                   "crop_flip")
 
 
 def learnable_images(n_train: int, n_test: int, seed: int = 0) -> Dataset:
@@ -163,19 +163,20 @@ def _bn_momentum(model: nn.Module, zero: bool) -> None:
 
 
 class Baseline:
-    """One step of ST, SAM or PGD-AT, written the common way; inputs arrive normalized."""
+    """One step of ST, SAM or PGD-AT, written the common way, with the run's settings (``cfg``: learning rate,
+    momentum, weight decay, ρ, and the PGD budget, step and steps); inputs arrive normalized."""
 
-    def __init__(self, method: str, model: nn.Module, device: torch.device, mean: tuple[float, ...],
-                 std: tuple[float, ...], lr: float, rho: float = RHO) -> None:
-        self.method, self.model, self.device = method, model, device
-        sgd = dict(lr=lr, momentum=0.9, weight_decay=5e-4)
+    def __init__(self, method: str, model: nn.Module, cfg: TrainConfig, device: torch.device,
+                 mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        self.method, self.model, self.steps = method, model, cfg.at_steps
+        sgd = dict(lr=cfg.learning_rate, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         if method == "sam":
-            self.opt = BaselineSAM(model.parameters(), torch.optim.SGD, rho=rho, **sgd)
+            self.opt = BaselineSAM(model.parameters(), torch.optim.SGD, rho=cfg.rho, **sgd)
         else:
             self.opt = torch.optim.SGD(model.parameters(), **sgd)
         m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         s = torch.tensor(std, device=device).view(1, -1, 1, 1)
-        self.eps, self.alpha = AT_EPS / s, 2.5 * AT_EPS / AT_STEPS / s  # pixel units -> normalized units
+        self.eps, self.alpha = cfg.at_eps / s, cfg.pgd_step / s  # pixel units -> normalized units
         self.lower, self.upper = (0 - m) / s, (1 - m) / s
 
     def set_lr(self, lr: float) -> None:
@@ -189,7 +190,7 @@ class Baseline:
         delta = delta * self.eps
         delta = torch.max(torch.min(delta, self.upper - x), self.lower - x)
         delta.requires_grad = True
-        for _ in range(AT_STEPS):
+        for _ in range(self.steps):
             loss = F.cross_entropy(self.model(x + delta), y)
             loss.backward()
             grad = delta.grad.detach()
@@ -257,6 +258,25 @@ class Clock:
         return time.perf_counter() - self.t0
 
 
+def forever(epoch: Iterable):
+    """The batches of ``epoch``, restarted (reshuffled) each time it ends."""
+    while True:
+        yield from epoch
+
+
+def time_steps(device: torch.device, warmup: int, steps: int, batches: Iterable,
+               one_step: Callable[[int, torch.Tensor, torch.Tensor], None]) -> float:
+    """Seconds for ``steps`` calls of one_step(i, x, y) on the next batches, after ``warmup`` untimed ones
+    (warmup >= 1: the first batch also starts the loader's workers, which is not a step's cost)."""
+    batches = forever(batches)
+    clock = Clock(device)
+    for i in range(warmup + steps):
+        if i == warmup:
+            clock.start()
+        one_step(i, *next(batches))
+    return clock.stop()
+
+
 def our_config(method: str, args: argparse.Namespace, device: torch.device, **kw) -> TrainConfig:
     return TrainConfig.from_dict(dict(dataset="synthetic-cifar", model="prn18", method=METHODS[method], rho=RHO,
                                       at_norm="linf", at_eps=AT_EPS, at_steps=AT_STEPS, batch_size=args.batch_size,
@@ -271,19 +291,11 @@ def time_ours(method: str, args: argparse.Namespace, data: Dataset, device: torc
     gen = torch.Generator(device=setup.device).manual_seed(args.seed)
     stream = BatchStream(setup.data.train_x, setup.data.train_y, cfg.batch_size, shuffle=True,
                          augment="crop_flip", generator=gen, drop_last=True)
-    batches = iter(stream)
     loss_sum = torch.zeros((), dtype=torch.float64, device=setup.device)
     correct_sum = torch.zeros((), dtype=torch.long, device=setup.device)
-    clock = Clock(setup.device)
-    setup.model.train()
-    for i in range(args.warmup + steps):
-        if i == args.warmup:
-            clock.start()
-        try:
-            x, y = next(batches)
-        except StopIteration:
-            batches = iter(stream)
-            x, y = next(batches)
+
+    def one_step(i: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        nonlocal loss_sum, correct_sum
         for group in ctx.optimizer.param_groups:
             group["lr"] = cfg.learning_rate * cfg.lr_factor(0.0)
         if setup.channels_last:
@@ -291,36 +303,23 @@ def time_ours(method: str, args: argparse.Namespace, data: Dataset, device: torc
         loss, correct = step(ctx, x, y, gen)
         loss_sum += loss.double() * len(y)
         correct_sum += correct
-        if (i + 1) % LOG_EVERY == 0:
+        if (i + 1) % LOG_EVERY == 0:  # train()'s one host read
             float(loss_sum), int(correct_sum)
-    seconds = clock.stop()
-    float(loss_sum)
+
+    setup.model.train()
+    seconds = time_steps(setup.device, args.warmup, steps, stream, one_step)
     return {"steps": steps, "seconds": seconds, "bf16": setup.bf16, "channels_last": setup.channels_last,
             "compile": cfg.compile}
 
 
 def time_baseline(method: str, args: argparse.Namespace, data: Dataset, device: torch.device, steps: int) -> dict:
     model = baseline_model("prn18", data, device, args.seed)
-    base = Baseline(method, model, device, data.mean, data.std, lr=0.1)
+    base = Baseline(method, model, our_config(method, args, device), device, data.mean, data.std)
     loader = baseline_loader(data, args.batch_size, args.workers, device, "crop_flip")
-    batches = iter(loader)
-    clock = Clock(device)
     model.train()
-    total_loss, total_correct = 0.0, 0
-    for i in range(args.warmup + steps):
-        if i == args.warmup:
-            clock.start()
-        try:
-            x, y = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            x, y = next(batches)
-        x, y = x.to(device), y.to(device)
-        loss, correct = base.step(x, y)
-        total_loss += loss * len(y)
-        total_correct += correct
-    seconds = clock.stop()
-    del batches, loader
+    # base.step reads loss and accuracy with .item() every step, as the common loop does
+    seconds = time_steps(device, args.warmup, steps, loader, lambda i, x, y: base.step(x.to(device), y.to(device)))
+    del loader
     return {"steps": steps, "seconds": seconds, "workers": args.workers}
 
 
@@ -364,8 +363,8 @@ def accuracy_data(args: argparse.Namespace) -> Dataset:
 def baseline_train(method: str, data: Dataset, args: argparse.Namespace, device: torch.device) -> dict:
     """The baseline loop for whole epochs with the lr schedule of train() (per iteration), then test accuracy."""
     model = baseline_model(args.acc_model, data, device, args.seed)
-    cfg = TrainConfig(epochs=args.acc_epochs)
-    base = Baseline(method, model, device, data.mean, data.std, lr=0.1)
+    cfg = accuracy_config(method, data, args, device)
+    base = Baseline(method, model, cfg, device, data.mean, data.std)
     loader = baseline_loader(data, args.acc_batch_size, args.workers, device, args.acc_augment, drop_last=False)
     steps_per_epoch, history = len(loader), []
     t0 = time.perf_counter()
@@ -373,7 +372,8 @@ def baseline_train(method: str, data: Dataset, args: argparse.Namespace, device:
         model.train()
         total, correct, n = 0.0, 0, 0
         for i, (x, y) in enumerate(loader):
-            base.set_lr(0.1 * cfg.lr_factor((epoch * steps_per_epoch + i) / (args.acc_epochs * steps_per_epoch)))
+            progress = (epoch * steps_per_epoch + i) / (args.acc_epochs * steps_per_epoch)
+            base.set_lr(cfg.learning_rate * cfg.lr_factor(progress))
             x, y = x.to(device), y.to(device)
             loss, c = base.step(x, y)
             total, correct, n = total + loss * len(y), correct + c, n + len(y)
@@ -388,19 +388,20 @@ def baseline_train(method: str, data: Dataset, args: argparse.Namespace, device:
     return {"history": history, "test_acc": hits / len(test), "seconds": seconds}
 
 
+def accuracy_config(method: str, data: Dataset, args: argparse.Namespace, device: torch.device) -> TrainConfig:
+    return our_config(method, args, device, dataset=data.name, model=args.acc_model, epochs=args.acc_epochs,
+                      batch_size=args.acc_batch_size, augment=args.acc_augment)
+
+
 def equal_accuracy(args: argparse.Namespace, device: torch.device) -> dict:
     data = accuracy_data(args)
-    out = {"dataset": data.describe().split(", on ")[0], "model": args.acc_model, "epochs": args.acc_epochs,
+    out = {"dataset": data.name, "model": args.acc_model, "epochs": args.acc_epochs,
            "batch_size": args.acc_batch_size, "augment": args.acc_augment, "methods": {}}
     for method in args.methods:
-        cfg = TrainConfig.from_dict(dict(dataset=data.name, model=args.acc_model, method=METHODS[method], rho=RHO,
-                                         at_norm="linf", at_eps=AT_EPS, at_steps=AT_STEPS, epochs=args.acc_epochs,
-                                         batch_size=args.acc_batch_size, augment=args.acc_augment, seed=args.seed,
-                                         device=str(device), compile=args.compile))
         with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
-            ours = train(cfg, os.path.join(tmp, "run"), progress=False, data=data)
-            ours_seconds = time.perf_counter() - t0
+            ours = train(accuracy_config(method, data, args, device), os.path.join(tmp, "run"), progress=False,
+                         data=data)
+        ours_seconds = sum(r["train_seconds"] for r in ours["history"])  # training epochs only, as the baseline's
         base = baseline_train(method, data, args, device)
         out["methods"][method] = {
             "ours": {"train_loss": [r["train_loss"] for r in ours["history"]], "test_acc": ours["test_acc"],
@@ -476,8 +477,10 @@ class Row:
 
 def markdown(rows: list[Row], peak_note: str, accuracy: dict | None, targets: list[tuple[str, str, str]]) -> str:
     by = {(r.method, r.loop): r for r in rows}
-    lines = ["| Method | Loop | images/s | s per 50k epoch | vs ST (same loop) | speed-up over baseline | "
-             "model TFLOP/s | of bf16 peak |", "|---|---|---|---|---|---|---|---|"]
+    lines = []
+    if rows:  # nothing was timed with --accuracy-only
+        lines += ["| Method | Loop | images/s | s per 50k epoch | vs ST (same loop) | speed-up over baseline | "
+                  "model TFLOP/s | of bf16 peak |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         st = by.get(("st", r.loop))
         ratio = f"{r.epoch_seconds / st.epoch_seconds:.2f}" if st and r.method != "st" else "—"
@@ -486,9 +489,10 @@ def markdown(rows: list[Row], peak_note: str, accuracy: dict | None, targets: li
         frac = f"{100 * r.tflops / r.peak:.1f}%" if r.peak else "unknown"
         lines.append(f"| {LABELS[r.method]} | {r.loop} | {r.images_per_s:,.1f} | {r.epoch_seconds:,.1f} | {ratio} | "
                      f"{speedup} | {r.tflops:.3g} | {frac} |")
-    flops = {r.method: r.flops_per_image for r in rows}
-    lines += ["", f"Peak: {peak_note}. Model FLOPs per image and step (forward + backward passes of our step): "
-              + ", ".join(f"{LABELS[m]} {f / 1e9:.2f} GFLOP" for m, f in flops.items())]
+    if rows:
+        flops = {r.method: r.flops_per_image for r in rows}
+        lines += ["", f"Peak: {peak_note}. Model FLOPs per image and step (forward + backward passes of our step): "
+                  + ", ".join(f"{LABELS[m]} {f / 1e9:.2f} GFLOP" for m, f in flops.items())]
     if targets:
         lines += ["", "| Target (one H100) | measured | verdict |", "|---|---|---|"]
         lines += [f"| {a} | {b} | {c} |" for a, b, c in targets]
@@ -524,62 +528,60 @@ def check_targets(rows: list[Row], device: torch.device) -> list[tuple[str, str,
     return out
 
 
-def machine(device: torch.device) -> dict:
-    info = {"date": dt.date.today().isoformat(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "threads": torch.get_num_threads(), "device": str(device), "load_average_before": os.getloadavg()[0]}
-    if device.type == "cuda":
-        info |= {"gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda,
-                 "cudnn": torch.backends.cudnn.version()}
-    return info
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     parser.add_argument("--quick", action="store_true",
-                        help="a few steps of batch 32 and a small-CNN accuracy check: for a CPU (minutes)")
-    parser.add_argument("--batch-size", type=int, help="default 128 (32 with --quick)")
-    parser.add_argument("--warmup", type=int, help="untimed steps per method and loop (default 15; 1 with --quick)")
-    parser.add_argument("--steps", type=int, help="timed steps for ST and SAM (default 100; 2 with --quick)")
-    parser.add_argument("--at-steps-timed", type=int, help="timed steps for AT (default 30; 2 with --quick)")
-    parser.add_argument("--repeats", type=int, default=1, help="alternate the loops this often; the fastest counts")
+                        help="a few steps of batch 32 and a short accuracy check: for a CPU (minutes)")
+    parser.add_argument("--batch-size", type=count(1), help="default 128 (32 with --quick)")
+    parser.add_argument("--warmup", type=count(1),
+                        help="untimed steps per method and loop (default 15; 1 with --quick)")
+    parser.add_argument("--steps", type=count(1), help="timed steps for ST and SAM (default 100; 2 with --quick)")
+    parser.add_argument("--at-steps-timed", type=count(1), help="timed steps for AT (default 30; 2 with --quick)")
+    parser.add_argument("--repeats", type=count(1), default=1,
+                        help="alternate the loops this often; the fastest counts")
     parser.add_argument("--methods", default="st,sam,at", help="comma-separated subset of st,sam,at")
     parser.add_argument("--loops", default="ours,baseline", help="comma-separated subset of ours,baseline")
     parser.add_argument("--compile", action="store_true", help="torch.compile our model (CUDA)")
-    parser.add_argument("--workers", type=int, help="baseline DataLoader workers (default 8 on CUDA, 0 on CPU)")
+    parser.add_argument("--workers", type=count(0), help="baseline DataLoader workers (default 8 on CUDA, 0 on CPU)")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak (default: from a table)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-accuracy", action="store_true", help="timing only")
     parser.add_argument("--accuracy-only", action="store_true", help="the equal-accuracy runs only")
     parser.add_argument("--acc-model", help="model of the accuracy runs (default prn18 on CUDA, small_cnn on CPU)")
-    parser.add_argument("--acc-epochs", type=int, help="default 2 (1 with --quick)")
-    parser.add_argument("--acc-train", type=int, help="training images (default 20000; 3000 with --quick)")
-    parser.add_argument("--acc-test", type=int, default=2000, help="test images (default 2000)")
-    parser.add_argument("--acc-batch-size", type=int, default=128)
+    parser.add_argument("--acc-epochs", type=count(1), help="default 2 (1 with --quick)")
+    parser.add_argument("--acc-train", type=count(1), help="training images (default 20000; 3000 with --quick)")
+    parser.add_argument("--acc-test", type=count(1), default=2000, help="test images (default 2000)")
+    parser.add_argument("--acc-batch-size", type=count(1), default=128)
     parser.add_argument("--acc-augment", default="crop_flip", choices=("none", "crop", "crop_flip"))
     parser.add_argument("--profile", action="store_true", help="also print torch.profiler's top ops of our ST step")
     parser.add_argument("--json", help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" \
-        else torch.device(args.device)
+    device = resolve_device(args.device)
     cuda = device.type == "cuda"
-    quick = args.quick
-    args.batch_size = args.batch_size or (32 if quick else 128)
-    args.warmup = args.warmup if args.warmup is not None else (1 if quick else 15)
-    args.steps = args.steps or (2 if quick else 100)
-    args.at_steps_timed = args.at_steps_timed or (2 if quick else 30)
-    args.workers = args.workers if args.workers is not None else (min(8, os.cpu_count() or 1) if cuda else 0)
+
+    def pick(value, full, quick):
+        return value if value is not None else (quick if args.quick else full)
+
+    args.batch_size = pick(args.batch_size, 128, 32)
+    args.warmup = pick(args.warmup, 15, 1)
+    args.steps = pick(args.steps, 100, 2)
+    args.at_steps_timed = pick(args.at_steps_timed, 30, 2)
+    if args.workers is None:
+        args.workers = min(8, os.cpu_count() or 1) if cuda else 0
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     loops = [loop.strip() for loop in args.loops.split(",") if loop.strip()]
     if not set(args.methods) <= set(METHODS) or not set(loops) <= {"ours", "baseline"}:
         parser.error("--methods takes st,sam,at and --loops ours,baseline")
     args.acc_model = args.acc_model or ("prn18" if cuda else "small_cnn")
-    args.acc_epochs = args.acc_epochs or (1 if quick else 2)
-    args.acc_train = args.acc_train or (3000 if quick else 20_000)
+    args.acc_epochs = pick(args.acc_epochs, 2, 1)
+    args.acc_train = pick(args.acc_train, 20_000, 3000)
     if args.compile and not cuda:
         parser.error("--compile is for CUDA (compiling PRN-18 on a CPU takes longer than the measurement)")
+    if cuda:  # for both loops, whichever runs first (build() would set them for ours only)
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
 
     info = machine(device)
     command = "python bench/train_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -621,9 +623,10 @@ def main(argv: list[str] | None = None) -> int:
     info["load_average_after"] = os.getloadavg()[0]
     targets = check_targets(rows, device)
     result["targets"] = [dict(target=a, measured=b, verdict=c) for a, b, c in targets]
+    timing = ("" if args.accuracy_only else f"batch {args.batch_size}, {args.warmup} warm-up steps, {args.steps} timed "
+              f"steps (AT {args.at_steps_timed}), best of {args.repeats}; baseline DataLoader workers {args.workers}; ")
     note = (f"{info.get('gpu', info['cpu'])}, {info['cpus']} CPUs, torch {info['torch']}, Python {info['python']}, "
-            f"{info['date']}; batch {args.batch_size}, {args.warmup} warm-up steps, {args.steps} timed steps "
-            f"(AT {args.at_steps_timed}), best of {args.repeats}; baseline DataLoader workers {args.workers}; "
+            f"{info['date']}; {timing}"
             f"1-min load average {info['load_average_before']:.2f} before, {info['load_average_after']:.2f} after")
     print(f"\n`{command.strip()}` — {note}\n")
     print(markdown(rows, peak_note, accuracy, targets))
@@ -634,5 +637,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(BrokenPipeError):
-        raise SystemExit(main())
+    run(main)

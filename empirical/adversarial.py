@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from empirical.config import NORMS
 from theory.errors import ParameterError
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-NORMS = ("linf", "l2")
 
 
 def _check(norm: str, eps: float, alpha: float, steps: int) -> None:
@@ -62,12 +62,16 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
 def project(delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
     """Euclidean projection of each sample's perturbation onto the ``norm`` ball of radius ``eps``.
 
-    linf: clamp every coordinate to [-eps, eps]; l2: rescale by min(1, eps / ||delta||_2).
+    linf: clamp every coordinate to [-eps, eps]; l2: rescale by eps / ||delta||_2 where that norm exceeds eps.
+    A sample already inside the ball is returned unchanged, however small its norm (no guard on the norm
+    alters it: the division only happens where norm > eps >= 0, so never by zero).
     """
     if norm == "linf":
         return delta.clamp(-eps, eps)
     if norm == "l2":
-        factor = (eps / _l2(delta).clamp_min(torch.finfo(delta.dtype).tiny)).clamp(max=1.0)
+        size = _l2(delta)
+        outside = size > eps
+        factor = torch.where(outside, eps / torch.where(outside, size, torch.ones_like(size)), 1.0)
         return delta * _per_sample(factor, delta)
     raise ParameterError("norm", norm, "one of " + ", ".join(NORMS))
 

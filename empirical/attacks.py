@@ -35,7 +35,7 @@ import math
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -48,6 +48,8 @@ from torch import nn
 from torchattacks.attack import Attack
 
 from empirical.adversarial import pgd
+from empirical.config import parse_number
+from empirical.evaluate import correct_mask
 from theory.errors import ParameterError
 
 UNIT_ROUNDOFF = 2.0**-24  # float32: |fl(a) - a| <= u |a|
@@ -83,18 +85,7 @@ GRADIENT_METHODS = (Method.FGSM, Method.PGD)  # the ones that also run on unboxe
 
 def parse_eps(text: str | float) -> float:
     """A budget from a user string: "8/255", "0.5", "1e-3" (or a number). Must be finite and >= 0."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        value = float(text)
-    else:
-        s = str(text).strip()
-        try:
-            if "/" in s:
-                num, den = s.split("/")
-                value = float(num) / float(den)
-            else:
-                value = float(s)
-        except (ValueError, ZeroDivisionError):
-            raise ParameterError("eps", text, "a number or a fraction like 8/255") from None
+    value = parse_number(text, "eps")  # the one parser of "8/255"-style numbers (TrainConfig's at_eps uses it too)
     if not (math.isfinite(value) and value >= 0):
         raise ParameterError("eps", text, "a finite number >= 0 (pixel units, e.g. 8/255)")
     return value
@@ -196,11 +187,6 @@ def parse_attack(text: str) -> tuple[AttackSpec, ...]:
     """Specs from a user string ``name[@eps[,eps...]]``, e.g. "pgd10_linf@1/255,2/255" or "stadv@0.5"."""
     name, _, eps_text = text.partition("@")
     return expand(name, [e for e in eps_text.split(",") if e.strip()] if eps_text.strip() else None)
-
-
-def parse_attacks(texts: Sequence[str]) -> tuple[AttackSpec, ...]:
-    """All specs from several user strings (e.g. repeated ``--attack`` options)."""
-    return tuple(s for t in texts for s in parse_attack(t))
 
 
 # Table 2/3 columns of the duality paper, in the tables' order.
@@ -416,7 +402,9 @@ class BuiltAttack:
         assert s.method is Method.STADV
         return StAdv(m, max_flow=s.eps, steps=s.steps, lr=s.step_size, tau=s.tau, kappa=s.kappa)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor | None = None) -> torch.Tensor:
+        """x_adv for (x, y); ``clean`` (bool (N,), whether the model classifies x correctly) saves the forward
+        pass that finds the points to leave unattacked, when the caller already has it."""
         s = self.spec
         x, y = x.to(self.device), y.to(self.device)
         image = x.dim() == 4
@@ -426,8 +414,9 @@ class BuiltAttack:
             raise ParameterError("attack", s.name, f"used on (N, C, H, W) images in [0, 1] only, got {tuple(x.shape)}"
                                  f" with box {box}")
         with _evaluating(self.model), _seeded(self.seed, self.device):
-            with torch.no_grad():
-                correct = self.model(x).argmax(1) == y
+            if clean is None:
+                with torch.no_grad():
+                    clean = self.model(x).argmax(1) == y
             if own_pgd:
                 gen = torch.Generator(device=self.device).manual_seed(self.seed)
                 x_adv = pgd(self.model, x, y, norm=s.norm.value, eps=s.eps, alpha=s.step_size, steps=s.steps,
@@ -436,8 +425,8 @@ class BuiltAttack:
                 if self._torchattack is None:
                     self._torchattack = self._make_torchattack()
                 x_adv = self._torchattack(x, y)
-        keep = correct.view(-1, *([1] * (x.dim() - 1)))
-        if isinstance(self._torchattack, StAdv) and not own_pgd:
+        keep = clean.to(self.device).view(-1, *([1] * (x.dim() - 1)))
+        if s.method is Method.STADV:
             self.last_flow = torch.where(keep, self._torchattack.last_flow, 0.0)
         return torch.where(keep, x_adv.to(x.dtype), x).detach()
 
@@ -448,7 +437,7 @@ _AA_NORM = {Norm.LINF: "Linf", Norm.L2: "L2"}
 def build_attack(
     spec: AttackSpec, model: nn.Module, *, num_classes: int, seed: int, device: torch.device | str,
     box: Box | None | str = "auto",
-) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+) -> BuiltAttack:
     """A reproducible attack ``(x, y) -> x_adv`` for ``spec`` on ``model`` (which maps [0, 1] images to logits).
 
     Every call runs in eval mode with frozen parameters and with torch's and numpy's RNGs seeded from ``seed``
@@ -470,15 +459,16 @@ def build_attack(
 # ---------------------------------------------------------------------------------------------------------
 
 
-def norm_tolerance(norm: Norm, eps: float, dim: int, scale: float = 1.0) -> float:
+def norm_tolerance(norm: Norm, eps: float, dim: int, scale: float | torch.Tensor = 1.0) -> float | torch.Tensor:
     """Float32 slack on ``||x_adv - x|| <= eps`` for an attack that projects in float32.
 
     The projection leaves ``|delta| <= eps (1 + 2u)`` per coordinate (linf clamp against float32(eps), one
     rounding in re-forming delta) or ``||delta||_2 <= eps (1 + (log2 d + 4) u)`` (the computed norm of a
     d-vector has relative error about log2(d) u under pairwise summation, plus the division and the
     rescaling); forming ``x + delta`` then rounds each coordinate by at most ``u * scale``, where scale
-    bounds |x_adv|. The difference is measured in float64, so it adds nothing. A factor 2 covers the
-    different orders of operations in torchattacks' attacks. u = 2^-24.
+    bounds |x_adv| (a number, or a tensor of per-sample bounds for per-sample tolerances). The difference is
+    measured in float64, so it adds nothing. A factor 2 covers the different orders of operations in
+    torchattacks' attacks. u = 2^-24.
     """
     u = UNIT_ROUNDOFF
     if norm is Norm.LINF:
@@ -488,46 +478,81 @@ def norm_tolerance(norm: Norm, eps: float, dim: int, scale: float = 1.0) -> floa
     return 0.0  # l0 counts and StAdv's clamped flow are exact
 
 
+class PerturbationMeter:
+    """Perturbation sizes of an attack's outputs, batch by batch, reduced once: a hot loop adds each batch with
+    :meth:`add` (tensor work on the batch's device, no host synchronisation) and reads :meth:`summary` after.
+
+    linf/l2: ``||x_adv - x||`` (computed in float64); l0: changed pixel positions; flow (StAdv, pass the
+    attack's ``last_flow``): the largest |flow component| in pixels. Each sample is held to its budget up to
+    :func:`norm_tolerance`, with ``scale`` the largest |coordinate| of that sample's x and x_adv (at least 1).
+    ``box`` None skips the box check (``in_box`` is then None).
+    """
+
+    def __init__(self, spec: AttackSpec, *, box: Box | None = IMAGE_BOX) -> None:
+        self.spec, self.box = spec, box
+        self._sizes: list[torch.Tensor] = []
+        self._slack: list[torch.Tensor] = []
+        self._in_box: list[torch.Tensor] = []
+
+    def add(self, x: torch.Tensor, x_adv: torch.Tensor, *, flow: torch.Tensor | None = None) -> None:
+        s = self.spec
+        x, x_adv = x.detach(), x_adv.detach()
+        if s.norm is Norm.FLOW:
+            if flow is None:
+                raise ParameterError("flow", None, "StAdv's flow field (N, 2, H, W) for a flow-norm report")
+            per = flow.detach().double().flatten(1).abs().amax(1)
+        else:
+            diff = x_adv.double() - x.double()
+            if s.norm is Norm.LINF:
+                per = diff.flatten(1).abs().amax(1)
+            elif s.norm is Norm.L2:
+                per = diff.flatten(1).norm(dim=1)
+            else:  # l0: a pixel position counts once whatever the number of channels it changes
+                changed = (diff != 0).any(1) if diff.dim() == 4 else diff != 0
+                per = changed.flatten(1).sum(1).double()
+        self._sizes.append(per)
+        if s.eps is not None and len(x):
+            scale = torch.maximum(x.flatten(1).abs().amax(1), x_adv.flatten(1).abs().amax(1)).double().clamp_min(1.0)
+            slack = norm_tolerance(s.norm, s.eps, math.prod(x.shape[1:]), scale)
+            self._slack.append(torch.as_tensor(slack, dtype=torch.float64, device=per.device).expand(per.shape))
+        if self.box is not None:
+            self._in_box.append(((x_adv >= self.box[0]) & (x_adv <= self.box[1])).all())
+
+    def sizes(self) -> torch.Tensor:
+        """Every sample's perturbation size so far, in the order added (float64)."""
+        return torch.cat(self._sizes) if self._sizes else torch.zeros(0, dtype=torch.float64)
+
+    def summary(self) -> dict:
+        """``max`` perturbation, largest ``tolerance``, ``within_eps`` (True when the spec has no budget) and
+        ``in_box`` (None without a box) over everything added, with one host synchronisation."""
+        s, per = self.spec, self.sizes()
+        slack = torch.cat(self._slack) if self._slack else torch.zeros_like(per)
+        ok = per <= s.eps + slack if s.eps is not None else torch.ones_like(per, dtype=torch.bool)
+        in_box = torch.stack(self._in_box).all() if self._in_box else torch.ones((), dtype=torch.bool)
+        zero = torch.zeros(1, dtype=torch.float64, device=per.device)
+        # max(0, ...) of an empty batch is 0; one tensor to the host for all four numbers
+        stats = torch.stack([torch.cat([zero, per]).max(), torch.cat([zero, slack]).max(),
+                             ok.all().double(), in_box.to(per.device).double()]).tolist()
+        return {
+            "attack": s.label,
+            "norm": s.norm.value,
+            "eps": s.eps,
+            "max": stats[0],
+            "tolerance": stats[1],
+            "within_eps": s.eps is None or bool(stats[2]),
+            "in_box": None if self.box is None else bool(stats[3]),
+        }
+
+
 def perturbation_report(
     x: torch.Tensor, x_adv: torch.Tensor, spec: AttackSpec, *, flow: torch.Tensor | None = None,
     box: Box | None = IMAGE_BOX,
 ) -> dict:
-    """Per-sample perturbation size in the spec's norm, and whether it respects the budget and the box.
-
-    linf/l2: ``||x_adv - x||`` (computed in float64); l0: changed pixel positions; flow (StAdv, pass the
-    attack's ``last_flow``): the largest |flow component| in pixels. ``within_eps`` allows
-    :func:`norm_tolerance`; it is True when the spec has no budget (Pixle). ``in_box`` is None if box is None.
-    """
-    if spec.norm is Norm.FLOW:
-        if flow is None:
-            raise ParameterError("flow", None, "StAdv's flow field (N, 2, H, W) for a flow-norm report")
-        per = flow.detach().double().flatten(1).abs().amax(1)
-    else:
-        diff = (x_adv.detach().double() - x.detach().double())
-        if spec.norm is Norm.LINF:
-            per = diff.flatten(1).abs().amax(1)
-        elif spec.norm is Norm.L2:
-            per = diff.flatten(1).norm(dim=1)
-        else:  # l0: a pixel position counts once whatever the number of channels it changes
-            changed = (diff != 0).any(1) if diff.dim() == 4 else diff != 0
-            per = changed.flatten(1).sum(1).double()
-    dim = math.prod(x.shape[1:])
-    scale = max(1.0, float(x_adv.detach().abs().max()), float(x.detach().abs().max())) if x.numel() else 1.0
-    tol = 0.0 if spec.eps is None else norm_tolerance(spec.norm, spec.eps, dim, scale)
-    max_norm = float(per.max()) if per.numel() else 0.0
-    in_box = None
-    if box is not None:
-        in_box = bool(((x_adv >= box[0]) & (x_adv <= box[1])).all())
-    return {
-        "attack": spec.label,
-        "norm": spec.norm.value,
-        "eps": spec.eps,
-        "per_sample": per.tolist(),
-        "max": max_norm,
-        "tolerance": tol,
-        "within_eps": spec.eps is None or max_norm <= spec.eps + tol,
-        "in_box": in_box,
-    }
+    """Per-sample perturbation size in the spec's norm, and whether it respects the budget and the box: a
+    :class:`PerturbationMeter`'s summary of one batch, with the sizes as ``per_sample``."""
+    meter = PerturbationMeter(spec, box=box)
+    meter.add(x, x_adv, flow=flow)
+    return meter.summary() | {"per_sample": meter.sizes().tolist()}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -561,12 +586,6 @@ def _quiet_reference(capture: _Capture) -> Iterator[None]:
         sys.settrace(tracer)
 
 
-def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]
-                          for i in range(0, len(x), batch_size)])
-
-
 def crosscheck_autoattack(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | str, norm: str = "L2", seed: int,
     batch_size: int = 250,
@@ -585,7 +604,7 @@ def crosscheck_autoattack(
     eps_value = parse_eps(eps)
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
-    aa_spec = dataclasses.replace(spec(f"autoattack_{norm_enum.value}"), eps=eps_value)
+    aa_spec = spec(f"autoattack_{norm_enum.value}").at(eps_value)
     num_classes = int(_peek_classes(model, x))
 
     attack = build_attack(aa_spec, model, num_classes=num_classes, seed=seed, device=device)
@@ -603,9 +622,9 @@ def crosscheck_autoattack(
         t_ref = time.perf_counter() - t0
 
     with _evaluating(model):
-        clean = _correct(model, x, y, batch_size)
-        robust_ta = _correct(model, x_ta, y, batch_size) & clean
-        robust_ref = _correct(model, x_ref.to(device), y, batch_size) & clean
+        clean = correct_mask(model, x, y, batch_size=batch_size)
+        robust_ta = correct_mask(model, x_ta, y, batch_size=batch_size) & clean
+        robust_ref = correct_mask(model, x_ref.to(device), y, batch_size=batch_size) & clean
     n = len(x)
     acc_ta, acc_ref = int(robust_ta.sum()) / n, int(robust_ref.sum()) / n
     return {

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from theory.errors import ParameterError
+from theory.errors import ParameterError, SamatError
+from theory.model import validate as validate_gaussian
 
 METHODS = ("sgd", "adam", "sam", "asam", "esam", "pgd_at")
 SAM_FAMILY = ("sam", "asam", "esam")
@@ -23,6 +27,15 @@ NORMS = ("linf", "l2")
 SAM_GRADIENTS = ("allreduce", "local")  # which gradient SAM's ascent uses when data-parallel (world size > 1)
 AT_FEATURES = ("all", "non_robust")  # "non_robust": AT perturbs x2..x_{n+1} only (the papers' AT on vector data)
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3}
+# The choices of the torch-importing modules, kept here so that validating a configuration imports no torch:
+DATASET_NAMES = ("cifar10", "cifar100", "fashion_mnist", "tinyimagenet", "gaussian")  # empirical.data.DATASETS
+ARCHITECTURES = ("prn18", "wrn28_10", "deit_tiny", "small_cnn", "linear")  # empirical.models.build_model
+AUGMENT_MODES = ("none", "crop", "crop_flip")  # empirical.data.augment_batch
+
+
+def is_int(value: Any) -> bool:
+    """An integer (Python or numpy), but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def parse_number(value: Any, name: str) -> float:
@@ -36,6 +49,37 @@ def parse_number(value: Any, name: str) -> float:
         return float(Fraction(text)) if "/" in text else float(text)
     except (ValueError, ZeroDivisionError):
         raise ParameterError(name, value, "a number (fractions such as 8/255 are fine)") from None
+
+
+@dataclass(frozen=True)
+class GaussianSpec:
+    """The papers' D(p, η, n) as a dataset, sampled with :class:`theory.model.GaussianModel`."""
+
+    p: float = 0.8  # probability that the robust feature x1 equals y
+    eta: float = 0.5  # mean magnitude η of the n non-robust features N(ηy, 1)
+    n: int = 10  # number of non-robust features (inputs have n + 1 coordinates)
+    train_size: int = 10_000
+    test_size: int = 10_000
+    seed: int = 0  # the training set uses seed, the test set seed + 1
+
+    def __post_init__(self) -> None:
+        for name in ("p", "eta"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool):
+                raise ParameterError(name, value, "a number")
+        validate_gaussian(p=self.p, eta=self.eta, n=self.n)
+        for name, low in (("n", 1), ("train_size", 1), ("test_size", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, float) and value.is_integer():  # 10.0 from a JSON/TOML config
+                value = int(value)
+            if not is_int(value) or value < low:
+                raise ParameterError(name, value, f"an integer >= {low}")
+            object.__setattr__(self, name, int(value))
+        object.__setattr__(self, "p", float(self.p))
+        object.__setattr__(self, "eta", float(self.eta))
+
+
+GAUSSIAN_FIELDS = tuple(f.name for f in dataclasses.fields(GaussianSpec))
 
 
 @dataclass(frozen=True)
@@ -86,10 +130,23 @@ class TrainConfig:
         for name in ("lr", "at_eps", "at_alpha", "rho", "momentum", "weight_decay", "lr_decay", "esam_beta",
                      "esam_gamma"):
             value = getattr(self, name)
+            if value is None and name not in ("lr", "at_alpha"):
+                raise ParameterError(name, value, "a number")
             if value is not None and not isinstance(value, float):
                 object.__setattr__(self, name, parse_number(value, name))
+        if not isinstance(self.lr_milestones, list | tuple):
+            raise ParameterError("lr_milestones", self.lr_milestones, "a list of fractions in (0, 1)")
         object.__setattr__(self, "lr_milestones", tuple(parse_number(m, "lr_milestones") for m in self.lr_milestones))
+        if not isinstance(self.gaussian, Mapping):
+            raise ParameterError("gaussian", self.gaussian, f"a table with keys among {', '.join(GAUSSIAN_FIELDS)}")
         object.__setattr__(self, "gaussian", dict(self.gaussian))
+        for name in ("at_steps", "epochs", "batch_size", "eval_batch_size", "seed", "train_subset", "test_subset"):
+            if is_int(getattr(self, name)):  # numpy integers become ints (JSON-serializable)
+                object.__setattr__(self, name, int(getattr(self, name)))
+        if isinstance(self.data_dir, os.PathLike):
+            object.__setattr__(self, "data_dir", os.fspath(self.data_dir))
+        if isinstance(self.dataset, str):  # the spelling load_dataset accepts ("Fashion-MNIST"), stored canonically
+            object.__setattr__(self, "dataset", self.dataset.strip().lower().replace("-", "_"))
         self.validate()
 
     # --- derived values ---------------------------------------------------------------------
@@ -111,22 +168,39 @@ class TrainConfig:
 
     # --- validation -------------------------------------------------------------------------
     def validate(self) -> None:
+        """Raise ParameterError naming the first field outside its range.
+
+        ``dataset`` is not checked against :data:`DATASET_NAMES` here: :func:`empirical.train.train` and
+        ``build`` also train on a Dataset passed in under its own name; ``train`` loads a named one (and so
+        checks the name, the folder and the subset sizes) before it touches the run directory.
+        """
         _choice("method", self.method, METHODS)
         if self.base_optimizer is not None:
             _choice("base_optimizer", self.base_optimizer, BASE_OPTIMIZERS)
         _choice("at_norm", self.at_norm, NORMS)
         _choice("at_features", self.at_features, AT_FEATURES)
         _choice("sam_gradients", self.sam_gradients, SAM_GRADIENTS)
-        _check("rho", self.rho, self.rho >= 0, ">= 0")
+        _choice("model", self.model, ARCHITECTURES)
+        _check("dataset", self.dataset, isinstance(self.dataset, str) and bool(self.dataset),
+               "a dataset name: one of " + ", ".join(DATASET_NAMES))
+        if self.augment is not None:
+            _choice("augment", self.augment, AUGMENT_MODES)
+        if self.dataset == "gaussian":  # vectors: no image augmentation, and x1 is the robust feature
+            _check("augment", self.augment, self.augment in (None, "none"), "none or null for the gaussian dataset")
+        elif self.at_features == "non_robust":
+            raise ParameterError("at_features", self.at_features,
+                                 "'all' for image data (non_robust is for the gaussian model)")
+        # Budgets and rates: finite (inf or nan would train to NaN weights) and in range
+        _finite("rho", self.rho, self.rho >= 0, ">= 0")
         if self.lr is not None:
-            _check("lr", self.lr, self.lr > 0 and math.isfinite(self.lr), "> 0")
-        _check("momentum", self.momentum, 0 <= self.momentum < 1, "in [0, 1)")
-        _check("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0")
-        _check("esam_beta", self.esam_beta, 0 < self.esam_beta <= 1, "in (0, 1]")
-        _check("esam_gamma", self.esam_gamma, 0 < self.esam_gamma <= 1, "in (0, 1]")
-        _check("at_eps", self.at_eps, self.at_eps >= 0, ">= 0")
+            _finite("lr", self.lr, self.lr > 0, "> 0")
+        _finite("momentum", self.momentum, 0 <= self.momentum < 1, "in [0, 1)")
+        _finite("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0")
+        _finite("esam_beta", self.esam_beta, 0 < self.esam_beta <= 1, "in (0, 1]")
+        _finite("esam_gamma", self.esam_gamma, 0 < self.esam_gamma <= 1, "in (0, 1]")
+        _finite("at_eps", self.at_eps, self.at_eps >= 0, ">= 0")
         if self.at_alpha is not None:
-            _check("at_alpha", self.at_alpha, self.at_alpha > 0, "> 0")
+            _finite("at_alpha", self.at_alpha, self.at_alpha > 0, "> 0")
         _integer("at_steps", self.at_steps, 1)
         _integer("epochs", self.epochs, 1)
         _integer("batch_size", self.batch_size, 1)
@@ -137,7 +211,22 @@ class TrainConfig:
                 _integer(name, getattr(self, name), 1)
         for m in self.lr_milestones:
             _check("lr_milestones", m, 0 < m < 1, "fractions in (0, 1)")
-        _check("lr_decay", self.lr_decay, 0 < self.lr_decay <= 1, "in (0, 1]")
+        _finite("lr_decay", self.lr_decay, 0 < self.lr_decay <= 1, "in (0, 1]")
+        unknown = sorted(str(k) for k in self.gaussian if k not in GAUSSIAN_FIELDS)
+        if unknown:
+            raise ParameterError("gaussian", unknown[0], f"a table with keys among {', '.join(GAUSSIAN_FIELDS)}")
+        try:
+            GaussianSpec(**self.gaussian)
+        except ParameterError as err:
+            raise ParameterError(f"gaussian.{err.name}", err.value, err.valid) from None
+        if self.data_dir is not None:
+            _check("data_dir", self.data_dir, isinstance(self.data_dir, str) and bool(self.data_dir),
+                   "a folder (text) or null (the dataset's default)")
+        _check("device", self.device, isinstance(self.device, str), "auto, cpu, cuda or cuda:N")
+        for name in ("bf16", "channels_last"):
+            value = getattr(self, name)
+            _check(name, value, value is None or isinstance(value, bool), "true, false or null (automatic)")
+        _check("compile", self.compile, isinstance(self.compile, bool), "true or false")
 
     # --- (de)serialization ------------------------------------------------------------------
     @classmethod
@@ -180,9 +269,32 @@ def _check(name: str, value: Any, ok: bool, valid: str) -> None:
         raise ParameterError(name, value, valid)
 
 
+def _finite(name: str, value: float, ok: bool, valid: str) -> None:
+    if not (math.isfinite(value) and ok):
+        raise ParameterError(name, value, f"{valid} and finite")
+
+
 def _integer(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ParameterError(name, value, f"an integer >= {minimum}")
+
+
+def read_document(path: os.PathLike | str, what: str, hint: str = "") -> dict[str, Any]:
+    """A TOML (``.toml``) or JSON file holding a table, or a one-line SamatError saying what is wrong with it."""
+    import json
+    import tomllib
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise SamatError(f"{what} {path} not found{hint}")
+    try:
+        doc = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SamatError(f"{path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {err}") from None
+    if not isinstance(doc, dict):
+        raise SamatError(f"{path} must hold a table of settings, not a {type(doc).__name__}")
+    return doc
 
 
 def parse_override(text: str) -> tuple[str, Any]:

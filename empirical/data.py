@@ -45,8 +45,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from empirical.config import AUGMENT_MODES, GaussianSpec, is_int
+from empirical.runs import atomic_write_bytes
 from theory.errors import ParameterError, SamatError
-from theory.model import GaussianModel, validate
+from theory.model import GaussianModel
 
 __all__ = [
     "AUGMENT_MODES",
@@ -58,13 +60,13 @@ __all__ = [
     "GaussianSpec",
     "LoadRequest",
     "Source",
+    "as_inputs",
     "augment_batch",
     "load_dataset",
     "to_float_images",
 ]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
-AUGMENT_MODES = ("none", "crop", "crop_flip")
 CROP_PADDING = 4  # pixels of reflect padding for the random crop (CIFAR convention)
 
 
@@ -149,7 +151,7 @@ def _stratified_indices(y: torch.Tensor, size: int | None, name: str, split: str
     total = len(y)
     if size is None:
         return None
-    if isinstance(size, bool) or not isinstance(size, int | np.integer) or not 1 <= size <= total:
+    if not is_int(size) or not 1 <= size <= total:
         raise ParameterError(name, size, f"an integer in 1..{total} (the {split}'s size) or None (all)")
     classes, counts = torch.unique(y, return_counts=True)
     # Largest-remainder (Hamilton) apportionment of `size` over the classes; ties broken at random.
@@ -176,6 +178,24 @@ def to_float_images(x_uint8: torch.Tensor) -> torch.Tensor:
     return x_uint8.to(torch.float32).div_(255)
 
 
+def as_inputs(x: torch.Tensor) -> torch.Tensor:
+    """Stored examples to model inputs: uint8 images become float32 in [0, 1], other inputs float32."""
+    return to_float_images(x) if x.dtype == torch.uint8 else x.to(torch.float32)
+
+
+def _check_augment(x: torch.Tensor, mode: str, generator: torch.Generator | None) -> None:
+    """What ``augment_batch`` needs of its arguments (checked once per stream by BatchStream)."""
+    if mode not in AUGMENT_MODES:
+        raise ParameterError("augment", mode, f"one of {', '.join(AUGMENT_MODES)}")
+    if mode == "none":
+        return
+    if x.ndim != 4:
+        raise ParameterError("augment", mode, f"'none' for inputs of shape {tuple(x.shape[1:])} (not images)")
+    if generator is not None and generator.device.type != x.device.type:
+        raise ValueError(f"the generator is on {generator.device} but the data on {x.device}: "
+                         "create it with torch.Generator(device=x.device)")
+
+
 def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator | None) -> torch.Tensor:
     """Augment a float batch (N, C, H, W) in [0, 1], all samples at once on x's device.
 
@@ -183,15 +203,14 @@ def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator | None)
     probability 1/2 (the standard CIFAR augmentation); "crop": the crop only; "none": identity.
     Draws, in order, the crop offsets (2, N) and the flip coins (N,) from ``generator``.
     """
-    if mode not in AUGMENT_MODES:
-        raise ParameterError("augment", mode, f"one of {', '.join(AUGMENT_MODES)}")
+    _check_augment(x, mode, generator)
+    return _augment(x, mode, generator)
+
+
+def _augment(x: torch.Tensor, mode: str, generator: torch.Generator | None) -> torch.Tensor:
+    """``augment_batch`` without the checks of its arguments."""
     if mode == "none":
         return x
-    if x.ndim != 4:
-        raise ParameterError("augment", mode, f"'none' for inputs of shape {tuple(x.shape[1:])} (not images)")
-    if generator is not None and generator.device.type != x.device.type:
-        raise ValueError(f"the generator is on {generator.device} but the batch on {x.device}: "
-                         "create it with torch.Generator(device=x.device)")
     n, c, h, w = x.shape
     p = CROP_PADDING
     padded = F.pad(x, (p, p, p, p), mode="reflect")
@@ -217,12 +236,9 @@ class BatchStream:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool,
                  augment: str = "none", generator: torch.Generator | None = None, drop_last: bool = False) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        if not is_int(batch_size) or batch_size < 1:
             raise ParameterError("batch_size", batch_size, "an integer >= 1")
-        if augment not in AUGMENT_MODES:
-            raise ParameterError("augment", augment, f"one of {', '.join(AUGMENT_MODES)}")
-        if augment != "none" and x.ndim != 4:
-            raise ParameterError("augment", augment, f"'none' for inputs of shape {tuple(x.shape[1:])} (not images)")
+        _check_augment(x, augment, generator)  # once here, not per batch: every batch is on x's device
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
         self.x, self.y = x, y
@@ -239,37 +255,11 @@ class BatchStream:
                  else torch.arange(n, device=device))
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            xb = self.x[idx]
-            xb = to_float_images(xb) if xb.dtype == torch.uint8 else xb.to(torch.float32)
-            yield augment_batch(xb, self.augment, self.generator), self.y[idx].to(torch.int64)
+            yield _augment(as_inputs(self.x[idx]), self.augment, self.generator), self.y[idx].to(torch.int64)
 
 
 # --------------------------------------------------------------------------------------------------
 # Loading: a registry of named sources
-
-
-@dataclass(frozen=True)
-class GaussianSpec:
-    """The papers' D(p, η, n) as a dataset, sampled with :class:`theory.model.GaussianModel`."""
-
-    p: float = 0.8  # probability that the robust feature x1 equals y
-    eta: float = 0.5  # mean magnitude η of the n non-robust features N(ηy, 1)
-    n: int = 10  # number of non-robust features (inputs have n + 1 coordinates)
-    train_size: int = 10_000
-    test_size: int = 10_000
-    seed: int = 0  # the training set uses seed, the test set seed + 1
-
-    def __post_init__(self) -> None:
-        validate(p=self.p, eta=self.eta, n=self.n)
-        for name, low in (("n", 1), ("train_size", 1), ("test_size", 1), ("seed", 0)):
-            value = getattr(self, name)
-            if isinstance(value, float) and value.is_integer():  # 10.0 from a JSON/TOML config
-                value = int(value)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-                raise ParameterError(name, value, f"an integer >= {low}")
-            object.__setattr__(self, name, int(value))
-        object.__setattr__(self, "p", float(self.p))
-        object.__setattr__(self, "eta", float(self.eta))
 
 
 @dataclass(frozen=True)
@@ -621,10 +611,11 @@ def _read_cache(cache: Path, wnids: list[str]) -> dict[str, np.ndarray] | None:
 
 
 def _write_cache(cache: Path, arrays: dict[str, np.ndarray], wnids: list[str]) -> None:
-    tmp = cache.with_name(cache.name + ".part")
-    with tmp.open("wb") as f:  # a file object, so numpy does not append another .npz
-        np.savez(f, version=np.array(_CACHE_VERSION), wnids=np.array(wnids), **arrays)
-    tmp.replace(cache)
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:  # a file object, so numpy does not append another .npz
+            np.savez(f, version=np.array(_CACHE_VERSION), wnids=np.array(wnids), **arrays)
+
+    atomic_write_bytes(cache, write)
 
 
 def _load_tinyimagenet(request: LoadRequest) -> Dataset:
@@ -646,7 +637,6 @@ def _load_tinyimagenet(request: LoadRequest) -> Dataset:
         try:
             _write_cache(cache, arrays, wnids)
         except OSError as e:  # a read-only data folder: decode again next time
-            cache.with_name(cache.name + ".part").unlink(missing_ok=True)
             warnings.warn(f"could not cache the decoded TinyImageNet at {cache} ({e})", stacklevel=2)
     return _image_dataset("tinyimagenet", (arrays["train_x"], arrays["train_y"]),
                           (arrays["test_x"], arrays["test_y"]), len(wnids), "crop_flip")

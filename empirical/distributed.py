@@ -187,12 +187,9 @@ def wrap(model: nn.Module, device: torch.device, world: World) -> tuple[nn.Modul
 
 
 def ascent_gradients(ddp: nn.Module, mode: str) -> Callable[[], contextlib.AbstractContextManager]:
-    """The context of SAM's first forward-backward: DDP's ``no_sync`` for "local", a plain one for "allreduce"."""
-    if mode == "local":
-        return ddp.no_sync
-    if mode == "allreduce":
-        return contextlib.nullcontext
-    raise ParameterError("sam_gradients", mode, "one of allreduce, local")
+    """The context of SAM's first forward-backward: DDP's ``no_sync`` for "local", a plain one for "allreduce"
+    (``mode`` is TrainConfig.sam_gradients, validated there)."""
+    return ddp.no_sync if mode == "local" else contextlib.nullcontext
 
 
 @torch.no_grad()

@@ -19,7 +19,9 @@ then aggregated into tables shaped like the papers', with the papers' numbers be
     [run.paper."D Table 2"]               # the paper's numbers for this row, in percent
     natural = 95.4
 
-Without ``tables``, one table of ``columns`` (default: natural accuracy only) is written.
+Without ``tables``, one table of ``columns`` (default: natural accuracy only) is written. ``n_eval`` (default
+1000) and ``eval_seed`` (default 0) in ``[experiment]`` choose the evaluation's test subset and attack seed.
+Everything is validated when the file is loaded, before any run trains.
 """
 
 from __future__ import annotations
@@ -29,16 +31,14 @@ import io
 import json
 import math
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from empirical.config import TrainConfig
+from empirical.config import TrainConfig, read_document
+from empirical.evaluate import AVERAGE, DEFAULT_N_EVAL, NATURAL, column_specs, read_evaluation
 from empirical.runs import RunDir
 from theory.errors import ParameterError, SamatError
-
-NATURAL, AVERAGE = "natural", "average"  # "average": the mean of a table's attack columns (D Tables 2-3)
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,8 @@ class Experiment:
     labels: tuple[str, ...]
     runs: tuple[RunSpec, ...]
     source: Path
+    n_eval: int = DEFAULT_N_EVAL  # test images of the evaluation
+    eval_seed: int = 0  # seed of the evaluation's subset and attacks
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -75,42 +77,91 @@ class Experiment:
     def runs_for(self, label: str) -> list[RunSpec]:
         return [r for r in self.runs if r.label == label]
 
+    def finished(self, label: str) -> list[RunDir]:
+        """The finished runs (seeds) of ``label``."""
+        return [run for run in (RunDir(r.run_dir) for r in self.runs_for(label)) if run.finished]
+
 
 def slug(text: str) -> str:
     text = text.replace("ρ", "rho").replace("ε", "eps").replace("ℓ∞", "linf").replace("ℓ2", "l2").replace("∞", "inf")
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
 
 
+def _is_int(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
 def load_experiment(path: str | Path, *, runs_dir: str | Path = "runs", overrides: dict[str, Any] | None = None,
                     seeds: tuple[int, ...] | None = None) -> Experiment:
-    """Read and validate an experiment file; ``overrides`` (from --set) apply to every run."""
+    """Read and validate an experiment file; ``overrides`` (from --set) apply to every run.
+
+    Everything a run would trip over later is checked here: the structure of the file (a malformed one is a
+    :class:`SamatError` naming the key), the attack columns (also against vector datasets, which only FGSM and
+    PGD attack), ``n_eval``, ``eval_seed`` and every run's configuration.
+    """
+    from empirical.attacks import GRADIENT_METHODS
+
     path = Path(path)
-    if not path.exists():
-        raise SamatError(f"experiment file {path} not found (see configs/ for the papers' grids)")
-    try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise SamatError(f"{path} is not valid TOML: {err}") from None
+    doc = read_document(path, "experiment file", " (see configs/ for the papers' grids)")
+
+    def malformed(key: str, valid: str) -> SamatError:
+        return SamatError(f"{path}: {key} must be {valid}")
+
+    def columns_of(value: Any, key: str) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+            raise malformed(key, 'a list of column names, e.g. ["natural", "pgd10_linf@1/255"]')
+        return tuple(value)
+
     head = doc.get("experiment", {})
+    if not isinstance(head, dict):
+        raise malformed("[experiment]", "a table")
     name = head.get("name") or path.stem
-    seeds = tuple(seeds if seeds is not None else head.get("seeds", [0]))
-    tables = tuple(Table(t["title"], tuple(t.get("columns", [NATURAL])), True) for t in head.get("tables", []))
+    title = head.get("title", name)
+    for key, value in (("name", name), ("title", title)):
+        if not isinstance(value, str):
+            raise malformed(f"[experiment] {key}", "a string")
+    if seeds is None:
+        seeds = head.get("seeds", [0])
+        if not isinstance(seeds, list) or not seeds or not all(_is_int(s, 0) for s in seeds):
+            raise malformed("[experiment] seeds", "a non-empty list of integers >= 0, e.g. [0, 1, 2]")
+    seeds = tuple(seeds)
+    entries = head.get("tables", [])
+    if not isinstance(entries, list) or not all(isinstance(t, dict) for t in entries):
+        raise malformed("[experiment] tables", 'a list of tables, e.g. [{ title = "T", columns = ["natural"] }]')
+    tables = []
+    for i, t in enumerate(entries, 1):
+        if not isinstance(t.get("title"), str) or not t["title"]:
+            raise malformed(f"[experiment] tables[{i}].title", "a non-empty string (every table needs a title)")
+        tables.append(Table(t["title"], columns_of(t.get("columns", [NATURAL]), f"tables[{i}].columns"), True))
     if not tables:
-        tables = (Table(head.get("title", name), tuple(head.get("columns", [NATURAL])), False),)
-    base = dict(doc.get("base", {}))
+        tables = [Table(title, columns_of(head.get("columns", [NATURAL]), "[experiment] columns"), False)]
+    for key, minimum, default in (("n_eval", 1, DEFAULT_N_EVAL), ("eval_seed", 0, 0)):
+        if not _is_int(head.get(key, default), minimum):
+            raise ParameterError(key, head[key], f"an integer >= {minimum} (in [experiment] of {path})")
+    try:
+        attacks = column_specs(c for t in tables for c in t.columns)
+    except ParameterError as err:
+        raise ParameterError(err.name, err.value, f"{err.valid} (in [experiment] of {path})") from None
+    image_only = [c for c, s in attacks.items() if s.method not in GRADIENT_METHODS]
+
+    base = doc.get("base", {})
+    if not isinstance(base, dict):
+        raise malformed("[base]", "a table of configuration fields")
     entries = doc.get("run", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise malformed("run", "a list of [[run]] tables")
     if not entries:
         raise SamatError(f"{path} defines no [[run]] entries")
     runs, labels = [], []
     for entry in entries:
         entry = dict(entry)
         label = entry.pop("label", None)
-        if not label:
-            raise SamatError(f"{path}: every [[run]] needs a label")
+        if not label or not isinstance(label, str):
+            raise SamatError(f"{path}: every [[run]] needs a label (a non-empty string)")
         if label in labels:
             raise SamatError(f"{path}: the label {label!r} appears twice")
         labels.append(label)
-        paper = {table: {k: float(v) for k, v in numbers.items()} for table, numbers in entry.pop("paper", {}).items()}
+        paper = _paper_numbers(entry.pop("paper", {}), f"run {label!r}", malformed)
         unknown = sorted(set(paper) - {t.title for t in tables})
         if unknown:
             raise SamatError(f"{path}: run {label!r} gives numbers for {unknown[0]!r}, "
@@ -121,21 +172,39 @@ def load_experiment(path: str | Path, *, runs_dir: str | Path = "runs", override
                 cfg = TrainConfig.from_dict(values)
             except ParameterError as err:
                 raise ParameterError(err.name, err.value, f"{err.valid} (in run {label!r} of {path})") from None
+            if cfg.dataset == "gaussian" and image_only:
+                raise SamatError(f"{path}: column {image_only[0]!r} attacks images, but run {label!r} trains on "
+                                 "vectors (dataset gaussian): only fgsm and pgd columns apply to it")
             runs.append(RunSpec(label, cfg, paper, Path(runs_dir) / name / f"{slug(label)}-seed{seed}"))
-    return Experiment(name, head.get("title", name), seeds, tables, tuple(labels), tuple(runs), path,
-                      {k: v for k, v in head.items() if k not in ("name", "title", "seeds", "tables", "columns")})
+    return Experiment(name, title, seeds, tuple(tables), tuple(labels), tuple(runs), path,
+                      head.get("n_eval", DEFAULT_N_EVAL), head.get("eval_seed", 0),
+                      {k: v for k, v in head.items()
+                       if k not in ("name", "title", "seeds", "tables", "columns", "n_eval", "eval_seed")})
+
+
+def _paper_numbers(paper: Any, where: str, malformed) -> dict[str, dict[str, float]]:
+    """A run's ``paper`` table: table title -> column -> the paper's number."""
+    if not isinstance(paper, dict):
+        raise malformed(f"{where} paper", 'tables of numbers, e.g. [run.paper."D Table 2"] natural = 94.5')
+    out = {}
+    for table, numbers in paper.items():
+        if not isinstance(numbers, dict):
+            raise malformed(f"{where} paper.{table!r}", "a table of column = number")
+        for column, value in numbers.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise malformed(f"{where} paper.{table!r}.{column!r}", f"a number (percent), not {value!r}")
+        out[table] = {column: float(value) for column, value in numbers.items()}
+    return out
 
 
 def evaluate_run(exp: Experiment, spec: RunSpec, *, progress: bool = True, log=print) -> dict | None:
     """Evaluate a finished run on the experiment's attack columns (what eval.json already has is kept)."""
-    from empirical.evaluate import DEFAULT_N_EVAL, attack_columns, evaluate_path
+    from empirical.evaluate import evaluate_path
 
-    columns = attack_columns(exp.columns)
-    if not columns:
+    if not column_specs(exp.columns):
         return None
-    return evaluate_path(spec.run_dir, columns, n_eval=int(exp.extra.get("n_eval", DEFAULT_N_EVAL)),
-                         seed=int(exp.extra.get("eval_seed", 0)), device=spec.config.device,
-                         data_dir=spec.config.data_dir, progress=progress, log=log)
+    return evaluate_path(spec.run_dir, list(exp.columns), n_eval=exp.n_eval, seed=exp.eval_seed,
+                         device=spec.config.device, data_dir=spec.config.data_dir, progress=progress, log=log)
 
 
 def run_experiment(exp: Experiment, *, progress: bool = True, evaluate: bool = True, log=print) -> list[dict]:
@@ -173,7 +242,7 @@ def collect(exp: Experiment, table: Table) -> list[dict[str, Any]]:
     for label in exp.labels:
         values: dict[str, list[float]] = {c: [] for c in table.columns}
         specs = exp.runs_for(label)
-        finished = [RunDir(s.run_dir) for s in specs if RunDir(s.run_dir).finished]
+        finished = exp.finished(label)
         attacks = [c for c in table.columns if c not in (NATURAL, AVERAGE)]
         warnings: list[str] = []
         for run in finished:
@@ -188,8 +257,8 @@ def collect(exp: Experiment, table: Table) -> list[dict[str, Any]]:
                                "failed_checks": warnings}
         paper = specs[0].paper.get(table.title, {})
         for c in table.columns:
-            v = values[c]
-            row[c] = {"mean": sum(v) / len(v) if v else None, "std": _std(v), "n": len(v), "paper": paper.get(c)}
+            mean, std = mean_std(values[c])
+            row[c] = {"mean": mean, "std": std, "n": len(values[c]), "paper": paper.get(c)}
         rows.append(row)
     return rows
 
@@ -199,21 +268,27 @@ def run_results(run: RunDir) -> dict[str, Any]:
 
     With an evaluation (eval.json), every column including natural comes from it, so that natural and
     robust accuracy are measured on the same images; without one, natural is the final test accuracy.
+    A file that cannot be read is a :class:`SamatError` naming it.
     """
-    results: dict[str, Any] = {NATURAL: float(run.read_final()["test_acc"])}
-    eval_path = run.path / "eval.json"
-    if eval_path.exists():
-        evaluation = json.loads(eval_path.read_text())
-        results.update({k: float(v) for k, v in evaluation.get("accuracy", {}).items() if v is not None})
+    try:
+        final = json.loads(run.final.read_text())
+        results: dict[str, Any] = {NATURAL: float(final["test_acc"])}
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, ValueError) as err:
+        raise SamatError(f"{run.final} is not a finished run's summary ({type(err).__name__}: {err}): train the "
+                         "run again (samat train --overwrite)") from None
+    evaluation = read_evaluation(run.path / "eval.json")
+    if evaluation is not None:
+        results.update({k: float(v) for k, v in evaluation["accuracy"].items()})
         results["failed_checks"] = [c["check"] for c in evaluation.get("sanity", []) if not c["passed"]]
     return results
 
 
-def _std(values: list[float]) -> float | None:
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean (None without values) and sample standard deviation (None with fewer than two)."""
+    mean = sum(values) / len(values) if values else None
     if len(values) < 2:
-        return None
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def _cell(stat: dict) -> str:

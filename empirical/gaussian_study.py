@@ -32,6 +32,7 @@ import torch
 
 from empirical.config import TrainConfig
 from empirical.runs import RunDir
+from theory import closed_form as cf
 from theory.objectives import linear_log_risk
 
 
@@ -102,6 +103,16 @@ def jobs(grid: StudyGrid, out: Path) -> list[Job]:
     return todo
 
 
+# A margin this close to 0 (relative to the sum of |x_i w_i| it comes from) may take either sign in the float32
+# forward pass: rounding is ~6e-8 per operation over at most a few dozen terms, so 1e-4 is generous.
+FLOAT32_MARGIN_RTOL = 1e-4
+
+
+def float32_ambiguous(x: np.ndarray, w: np.ndarray, margins: np.ndarray) -> np.ndarray:
+    """Where a float32 model may classify differently from the exact (float64) worst-case margin."""
+    return np.abs(margins) <= FLOAT32_MARGIN_RTOL * (np.abs(x) @ np.abs(w) + 1)
+
+
 def trained_weights(run_dir: Path) -> np.ndarray:
     return torch.load(run_dir / "model.pt", map_location="cpu")["weight"].double().numpy()
 
@@ -132,15 +143,18 @@ def measure(job: Job, grid: StudyGrid, data=None) -> dict[str, Any]:
         x, y = data.test_x, data.test_y
         sign = (2 * y - 1).double()
         margin = x.double() @ torch.from_numpy(w)
-        attacked, exact_sample = {}, {}
+        attacked, exact_sample, ambiguous = {}, {}, {}
         for e in budgets:
             s = spec(f"pgd{grid.attack_steps}_linf").at(e)
             x_adv = build_attack(s, model, num_classes=2, seed=0, device="cpu", box=None)(x, y)
             with torch.no_grad():
                 attacked[f"{e:g}"] = float((model(x_adv).argmax(1) == y).double().mean())
-            exact_sample[f"{e:g}"] = float(((sign * margin - e * float(np.abs(w).sum())) > 0).double().mean())
+            worst = (sign * margin - e * float(np.abs(w).sum())).numpy()
+            exact_sample[f"{e:g}"] = float((worst > 0).mean())
+            ambiguous[f"{e:g}"] = float(float32_ambiguous(x.double().numpy(), w, worst).mean())
         row["pgd_accuracy_all_sample"] = attacked
         row["exact_accuracy_all_sample"] = exact_sample
+        row["float32_ambiguous_share"] = ambiguous
         row["test_size"] = int(len(y))
     return row
 
@@ -185,7 +199,7 @@ def _run(grid: StudyGrid, out: Path, *, log: Callable[[str], None], progress: bo
 
 def theory_curves(model, grid: StudyGrid) -> dict[str, Any]:
     """Population W_R of every method the study trains, from theory (0-1 and logistic losses)."""
-    from theory import closed_form as cf
+    from theory import symbolic
     from theory.lifted import LogisticModel, sam_all_weights_optimum, sam_scale_curve
     from theory.numeric import at_optimum, sam_optimum_equal_endpoints, st_optimum
 
@@ -214,8 +228,13 @@ def theory_curves(model, grid: StudyGrid) -> dict[str, Any]:
     scales = np.geomspace(0.25, 64.0, 13)
     scale_curve = sam_scale_curve(p, eta, n, float(rhos.max()), w_st01 / n, scales)
 
+    # Theorem 4 as derived: W_R^SAM / W_R* - 1 = A ρ² + O(ρ⁴), A from the sympy expansion (= 1/(3n))
+    derived = symbolic.sam_expansion(order=2).substitute_w_star().A
+    coefficient = float(symbolic.lambdify(derived, symbolic.p, symbolic.eta, symbolic.n)(p, eta, n))
+
     # "_atol": the accuracy of each W_R, from its solve; the verdicts' tolerances
     return {
+        "sam_coefficient_derived": coefficient,
         "sam_scale": {"rho": float(rhos.max()), "scales": scales.tolist(),
                       "log_error": np.asarray(scale_curve).tolist(), "log_error_st": float(np.asarray(st01.log_risk))},
         "W_R_st_01": w_st01 / n,
@@ -242,25 +261,25 @@ def theory_curves(model, grid: StudyGrid) -> dict[str, Any]:
     }
 
 
-def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
-    """Mean and half-width of the Student-t confidence interval."""
-    from scipy import stats
-
-    a = np.asarray(values, dtype=float)
-    if len(a) < 2:
-        return float(a.mean()), float("nan")
-    return float(a.mean()), float(stats.t.ppf(0.5 + level / 2, len(a) - 1) * a.std(ddof=1) / math.sqrt(len(a)))
-
-
 def standard_error(values: list[float]) -> tuple[float, float, int]:
-    """Mean, standard error of the mean, and degrees of freedom (for intervals at any level)."""
+    """Mean, standard error of the mean, and degrees of freedom: what :func:`interval` needs at any level."""
     a = np.asarray(values, dtype=float)
     se = float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else float("nan")
     return float(a.mean()), se, len(a) - 1
 
 
+def interval(stat: tuple[float, float, int], comparisons: int = 1, level: float = 0.95) -> tuple[float, float]:
+    """Mean and half-width of the Student-t interval for a ``standard_error`` triple, at ``level`` family-wise
+    over ``comparisons`` (Bonferroni; 1: the plain interval)."""
+    from scipy import stats
+
+    mean, se, dof = stat
+    return mean, float(stats.t.ppf(1 - (1 - level) / (2 * comparisons), dof) * se)
+
+
 def summarize(measurements: Path, *, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Means and 95% intervals per (model, method, parameter), theory beside them; writes summary.json."""
+    """Means and standard errors (``standard_error``) per (model, method, parameter), theory beside them;
+    writes summary.json."""
     doc = json.loads(Path(measurements).read_text())
     grid = StudyGrid(**{k: tuple(tuple(m) for m in v) if k == "models" else (tuple(v) if isinstance(v, list) else v)
                         for k, v in doc["grid"].items()})
@@ -283,20 +302,20 @@ def summarize(measurements: Path, *, log: Callable[[str], None] = print) -> dict
             stats: dict[str, Any] = {"label": label, "method": rows[0]["method"], "param": rows[0]["param"],
                                      "train_size": size, "seeds": len(rows)}
             for name in ("W_R", "clean_accuracy"):
-                stats[name] = t_interval([r[name] for r in rows])
-            stats["W_R_se"] = standard_error([r["W_R"] for r in rows])
+                stats[name] = standard_error([r[name] for r in rows])
             paired = [r["W_R"] / st_w_r[(key, r["seed"])] - 1 for r in rows if (key, r["seed"]) in st_w_r]
             if kind == "sweep" and len(paired) == len(rows):
-                stats["W_R_change_vs_st"] = t_interval(paired)  # paired by seed: same sample, same start
-                stats["W_R_change_vs_st_se"] = standard_error(paired)
+                stats["W_R_change_vs_st"] = standard_error(paired)  # paired by seed: same sample, same start
             for name in ("robust_accuracy_nonrobust", "robust_accuracy_all", "pgd_accuracy_all_sample",
                          "exact_accuracy_all_sample"):
                 if name in rows[0]:
-                    stats[name] = {e: t_interval([r[name][e] for r in rows]) for e in rows[0][name]}
+                    stats[name] = {e: standard_error([r[name][e] for r in rows]) for e in rows[0][name]}
             if "pgd_accuracy_all_sample" in rows[0]:
                 gaps = [abs(r["pgd_accuracy_all_sample"][e] - r["exact_accuracy_all_sample"][e])
                         for r in rows for e in r["pgd_accuracy_all_sample"]]
                 stats["pgd_vs_exact_max_gap"] = max(gaps)
+                stats["float32_ambiguous_max_share"] = max(v for r in rows
+                                                           for v in r["float32_ambiguous_share"].values())
                 stats["test_size"] = rows[0]["test_size"]
             entry["convergence" if kind == "convergence" else "trained"].append(stats)
         out["models"][key] = entry
@@ -312,7 +331,7 @@ def _errorbar(ax, rows, xkey, ykey, **kw):
     rows = sorted(rows, key=lambda r: r[xkey])
     if not rows:
         return
-    ax.errorbar([r[xkey] for r in rows], [r[ykey][0] for r in rows], yerr=[r[ykey][1] for r in rows],
+    ax.errorbar([r[xkey] for r in rows], [r[ykey][0] for r in rows], yerr=[interval(r[ykey])[1] for r in rows],
                 capsize=3, ms=5, **kw)
 
 
@@ -329,22 +348,33 @@ def figures(summary: dict[str, Any], out: Path) -> list[Path]:
     keys = list(summary["models"])
     written: list[Path] = []
 
+    def panels():  # one panel per (p, η, n)
+        fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.8), constrained_layout=True, squeeze=False)
+        return fig, axes[0]
+
+    def finish(ax, key, xlabel, ylabel):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(key)
+        ax.legend(fontsize=7)
+
     def save(fig, name):
         for ext in ("png", "pdf"):
             fig.savefig(out / f"{name}.{ext}", dpi=130)
             written.append(out / f"{name}.{ext}")
         plt.close(fig)
 
-    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.8), constrained_layout=True, squeeze=False)
-    for ax, key in zip(axes[0], keys, strict=True):
+    fig, axes = panels()
+    for ax, key in zip(axes, keys, strict=True):
         m, th = summary["models"][key], summary["models"][key]["theory"]
         st = next(r for r in m["trained"] if r["method"] == "sgd")
-        ax.axhspan(st["W_R"][0] - st["W_R"][1], st["W_R"][0] + st["W_R"][1], color="grey", alpha=0.2,
+        mean, half = interval(st["W_R"])
+        ax.axhspan(mean - half, mean + half, color="grey", alpha=0.2,
                    label="ST trained (95% CI)")
         ax.axhline(th["W_R_st_01"], color="k", lw=1, label="ST population (0-1 = logistic)")
         rho = th["rho"]
         ax.plot(rho, th["W_R_sam_w1_only_01"], "k--", label="SAM on w1 only, 0-1 (papers' model)")
-        ax.plot(rho, [th["W_R_st_01"] * (1 + 2 / 3 * r * r) for r in rho], "k:", label="Theorem 4 as claimed")
+        ax.plot(rho, cf.w1_sam_claimed(th["W_R_st_01"], rho), "k:", label="Theorem 4 as claimed")
         ax.plot(rho, th["W_R_sam_all_01"], "C3-", label="SAM on all weights, 0-1")
         ax.plot(rho, th["W_R_sam_all_logistic"], "C2-", label="SAM on all weights, logistic (exact max)")
         ax.plot(rho, th["W_R_sam_one_step_logistic"], "C2:", label="SAM one-step, logistic (full batch)")
@@ -352,23 +382,19 @@ def figures(summary: dict[str, Any], out: Path) -> list[Path]:
                   label="SAM trained")
         _errorbar(ax, [r for r in m["trained"] if r["method"] == "asam"], "param", "W_R", fmt="s", color="C1",
                   label="ASAM trained")
-        ax.set_xlabel("ρ (SAM radius)")
-        ax.set_ylabel("W_R = w1 / Σ w_i")
-        ax.set_title(key)
-        ax.legend(fontsize=7)
+        finish(ax, key, "ρ (SAM radius)", "W_R = w1 / Σ w_i")
     save(fig, "w_r_vs_rho")
 
     # the same comparison as a change against ST, paired by seed: the intervals lose the seed-to-seed spread
-    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.8), constrained_layout=True, squeeze=False)
-    for ax, key in zip(axes[0], keys, strict=True):
+    fig, axes = panels()
+    for ax, key in zip(axes, keys, strict=True):
         m, th = summary["models"][key], summary["models"][key]["theory"]
-        n = summary["models"][key]["n"]
         rho = np.array(th["rho"])
         fine = np.linspace(0, rho.max(), 101)
         pct = lambda values, base: 100 * (np.asarray(values) / base - 1)  # noqa: E731
         ax.axhline(0, color="k", lw=1, label="ST")
-        ax.plot(fine, 100 * 2 / 3 * fine**2, "k:", label="Theorem 4 as claimed, (2/3)ρ²")
-        ax.plot(fine, 100 * fine**2 / (3 * n), "k-.", label="Theorem 4 derived, ρ²/(3n)")
+        ax.plot(fine, 100 * cf.THEOREM4_COEFFICIENT * fine**2, "k:", label="Theorem 4 as claimed, (2/3)ρ²")
+        ax.plot(fine, 100 * th["sam_coefficient_derived"] * fine**2, "k-.", label="Theorem 4 derived, ρ²/(3n)")
         ax.plot(rho, pct(th["W_R_sam_w1_only_01"], th["W_R_st_01"]), "k--", marker=".",
                 label="SAM on w1 only, 0-1 (papers' model)")
         ax.plot(rho, pct(th["W_R_sam_all_01"], th["W_R_st_01"]), "C3-", marker=".", label="SAM on all weights, 0-1")
@@ -379,18 +405,15 @@ def figures(summary: dict[str, Any], out: Path) -> list[Path]:
         for method, fmt, color, label in (("sam", "o", "C0", "SAM trained"), ("asam", "s", "C1", "ASAM trained")):
             rows = sorted((r for r in m["trained"] if r["method"] == method), key=lambda r: r["param"])
             ax.errorbar([r["param"] * (1.02 if method == "asam" else 1) for r in rows],
-                        [100 * r["W_R_change_vs_st"][0] for r in rows], yerr=[100 * r["W_R_change_vs_st"][1]
-                                                                             for r in rows],
+                        [100 * r["W_R_change_vs_st"][0] for r in rows],
+                        yerr=[100 * interval(r["W_R_change_vs_st"])[1] for r in rows],
                         fmt=fmt, color=color, capsize=3, ms=5, label=label + " (95% CI, paired with ST)")
         ax.set_yscale("symlog", linthresh=0.1)
-        ax.set_xlabel("ρ (SAM radius)")
-        ax.set_ylabel("W_R change against ST (%; symlog below 0.1%)")
-        ax.set_title(key)
-        ax.legend(fontsize=7)
+        finish(ax, key, "ρ (SAM radius)", "W_R change against ST (%; symlog below 0.1%)")
     save(fig, "w_r_change_vs_rho")
 
-    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.8), constrained_layout=True, squeeze=False)
-    for ax, key in zip(axes[0], keys, strict=True):
+    fig, axes = panels()
+    for ax, key in zip(axes, keys, strict=True):
         m, th = summary["models"][key], summary["models"][key]["theory"]
         eps = th["eps"]
         ax.axhline(th["W_R_st_01"], color="k", lw=1, label="ST population")
@@ -401,10 +424,7 @@ def figures(summary: dict[str, Any], out: Path) -> list[Path]:
                   color="C0", label="AT trained, non-robust features")
         _errorbar(ax, [r for r in m["trained"] if r["method"] == "at_all"], "param", "W_R", fmt="s", color="C1",
                   label="AT trained, all features")
-        ax.set_xlabel("ε (ℓ∞ budget of AT)")
-        ax.set_ylabel("W_R")
-        ax.set_title(key)
-        ax.legend(fontsize=7)
+        finish(ax, key, "ε (ℓ∞ budget of AT)", "W_R")
     save(fig, "w_r_vs_eps")
 
     fig, ax = plt.subplots(figsize=(6.5, 4.8), constrained_layout=True)
@@ -425,7 +445,7 @@ def figures(summary: dict[str, Any], out: Path) -> list[Path]:
         for r in summary["models"][key]["trained"]:
             if "pgd_accuracy_all_sample" not in r:
                 continue
-            for e, (acc, _) in r["pgd_accuracy_all_sample"].items():
+            for e, (acc, *_) in r["pgd_accuracy_all_sample"].items():
                 ax1.plot(r["exact_accuracy_all_sample"][e][0], acc, "o", ms=3, color="C0")
                 ax2.plot(r["robust_accuracy_all"][e][0], acc, "o", ms=3, color="C1")
     for ax, name in ((ax1, "exact worst case on the same test sample"), (ax2, "exact population worst case (theory)")):
@@ -445,7 +465,7 @@ def figures(summary: dict[str, Any], out: Path) -> list[Path]:
             rows = sorted([r for r in m["convergence"] if r["method"] == method], key=lambda r: r["train_size"])
             if rows:
                 ax.errorbar([r["train_size"] for r in rows], [abs(r["W_R"][0] - target) / target for r in rows],
-                            yerr=[r["W_R"][1] / target for r in rows], fmt=marker + "-", capsize=3,
+                            yerr=[interval(r["W_R"])[1] / target for r in rows], fmt=marker + "-", capsize=3,
                             label=f"{key} {'ST' if method == 'sgd' else 'AT'}")
     sizes = np.array(sorted({r["train_size"] for k in keys for r in summary["models"][k]["convergence"]}))
     if len(sizes):

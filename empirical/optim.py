@@ -8,7 +8,7 @@ SAM (Foret et al. 2021) minimizes max_{||e|| <= ρ} L(w + e) (W eq. 1, D eq. 4) 
 
 then takes the base optimizer's step with the gradient at w + e(w), from w. This module only moves
 the weights there and back (``ascend``/``descend``, as davda54/sam's first_step/second_step: the way
-back restores a saved copy, so w is exactly what it was, not w + e - e); the
+back restores a copy saved into buffers allocated once, so w is exactly what it was, not w + e - e); the
 forward and backward passes, and ESAM's data selection, belong to the training step
 (:mod:`empirical.train`). Written here rather than taken from pytorch-optimizer so that the update
 is a few fused ``torch._foreach`` ops, the distributed trainer controls which gradients the ascent
@@ -36,23 +36,24 @@ class WeightPerturbation:
         self.adaptive = adaptive
         self.adaptive_eta = adaptive_eta
         self.keep_probability = keep_probability
-        self._saved: list[torch.Tensor] | None = None
-        self._moved: list[torch.nn.Parameter] = []
-
-    @property
-    def is_perturbed(self) -> bool:
-        return self._saved is not None
+        self._copies: list[torch.Tensor] | None = None  # one per parameter, allocated at the first ascend
+        self._moved: tuple[list[torch.nn.Parameter], list[torch.Tensor]] | None = None  # (parameters, their copies)
 
     @torch.no_grad()
     def ascend(self, generator: torch.Generator | None = None) -> None:
         """w <- w + e(w), from the gradients currently in .grad (which the caller then clears)."""
-        if self._saved is not None:
+        if self._moved is not None:
             raise RuntimeError("ascend() twice without descend(): the weights are already perturbed")
-        params = [p for p in self.params if p.grad is not None]
+        if self._copies is None:
+            self._copies = [torch.empty_like(p) for p in self.params]
+        chosen = [i for i, p in enumerate(self.params) if p.grad is not None]
+        params = [self.params[i] for i in chosen]
         grads = [p.grad for p in params]
-        self._saved, self._moved = [p.detach().clone() for p in params], params
+        saved = [self._copies[i] for i in chosen]
+        self._moved = (params, saved)
         if not params:
             return
+        torch._foreach_copy_(saved, params)
         if self.adaptive:
             scales = torch._foreach_add(torch._foreach_abs(params), self.adaptive_eta)  # T
             scaled = torch._foreach_mul(grads, scales)  # T g
@@ -72,11 +73,12 @@ class WeightPerturbation:
     @torch.no_grad()
     def descend(self) -> None:
         """w + e(w) -> w, bit for bit (restored from the copy taken by ``ascend``)."""
-        if self._saved is None:
+        if self._moved is None:
             raise RuntimeError("descend() without ascend()")
-        if self._moved:
-            torch._foreach_copy_(self._moved, self._saved)
-        self._saved, self._moved = None, []
+        params, saved = self._moved
+        if params:
+            torch._foreach_copy_(params, saved)
+        self._moved = None
 
 
 def build_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:

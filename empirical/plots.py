@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from empirical.experiment import NATURAL, Experiment, run_results
-from empirical.runs import RunDir
+from empirical.evaluate import NATURAL, column_specs
+from empirical.experiment import Experiment, mean_std, run_results
 
 
 def _style(label: str) -> dict:
@@ -25,21 +25,11 @@ def _style(label: str) -> dict:
     return {"marker": "^", "ls": ":"}
 
 
-def _finished(exp: Experiment, label: str) -> list[RunDir]:
-    return [RunDir(s.run_dir) for s in exp.runs_for(label) if RunDir(s.run_dir).finished]
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
 def plot_experiment(exp: Experiment, out_dir: str | Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from empirical.evaluate import column_spec
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -54,7 +44,7 @@ def plot_experiment(exp: Experiment, out_dir: str | Path) -> list[Path]:
     # Training curves.
     fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
     for label in exp.labels:
-        runs = _finished(exp, label)
+        runs = exp.finished(label)
         if not runs:
             continue
         curves = [[r["test_acc"] for r in run.read_metrics()] for run in runs]
@@ -67,13 +57,11 @@ def plot_experiment(exp: Experiment, out_dir: str | Path) -> list[Path]:
     ax.legend(fontsize=8)
     save(fig, "curves")
 
-    results = {label: [run_results(r) for r in _finished(exp, label)] for label in exp.labels}
+    results = {label: [run_results(r) for r in exp.finished(label)] for label in exp.labels}
+    attacks = column_specs(exp.columns)
     # Robust accuracy against the budget, per attack with several budgets.
     families: dict[str, list[tuple[float, str]]] = defaultdict(list)
-    for column in exp.columns:
-        if column in (NATURAL, "average"):
-            continue
-        s = column_spec(column)
+    for column, s in attacks.items():
         if s.eps is not None:
             families[s.name].append((s.eps, column))
     families = {k: sorted(v) for k, v in families.items() if len(v) >= 2}
@@ -87,8 +75,8 @@ def plot_experiment(exp: Experiment, out_dir: str | Path) -> list[Path]:
                 if len(points) < 2:
                     continue
                 eps = [e * 255 for e, _ in points]
-                stats = [_mean_std([100 * x for x in v]) for _, v in points]
-                ax.errorbar(eps, [m for m, _ in stats], yerr=[s for _, s in stats], label=label, capsize=2,
+                stats = [mean_std([100 * x for x in v]) for _, v in points]  # v is never empty here
+                ax.errorbar(eps, [m for m, _ in stats], yerr=[s or 0.0 for _, s in stats], label=label, capsize=2,
                             **_style(label), ms=4)
             ax.set_xlabel("attack budget ε (×1/255)")
             ax.set_ylabel("robust accuracy (%)")
@@ -97,7 +85,7 @@ def plot_experiment(exp: Experiment, out_dir: str | Path) -> list[Path]:
         save(fig, "robust_vs_eps")
 
     # Clean against robust accuracy.
-    robust_columns = [c for c in exp.columns if c not in (NATURAL, "average")]
+    robust_columns = list(attacks)
     if robust_columns:
         fig, ax = plt.subplots(figsize=(6.5, 5), constrained_layout=True)
         for label, rows in results.items():

@@ -24,10 +24,17 @@ from theory.errors import SamatError
 
 
 def atomic_write_bytes(path: Path, write) -> None:
-    """Write via a temporary file in the same directory and rename: never a half-written file."""
+    """Write via a temporary file in the same directory and rename: never a half-written file.
+
+    ``write(tmp)`` writes the temporary file; if it fails, the temporary file is removed and the error raised.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -62,7 +69,20 @@ class RunDir:
         return TrainConfig.from_dict(json.loads(self.config.read_text())["config"])
 
     def prepare(self, cfg: TrainConfig, *, resume: bool, overwrite: bool) -> dict | None:
-        """Get the directory ready; return the checkpoint to resume from, or None for a fresh start."""
+        """Get the directory ready; return the checkpoint to resume from, or None for a fresh start.
+
+        A folder that cannot be created or read (a file in the way, no permission) is a one-line SamatError.
+        """
+        try:
+            return self._prepare(cfg, resume=resume, overwrite=overwrite)
+        except OSError as err:
+            reason = err.strerror or type(err).__name__
+            if err.filename and Path(err.filename) != self.path:
+                reason += f" ({err.filename})"
+            raise SamatError(f"cannot prepare the run directory {self.path}: {reason}; "
+                             "choose another --runs-dir or --name") from None
+
+    def _prepare(self, cfg: TrainConfig, *, resume: bool, overwrite: bool) -> dict | None:
         if overwrite and self.path.exists():
             shutil.rmtree(self.path)
         if self.finished:

@@ -2,10 +2,10 @@
 lifted (theory) and in the trained linear models, computed from ``summary.json``.
 
 Tolerances come from the numbers themselves: a population optimum's own accuracy (``*_atol`` of
-:func:`empirical.gaussian_study.theory_curves`), and for trained models a Student-t interval over
-seeds (each seed draws its own training sample; changes against ST are paired by seed). Each trained
-verdict row is a family-wise 95% statement: its interval is Bonferroni-corrected over all the
-comparisons of its claim and setting in the study (every (p, η, n) and every ρ or ε), so that a
+:func:`empirical.gaussian_study.theory_curves`), and for trained models a Student-t interval over seeds
+(:func:`empirical.gaussian_study.interval`; each seed draws its own training sample; changes against ST are
+paired by seed). Each trained verdict row is a family-wise 95% statement: its interval is Bonferroni-corrected
+over all the comparisons of its claim and setting in the study (every (p, η, n) and every ρ or ε), so that a
 claim which holds everywhere is called "fails" somewhere with probability at most 5%.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from empirical.gaussian_study import interval
 from theory import closed_form as cf
 
 CLAIMS = {
@@ -50,17 +51,6 @@ def _rows(entry: dict, method: str) -> list[dict]:
     return sorted((r for r in entry["trained"] if r["method"] == method), key=lambda r: r["param"] or 0.0)
 
 
-LEVEL = 0.95
-
-
-def interval(se_entry: list[float], comparisons: int) -> tuple[float, float]:
-    """Mean and half-width of the t-interval at family-wise LEVEL over ``comparisons`` (Bonferroni)."""
-    from scipy import stats
-
-    mean, se, dof = se_entry
-    return mean, float(stats.t.ppf(1 - (1 - LEVEL) / (2 * comparisons), dof) * se)
-
-
 def _inside(value: float, iv: tuple[float, float]) -> bool:
     mean, half = iv
     return abs(value - mean) <= half
@@ -75,7 +65,7 @@ def _all(flags: list[bool]) -> str:
     return "holds" if all(flags) else "fails"
 
 
-def model_verdicts(key: str, entry: dict, derived_a: float, models: int) -> list[Verdict]:
+def model_verdicts(key: str, entry: dict, models: int) -> list[Verdict]:
     """Every claim for one (p, η, n) of ``models``: theory with idealizations lifted, then trained models."""
     th = entry["theory"]
     p, eta, n = entry["p"], entry["eta"], entry["n"]
@@ -99,7 +89,7 @@ def model_verdicts(key: str, entry: dict, derived_a: float, models: int) -> list
     tol = th["W_R_st_logistic_atol"] / w_star
     add("T1", "logistic population (lifted: the trainers' loss)", "holds" if err <= tol else "fails",
         f"relative difference {err:.1e}, solver accuracy {tol:.1e}")
-    iv = interval(st["W_R_se"], models)
+    iv = interval(st["W_R"], models)
     add("T1", f"trained (SGD, N = {st['train_size']}, {seeds} seeds)", "holds" if _inside(w_star, iv) else "fails",
         f"W_R {iv[0]:.4f} ± {iv[1]:.4f} vs {w_star:.4f}")
 
@@ -121,14 +111,14 @@ def model_verdicts(key: str, entry: dict, derived_a: float, models: int) -> list
         add("T2", label, _all([d == "raises" and abs(v - t2) <= a for v, t2, d, a in
                                zip(values, thm2, dirs, atols, strict=True)]), detail)
     at = _rows(entry, "at_nonrobust")
-    ivs = [interval(r["W_R_se"], models * len(eps)) for r in at]
+    ivs = [interval(r["W_R"], models * len(eps)) for r in at]
     add("T2", f"trained (PGD-AT on the non-robust features, {seeds} seeds)",
         _all([_inside(t2, iv) for iv, t2 in zip(ivs, thm2, strict=True)]),
         "; ".join(f"ε={r['param']:g}: {iv[0]:.4f} ± {iv[1]:.4f} vs {t2:.4f}" for r, iv, t2 in
                   zip(at, ivs, thm2, strict=True)))
     at_all = _rows(entry, "at_all")
     full = th["W_R_at_full_logistic"]
-    ivs = [interval(r["W_R_se"], models * len(eps)) for r in at_all]
+    ivs = [interval(r["W_R"], models * len(eps)) for r in at_all]
     add("T2", "trained (PGD-AT on all features) vs the lifted logistic optimum",
         _all([_inside(f, iv) for iv, f in zip(ivs, full, strict=True)]),
         "; ".join(f"ε={r['param']:g}: {iv[0]:.4f} ± {iv[1]:.4f} vs {f:.4f} (change vs ST "
@@ -141,9 +131,10 @@ def model_verdicts(key: str, entry: dict, derived_a: float, models: int) -> list
                    "W_R_st_logistic"),
                   ("W_R_sam_one_step_logistic", "SAM as implemented, one ascent step (logistic, lifted)",
                    "W_R_st_logistic"))
-    claimed, derived = 2 / 3 * rho**2, derived_a * rho**2
+    claimed = cf.w1_sam_claimed(1.0, rho) - 1  # Theorem 4's relative rise
+    derived = th["sam_coefficient_derived"] * rho**2
     implied_eps = cf.eps_at_claimed(rho, eta)  # the ε_AT that Theorem 5 pairs with each ρ
-    t5_change = implied_eps / (eta - implied_eps)  # Theorem 2's W_R at that ε_AT, as a change against W_R*
+    t5_change = cf.w_r_at(p, eta, n, implied_eps) / w_star - 1  # Theorem 2's rise at that ε_AT
     for name, label, base in theory_sam:
         values = np.asarray(th[name])
         change = values / th[base] - 1
@@ -162,7 +153,7 @@ def model_verdicts(key: str, entry: dict, derived_a: float, models: int) -> list
     # T3, T4 and T5 in trained models: the change of W_R against ST, paired by seed
     for method, name in (("sam", "SAM"), ("asam", "ASAM")):
         rows = _rows(entry, method)
-        ivs = [interval(r["W_R_change_vs_st_se"], models * len(rho)) for r in rows]
+        ivs = [interval(r["W_R_change_vs_st"], models * len(rho)) for r in rows]
         dirs = [_direction(m, h) for m, h in ivs]
         add("T3", f"trained ({name}, {seeds} seeds, change paired with ST)", _raises(dirs),
             "; ".join(f"ρ={r['param']:g}: {_pct(m)} ± {100 * h:.2g}% "
@@ -180,15 +171,8 @@ def model_verdicts(key: str, entry: dict, derived_a: float, models: int) -> list
 
 
 def verdicts(summary: dict[str, Any]) -> list[Verdict]:
-    from theory import symbolic
-
-    a = symbolic.lambdify(symbolic.sam_expansion(order=2).substitute_w_star().A, symbolic.p, symbolic.eta,
-                          symbolic.n)
-    out: list[Verdict] = []
     models = len(summary["models"])
-    for key, entry in summary["models"].items():
-        out += model_verdicts(key, entry, float(a(entry["p"], entry["eta"], entry["n"])), models)
-    return out
+    return [v for key, entry in summary["models"].items() for v in model_verdicts(key, entry, models)]
 
 
 def markdown(found: list[Verdict]) -> str:

@@ -208,15 +208,21 @@ def load_data(cfg: TrainConfig) -> Dataset:
 class Setup:
     """Everything a run is made of, built from its configuration."""
 
-    cfg: TrainConfig
     device: torch.device
     data: Dataset
-    model: nn.Module
-    ctx: StepContext
+    ctx: StepContext  # holds the configuration and the model
     bf16: bool
     channels_last: bool
     world: World = World()  # one process unless launched data-parallel
     shard_weight: distributed.ShardWeight | None = None  # this rank's share of the global batch (DDP only)
+
+    @property
+    def cfg(self) -> TrainConfig:
+        return self.ctx.cfg
+
+    @property
+    def model(self) -> nn.Module:
+        return self.ctx.model
 
     @property
     def augment(self) -> str:
@@ -228,9 +234,6 @@ def build(cfg: TrainConfig, data: Dataset | None = None, world: World | None = N
     initialized process group, if any) has several ranks."""
     world = world or World.current()
     device = world.device(resolve_device(cfg.device))
-    if cfg.at_features == "non_robust" and cfg.dataset != "gaussian":
-        raise ParameterError("at_features", cfg.at_features,
-                             "'all' for image data (non_robust is for the gaussian model)")
     data = (data or load_data(cfg)).to(device)
     bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
     channels_last = cfg.channels_last
@@ -258,7 +261,7 @@ def build(cfg: TrainConfig, data: Dataset | None = None, world: World | None = N
 
     box = (0.0, 1.0) if data.kind == "image" else None
     ctx = StepContext(cfg, model, forward, optimizer, perturbation, autocast, box, attack_forward, ascent_gradient)
-    return Setup(cfg, device, data, model, ctx, bf16, channels_last, world, shard_weight)
+    return Setup(device, data, ctx, bf16, channels_last, world, shard_weight)
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
@@ -307,6 +310,8 @@ def _test_accuracy(setup: Setup) -> float:
 def _train(cfg: TrainConfig, run_dir: str | Path, world: World, *, resume: bool, overwrite: bool, progress: bool,
            stop_after: int | None, data: Dataset | None) -> dict:
     run = RunDir(run_dir)
+    if data is None:  # before the run directory is touched: a bad name, folder or subset leaves it alone
+        data = load_data(cfg)
     state = _prepare_run(run, cfg, world, resume=resume, overwrite=overwrite)
     setup = build(cfg, data, world)
     model, ctx, device = setup.model, setup.ctx, setup.device
@@ -351,8 +356,9 @@ def _train(cfg: TrainConfig, run_dir: str | Path, world: World, *, resume: bool,
                     if len(y) < world.size:  # a last batch too small to give every rank an example
                         bar.update(1)
                         continue
-                    setup.shard_weight.set(len(world.shard(y)[0]), len(y))
-                    x, y = world.shard(x, y)
+                    shard_x, shard_y = world.shard(x, y)
+                    setup.shard_weight.set(len(shard_y), len(y))
+                    x, y = shard_x, shard_y
                 if setup.channels_last and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 loss, correct = step(ctx, x, y, gen)

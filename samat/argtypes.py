@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from fractions import Fraction
+
+from empirical.config import parse_number  # torch-free: samat theory never imports torch
+from theory.errors import ParameterError
 
 EXIT_USAGE = 2
 
@@ -18,10 +20,11 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def number(text: str) -> float:
-    """A float, also written as a fraction such as ``8/255`` (parsed once, here, at the edge)."""
+    """A float, also written as a fraction such as ``8/255`` (parsed once, here, at the edge, by the parser the
+    configuration files use: :func:`empirical.config.parse_number`, which imports no torch)."""
     try:
-        return float(Fraction(text.strip())) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError):
+        return parse_number(text, "value")
+    except ParameterError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
 
 

@@ -6,7 +6,6 @@ torch is imported only when one of these commands runs, never by ``samat theory`
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -174,15 +173,9 @@ def _overrides(items: list[str]) -> dict:
 
 
 def _read_config_file(path: Path) -> dict:
-    from theory.errors import SamatError
+    from empirical.config import read_document
 
-    if not path.exists():
-        raise SamatError(f"config file {path} not found")
-    if path.suffix == ".toml":
-        import tomllib
-
-        return tomllib.loads(path.read_text())
-    return json.loads(path.read_text())
+    return read_document(path, "config file")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -20,10 +20,10 @@ Architectures (``ARCHITECTURES``):
 from __future__ import annotations
 
 import math
-import numbers
 
 from torch import nn
 
+from empirical.config import ARCHITECTURES, is_int
 from theory.errors import ParameterError
 
 from .deit import DeiT, deit_tiny
@@ -35,8 +35,6 @@ from .wide_resnet import WideResNet, wrn28_10
 
 __all__ = ["ARCHITECTURES", "DeiT", "LinearClassifier", "Normalize", "PreActResNet18", "SmallCNN", "WideResNet",
            "build_model", "count_parameters"]
-
-ARCHITECTURES: tuple[str, ...] = ("prn18", "wrn28_10", "deit_tiny", "small_cnn", "linear")
 
 DEIT_PATCH_SIZE = 4  # 8x8 = 64 tokens on 32x32 images
 SMALL_CNN_MIN_SIZE = 8  # three 2x2 max-pools must leave at least one pixel
@@ -54,10 +52,10 @@ def build_model(arch: str, *, input_shape: tuple[int, ...], num_classes: int,
     if arch not in ARCHITECTURES:
         raise ParameterError("model", arch, f"one of {', '.join(ARCHITECTURES)}")
     shape = tuple(input_shape)
-    if len(shape) not in (1, 3) or not all(_is_int(s) and s > 0 for s in shape):
+    if len(shape) not in (1, 3) or not all(is_int(s) and s > 0 for s in shape):
         raise ParameterError("input_shape", shape, "(C, H, W) for images or (D,) for vectors, positive integers")
     shape = tuple(int(s) for s in shape)
-    if not _is_int(num_classes) or num_classes < 2:
+    if not is_int(num_classes) or num_classes < 2:
         raise ParameterError("num_classes", num_classes, "an integer >= 2")
     num_classes = int(num_classes)
     mean, std = tuple(mean), tuple(std)
@@ -92,7 +90,3 @@ def build_model(arch: str, *, input_shape: tuple[int, ...], num_classes: int,
 def count_parameters(model: nn.Module) -> int:
     """Number of scalar parameters (trainable or not; buffers such as BN statistics excluded)."""
     return sum(p.numel() for p in model.parameters())
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -25,18 +25,18 @@ from .normalize import Normalize
 class Attention(nn.Module):
     """Multi-head self-attention: softmax(q k^T / sqrt(d_head)) v per head (Vaswani et al. 2017)."""
 
-    def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
+    def __init__(self, dim: int, num_heads: int, proj_drop: float = 0.0) -> None:
         super().__init__()
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim)  # DeiT uses qkv_bias=True
         self.proj = nn.Linear(dim, dim)
-        self.attn_drop, self.proj_drop = attn_drop, proj_drop
+        self.proj_drop = proj_drop
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (b, heads, n, head_dim)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        out = F.scaled_dot_product_attention(q, k, v)  # DeiT-Ti trains without attention dropout
         out = self.proj(out.transpose(1, 2).reshape(b, n, c))
         return F.dropout(out, p=self.proj_drop, training=self.training)
 
@@ -128,8 +128,7 @@ def _init_weights(m: nn.Module) -> None:
 
 
 def deit_tiny(image_size: tuple[int, int] = (32, 32), num_classes: int = 10, in_channels: int = 3,
-              mean: tuple[float, ...] = (), std: tuple[float, ...] = (), *, patch_size: int = 4,
-              drop_path: float = 0.0) -> DeiT:
+              mean: tuple[float, ...] = (), std: tuple[float, ...] = (), *, patch_size: int = 4) -> DeiT:
     """DeiT-Tiny (embedding 192, depth 12, 3 heads, MLP ratio 4) on ``patch_size`` patches."""
     return DeiT(image_size, num_classes, in_channels, mean, std, patch_size=patch_size, embed_dim=192, depth=12,
-                num_heads=3, mlp_ratio=4.0, drop_path=drop_path)
+                num_heads=3, mlp_ratio=4.0)

@@ -93,6 +93,6 @@ class WideResNet(nn.Module):
 
 
 def wrn28_10(num_classes: int = 10, in_channels: int = 3, mean: tuple[float, ...] = (),
-             std: tuple[float, ...] = (), dropout: float = 0.0) -> WideResNet:
-    """WideResNet-28-10, the duality paper's "WRN" (Table 6)."""
-    return WideResNet(28, 10, num_classes, in_channels, mean, std, dropout)
+             std: tuple[float, ...] = ()) -> WideResNet:
+    """WideResNet-28-10, the duality paper's "WRN" (Table 6), without dropout (as Rice et al. train it)."""
+    return WideResNet(28, 10, num_classes, in_channels, mean, std)

@@ -387,6 +387,20 @@ def test_tinyimagenet_loads_when_the_cache_cannot_be_written(tmp_path, monkeypat
     assert len(ds.train_y) == 3 and not (tmp_path / "tiny-imagenet-200.npz").exists()
 
 
+def test_tinyimagenet_cache_write_that_fails_midway_leaves_no_file(tmp_path, monkeypatch):
+    write_tinyimagenet(tmp_path, train_per_class=1, val_per_class=1)
+
+    def disk_full(f, **arrays):
+        f.write(b"PK partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(D.np, "savez", disk_full)
+    with pytest.warns(UserWarning, match="No space left"):
+        ds = load_dataset("tinyimagenet", tmp_path)
+    assert len(ds.train_y) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-imagenet-200"]  # no cache, no temporary file
+
+
 def test_tinyimagenet_rejects_images_of_the_wrong_size(tmp_path):
     from PIL import Image
 
@@ -482,11 +496,26 @@ def test_bad_subset_sizes_are_parameter_errors(train):
         labelled([500, 300, 200], [50, 30, 20]).subset(train=train, test=None, seed=0)
 
 
-def test_to_keeps_dtypes_and_describe_is_one_line():
-    ds = labelled([5, 5], [2, 2])
-    moved = ds.to("cpu")
-    assert moved.train_x.dtype == ds.train_x.dtype and moved.train_y.dtype == torch.int64
-    line = ds.describe()
+def uint8_images(n_train: int = 6, n_test: int = 2) -> Dataset:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n_train + n_test, 3, 4, 4), dtype=torch.uint8, generator=g)
+    y = torch.arange(n_train + n_test) % 2
+    return Dataset("toy", x[:n_train], y[:n_train], x[n_train:], y[n_train:], 2, (0.5,) * 3, (0.3,) * 3, "crop")
+
+
+def test_to_moves_every_tensor_and_keeps_dtypes():
+    """Moved to another device (the meta device here, which every machine has), images stay uint8."""
+    ds = uint8_images()
+    moved = ds.to("meta")
+    for key in ("train_x", "train_y", "test_x", "test_y"):
+        a, b = getattr(ds, key), getattr(moved, key)
+        assert b.device.type == "meta" and a.device.type == "cpu" and b.dtype == a.dtype and b.shape == a.shape
+    assert moved.train_x.dtype == torch.uint8 and moved.train_y.dtype == torch.int64
+    assert (moved.mean, moved.std, moved.augment) == (ds.mean, ds.std, ds.augment) and "on meta" in moved.describe()
+
+
+def test_describe_is_one_line():
+    line = labelled([5, 5], [2, 2]).describe()
     assert "\n" not in line and "toy" in line and "train 10" in line and "test 4" in line
 
 
@@ -496,6 +525,15 @@ def test_to_keeps_dtypes_and_describe_is_one_line():
 
 def images(n: int = 16, c: int = 3, h: int = 32, w: int = 32, seed: int = 0) -> torch.Tensor:
     return torch.rand(n, c, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def test_as_inputs_gives_float32_model_inputs():
+    x = torch.tensor([[[[0, 51, 255]]]], dtype=torch.uint8)
+    assert torch.equal(D.as_inputs(x), torch.tensor([[[[0.0, 0.2, 1.0]]]]))
+    v = torch.randn(4, 3, dtype=torch.float64)
+    assert D.as_inputs(v).dtype == torch.float32 and torch.equal(D.as_inputs(v), v.float())
+    f = torch.rand(2, 3)
+    assert D.as_inputs(f) is f  # float32 passes through without a copy
 
 
 def test_to_float_images_divides_by_255():
@@ -627,6 +665,23 @@ def test_vectors_pass_through_as_float32():
     assert batches[0][0].dtype == torch.float32 and torch.allclose(batches[0][0].double(), x[:4])
 
 
+def test_stream_checks_its_arguments_once_not_per_batch(monkeypatch):
+    x, y = stream_data()
+    calls = []
+    check = D._check_augment
+    monkeypatch.setattr(D, "_check_augment", lambda *args: calls.append(args[1]) or check(*args))
+    stream = BatchStream(x, y, 10, shuffle=True, augment="crop_flip", generator=torch.Generator().manual_seed(0))
+    assert len(list(stream)) == 11 and calls == ["crop_flip"]
+
+
+def test_choices_shared_with_the_torch_free_config_agree():
+    from empirical import config
+
+    assert tuple(D.DATASETS) == config.DATASET_NAMES
+    assert D.AUGMENT_MODES is config.AUGMENT_MODES and D.GaussianSpec is config.GaussianSpec
+    assert config.GAUSSIAN_FIELDS == ("p", "eta", "n", "train_size", "test_size", "seed")
+
+
 @pytest.mark.parametrize("batch_size", [0, -3])
 def test_bad_batch_size_is_a_parameter_error(batch_size):
     with pytest.raises(ParameterError, match="batch_size"):
@@ -635,6 +690,10 @@ def test_bad_batch_size_is_a_parameter_error(batch_size):
 
 @pytest.mark.gpu
 def test_batches_stay_on_the_gpu():
+    ds = uint8_images().to("cuda")
+    assert ds.train_x.is_cuda and ds.test_y.is_cuda and ds.train_x.dtype == torch.uint8
+    with pytest.raises(ValueError, match="generator is on cpu"):  # checked once, when the stream is made
+        BatchStream(ds.train_x, ds.train_y, 2, shuffle=False, augment="crop", generator=torch.Generator())
     x, y = stream_data()
     g = torch.Generator(device="cuda").manual_seed(0)
     x3 = x.expand(-1, 3, -1, -1).contiguous().cuda()

@@ -16,11 +16,13 @@ One spawn of two processes serves the tests that need replicas (about 10 s on 2 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -30,7 +32,9 @@ from empirical.config import TrainConfig
 from empirical.data import Dataset, GaussianSpec, load_dataset
 from empirical.distributed import World, average_batchnorm_statistics
 from empirical.train import STEPS, build, train
+from tests.empirical.helpers import tiny_images
 from theory.errors import ParameterError
+from theory.objectives import accuracy, linear_log_risk
 
 REPO = Path(__file__).resolve().parents[2]
 WORLD_SIZE = 2
@@ -53,17 +57,6 @@ def gaussian_data() -> Dataset:
     return load_dataset("gaussian", gaussian=GaussianSpec(**GAUSSIAN))
 
 
-def tiny_images(n: int = 96, seed: int = 0) -> Dataset:
-    """Random 1x12x12 images whose class is the brightest quadrant (as in test_train.py)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 120, (n, 1, 12, 12), generator=g, dtype=torch.uint8)
-    y = torch.randint(0, 4, (n,), generator=g)
-    for k in range(4):
-        r, c = divmod(k, 2)
-        x[y == k, :, r * 6:(r + 1) * 6, c * 6:(c + 1) * 6] += 120
-    return Dataset("tiny", x, y, x[:32], y[:32], 4, (0.4,), (0.3,), "crop_flip")
-
-
 def _worker(rank: int, out: str) -> None:
     """One replica: the linear runs through train(), then a few DDP steps of a BatchNorm CNN per method/mode."""
     torch.set_num_threads(1)
@@ -74,7 +67,7 @@ def _worker(rank: int, out: str) -> None:
             for method in ("sgd", "sam"):
                 train(linear_cfg(method=method, sam_gradients=mode), Path(out) / f"{method}-{mode}", progress=False,
                       data=data)
-        images = tiny_images()
+        images = tiny_images(n_train=96, n_test=32)  # three batches of 32
         for method in REPLICA_METHODS:
             for mode in ("allreduce", "local"):
                 cfg = TrainConfig.from_dict(dict(dataset="tiny", model="small_cnn", method=method, sam_gradients=mode,
@@ -159,18 +152,29 @@ def test_local_perturbations_differ_from_allreduce_but_still_train(replicas):
     # plain SGD has no ascent, so the mode must not matter there
     assert _max_difference(_weights(replicas / "sgd-local"), _weights(replicas / "sgd-allreduce")) == 0
     rows = [json.loads(line) for line in (replicas / "sam-local" / "metrics.jsonl").read_text().splitlines()]
-    assert rows[-1]["train_loss"] < rows[0]["train_loss"] and rows[-1]["test_acc"] > 0.75
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    # It learns what the data holds: the exact population accuracy of the final weights (theory; no sampling)
+    # beats the best classifier that uses only one kind of feature: x1 alone (accuracy p = 0.8) or x2.. alone
+    # (w1 = 0: Phi(eta sqrt(n)) = 0.77). The optimum (Theorem 1's w1*) reaches 0.846; measured: 0.838.
+    p, eta, n = GAUSSIAN["p"], GAUSSIAN["eta"], GAUSSIAN["n"]
+    w = local["weight"].double().numpy()
+    population = 1 - float(np.exp(linear_log_risk(w[0], w[1:].sum(), np.linalg.norm(w[1:]), np.abs(w[1:]).sum(),
+                                                  p, eta).value))
+    assert population > max(p, float(accuracy(0.0, p, eta, n)))
+    # The recorded test accuracy is that classifier's, on the independent test set (seed + 1) of 200 examples:
+    # a binomial proportion around it, within Z = 5 standard errors (a false alarm has probability ~6e-7).
+    size = GAUSSIAN["test_size"]
+    assert abs(rows[-1]["test_acc"] - population) <= 5 * math.sqrt(population * (1 - population) / size)
 
 
 @pytest.mark.parametrize("method", REPLICA_METHODS)
 @pytest.mark.parametrize("mode", ["allreduce", "local"])
 def test_replicas_keep_identical_weights_and_batchnorm_statistics(replicas, method, mode):
     states = [torch.load(replicas / f"replica-{method}-{mode}-{rank}.pt") for rank in range(WORLD_SIZE)]
+    # Bit for bit: parameters get the same all-reduced gradients and updates; BatchNorm statistics are the same
+    # sum over the replicas on both, divided by 2 (exact).
     for k in states[0]:
-        if "running" in k:  # averaged over replicas: the same sum on both, divided by 2 (exact)
-            assert torch.equal(states[0][k], states[1][k]), k
-        else:  # parameters: all-reduced gradients, identical updates
-            assert torch.equal(states[0][k], states[1][k]), k
+        assert torch.equal(states[0][k], states[1][k]), k
 
 
 def test_torchrun_launch_matches_one_process(tmp_path):

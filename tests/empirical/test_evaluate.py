@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from empirical.evaluate import attack_columns, eval_indices, evaluate, evaluate_path
+from empirical.evaluate import (
+    FAMILY_CHECK,
+    NATURAL,
+    attack_columns,
+    eval_indices,
+    evaluate,
+    evaluate_path,
+    robust_within_clean,
+    unpack_mask,
+)
 from empirical.experiment import load_experiment, run_experiment, write_report
 from empirical.train import train
-from tests.empirical.test_train import tiny_cfg, tiny_images
+from samat.cli import main
+from tests.empirical.helpers import SGD_RUN, run_cli, tiny_cfg, tiny_images, write_grid
 from theory.errors import ParameterError, SamatError
 
-REPO = Path(__file__).resolve().parents[2]
 CHEAP = ["fgsm_linf@2/255", "pgd10_linf@2/255", "pgd10_linf@8/255", "pgd10_l2@64/255"]
 
 
@@ -41,8 +48,12 @@ def test_eval_json_holds_numbers_and_passing_sanity_checks(trained_run, monkeypa
     assert saved["accuracy"] == result["accuracy"]
     assert all(isinstance(v, float) for v in saved["accuracy"].values())
     assert saved["settings"] == {"n_eval": 64, "seed": 0}
-    for column in CHEAP:
-        assert saved["accuracy"][column] <= saved["accuracy"]["natural"]
+    clean = unpack_mask(saved["correct"][NATURAL], 64)
+    assert saved["accuracy"][NATURAL] == float(clean.double().mean())
+    for column in CHEAP:  # the raw hits, before any combination with the clean mask: none on a clean miss
+        hits = unpack_mask(saved["correct"][column], 64)
+        assert not (hits & ~clean).any()
+        assert saved["accuracy"][column] == float((hits & clean).double().mean())
     assert saved["sanity_passed"], [c for c in saved["sanity"] if not c["passed"]]
     names = " ".join(c["check"] for c in saved["sanity"])
     for needle in ("robust <= clean", "within budget", "does not increase with eps", "more PGD steps",
@@ -115,24 +126,16 @@ def test_attack_columns_parse_lists_and_reject_bad_ones():
         attack_columns(["pgd10_linf@-1/255"])
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "samat", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=300)
-
-
 @pytest.mark.parametrize(("extra", "needle"), [
     (["--attacks", "fgsm_bogus"], "attack=fgsm_bogus is invalid"),
     (["--attacks", "pgd10_linf@-2/255"], "eps="),
 ])
 def test_eval_cli_bad_input_is_one_line(tmp_path, extra, needle):
-    run = tmp_path / "run"
-    cfg = tiny_cfg(epochs=1).replace(dataset="gaussian", model="linear", gaussian={"n": 4, "train_size": 64,
-                                                                                 "test_size": 64})
-    train(cfg, run, progress=False)
-    out = run_cli("eval", str(run), "--n-eval", "16", "--no-progress", *extra)
+    """Columns are checked before the path: no run is needed to refuse them."""
+    out = run_cli("eval", str(tmp_path / "nowhere"), "--n-eval", "16", "--no-progress", *extra)
     assert out.returncode == 2, out.stderr
     assert needle in out.stderr and "Traceback" not in out.stderr
-    assert len([line for line in out.stderr.splitlines() if line.startswith("samat")]) == 1
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("samat")
 
 
 def test_checkpoint_of_another_architecture_is_one_line(tmp_path):
@@ -152,23 +155,12 @@ def test_missing_checkpoint_is_one_line(tmp_path):
 
 
 def test_experiment_report_fills_robust_columns_and_plots(tmp_path):
-    config = tmp_path / "grid.toml"
-    config.write_text("""
-[experiment]
+    config = write_grid(tmp_path, """
 name = "g"
 seeds = [0]
 n_eval = 128
 tables = [ { title = "T", columns = ["natural", "pgd10_linf@0.05", "pgd10_linf@0.2", "average"] } ]
-[base]
-dataset = "gaussian"
-model = "linear"
-epochs = 2
-batch_size = 64
-gaussian = { p = 0.8, eta = 0.3, n = 6, train_size = 512, test_size = 512 }
-[[run]]
-label = "SGD"
-method = "sgd"
-[run.paper.T]
+""", SGD_RUN + """[run.paper.T]
 natural = 90.0
 [[run]]
 label = "AT (ε=0.1)"
@@ -185,3 +177,180 @@ at_eps = 0.1
         assert row["average"]["mean"] == pytest.approx((a + b) / 2)
     assert (tmp_path / "report" / "robust_vs_eps.png").exists() and (tmp_path / "report" / "tradeoff.png").exists()
     assert "![tradeoff](tradeoff.png)" in paths["markdown"].read_text()
+
+
+# --- The robust <= clean check sees the raw hits -----------------------------------------------------------
+
+
+def test_robust_check_flags_a_hit_on_a_misclassified_image():
+    clean = torch.tensor([True, False, True, False])
+    assert robust_within_clean(clean, torch.tensor([True, False, False, False]))[0]
+    passed, detail = robust_within_clean(clean, torch.tensor([True, True, False, False]))
+    assert not passed and "1 of them wrong on the clean image" in detail
+
+
+class FirstCoordinates(nn.Module):
+    """Class = argmax of the first num_classes coordinates of a vector."""
+
+    def forward(self, x):
+        return x[:, :3]
+
+
+def test_evaluation_fails_an_attack_that_fixes_misclassified_points(monkeypatch):
+    """An attack that moves a misclassified point to its class's prototype is caught, although the robust
+    accuracy (hits combined with the clean mask) can never exceed the clean one."""
+    from empirical import attacks
+
+    def cheating(s, model, *, num_classes, seed, device, box):
+        return lambda x, y, clean=None: nn.functional.one_hot(y, x.shape[1]).float()
+
+    monkeypatch.setattr(attacks, "build_attack", cheating)
+    x = torch.eye(3).repeat(4, 1)  # 12 points, x = one-hot(i % 3)
+    y = torch.arange(12) % 3
+    y[:4] = (y[:4] + 1) % 3  # the first 4 are misclassified
+    result = evaluate(FirstCoordinates(), x, y, ["fgsm_linf@0.1"], num_classes=3, progress=False)
+    failed = {c["check"]: c["detail"] for c in result["sanity"] if not c["passed"]}
+    assert "robust <= clean: fgsm_linf@0.1" in failed, failed
+    assert "4 of them wrong on the clean image" in failed["robust <= clean: fgsm_linf@0.1"]
+    assert result["accuracy"]["fgsm_linf@0.1"] == result["accuracy"][NATURAL] == 8 / 12
+
+
+# --- Extending an evaluation ---------------------------------------------------------------------------------
+
+
+def test_extending_an_evaluation_recomputes_the_checks_across_columns(trained_run, monkeypatch):
+    """@2/255, then @8/255, then @4/255: the checks are those of one evaluation of all three, each once."""
+    monkeypatch.setattr("empirical.evaluate.load_trained", _patched_loader)
+    columns = ["pgd10_linf@2/255", "pgd10_linf@8/255", "pgd10_linf@4/255"]
+    for k in range(1, 4):
+        evaluate_path(trained_run, columns[:k], n_eval=64, seed=0, overwrite=k == 1, progress=False,
+                      log=lambda m: None)
+    stepwise = json.loads((trained_run / "eval.json").read_text())
+    loaded = _patched_loader(trained_run, device=torch.device("cpu"))
+    idx = eval_indices(len(loaded.y), 64, 0)
+    at_once = evaluate(loaded.model, loaded.x[idx], loaded.y[idx], columns, num_classes=4, progress=False)
+    names = [c["check"] for c in stepwise["sanity"]]
+    assert len(names) == len(set(names))  # replaced by name, never appended twice
+    assert sorted(names) == sorted(c["check"] for c in at_once["sanity"])
+    assert [n for n in names if n.startswith(FAMILY_CHECK)] == [
+        f"{FAMILY_CHECK}: pgd10_linf@2/255 -> pgd10_linf@4/255",
+        f"{FAMILY_CHECK}: pgd10_linf@4/255 -> pgd10_linf@8/255"]
+    assert sum("large attack" in n for n in names) == 1
+    verdicts = [{c["check"]: (c["passed"], c["detail"]) for c in r["sanity"]} for r in (stepwise, at_once)]
+    assert verdicts[0] == verdicts[1]
+    assert stepwise["accuracy"] == at_once["accuracy"] and stepwise["correct"] == at_once["correct"]
+    assert stepwise["columns"] == columns
+
+
+def test_a_complete_evaluation_loads_nothing(trained_run, monkeypatch):
+    monkeypatch.setattr("empirical.evaluate.load_trained", _patched_loader)
+    first = evaluate_path(trained_run, CHEAP[:2], n_eval=64, seed=0, overwrite=True, progress=False,
+                          log=lambda m: None)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("load_trained called for a complete evaluation")
+
+    monkeypatch.setattr("empirical.evaluate.load_trained", refuse)
+    logged = []
+    assert evaluate_path(trained_run, CHEAP[1:2], n_eval=64, seed=0, progress=False, log=logged.append) == first
+    assert "already evaluated" in logged[0]
+
+
+def test_corrupt_eval_json_is_one_line(trained_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.pt").write_bytes((trained_run / "model.pt").read_bytes())
+    for text in ("{not json", "[1, 2]", '{"accuracy": {"natural": "high"}, "sanity": []}'):
+        (run / "eval.json").write_text(text)
+        assert main(["eval", str(run), "--attacks", "fgsm_linf", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "eval.json" in err and "--overwrite" in err, err
+
+
+# --- Bad input is refused before any work ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gaussian_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("gaussian") / "run"
+    cfg = tiny_cfg(epochs=1).replace(dataset="gaussian", model="linear", gaussian={"n": 4, "train_size": 64,
+                                                                                 "test_size": 64})
+    train(cfg, run, progress=False)
+    return run
+
+
+@pytest.mark.parametrize("column", ["autoattack_l2", "stadv", "pixle", "fab_l2"])
+def test_image_attacks_on_vectors_are_refused_before_attacking(gaussian_run, monkeypatch, column):
+    def no_attack(*args, **kwargs):
+        raise AssertionError("an attack was built before the columns were checked against the data")
+
+    monkeypatch.setattr("empirical.attacks.build_attack", no_attack)
+    with pytest.raises(ParameterError, match=f"attack={column} is invalid.*vector data"):
+        evaluate_path(gaussian_run, ["fgsm_linf@0.1", column], n_eval=16, progress=False, log=lambda m: None)
+    with pytest.raises(SamatError, match="--crosscheck"):
+        evaluate_path(gaussian_run, ["fgsm_linf@0.1"], n_eval=16, crosscheck=True, progress=False,
+                      log=lambda m: None)
+    assert not (gaussian_run / "eval.json").exists()
+
+
+GRID = 'name = "g"\nseeds = [0]\ncolumns = ["natural", "pgd10_linf@0.1"]'
+
+
+@pytest.mark.parametrize(("experiment", "runs", "needle"), [
+    ('tables = [ { columns = ["natural"] } ]', SGD_RUN, "tables[1].title must be a non-empty string"),
+    ('tables = "T"', SGD_RUN, "[experiment] tables must be a list of tables"),
+    ('tables = [ { title = "T", columns = "natural" } ]', SGD_RUN, "tables[1].columns must be a list"),
+    ('tables = [ { title = "T" } ]', SGD_RUN + '[run.paper.T]\nnatural = "high"\n',
+     "run 'SGD' paper.'T'.'natural' must be a number (percent), not 'high'"),
+    ('tables = [ { title = "T" } ]', SGD_RUN + "paper = 3\n", "run 'SGD' paper must be tables of numbers"),
+    ("seeds = 3", SGD_RUN, "[experiment] seeds must be a non-empty list of integers"),
+    ('seeds = [0]\nn_eval = "lots"', SGD_RUN, "n_eval=lots is invalid: n_eval must be an integer >= 1"),
+    ("eval_seed = -1", SGD_RUN, "eval_seed=-1 is invalid"),
+    ('columns = ["natural", "pgd10_bogus"]', SGD_RUN, "attack=pgd10_bogus is invalid"),
+    ('columns = ["natural", "stadv"]', SGD_RUN, "column 'stadv' attacks images, but run 'SGD' trains on vectors"),
+    ("", '[run]\nlabel = "SGD"\n', "run must be a list of [[run]] tables"),
+    ("", "[[run]]\nmethod = 'sgd'\n", "every [[run]] needs a label"),
+])
+@pytest.mark.parametrize("command", ["status", "run", "report"])
+def test_malformed_experiment_is_one_line_before_any_work(tmp_path, capsys, experiment, runs, needle, command):
+    config = write_grid(tmp_path, experiment, runs)
+    out = tmp_path / "report"
+    args = ["experiment", command, str(config), "--runs-dir", str(tmp_path / "runs")]
+    assert main(args + (["--out", str(out)] if command == "report" else [])) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("samat: error:") and needle in err, err
+    assert not (tmp_path / "runs").exists() and not out.exists()  # nothing trained, nothing drawn
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("run = 3\n[experiment]\nseeds = [0]\n", "run must be a list of [[run]] tables"),
+    ("experiment = 3\n[[run]]\nlabel = 'SGD'\n", "[experiment] must be a table"),
+    ("[base]\nepochs = 1\n[base]\n", "is not valid TOML"),
+])
+def test_malformed_toml_structure_is_one_line(tmp_path, capsys, text, needle):
+    config = tmp_path / "grid.toml"
+    config.write_text(text)
+    assert main(["experiment", "status", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err, err
+
+
+def test_unreadable_run_files_make_the_report_fail_in_one_line_before_plotting(tmp_path, capsys):
+    config = write_grid(tmp_path, GRID)
+    exp = load_experiment(config, runs_dir=tmp_path / "runs")
+    run = exp.runs[0].run_dir
+    run.mkdir(parents=True)
+    for final, evaluation, needle in (('{"test_acc": 0.9}', "{oops", "eval.json is not valid JSON"),
+                                      ("{oops", None, "final.json is not a finished run's summary"),
+                                      ("{}", None, "final.json is not a finished run's summary")):
+        (run / "final.json").write_text(final)
+        if evaluation is not None:
+            (run / "eval.json").write_text(evaluation)
+        elif (run / "eval.json").exists():
+            (run / "eval.json").unlink()
+        out = tmp_path / "report"
+        assert main(["experiment", "report", str(config), "--runs-dir", str(tmp_path / "runs"), "--out",
+                     str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err, err
+        assert not (out / "curves.png").exists()

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from empirical import study_verdicts
 from empirical.attacks import build_attack, spec
 from empirical.config import TrainConfig
-from empirical.gaussian_study import StudyGrid, figures, run, summarize, trained_weights
+from empirical.gaussian_study import StudyGrid, figures, float32_ambiguous, run, summarize, trained_weights
 from empirical.models import build_model
 from empirical.train import train
 from theory import closed_form as cf
@@ -64,8 +64,7 @@ def test_pgd_on_a_linear_model_reaches_the_exact_worst_case(p, eta, n, eps, seed
     margins = y * (x @ w) - eps * np.abs(w).sum()
     with torch.no_grad():
         attacked = (model(x_adv).argmax(1) == yt).numpy()
-    # float32 rounding can flip margins within a few ulps of zero; none of these is that close
-    clear = np.abs(margins) > 1e-4 * (np.abs(x) @ np.abs(w) + 1)
+    clear = ~float32_ambiguous(x, w, margins)  # float32 rounding may flip a margin this close to zero
     assert np.array_equal(attacked[clear], (margins > 0)[clear])
 
 
@@ -76,10 +75,15 @@ def test_study_pipeline_on_a_quick_grid(tmp_path):
     key = next(iter(summary["models"]))
     entry = summary["models"][key]
     assert {r["method"] for r in entry["trained"]} == {"sgd", "sam", "asam", "at_nonrobust", "at_all"}
-    assert all(r["pgd_vs_exact_max_gap"] < 0.01 for r in entry["trained"])
-    theory = entry["theory"]
-    assert theory["W_R_st_logistic"] == pytest.approx(theory["W_R_st_01"], rel=1e-6)
-    assert np.allclose(theory["W_R_at_logistic"], theory["W_R_at_theorem2"], rtol=1e-6)
+    # PGD misses the exact worst case only where float32 rounding leaves the sign of the margin open
+    assert all(r["pgd_vs_exact_max_gap"] <= r["float32_ambiguous_max_share"] for r in entry["trained"])
+    theory = entry["theory"]  # well specified: the logistic optima are Theorems 1 and 2, within solver accuracy
+    assert abs(theory["W_R_st_logistic"] - theory["W_R_st_01"]) <= theory["W_R_st_logistic_atol"] + theory[
+        "W_R_st_01_atol"]
+    p, eta, n = entry["p"], entry["eta"], entry["n"]
+    rounding = cf.rounding_bound(p, eta, np.asarray(theory["eps"])) / n  # of the closed form, in W_R
+    assert np.all(np.abs(np.subtract(theory["W_R_at_logistic"], theory["W_R_at_theorem2"]))
+                  <= np.asarray(theory["W_R_at_logistic_atol"]) + rounding)
     assert len(figures(summary, tmp_path / "fig")) == 12
     found = study_verdicts.verdicts(summary)
     assert {v.claim for v in found} == set(study_verdicts.CLAIMS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import subprocess
 import sys
 
 import pytest
@@ -26,6 +27,7 @@ from empirical.models import (
     count_parameters,
 )
 from empirical.models.deit import Attention
+from tests.helpers import REPO
 from theory.errors import ParameterError
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
@@ -254,9 +256,39 @@ def test_dynamo_traces_forward_as_one_graph(arch: str) -> None:
         torch.testing.assert_close(compiled(x), model(x))
 
 
+# Run in a fresh interpreter: in this one, whatever other tests imported or initialized first would decide the
+# outcome. A finder records any attempt to import torchvision (installed or not), and torch.cuda's lazy
+# initializer (which every CUDA use goes through, from Python or C++) is wrapped to record calls.
+IMPORT_PROBE = """
+import importlib.abc, sys
+
+attempts = []
+
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "torchvision":
+            attempts.append(name)
+        return None
+
+sys.meta_path.insert(0, Watch())
+import torch
+
+cuda_calls, lazy_init = [], torch.cuda._lazy_init
+torch.cuda._lazy_init = lambda: cuda_calls.append(1) or lazy_init()
+import empirical.models as M
+
+for arch in M.ARCHITECTURES:
+    shape = (5,) if arch == "linear" else (3, 32, 32)
+    M.build_model(arch, input_shape=shape, num_classes=10)(torch.rand(2, *shape))
+assert not attempts, f"imported {attempts}"
+assert not cuda_calls and not torch.cuda.is_initialized(), "initialized CUDA"
+print("clean")
+"""
+
+
 def test_import_touches_neither_cuda_nor_torchvision() -> None:
-    assert not torch.cuda.is_initialized()
-    assert "torchvision" not in sys.modules
+    out = subprocess.run([sys.executable, "-c", IMPORT_PROBE], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "clean", out.stderr[-2000:]
 
 
 # --- The papers' linear classifier ------------------------------------------------------------------------

@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import sympy as sp
 
 from samat.cli import main
+from tests.helpers import REPO, run_cli
 from theory import closed_form, verify
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +43,6 @@ def test_a_right_coefficient_would_pass(monkeypatch):
     monkeypatch.setattr(verify.cf, "THEOREM4_COEFFICIENT", 1 / 3)
     monkeypatch.setattr(verify.cf, "w1_sam_claimed", lambda w, e: np.asarray(w) * (1 + np.asarray(e) ** 2 / 3))
     assert verify.check_t4(g).verdict == "holds"
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "samat", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=300)
 
 
 def test_solve_json_contract():

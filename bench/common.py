@@ -1,0 +1,72 @@
+"""What every benchmark here shares: the record of the machine, CIFAR-shaped random images, argument types,
+and one-line errors. (The scripts run as ``python bench/NAME.py``, so this imports as ``common``.)"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+from collections.abc import Callable
+
+from empirical.provenance import git_commit
+
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def host() -> dict:
+    """Date, commit, Python, CPU and the load before the measurement (no torch: the theory benchmarks use it)."""
+    return {"date": dt.date.today().isoformat(), "git": git_commit(), "python": platform.python_version(),
+            "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "load_average_before": os.getloadavg()[0]}
+
+
+def machine(device) -> dict:
+    """``host()`` plus torch, its threads and the device (GPU name, CUDA, cuDNN and TF32 settings on CUDA)."""
+    import torch
+
+    info = host() | {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device)}
+    if device.type == "cuda":
+        info |= {"gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda,
+                 "cudnn": torch.backends.cudnn.version(), "cudnn_benchmark": torch.backends.cudnn.benchmark,
+                 "tf32_convolutions": torch.backends.cudnn.allow_tf32,
+                 "matmul_precision": torch.get_float32_matmul_precision()}
+    return info
+
+
+def random_images(n: int, seed: int):
+    """n random uint8 images of CIFAR's shape: what the timed cost depends on, nothing else."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+
+
+def count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= minimum."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is invalid: it must be >= {minimum}")
+        return value
+
+    return parse
+
+
+def run(main: Callable[[], int]) -> None:
+    """Run a benchmark's main: a SamatError (bad device, bad value) is one line and exit code 2."""
+    from theory.errors import SamatError
+
+    try:
+        code = main()
+    except SamatError as err:
+        print(f"{os.path.basename(sys.argv[0])}: error: {err}", file=sys.stderr)
+        code = 2
+    except BrokenPipeError:
+        code = 0
+    raise SystemExit(code)
