@@ -214,7 +214,7 @@ def theory_curves(model, grid: StudyGrid) -> dict[str, Any]:
     at_log = [logistic.at_optimum(e) for e in eps]
     at_full_log = [logistic.at_optimum(e, full_ball=True) for e in eps]
     sam_all01 = [sam_all_weights_optimum(p, eta, n, r) for r in rhos]
-    sam_log = [logistic.sam_optimum(r) for r in rhos]
+    sam_log = [logistic.sam_optimum(r, start=st) for r in rhos]
     sam_step = [logistic.sam_one_step_limit(r) for r in rhos]
     w_st01 = float(st01.w1_float())
 

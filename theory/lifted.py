@@ -27,15 +27,18 @@ alone by |δ| <= ε, and (iv) AT perturbing only the non-robust coordinates. Her
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import optimize, special
 
-from theory.model import validate
+from theory import closed_form as cf
+from theory.model import GaussianModel, validate
 from theory.objectives import linear_log_risk
 
 STARTS = 8  # local refinements of the 0-1 inner maximum, from the best grid points
+SAM_FATOL = 1e-14  # the logistic SAM solve resolves objective values to this (≈ 50 ulps of a loss ~ 1)
 EXPECTATION_RANGE = 12.0  # E over Z ~ N(0, 1) is taken on [-12, 12] (the rest weighs < 1e-32)
 
 
@@ -70,16 +73,59 @@ def _zoom_max(f, starts: np.ndarray, lower, upper, width, levels: int = 30, poin
     return float(final[k]), current[k]
 
 
+def _sphere_point(rho, n, phi, theta):
+    """(δ1, Σδ_i, ||δ_{2:}||) for ||δ|| = ρ in coordinates without an edge where the maximum may lie.
+
+    Write δ_{2:} = a 1/√n + b u, u a unit vector orthogonal to 1: Σδ_i = √n a, ||δ_{2:}||² = a² + b², and
+    δ1 = ρ sin θ cos φ, a = ρ sin θ sin φ, b = ρ cos θ, φ periodic, θ in [0, π/2]. A loss of Σw_i and
+    ||w_{2:}|| depends on b through b² alone, so b >= 0 suffices and θ = π/2 (b = 0, where the maxima
+    usually lie) is a mirror: the loss is smooth and flat across it, not cut off at an edge.
+    """
+    d1 = rho * np.sin(theta) * np.cos(phi)
+    a = rho * np.sin(theta) * np.sin(phi)
+    b = rho * np.cos(theta)
+    return d1, np.sqrt(n) * a, np.sqrt(a * a + b * b)
+
+
+def _sphere_grid(grid: int):
+    """Nodes (φ, θ) of :func:`_sphere_point` spaced π/(grid - 1) apart: φ in [-π, π), θ in [0, π/2]."""
+    step = np.pi / (grid - 1)
+    phi, theta = np.meshgrid(-np.pi + step * np.arange(2 * (grid - 1)), step * np.arange((grid + 1) // 2),
+                             indexing="ij")
+    return np.stack([phi.ravel(), theta.ravel()], axis=1), phi.shape, step
+
+
+def _sphere_peaks(values: np.ndarray, k: int) -> np.ndarray:
+    """Flat indices of the (up to) k highest local maxima of values on the (φ, θ) grid of
+    :func:`_sphere_grid`: nodes at least as high as every neighbour, diagonal ones included, with φ
+    periodic. The nodes θ = 0 are one point (the pole b = ρ), whose neighbours are all nodes of the next
+    θ; across θ = π/2 the neighbours are the mirror images, already compared."""
+    padded = np.pad(np.pad(values, ((1, 1), (0, 0)), mode="wrap"), ((0, 0), (1, 1)), constant_values=-np.inf)
+    peak = np.ones(values.shape, dtype=bool)
+    for di, dj in itertools.product((-1, 0, 1), repeat=2):
+        if di or dj:
+            peak &= values >= padded[1 + di:1 + di + values.shape[0], 1 + dj:1 + dj + values.shape[1]]
+    peak[:, 0] = False
+    peak[0, 0] = values[0, 0] >= values[:, 1].max()
+    idx = np.flatnonzero(peak)
+    return idx[np.argsort(values.ravel()[idx])[::-1][:k]]
+
+
 def _from_polar(rho, n, t, theta, s):
     d1 = rho * t * np.cos(theta)
     r = rho * t * np.abs(np.sin(theta))
     return d1, np.sqrt(n) * r * s, r
 
 
+def _perturbed_sum_and_norm(v, n, dsum, r):
+    """Σw_i and ||w_{2:}||_2 of the non-robust weights v·1 + δ_{2:}, given Σδ_i and ||δ_{2:}||_2."""
+    w_sum = n * v + dsum
+    return w_sum, np.sqrt(np.maximum(n * v * v + 2 * v * dsum + r * r, 1e-300))
+
+
 def _perturbed_log_risk(w1, v, n, p, eta, d1, dsum, r):
     """log 0-1 error of (w1 + δ1, v·1 + δ_{2:}) given δ through δ1, Σδ_i and ||δ_{2:}||."""
-    w_sum = n * v + dsum
-    w_l2 = np.sqrt(np.maximum(n * v * v + 2 * v * dsum + r * r, 1e-300))
+    w_sum, w_l2 = _perturbed_sum_and_norm(v, n, dsum, r)
     return linear_log_risk(w1 + d1, w_sum, w_l2, np.abs(w_sum), p, eta).value
 
 
@@ -132,7 +178,7 @@ class LiftedOptimum:
 def sam_all_weights_optimum(p: float, eta: float, n: int, rho: float, xatol: float = 1e-7) -> LiftedOptimum:
     """argmin over w1 of the all-weights SAM objective, non-robust weights held at 1 (the papers' gauge)."""
     validate(p=p, eta=eta, n=n, rho=rho)
-    w_star = np.log(p / (1 - p)) / (2 * eta)  # only to centre the scan; the solve does not use it
+    w_star = float(cf.w1_star(p, eta))  # only to centre the scan; the solve does not use it
     scan = w_star * np.geomspace(0.25, 8.0, 41)
     values = [sam_all_weights_objective(w, p, eta, n, rho, grid=21)[0] for w in scan]
     k = int(np.argmin(values))
@@ -172,15 +218,8 @@ def _newton_distance(grad, w: np.ndarray) -> float:
 
 
 @dataclass(frozen=True)
-class LogisticModel:
+class LogisticModel(GaussianModel):
     """Population logistic loss of w = (w1, v, ..., v) on D(p, η, n), optionally under attack."""
-
-    p: float
-    eta: float
-    n: int
-
-    def __post_init__(self) -> None:
-        validate(p=self.p, eta=self.eta, n=self.n)
 
     @staticmethod
     def _nodes(scale: float = 1.0):
@@ -236,39 +275,66 @@ class LogisticModel:
         return self._minimize(lambda w: self.loss(*w, eps, e1), lambda w: self.gradient(*w, eps, e1))
 
     def sam_objective(self, w1: float, v: float, rho: float, grid: int = 17) -> tuple[float, tuple]:
-        """max over ||δ||_2 <= ρ (all n + 1 weights) of the loss at (w1, v·1) + δ, and the maximizer.
+        """max over ||δ||_2 <= ρ (all n + 1 weights) of the loss at (w1, v·1) + δ, and the maximizer as
+        (δ1, Σδ_i, ||δ_{2:}||).
 
         The loss is convex in the weights, so its maximum over the ball lies on the sphere: a
-        two-dimensional search (θ, s) of :func:`_ball_directions` at radius ρ."""
+        two-dimensional search over the coordinates (φ, θ) of :func:`_sphere_point`. The loss need not
+        be unimodal on the sphere (near the SAM optimum two almost equal maxima, with δ1 of opposite
+        signs, compete), so a grid spaced π/(grid - 1) locates every local maximum and the search zooms
+        in from each (the STARTS highest)."""
         n = self.n
-        d1, dsum, r = _ball_directions(rho, n, grid)
+        nodes, shape, step = _sphere_grid(grid)
 
-        def value(dd1, ds, rr):
-            w_sum = n * v + ds
-            w_l2 = np.sqrt(np.maximum(n * v * v + 2 * v * ds + rr * rr, 1e-300))
-            return self.loss_general(w1 + dd1, w_sum, w_l2, np.abs(w_sum))
+        def value(z):  # z: (m, 2) array of (φ, θ)
+            d1, dsum, r = _sphere_point(rho, n, z[:, 0], z[:, 1])
+            w_sum, w_l2 = _perturbed_sum_and_norm(v, n, dsum, r)
+            return self.loss_general(w1 + d1, w_sum, w_l2, np.abs(w_sum))
 
-        values = value(d1, dsum, r)
-        k = int(np.argmax(values))
-        _, a0, s0 = np.unravel_index(k, (1, grid, grid))
-        start = np.array([[np.linspace(0, np.pi, grid)[a0], np.linspace(-1, 1, grid)[s0]]])
-        best, z = _zoom_max(lambda zz: value(*_from_polar(rho, n, 1.0, zz[:, 0], zz[:, 1])), start, [0, -1],
-                            [np.pi, 1], [np.pi / grid, 2 / grid])
-        if best >= values[k]:
-            return best, _from_polar(rho, n, 1.0, *z)
-        return float(values[k]), (d1[k], dsum[k], r[k])
+        starts = nodes[_sphere_peaks(value(nodes).reshape(shape), STARTS)]
+        # φ is periodic: its bounds only need to lie beyond the zoom's reach (twice its first width). 24
+        # levels place the maximizer within step·2^-24 (< 1.2e-8 for grid >= 17); at a smooth maximum the
+        # value is then off by O(ρ² ||∇²L|| 1e-16), rounding level and far below SAM_FATOL.
+        best, z = _zoom_max(value, starts, [-2 * np.pi, 0], [2 * np.pi, np.pi / 2], [step, step], levels=24)
+        return best, tuple(float(x) for x in _sphere_point(rho, n, *z))
 
-    def sam_optimum(self, rho: float) -> LiftedOptimum:
-        """SAM with the exact inner maximum over the ℓ2 ball of all weights (a convex objective)."""
-        start = self.st_optimum()
-        res = optimize.minimize(lambda w: self.sam_objective(w[0], w[1], rho)[0], [start.w1, start.v],
-                                method="Nelder-Mead", options={"xatol": 1e-7, "fatol": 1e-12, "maxiter": 4000})
-        return LiftedOptimum(float(res.x[0]), float(res.x[1]), self.n, float(res.fun), 1e-7, 1e-7)
+    def sam_optimum(self, rho: float, start: LiftedOptimum | None = None, xatol: float = 1e-7,
+                    grid: int = 17) -> LiftedOptimum:
+        """SAM with the exact inner maximum over the ℓ2 ball of all weights.
+
+        The objective is convex (a maximum of convex losses) but not smooth: it has a kink wherever two
+        inner maxima tie, as they do near its minimizer, and Nelder-Mead stops at scattered points along
+        it. So it is solved twice, each time to xatol/100: from ``start`` (the ST optimum unless given:
+        pass it where it is at hand), and from the mirror image of that start through the first solution.
+        The accuracy reported for each coordinate is the larger of ``xatol`` and the two solutions'
+        disagreement. At each solution the inner maximum is recomputed on a grid twice as fine; a higher
+        value there (beyond SAM_FATOL, what the outer solve resolves) means a missed inner peak: an error.
+        """
+        start = self.st_optimum() if start is None else start
+        x0 = np.array([start.w1, start.v])
+        first = self._sam_solve(rho, x0, xatol / 100, grid)
+        second = self._sam_solve(rho, 2 * first.x - x0, xatol / 100, grid)
+        best = min(first, second, key=lambda r: r.fun)
+        accuracy = np.maximum(xatol, np.abs(first.x - second.x))
+        return LiftedOptimum(float(best.x[0]), float(best.x[1]), self.n, float(best.fun), float(accuracy[0]),
+                             float(accuracy[1]))
+
+    def _sam_solve(self, rho: float, x0, xatol: float, grid: int):
+        res = optimize.minimize(lambda w: self.sam_objective(w[0], w[1], rho, grid)[0], x0, method="Nelder-Mead",
+                                options={"xatol": xatol, "fatol": SAM_FATOL, "maxiter": 4000})
+        if not res.success:
+            raise RuntimeError(f"logistic SAM optimum (ρ={rho}) not found from {x0}: {res.message}")
+        finer = self.sam_objective(res.x[0], res.x[1], rho, 2 * grid - 1)[0]
+        if finer > res.fun + SAM_FATOL:
+            raise RuntimeError(f"logistic SAM inner maximum (ρ={rho}) at {res.x} missed a peak: {res.fun} on the "
+                               f"grid, {finer} on one twice as fine")
+        return res
 
     def sam_one_step_limit(self, rho: float, steps: int = 5000, lr: float = 0.5) -> LiftedOptimum:
-        """Where full-batch SAM as implemented goes: w <- w - lr ∇L(w + ρ g/||g||), g = ∇L(w) over all
-        n + 1 weights (by symmetry every non-robust weight moves alike), with the learning rate divided
-        by 10 at 75% and 90% of the steps, as in training; the iterates of the last 10% are averaged.
+        """Where full-batch SAM as implemented goes: w <- w - lr ∇L(w + ρ g/||g||), g = ∇L(w), both
+        gradients taken per weight over all n + 1 weights (by symmetry every non-robust weight moves
+        alike, by ∂L/∂w_i = (dL/dv)/n), with the learning rate divided by 10 at 75% and 90% of the steps,
+        as in training; the iterates of the last 10% are averaged.
 
         Its update has no fixed point in general: the normalized ascent direction flips where the
         gradient vanishes, so the iterates settle into a small oscillation whose mean is reported.
@@ -276,13 +342,16 @@ class LogisticModel:
         n = self.n
         w = np.array([1.0, 1.0])
         tail = []
+
+        def per_weight(g):  # (dL/dw1, dL/dv) -> (∂L/∂w1, ∂L/∂w_i)
+            return np.array([g[0], g[1] / n])
+
         for t in range(steps):
-            g1, gv = self.gradient(*w)
-            g_each = gv / n
-            norm = np.sqrt(g1 * g1 + n * g_each * g_each) + 1e-300
-            ascended = w + rho * np.array([g1, g_each]) / norm
+            g = per_weight(self.gradient(*w))
+            norm = np.sqrt(g[0] * g[0] + n * g[1] * g[1]) + 1e-300
+            ascended = w + rho * g / norm
             step = lr * 0.1 ** ((t >= 0.75 * steps) + (t >= 0.9 * steps))
-            w = w - step * self.gradient(*ascended)
+            w = w - step * per_weight(self.gradient(*ascended))
             if t >= 0.9 * steps:
                 tail.append(w.copy())
         mean = np.mean(tail, axis=0)
@@ -297,11 +366,9 @@ class LogisticModel:
         w = (ln(p/(1-p)), 2(η - ε), ...); the delta method carries it to W_R = w1/Σw_i. I is estimated
         from ``mc`` seeded samples.
         """
-        from theory.model import GaussianModel
-
         eta = self.eta - eps
         x, y = GaussianModel(self.p, eta, self.n).sample(mc, seed=seed)
-        w = np.concatenate([[np.log(self.p / (1 - self.p))], np.full(self.n, 2 * eta)])
+        w = np.concatenate([[float(cf.log_odds(self.p))], np.full(self.n, 2 * eta)])
         s = special.expit(x @ w)
         info = (x * (s * (1 - s))[:, None]).T @ x / mc
         cov = np.linalg.inv(info) / n_samples

@@ -112,8 +112,10 @@ def minimize_risk(p, eta, n, *, attack_eps=0.0, sam_eps=0.0, attack_x1: bool = F
     """
     validate(p=p, eta=eta, n=n, attack_eps=attack_eps, sam_eps=sam_eps)
     sam = bool(np.any(np.asarray(sam_eps, dtype=float) > 0))
-    if attack_x1 and (sam or np.any(np.asarray(attack_eps, dtype=float) >= 1)):
-        raise ParameterError("attack_eps", attack_eps, "< 1 for a full-ball attack (and without SAM)")
+    if attack_x1 and sam:
+        raise ParameterError("sam_eps", sam_eps, "0 with a full-ball attack (attack_x1=True)")
+    if attack_x1 and np.any(np.asarray(attack_eps, dtype=float) >= 1):
+        raise ParameterError("attack_eps", attack_eps, "< 1 for a full-ball attack")
     eps_x1 = attack_eps if attack_x1 else 0.0
     with bk.context():
         arrays = np.broadcast_arrays(*(bk.asarray(v) for v in (p, eta, n, attack_eps, sam_eps, eps_x1)))
@@ -145,11 +147,18 @@ def _bracket(prob: _Problem):
     rows = np.arange(best.size)
     i_lo, i_hi = best - 1, best + 1
     found = np.ones(best.size, dtype=bool)
-    if prob.sam:
-        lo_fine, hi_fine, fine = _fine_bracket(prob, nodes[rows, i_lo], nodes[rows, i_hi], best, len(EXTENSION))
-    else:
-        dense = root_n * bk.asarray(SLOPE_NODES)[None, :]
-        lo_fine, hi_fine, fine = _local_minima_bracket(prob, dense, values)
+    lo_fine, hi_fine = nodes[rows, i_lo], nodes[rows, i_hi]
+    fine = np.zeros(best.size, dtype=bool)
+    # Only the full-ball attack (ε_1 > 0) can have two local minima. Otherwise the slope's sign is that of
+    # log((1-p)φ(b)) - log(pφ(a)) (objectives.risk_slope), linear in w1 since b² - a² is: the risk has at
+    # most one critical point, and the SAM objective, a maximum of such risks over shifts of w1, is
+    # quasi-convex. For those the walk below brackets the one minimum from the best scan node. (The full
+    # ball with SAM is refused above.)
+    two_roots = np.flatnonzero(np.asarray(prob.bk.to_float(prob.eps_x1)) > 0)
+    if len(two_roots):
+        dense = root_n[two_roots] * bk.asarray(SLOPE_NODES)[None, :]
+        lo_t, hi_t, fine_t = _local_minima_bracket(prob.take(two_roots), dense, values[two_roots])
+        lo_fine[two_roots], hi_fine[two_roots], fine[two_roots] = lo_t, hi_t, fine_t
     for side in (+1, -1):
         moving = ~fine
         undecided = np.zeros(best.size, dtype=int)
@@ -176,7 +185,7 @@ def _bracket(prob: _Problem):
     return np.where(fine, lo_fine, nodes[rows, i_lo]), np.where(fine, hi_fine, nodes[rows, i_hi]), found
 
 
-FINE_POINTS = 65
+SLOPE_BATCH = 1 << 15  # slope evaluations per call of the dense slope scan
 SLOPE_NODES = np.concatenate([-np.logspace(4, -3, 225), [0.0], np.logspace(-3, 4, 225)])  # 32 per decade
 
 
@@ -188,7 +197,13 @@ def _local_minima_bracket(prob: _Problem, core, values):
     the two-root first-order condition of AT on the full ball makes; a dip narrower than the dense
     grid's spacing (a factor 1.05) would still be missed."""
     n_rows, k = core.shape
-    slopes = np.stack([prob.slope_sign(core[:, j]) for j in range(k)], axis=-1)
+    per_call = max(1, SLOPE_BATCH // max(n_rows, 1))  # columns per vectorized call, memory bounded
+    blocks = []
+    for first in range(0, k, per_call):
+        cols = core[:, first:first + per_call]
+        rows = np.repeat(np.arange(n_rows), cols.shape[1])
+        blocks.append(prob.take(rows).slope_sign(cols.reshape(-1)).reshape(cols.shape))
+    slopes = np.concatenate(blocks, axis=1)
     turn = (slopes[:, :-1] < 0) & (slopes[:, 1:] > 0)
     count = turn.sum(axis=1)
     width = int(count.max()) if n_rows else 0
@@ -208,29 +223,6 @@ def _local_minima_bracket(prob: _Problem, core, values):
     pick = lambda m: np.take_along_axis(m, j[:, None], 1)[:, 0]  # noqa: E731
     done = (count > 0) & (pick(lows) <= values.min(axis=1))
     return np.where(done, pick(a), out_lo), np.where(done, pick(b), out_hi), done
-
-
-def _fine_bracket(prob: _Problem, lo, hi, best, first_core: int):
-    """Where the slopes at the best node's neighbours do not already bracket a minimum (the objective
-    is not unimodal there: e.g. AT on the full ball, whose first-order condition has two roots), look
-    for the sign change on a fine grid between them, next to the lowest value on it."""
-    interior = (best > first_core) & (best < first_core + len(Z_NODES) - 1)
-    s_lo, s_hi = prob.slope_sign(lo), prob.slope_sign(hi)
-    todo = np.flatnonzero(interior & ~((s_lo < 0) & (s_hi > 0)))
-    out_lo, out_hi, done = lo.copy(), hi.copy(), np.zeros(lo.shape, dtype=bool)
-    if todo.size == 0:
-        return out_lo, out_hi, done
-    sub = prob.take(todo)
-    frac = prob.bk.asarray(np.linspace(0.0, 1.0, FINE_POINTS))[None, :]
-    grid = lo[todo, None] + (hi[todo] - lo[todo])[:, None] * frac
-    slopes = np.stack([sub.slope_sign(grid[:, j]) for j in range(FINE_POINTS)], axis=-1)
-    values = np.stack([sub.log_objective(grid[:, j]) for j in range(FINE_POINTS)], axis=-1)
-    for row, i in enumerate(todo):
-        turns = np.flatnonzero((slopes[row, :-1] < 0) & (slopes[row, 1:] > 0))
-        if turns.size:
-            j = turns[np.argmin([min(values[row, t], values[row, t + 1]) for t in turns])]
-            out_lo[i], out_hi[i], done[i] = grid[row, j], grid[row, j + 1], True
-    return out_lo, out_hi, done
 
 
 def _bisect(prob: _Problem, lo, hi, active, max_iter: int | None, rtol: float = 0.0):

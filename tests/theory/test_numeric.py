@@ -157,3 +157,7 @@ def test_invalid_input_is_rejected_before_solving():
         st_optimum(0.4, 0.5, 1)
     with pytest.raises(ParameterError, match="sam_eps"):
         sam_optimum(0.8, 0.5, 1, -0.1)
+    with pytest.raises(ParameterError, match="sam_eps=0.1 is invalid"):  # SAM with a full-ball attack
+        minimize_risk(0.8, 0.5, 1, attack_eps=0.1, sam_eps=0.1, attack_x1=True)
+    with pytest.raises(ParameterError, match="attack_eps=1.0 is invalid"):
+        minimize_risk(0.8, 0.5, 1, attack_eps=1.0, attack_x1=True)
