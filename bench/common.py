@@ -10,14 +10,14 @@ import platform
 import sys
 from collections.abc import Callable
 
-from empirical.provenance import git_commit
+from core.results import git_state
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
 def host() -> dict:
     """Date, commit, Python, CPU and the load before the measurement (no torch: the theory benchmarks use it)."""
-    return {"date": dt.date.today().isoformat(), "git": git_commit(), "python": platform.python_version(),
+    return {"date": dt.date.today().isoformat(), "git": git_state(), "python": platform.python_version(),
             "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "load_average_before": os.getloadavg()[0]}
 
@@ -60,7 +60,7 @@ def count(minimum: int) -> Callable[[str], int]:
 
 def run(main: Callable[[], int]) -> None:
     """Run a benchmark's main: a SamatError (bad device, bad value) is one line and exit code 2."""
-    from theory.errors import SamatError
+    from core.errors import SamatError
 
     try:
         code = main()

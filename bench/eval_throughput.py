@@ -17,7 +17,7 @@ so two models are timed:
   every stage of every attack runs on every image. This is the upper bound, and the case of the papers'
   adversarially trained models, most of whose images survive.
 
-Attacks run as `samat eval` runs them (empirical.evaluate.evaluate: fp32, batched, seeded), on the
+Attacks run as `samat eval` runs them (empirical.evaluation.evaluate.evaluate: fp32, batched, seeded), on the
 device's default precision (TF32 convolutions on NVIDIA GPUs are PyTorch's default). The per-10,000
 figures are the measured seconds scaled linearly from the measured number of images (each batch is
 attacked independently, so the cost is linear in the images once a batch is full); the table says
@@ -35,10 +35,12 @@ import time
 import torch
 from torch import nn
 
-from empirical.attacks import PAPER_COLUMNS, build_attack, spec
-from empirical.evaluate import as_inputs, evaluate
+from empirical.attacks.build import build_attack
+from empirical.attacks.specs import PAPER_COLUMNS, spec
+from empirical.data import as_inputs
+from empirical.evaluation.evaluate import evaluate
 from empirical.models import build_model
-from empirical.train import resolve_device
+from empirical.training.setup import resolve_device
 
 from common import CIFAR_MEAN, CIFAR_STD, count, machine, random_images, run
 

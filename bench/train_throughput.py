@@ -4,7 +4,7 @@ our loop against a baseline loop written the common way, timed in one run on one
     python bench/train_throughput.py [--compile] [--json out.json]      # CUDA: the measurement (minutes)
     python bench/train_throughput.py --quick                           # CPU: a few steps of batch 32 (minutes)
 
-Our loop is empirical.train's: the step functions and ``build()`` (bf16 autocast, channels_last,
+Our loop is empirical.training's: the step functions and ``build()`` (bf16 autocast, channels_last,
 cudnn.benchmark on CUDA; ``--compile`` adds torch.compile), the synthetic dataset resident on the device
 as uint8, cut, converted and augmented (crop + flip) a batch at a time there by ``BatchStream``, losses
 summed on the device and read by the host every LOG_EVERY steps, as ``train()`` does.
@@ -26,7 +26,7 @@ before and after is recorded). FLOPs come from torch.utils.flop_counter on one s
 of our loop (batch 2, scaled linearly: convolutions and matrix products are linear in the batch); the
 achieved fraction of the device's bf16 dense peak uses these "model FLOPs" for both loops.
 
-"Equal accuracy": a short run of each method with ``empirical.train.train`` and with the baseline loop,
+"Equal accuracy": a short run of each method with ``empirical.training.loop.train`` and with the baseline loop,
 same seed and initial weights, on Fashion-MNIST (synthetic learnable images when it is missing): the
 train loss per epoch and the test accuracy side by side.
 """
@@ -46,10 +46,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from empirical.config import TrainConfig
 from empirical.data import BatchStream, Dataset, load_dataset
 from empirical.models import build_model
-from empirical.train import LOG_EVERY, STEPS, build, resolve_device, train
+from empirical.training.config import TrainConfig
+from empirical.training.loop import LOG_EVERY, train
+from empirical.training.setup import build, resolve_device
+from empirical.training.steps import STEPS
 
 from common import CIFAR_MEAN, CIFAR_STD, count, machine, random_images, run
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from empirical.config import parse_number  # torch-free: samat theory never imports torch
-from theory.errors import ParameterError
+from core.errors import ParameterError
+from core.numbers import parse_number
 
 EXIT_USAGE = 2
 
@@ -21,7 +21,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def number(text: str) -> float:
     """A float, also written as a fraction such as ``8/255`` (parsed once, here, at the edge, by the parser the
-    configuration files use: :func:`empirical.config.parse_number`, which imports no torch)."""
+    configuration files use: :func:`core.numbers.parse_number`)."""
     try:
         return parse_number(text, "value")
     except ParameterError:
@@ -49,3 +49,25 @@ def integer(text: str) -> int:
     if value != int(value):
         raise argparse.ArgumentTypeError(f"'{text}' is not an integer")
     return int(value)
+
+
+arg_positive_int = ranged("value", "an integer >= 1", lambda v: v >= 1, kind=integer)
+
+
+def seeds(text: str) -> tuple[int, ...]:
+    """A comma-separated list of seeds >= 0, e.g. "0,1,2"."""
+    problem = argparse.ArgumentTypeError(f"seeds='{text}' is invalid: seeds must be integers >= 0, e.g. 0,1,2")
+    try:
+        values = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise problem from None
+    if not values or min(values) < 0:
+        raise problem
+    return values
+
+
+def overrides(items: list[str]) -> dict:
+    """``--set key=value`` options as a dict of configuration fields."""
+    from empirical.training.config import parse_override  # imports torch: only when a command needs it
+
+    return dict(parse_override(item) for item in items)

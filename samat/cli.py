@@ -14,9 +14,17 @@ from __future__ import annotations
 
 import sys
 
-from samat import __version__
+from core.errors import SamatError
+from samat import (
+    __version__,
+    demo,
+    eval_command,
+    experiment_commands,
+    study_command,
+    theory_commands,
+    train_command,
+)
 from samat.argtypes import OneLineParser
-from theory.errors import SamatError
 
 
 def build_parser() -> OneLineParser:
@@ -25,14 +33,13 @@ def build_parser() -> OneLineParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{theory,train,eval,experiment,study,demo}",
                                 parser_class=OneLineParser)
 
-    from samat import demo, empirical_commands, theory_commands
-
     theory = sub.add_parser("theory", help="the papers' Gaussian model: optima, Theorems 1-5, figures",
                             description="The papers' robust/non-robust Gaussian model.")
     theory_commands.add_commands(theory)
-    empirical_commands.add_commands(sub)
-    empirical_commands.add_eval_command(sub)
-    empirical_commands.add_study_command(sub)
+    train_command.add_command(sub)
+    experiment_commands.add_command(sub)
+    eval_command.add_command(sub)
+    study_command.add_command(sub)
     demo.add_command(sub)
     return parser
 

@@ -15,9 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from theory.errors import SamatError
-
-DEFAULT_EXPERIMENT = Path(__file__).resolve().parents[1] / "configs" / "fashion_mnist_default.toml"
+from core.errors import SamatError
 
 
 def add_command(sub) -> None:
@@ -65,7 +63,7 @@ def _theory(theory_dir: Path) -> Path:
         _say(f"[theory] verifying Theorems 1-5 into {theory_dir}/")
         t1 = time.perf_counter()
         reports = verify.run(verify.Grid(), progress=lambda m: _say(f"  {m}"))
-        report.write_json(reports, theory_dir / "verification.json")
+        report.write_verification_json(reports, theory_dir / "verification.json", verify.Grid())
         report.write_markdown(reports, md, verify.Grid(), figures, time.perf_counter() - t1)
     return md
 
@@ -73,7 +71,7 @@ def _theory(theory_dir: Path) -> Path:
 def _theory_summary(json_path: Path) -> str:
     import json
 
-    rows = json.loads(json_path.read_text())
+    rows = json.loads(json_path.read_text())["claims"]
     lines = [f"{'claim':6s}{'verdict':9s}{'max rel. error':>16s}  corrected statement"]
     for r in rows:
         err = r["max_rel_error"]
@@ -84,7 +82,10 @@ def _theory_summary(json_path: Path) -> str:
 
 def _experiment(exp_dir: Path) -> Path:
     from empirical.data import FASHION_MNIST_DIR, FASHION_MNIST_FILES
-    from empirical.experiment import load_experiment, run_experiment, write_report
+    from empirical.experiments import catalog
+    from empirical.experiments.grid import load_experiment
+    from empirical.experiments.report import write_report
+    from empirical.experiments.runner import run_experiment
 
     # The files' presence only (as the loader finds them, gzipped or not): training loads the data once, later.
     missing = [f"{stem}.gz" for stem in FASHION_MNIST_FILES.values()
@@ -93,7 +94,7 @@ def _experiment(exp_dir: Path) -> Path:
         raise SamatError(f"the default experiment needs Fashion-MNIST (missing {', '.join(missing)} in "
                          f"{FASHION_MNIST_DIR}); install it with `apt-get install dataset-fashion-mnist` "
                          "(bash .ci/setup does) or use --theory-only")
-    exp = load_experiment(DEFAULT_EXPERIMENT, runs_dir=exp_dir / "runs")
+    exp = load_experiment(catalog.resolve(catalog.DEFAULT), runs_dir=exp_dir / "runs")
     _say(f"[experiment] {exp.title}: {len(exp.runs)} runs into {exp_dir}/runs")
     run_experiment(exp, progress=sys.stderr.isatty(), log=_say)
     paths = write_report(exp, exp_dir)

@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from core.errors import SamatError
 from samat.argtypes import integer, ranged
-from theory.errors import SamatError
 from theory.model import EPS_RANGE, ETA_RANGE, N_RANGE, P_RANGE
 
 arg_p = ranged("p", P_RANGE, lambda v: 0.5 < v < 1)
@@ -76,7 +76,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
 
 
 def _solve_table(r: dict) -> str:
-    num, cf, acc = r["numeric"], r["closed_form"], r["numeric"]["accuracy"]
+    num, cf, acc = r["numeric"], r["closed_form"], r["numeric"]["bracket_width"]
     fmt = lambda v: "—" if v is None else f"{v:.12g}"  # noqa: E731
     rows = [
         ("ST   w1*", num["w_star"], cf["w_star"], acc["w_star"]),
@@ -105,7 +105,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     reports = verify.run(grid, progress=_progress)
     seconds = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
-    report.write_json(reports, targets[0])
+    report.write_verification_json(reports, targets[0], grid)
     report.write_markdown(reports, targets[1], grid, args.figures, seconds)
     for r in reports:
         print(f"{r.theorem}: {r.verdict}" + (f" (corrected statement {r.corrected_verdict})" if r.corrected else ""))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from theory.errors import ParameterError
+from core.errors import ParameterError
 from theory.model import validate
 
 

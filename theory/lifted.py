@@ -158,8 +158,8 @@ class LiftedOptimum:
     v: float  # the common non-robust weight
     n: int
     objective: float  # log error (0-1) or loss (logistic) at the optimum
-    accuracy_w1: float  # resolution of the solve in w1
-    accuracy_v: float = 0.0  # and in v, where v is solved for too
+    resolution_w1: float  # resolution of the solve in w1
+    resolution_v: float = 0.0  # and in v, where v is solved for too
 
     @property
     def w_r(self) -> float:
@@ -168,11 +168,11 @@ class LiftedOptimum:
 
     @property
     def w_r_rtol(self) -> float:
-        """Relative accuracy of W_R implied by the accuracies of w1 and v."""
-        def rel(accuracy, value):
-            return 0.0 if accuracy == 0 else accuracy / abs(value) if value else float("inf")
+        """Relative resolution of W_R implied by the resolutions of w1 and v."""
+        def rel(resolution, value):
+            return 0.0 if resolution == 0 else resolution / abs(value) if value else float("inf")
 
-        return rel(self.accuracy_w1, self.w1) + rel(self.accuracy_v, self.v)
+        return rel(self.resolution_w1, self.w1) + rel(self.resolution_v, self.v)
 
 
 def sam_all_weights_optimum(p: float, eta: float, n: int, rho: float, xatol: float = 1e-7) -> LiftedOptimum:
@@ -271,7 +271,7 @@ class LogisticModel(GaussianModel):
             kink = self._minimize(lambda w: self.loss(0.0, w[0], eps, e1),
                                   lambda w: self.gradient(0.0, w[0], eps, e1)[1:], start=[1.0])
             if self.gradient(np.finfo(float).tiny, kink.v, eps, e1)[0] >= 0:  # the slope at w1 = 0+
-                return LiftedOptimum(0.0, kink.v, self.n, kink.objective, 0.0, kink.accuracy_v)
+                return LiftedOptimum(0.0, kink.v, self.n, kink.objective, 0.0, kink.resolution_v)
         return self._minimize(lambda w: self.loss(*w, eps, e1), lambda w: self.gradient(*w, eps, e1))
 
     def sam_objective(self, w1: float, v: float, rho: float, grid: int = 17) -> tuple[float, tuple]:
@@ -306,7 +306,7 @@ class LogisticModel(GaussianModel):
         inner maxima tie, as they do near its minimizer, and Nelder-Mead stops at scattered points along
         it. So it is solved twice, each time to xatol/100: from ``start`` (the ST optimum unless given:
         pass it where it is at hand), and from the mirror image of that start through the first solution.
-        The accuracy reported for each coordinate is the larger of ``xatol`` and the two solutions'
+        The resolution reported for each coordinate is the larger of ``xatol`` and the two solutions'
         disagreement. At each solution the inner maximum is recomputed on a grid twice as fine; a higher
         value there (beyond SAM_FATOL, what the outer solve resolves) means a missed inner peak: an error.
         """
@@ -315,9 +315,9 @@ class LogisticModel(GaussianModel):
         first = self._sam_solve(rho, x0, xatol / 100, grid)
         second = self._sam_solve(rho, 2 * first.x - x0, xatol / 100, grid)
         best = min(first, second, key=lambda r: r.fun)
-        accuracy = np.maximum(xatol, np.abs(first.x - second.x))
-        return LiftedOptimum(float(best.x[0]), float(best.x[1]), self.n, float(best.fun), float(accuracy[0]),
-                             float(accuracy[1]))
+        resolution = np.maximum(xatol, np.abs(first.x - second.x))
+        return LiftedOptimum(float(best.x[0]), float(best.x[1]), self.n, float(best.fun), float(resolution[0]),
+                             float(resolution[1]))
 
     def _sam_solve(self, rho: float, x0, xatol: float, grid: int):
         res = optimize.minimize(lambda w: self.sam_objective(w[0], w[1], rho, grid)[0], x0, method="Nelder-Mead",

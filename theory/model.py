@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory.errors import ParameterError
+from core.errors import ParameterError
 
 P_RANGE = "in (0.5, 1)"
 ETA_RANGE = "> 0"

@@ -18,8 +18,9 @@ no closed form and no shape of R:
    negative lies left of the minimizer, all reliably positive right of it. Every comparison is
    made against a rounding bound, and the search stops when the signs can no longer be trusted.
 
-The result is a bracket [lo, hi] that contains the minimizer: ``accuracy = hi - lo`` is an honest
-bound, including the loss of resolution near the SAM kink where u(w-ε) and u(w+ε) nearly cancel.
+The result is a bracket [lo, hi] that contains the minimizer: ``bracket_width = hi - lo`` is an honest
+bound (twice the midpoint's error), including the loss of resolution near the SAM kink where u(w-ε)
+and u(w+ε) nearly cancel.
 Everything is vectorized over arrays of (p, η, n, ε) and runs in float64 or, for small ε, in
 mpmath (:func:`theory.backend.mp_backend`).
 """
@@ -30,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.errors import ParameterError
 from theory.backend import FLOAT64, Array, Backend
-from theory.errors import ParameterError
 from theory.model import validate
 from theory.objectives import log_risk, risk_slope, sam_inner_max
 
@@ -54,16 +55,13 @@ class Optimum:
     backend: Backend = FLOAT64
 
     @property
-    def accuracy(self) -> np.ndarray:
-        """Width of the bracket around the minimizer (float64; inf where none exists)."""
+    def bracket_width(self) -> np.ndarray:
+        """Width hi - lo of the bracket around the minimizer (float64; inf where none exists)."""
         width = self.backend.to_float(self.hi - self.lo)
         return np.where(self.found, width, np.inf)
 
     def w1_float(self) -> np.ndarray:
         return self.backend.to_float(self.w1)
-
-    def accuracy_of_objective(self) -> np.ndarray:
-        return 1 - np.exp(self.backend.to_float(self.log_risk))
 
 
 @dataclass(frozen=True)
@@ -361,7 +359,7 @@ class BudgetBracket:
         return (self.lo + self.hi) / 2
 
     @property
-    def accuracy(self) -> np.ndarray:
+    def bracket_width(self) -> np.ndarray:
         return self.hi - self.lo
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.results import write_json
 from theory import closed_form as cf
 from theory import symbolic as sym
 from theory.numeric import at_optimum, equal_robustness_at_budget, sam_optimum_equal_endpoints, st_optimum
@@ -34,6 +35,11 @@ class Figure:
     caption: str
     compute: Callable[[], dict]
     draw: Callable[[dict, object], None]
+
+
+def per_n(data: dict, key: str) -> dict:
+    """The curves stored under ``key``, one per entry of ``data["n"]``, by n."""
+    return dict(zip(data["n"], data[key], strict=True))
 
 
 def _sam_w1(p, eta, n, eps):
@@ -60,10 +66,10 @@ def compute_w1_vs_eps() -> dict:
             "eps_sam": eps_sam.tolist(), "eps_sam_line": eps_sam_line.tolist(), "n": list(N_VALUES),
             "at_numeric": at_optimum(p, eta, 1, eps_at).w1_float().tolist(),
             "at_closed": cf.w1_at(p, eta, eps_at_line).tolist(),
-            "sam_claimed": cf.w1_sam_claimed(ws, eps_sam_line).tolist(), "sam_numeric": {}, "sam_derived": {}}
-    for n in N_VALUES:
-        data["sam_numeric"][str(n)] = _sam_w1(p, eta, n, eps_sam).tolist()
-        data["sam_derived"][str(n)] = (ws * (1 + coef(n) * eps_sam_line**2)).tolist()
+            "sam_claimed": cf.w1_sam_claimed(ws, eps_sam_line).tolist(),
+            # one curve per n, in the order of "n"
+            "sam_numeric": [_sam_w1(p, eta, n, eps_sam).tolist() for n in N_VALUES],
+            "sam_derived": [(ws * (1 + coef(n) * eps_sam_line**2)).tolist() for n in N_VALUES]}
     return data
 
 
@@ -90,9 +96,9 @@ def draw_w1_vs_eps(d: dict, plt) -> object:
         ax = axes[1, col]
         for n in N_VALUES:
             s = scale(n)
-            ax.plot(d["eps_sam"], np.asarray(d["sam_numeric"][str(n)]) / s, "o", color=colors[n], ms=5,
+            ax.plot(d["eps_sam"], np.asarray(per_n(d, "sam_numeric")[n]) / s, "o", color=colors[n], ms=5,
                     label=f"SAM, numerical optimum (n={n})")
-            ax.plot(d["eps_sam_line"], np.asarray(d["sam_derived"][str(n)]) / s, color=colors[n], lw=1.2,
+            ax.plot(d["eps_sam_line"], np.asarray(per_n(d, "sam_derived")[n]) / s, color=colors[n], lw=1.2,
                     label=f"derived {'w1*' if col == 0 else 'W_R*'}(1 + ε²/(3n)) (n={n})")
             if col == 1:
                 ax.plot(d["eps_sam_line"], np.asarray(d["sam_claimed"]) / s, color=colors[n], ls="--", lw=1,
@@ -125,11 +131,10 @@ def compute_equal_robustness() -> dict:
     lead = sym.lambdify(relation.lead, sym.n)
     line = np.logspace(-2, 0, 200)
     data = {"p": p, "eta": eta, "eps_sam": eps_sam.tolist(), "eps_sam_line": line.tolist(), "n": list(N_VALUES),
-            "paper": cf.eps_at_claimed(line, eta).tolist(), "numeric": {}, "derived": {}}
-    for n in N_VALUES:
-        target = _sam_w1(p, eta, n, eps_sam)
-        data["numeric"][str(n)] = equal_robustness_at_budget(p, eta, n, target).value.tolist()
-        data["derived"][str(n)] = (eta / (lead(n) / line**2 + const(p, eta, n))).tolist()
+            "paper": cf.eps_at_claimed(line, eta).tolist(),
+            "numeric": [equal_robustness_at_budget(p, eta, n, _sam_w1(p, eta, n, eps_sam)).value.tolist()
+                        for n in N_VALUES],
+            "derived": [(eta / (lead(n) / line**2 + const(p, eta, n))).tolist() for n in N_VALUES]}
     return data
 
 
@@ -138,9 +143,9 @@ def draw_equal_robustness(d: dict, plt) -> object:
     colors = dict(zip(N_VALUES, ("tab:blue", "tab:orange", "tab:green"), strict=True))
     ax.plot(d["paper"], d["eps_sam_line"], "k--", lw=1.5, label="paper, Thm 5: 2 + 3/ε_SAM² = 2η/ε_AT (any n)")
     for n in N_VALUES:
-        ax.plot(d["derived"][str(n)], d["eps_sam_line"], color=colors[n], lw=1.2,
+        ax.plot(per_n(d, "derived")[n], d["eps_sam_line"], color=colors[n], lw=1.2,
                 label=f"derived: η/ε_AT = 3n/ε_SAM² + c(p,η,n) (n={n})")
-        ax.plot(d["numeric"][str(n)], d["eps_sam"], "o", color=colors[n], ms=5, mfc="none",
+        ax.plot(per_n(d, "numeric")[n], d["eps_sam"], "o", color=colors[n], ms=5, mfc="none",
                 label=f"numerical: w1^AT(ε_AT) = w1^SAM(ε_SAM) (n={n})")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -160,20 +165,18 @@ def compute_sam_coefficient() -> dict:
     ns = (1, 2, 5, 20)
     ws = float(st_optimum(p, eta, 1).w1_float())
     coef = _derived_coefficient()
-    data = {"p": p, "eta": eta, "eps": eps.tolist(), "n": list(ns), "claimed": cf.THEOREM4_COEFFICIENT,
-            "numeric": {}, "derived": {str(n): float(coef(n)) for n in ns}}
-    for n in ns:
-        w = _sam_w1(p, eta, n, eps)
-        data["numeric"][str(n)] = ((w - ws) / (ws * eps**2)).tolist()
-    return data
+    return {"p": p, "eta": eta, "eps": eps.tolist(), "n": list(ns), "claimed": cf.THEOREM4_COEFFICIENT,
+            "numeric": [((_sam_w1(p, eta, n, eps) - ws) / (ws * eps**2)).tolist() for n in ns],
+            "derived": [float(coef(n)) for n in ns]}
 
 
 def draw_sam_coefficient(d: dict, plt) -> object:
     fig, ax = plt.subplots(figsize=(9, 5), constrained_layout=True)
     ax.axhline(d["claimed"], color="k", ls="--", label="claimed 2/3 (Thm 4 / 4.4)")
     for n, color in zip(d["n"], ("tab:blue", "tab:orange", "tab:green", "tab:red"), strict=True):
-        ax.plot(d["eps"], d["numeric"][str(n)], "o-", color=color, ms=4, label=f"numerical, n={n}")
-        ax.axhline(d["derived"][str(n)], color=color, ls=":", label=f"derived 1/(3n) = {d['derived'][str(n)]:.3g}")
+        ax.plot(d["eps"], per_n(d, "numeric")[n], "o-", color=color, ms=4, label=f"numerical, n={n}")
+        derived = per_n(d, "derived")[n]
+        ax.axhline(derived, color=color, ls=":", label=f"derived 1/(3n) = {derived:.3g}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("SAM budget ε")
@@ -197,9 +200,9 @@ def compute_robust_accuracy() -> dict:
     curves = {k: accuracy(w, p, eta, n, attack).tolist() for k, w in models.items()}
     w_axis = np.linspace(0, 3 * models["AT ε=0.25"], 300)
     budgets = (0.0, 0.25 * eta, 0.5 * eta, eta, 1.25 * eta)
-    by_w = {f"{b:g}": accuracy(w_axis, p, eta, n, b).tolist() for b in budgets}
+    by_w = [accuracy(w_axis, p, eta, n, b).tolist() for b in budgets]  # one curve per budget
     return {"p": p, "eta": eta, "n": n, "attack": attack.tolist(), "w1": models, "curves": curves,
-            "w_axis": w_axis.tolist(), "by_w": by_w}
+            "w_axis": w_axis.tolist(), "budgets": list(budgets), "by_w": by_w}
 
 
 def draw_robust_accuracy(d: dict, plt) -> object:
@@ -212,8 +215,8 @@ def draw_robust_accuracy(d: dict, plt) -> object:
     ax1.set_ylabel("exact robust accuracy")
     ax1.set_title(f"Optima under attack (p={d['p']}, η={d['eta']}, n={d['n']})")
     ax1.legend(fontsize=8)
-    for budget, acc in d["by_w"].items():
-        ax2.plot(d["w_axis"], acc, lw=1.4, label=f"attack ε = {budget}")
+    for budget, acc in zip(d["budgets"], d["by_w"], strict=True):
+        ax2.plot(d["w_axis"], acc, lw=1.4, label=f"attack ε = {budget:g}")
     for i, (name, w) in enumerate(sorted(d["w1"].items(), key=lambda kv: kv[1])):
         ax2.axvline(w, color="grey", lw=0.7, ls=":")
         ax2.annotate(f"{name}", (w, 0.03 + 0.2 * (i % 3)), rotation=90, fontsize=7,
@@ -260,8 +263,7 @@ def make_all(out: Path, progress: Callable[[str], None] | None = None) -> list[P
     written = []
     for fig_def in FIGURES:
         data = fig_def.compute()
-        data_path = out / f"{fig_def.name}.json"
-        data_path.write_text(json.dumps(data, indent=1))
+        data_path = write_json(out / f"{fig_def.name}.json", data, inputs={"figure": fig_def.name})
         fig = fig_def.draw(json.loads(data_path.read_text()), plt)
         for ext in FORMATS:
             path = out / f"{fig_def.name}.{ext}"

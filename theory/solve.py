@@ -16,7 +16,7 @@ def _value(opt: Optimum) -> float | None:
 
 
 def _width(opt: Optimum) -> float | None:
-    return float(opt.accuracy) if bool(opt.found) else None
+    return float(opt.bracket_width) if bool(opt.found) else None
 
 
 def at_note(eta: float, eps: float, at: Optimum) -> str | None:
@@ -52,7 +52,7 @@ def solve_point(p: float, eta: float, n: int, eps: float, precision: str = "floa
         "numeric": {
             **w,
             "W_R": {k: (None if v is None else float(robust_feature_weight(v, n))) for k, v in w.items()},
-            "accuracy": {"w_star": _width(st), "w_at": _width(at), "w_sam": _width(sam)},
+            "bracket_width": {"w_star": _width(st), "w_at": _width(at), "w_sam": _width(sam)},
             "clean_accuracy": clean,
             "robust_accuracy": robust,
             "theorem3_w_sam_above_w_star": bool(np.asarray(sam.lo > st.hi)) if w["w_sam"] is not None else None,

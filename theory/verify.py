@@ -69,6 +69,8 @@ class SubCheck:
 
 @dataclass
 class ClaimReport:
+    """One claim's verdict and the checks behind it; :mod:`theory.report` writes it for people."""
+
     theorem: str
     title: str
     refs: str
@@ -79,10 +81,10 @@ class ClaimReport:
     error_measure: str
     corrected: str | None
     corrected_verdict: str | None
-    summary: str
     checks: list[SubCheck]
     failing: list[dict] = field(default_factory=list)
     table: list[dict] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)  # the numbers the report's summary of this claim is written from
     seconds: float = 0.0
 
     def to_json(self) -> dict:
@@ -101,7 +103,7 @@ def _closed_form_check(name: str, closed, numeric: Optimum, rounding, scale=1.0,
     """|closed - numeric| <= half the numeric bracket + the closed form's rounding (both scaled)."""
     value = numeric.w1_float() / scale
     err = np.abs(closed - value)
-    tol = (numeric.accuracy / 2 + rounding) / scale
+    tol = (numeric.bracket_width / 2 + rounding) / scale
     ok = numeric.found & (err <= tol)
     rel = np.where(numeric.found, err / np.abs(closed), np.inf)
     worst = int(np.argmax(rel))
@@ -167,11 +169,8 @@ def check_t1(g: Grid) -> ClaimReport:
         "T1", "Standard training optimum", "W Thm 1, eq. (8); D Thm 4.1, eq. (8)",
         "w1* = (ln p - ln(1-p)) / (2η);  W_R* = (ln p - ln(1-p)) / (2nη)",
         f"p in {g.p}, η in {g.eta}, n in {g.n}", v, max(c.max_rel_error for c in checks[:2]),
-        "relative error of the closed form against the numerical optimum", None, None,
-        f"The closed form {'matches' if v == 'holds' else 'does not match'} the numerical maximizer of "
-        f"u(w1) at all {P.size} points, within each point's bracket (max relative error "
-        f"{checks[0].max_rel_error:.1e}); note that w1* does not depend on n.",
-        checks,
+        "relative error of the closed form against the numerical optimum", None, None, checks,
+        facts={"points": int(P.size)},
     )
 
 
@@ -202,11 +201,7 @@ def check_t2(g: Grid) -> ClaimReport:
         "w1^AT = (ln p - ln(1-p)) / (2(η - ε)) for ε < η;  W_R^AT = w1^AT / n",
         f"p in {g.p}, η in {g.eta}, n in {g.n}, ε/η in {g.at_fraction}", v,
         max(c.max_rel_error for c in checks[:2]), "relative error of the closed form against the numerical optimum",
-        None, None,
-        f"The closed form matches the numerical maximizer of the adversarial accuracy at all {P.size} points "
-        f"(max relative error {checks[0].max_rel_error:.1e}); for ε >= η no finite maximizer exists."
-        if v == "holds" else "The closed form disagrees with the numerical AT optimum; see the checks.",
-        checks,
+        None, None, checks, facts={"points": int(P.size)},
     )
 
 
@@ -218,10 +213,11 @@ def sam_w1(P, E, N, eps) -> tuple[Optimum, np.ndarray, SubCheck]:
     short = sam_optimum_equal_endpoints(P, E, N, eps)
     both = direct.found & short.found
     diff = np.abs(direct.w1_float() - short.w1_float())
-    allowed = (direct.accuracy + short.accuracy) / 2
+    allowed = (direct.bracket_width + short.bracket_width) / 2
     agree = ~both | (diff <= allowed)
     # Use the direct solve wherever it is at least as sharp as the shortcut.
-    use_short = ~direct.found | (direct.accuracy > 64 * np.maximum(short.accuracy, U * np.abs(short.w1_float())))
+    sharpest = np.maximum(short.bracket_width, U * np.abs(short.w1_float()))
+    use_short = ~direct.found | (direct.bracket_width > 64 * sharpest)
     pick = lambda a, b: np.where(use_short, a, b)  # noqa: E731
     merged = Optimum(pick(short.w1_float(), direct.w1_float()), pick(short.lo, direct.lo), pick(short.hi, direct.hi),
                      pick(short.found, direct.found), pick(short.log_risk, direct.log_risk))
@@ -260,12 +256,10 @@ def check_t3(g: Grid) -> ClaimReport:
         "T3", "SAM increases the robust feature weight", "W Thm 3, eq. (16); D Thm 4.3, eq. (12)",
         "w1^SAM > w1*  (equivalently W_R^SAM > W_R*) for every ε > 0",
         f"p in {g.p}, η in {g.eta}, n in {g.n}, ε in {g.sam_eps}", v, float(violation.max()),
-        "largest relative violation max(0, (w1* - w1^SAM)/w1*)", None, None,
-        f"w1^SAM exceeds w1* at all {P.size} points, resolved beyond the solver brackets; the gain is smallest "
-        f"({margin[i_min]:.2g}) at {_params(i_min, **params)}."
-        if v == "holds" else f"w1^SAM > w1* is not established at {int((~above).sum())} of {P.size} points.",
-        checks,
+        "largest relative violation max(0, (w1* - w1^SAM)/w1*)", None, None, checks,
         failing=[_params(i, **params) for i in np.flatnonzero(~above)[:20]],
+        facts={"points": int(P.size), "smallest_gain": float(margin[i_min]),
+               "smallest_gain_at": _params(i_min, **params), "not_established": int((~above).sum())},
     )
 
 
@@ -311,32 +305,50 @@ def fit_coefficient(eps: np.ndarray, ratio: np.ndarray, ratio_err: np.ndarray) -
     return CoefficientFit(slope, order_tol, ext.c0, ext.tol, ext.c1)
 
 
-def check_t4(g: Grid) -> ClaimReport:
+@dataclass(frozen=True)
+class _CoefficientStudy:
+    """T4's limit ε -> 0 at every (p, η, n): the fitted coefficient and order against the claimed and derived."""
+
+    P: np.ndarray
+    E: np.ndarray
+    N: np.ndarray
+    fit: CoefficientFit
+    fit_eps: np.ndarray
+    derived: np.ndarray  # A = 1/(3n) from theory.symbolic, per point
+    order_ok: np.ndarray
+    claim_check: SubCheck
+    claim_bad: np.ndarray
+    derived_check: SubCheck
+
+
+def _t4_coefficient(g: Grid) -> _CoefficientStudy:
+    """(w1^SAM - w1*)/(w1* ε²) extrapolated to ε -> 0, from the shortcut (checked against the direct solve)."""
     P3, E3, N3 = _mesh(g.p, g.eta, g.n)
     st = st_optimum(P3, E3, N3)
     ws = st.w1_float()
     A = sym.sam_expansion(order=2).A  # derived: A = 1/(3n)
     corrected_A = np.asarray(sym.lambdify(A, sym.n)(N3), dtype=float) * np.ones_like(N3)
-    claimed = cf.THEOREM4_COEFFICIENT
-
-    # (b) Order and coefficient as ε -> 0, from the shortcut (checked against the direct solve in (a)).
     fit_eps = np.asarray(g.fit_eps)
     Pf, Ef, Nf, Ff = (a.reshape(P3.size, fit_eps.size) for a in _mesh(g.p, g.eta, g.n, fit_eps))
     sc = sam_optimum_equal_endpoints(Pf, Ef, Nf, Ff)
     inc = sc.w1_float() - ws[:, None]
     ratio = inc / (ws[:, None] * Ff**2)
-    ratio_err = (sc.accuracy / 2 + st.accuracy[:, None] / 2) / (ws[:, None] * Ff**2)
+    ratio_err = (sc.bracket_width / 2 + st.bracket_width[:, None] / 2) / (ws[:, None] * Ff**2)
     fit = fit_coefficient(fit_eps, ratio, ratio_err)
     order_ok = np.abs(fit.order - 2) <= fit.order_tol
     coef_check, claim_bad = _limit_check("coefficient: (w1^SAM - w1*)/(w1* ε²) -> 2/3 as ε -> 0", fit.c0, fit.c0_tol,
-                                         claimed, fit.c0, "extrapolated coefficients")
+                                         cf.THEOREM4_COEFFICIENT, fit.c0, "extrapolated coefficients")
     corr_check, _ = _limit_check("corrected coefficient 1/(3n) matches the extrapolated one", fit.c0, fit.c0_tol,
                                  corrected_A, corrected_A, "A = 1/(3n) from theory.symbolic; extrapolated")
+    return _CoefficientStudy(P3, E3, N3, fit, fit_eps, corrected_A, order_ok, coef_check, claim_bad, corr_check)
 
-    # (a) The approximation at moderate ε, as the papers would use it.
+
+def _t4_approximation(g: Grid, fit: CoefficientFit) -> tuple[SubCheck, SubCheck]:
+    """The approximation at moderate ε, as the papers would use it; and the shortcut's agreement there."""
     P, E, N, EPS = _mesh(g.p, g.eta, g.n, g.sam_eps_compare)
     sam, _, agree = sam_w1(P, E, N, EPS)
-    w_st = st_optimum(P, E, N).w1_float()
+    st = st_optimum(P, E, N)
+    w_st = st.w1_float()
     approx = cf.w1_sam_claimed(w_st, EPS)
     rel_w1 = np.abs(approx - sam.w1) / sam.w1
     inc_num, inc_claim = sam.w1 - w_st, approx - w_st
@@ -345,65 +357,53 @@ def check_t4(g: Grid) -> ClaimReport:
     # fitted C1 of the same (p, η, n) so that a correct coefficient would pass.
     k = len(g.sam_eps_compare)
     truncation = np.repeat(np.abs(fit.c1 / fit.c0), k) * EPS**2 * 2
-    inc_tol = (sam.accuracy / 2 + st_optimum(P, E, N).accuracy / 2) / inc_num + truncation
+    inc_tol = (sam.bracket_width / 2 + st.bracket_width / 2) / inc_num + truncation
+    check = SubCheck("the approximation's increment w1*(2/3)ε² vs the numerical w1^SAM - w1*",
+                     bool((rel_inc <= inc_tol).all()), float(rel_inc.max()), float(inc_tol.max()), int(P.size),
+                     f"ε in {g.sam_eps_compare}; relative error in w1 itself only {rel_w1.max():.2e} (both are close "
+                     f"to w1*), but the predicted increment is off by up to {rel_inc.max():.3g}x")
+    return check, agree
 
-    # (c) mpmath: the direct max-min solve at ε = 1e-4, where float64 cannot resolve it.
-    mp_rows = _mp_spot_checks(g, 1e-4)
 
-    params = dict(p=P3, eta=E3, n=N3)
+def check_t4(g: Grid) -> ClaimReport:
+    c = _t4_coefficient(g)
+    fit, claimed = c.fit, cf.THEOREM4_COEFFICIENT
+    approximation, agree = _t4_approximation(g, fit)
     checks = [
-        SubCheck("order: w1^SAM - w1* = O(ε²) (log-log slope 2)", bool(order_ok.all()),
-                 float(np.max(np.abs(fit.order - 2) / 2)), float(np.max(fit.order_tol / 2)), int(P3.size),
+        SubCheck("order: w1^SAM - w1* = O(ε²) (log-log slope 2)", bool(c.order_ok.all()),
+                 float(np.max(np.abs(fit.order - 2) / 2)), float(np.max(fit.order_tol / 2)), int(c.P.size),
                  f"fitted slopes {fit.order.min():.4f}..{fit.order.max():.4f} over ε in "
-                 f"[{fit_eps.min():.0e}, {fit_eps.max():.2g}]"),
-        coef_check,
-        SubCheck("the approximation's increment w1*(2/3)ε² vs the numerical w1^SAM - w1*",
-                 bool((rel_inc <= inc_tol).all()), float(rel_inc.max()), float(inc_tol.max()), int(P.size),
-                 f"ε in {g.sam_eps_compare}; relative error in w1 itself only {rel_w1.max():.2e} (both are close to "
-                 f"w1*), but the predicted increment is off by up to {rel_inc.max():.3g}x"),
-        SubCheck("W_R form: W_R^SAM ≈ W_R*(1 + (2/3)ε²)", coef_check.holds, coef_check.max_rel_error,
-                 coef_check.tolerance, coef_check.points,
+                 f"[{c.fit_eps.min():.0e}, {c.fit_eps.max():.2g}]"),
+        c.claim_check,
+        approximation,
+        SubCheck("W_R form: W_R^SAM ≈ W_R*(1 + (2/3)ε²)", c.claim_check.holds, c.claim_check.max_rel_error,
+                 c.claim_check.tolerance, c.claim_check.points,
                  "W_R = w1/n, so the relative increment and its coefficient are the same as for w1"),
         agree,
     ]
-    corrected_checks = [
-        corr_check,
-        *mp_rows,
-    ]
-    v = _verdict(checks[:4])
-    cv = _verdict(corrected_checks)
-    by_n = [{"n": int(nv), "measured_coefficient": float(np.median(fit.c0[N3 == nv])), "claimed": claimed,
-             "derived": float(corrected_A[N3 == nv][0]),
-             "claimed_over_measured": float(claimed / np.median(fit.c0[N3 == nv]))} for nv in np.unique(N3)]
-    w_expr = sym.w_star() * (1 + A * sym.eps**2)
+    corrected_checks = [c.derived_check, *_mp_spot_checks(g, 1e-4)]  # mpmath where float64 cannot resolve it
+    v, cv = _verdict(checks[:4]), _verdict(corrected_checks)
+    by_n = [{"n": int(nv), "measured_coefficient": float(np.median(fit.c0[c.N == nv])), "claimed": claimed,
+             "derived": float(c.derived[c.N == nv][0]),
+             "claimed_over_measured": float(claimed / np.median(fit.c0[c.N == nv]))} for nv in np.unique(c.N)]
+    A = sym.sam_expansion(order=2).A
     diag = sym.diagnose_paper_derivative()
-    ratios = ", ".join(f"{r['claimed_over_measured']:.3g}x at n = {r['n']}" for r in by_n)
-    measured = ", ".join(f"{r['measured_coefficient']:.5g} (n = {r['n']})" for r in by_n)
-    summary = (
-        f"Order: the log-log slopes of w1^SAM - w1* are {fit.order.min():.3f}..{fit.order.max():.3f} "
-        f"({'consistent with' if order_ok.all() else 'NOT consistent with'} ε²). Coefficient: extrapolated to ε -> 0, "
-        f"(w1^SAM - w1*)/(w1* ε²) is {measured}, independent of p and η; the claimed 2/3 "
-        + ("matches." if coef_check.holds else f"overstates it by {ratios}. ")
-        + ("" if coef_check.holds else
-           f"Series expansion of the optimality condition u(w - ε) = u(w + ε) gives A = {sym.as_text(A)}, which "
-           f"{'agrees' if corr_check.holds else 'does NOT agree'} with the numerics. Where the 2/3 comes from: the "
-           f"true du/dw carries the Gaussian factor e^(-w²/(2n)) (sympy "
-           f"{'confirms' if diag.true_form_matches else 'rejects'} it; W eq. 18 as printed, with /n, is "
-           f"{'right' if diag.paper_form_matches else 'wrong'}), while the proofs "
-           f"integrate e^(-w²) (W eq. 24, D eq. 31); with that factor the same expansion gives exactly "
-           f"{diag.coefficient_if_gaussian_factor_is_exp_minus_w2}.")
-    )
+    params = dict(p=c.P, eta=c.E, n=c.N)
     return ClaimReport(
         "T4", "Small-ε size of the SAM optimum", "W Thm 4; D Thm 4.4, eq. (13)",
         "w1^SAM ≈ w1* + (2/3) w1* ε²  (and W_R^SAM ≈ W_R* + (2/3) W_R* ε²) for small ε",
-        f"p in {g.p}, η in {g.eta}, n in {g.n}; fit over ε in [{fit_eps.min():.0e}, {fit_eps.max():.2g}]",
-        v, coef_check.max_rel_error, "relative error of the claimed coefficient 2/3 against the extrapolated one",
-        None if v == "holds" else sym.as_text(w_expr), None if v == "holds" else cv,
-        summary,
+        f"p in {g.p}, η in {g.eta}, n in {g.n}; fit over ε in [{c.fit_eps.min():.0e}, {c.fit_eps.max():.2g}]",
+        v, c.claim_check.max_rel_error, "relative error of the claimed coefficient 2/3 against the extrapolated one",
+        None if v == "holds" else sym.as_text(sym.w_star() * (1 + A * sym.eps**2)), None if v == "holds" else cv,
         checks + corrected_checks,
         failing=[_params(i, **params) | {"measured_coefficient": float(fit.c0[i])}
-                 for i in np.flatnonzero(claim_bad)[:20]],
+                 for i in np.flatnonzero(c.claim_bad)[:20]],
         table=by_n,
+        facts={"order_min": float(fit.order.min()), "order_max": float(fit.order.max()),
+               "order_consistent": bool(c.order_ok.all()), "coefficient_holds": c.claim_check.holds,
+               "derived_holds": c.derived_check.holds, "derived_coefficient": sym.as_text(A),
+               "true_derivative_confirmed": diag.true_form_matches, "paper_derivative_right": diag.paper_form_matches,
+               "coefficient_with_paper_factor": sym.as_text(diag.coefficient_if_gaussian_factor_is_exp_minus_w2)},
     )
 
 
@@ -418,7 +418,8 @@ def _mp_spot_checks(g: Grid, eps: float) -> list[SubCheck]:
         short = sam_optimum_equal_endpoints(p, eta, n, eps)
         coef_mp = float((direct.w1 - st.w1) / (st.w1 * eps**2))
         coef_short = (short.w1_float() - st.w1_float()) / (st.w1_float() * eps**2)
-        tol = float(short.accuracy) / (st.w1_float() * eps**2) + float(direct.accuracy) / (st.w1_float() * eps**2)
+        scale = st.w1_float() * eps**2
+        tol = float(short.bracket_width) / scale + float(direct.bracket_width) / scale
         ok = abs(coef_mp - coef_short) <= tol and direct.found
         rows.append(SubCheck(
             f"mpmath direct max-min solve at ε = {eps:g} (p={p}, η={eta}, n={n})", bool(ok),
@@ -429,103 +430,125 @@ def _mp_spot_checks(g: Grid, eps: float) -> list[SubCheck]:
     return rows
 
 
-def check_t5(g: Grid) -> ClaimReport:
+@dataclass(frozen=True)
+class _EqualRobustness:
+    """At every (p, η, n, ε_SAM): the AT budget ε_AT whose optimum equals w1^SAM, with its relative accuracy."""
+
+    P: np.ndarray
+    E: np.ndarray
+    N: np.ndarray
+    ES: np.ndarray
+    eps_sam: np.ndarray  # the grid's ε_SAM (along each row)
+    eps_at: np.ndarray
+    eps_at_hi: np.ndarray  # upper end of ε_AT's bracket
+    rel_acc: np.ndarray
+    agree: SubCheck  # the SAM shortcut against the direct solve
+
+    def rows(self, a: np.ndarray) -> np.ndarray:
+        """One row per (p, η, n), ε_SAM along the row."""
+        return a.reshape(-1, len(self.eps_sam))
+
+
+def _t5_numeric(g: Grid) -> _EqualRobustness:
     P, E, N, ES = _mesh(g.p, g.eta, g.n, g.t5_eps_sam)
     sam, _, agree = sam_w1(P, E, N, ES)
     budget = equal_robustness_at_budget(P, E, N, sam.w1)
     eps_at = budget.value
-    k = len(g.t5_eps_sam)
-    rows = lambda a: a.reshape(-1, k)  # noqa: E731  one row per (p, η, n), ε_SAM along the row
-    es = np.asarray(g.t5_eps_sam)
     # Relative accuracy of ε_AT: its own bisection bracket, plus the brackets of w1^SAM and w1* carried
     # through ε_AT ∝ w1^SAM - w1* (to leading order), i.e. relative to the gain.
     st = st_optimum(P, E, N)
     gain = np.maximum(sam.w1 - st.w1_float(), np.finfo(float).tiny)
-    rel_acc = budget.accuracy / eps_at + (sam.accuracy + st.accuracy) / gain
+    rel_acc = budget.bracket_width / eps_at + (sam.bracket_width + st.bracket_width) / gain
+    return _EqualRobustness(P, E, N, ES, np.asarray(g.t5_eps_sam), eps_at, budget.hi, rel_acc, agree)
 
-    claimed = cf.eps_at_claimed(ES, E)
-    rel = np.abs(claimed - eps_at) / eps_at
-    lhs, rhs = cf.theorem5_lhs(ES), 2 * E / eps_at
-    rel_form = np.abs(lhs - rhs) / rhs
-    limit = extrapolate(es, rows(rel), rows(rel_acc * (1 + rel)))
-    limit_check, claim_bad = _limit_check(
-        "2 + 3/ε_SAM² ≈ 2η/ε_AT at equal w1: relative error of the implied ε_AT -> 0 as ε_SAM -> 0",
-        limit.c0, limit.tol, 0.0, 1.0, "the relative error of ε_AT extrapolates (ε_SAM -> 0) to")
 
+def _t5_corrected(q: _EqualRobustness) -> tuple[SubCheck, SubCheck, np.ndarray]:
+    """The derived relation η/ε_AT = lead/ε_SAM² + constant + O(ε_SAM²) against the numerics: its leading order
+    and its constant, each extrapolated to ε_SAM -> 0; and the ε_AT it predicts."""
     relation = sym.equal_robustness()
+    P, E, N, ES, rows = q.P, q.E, q.N, q.ES, q.rows
     lead = np.asarray(sym.lambdify(relation.lead, sym.n)(N), dtype=float) * np.ones_like(N)
     const_expr = relation.constant.subs(sym.w_star_sym, sym.w_star())
     const = np.asarray(sym.lambdify(const_expr, sym.p, sym.eta, sym.n)(P, E, N), dtype=float)
     # Leading order: ε_AT / (η ε_SAM² / lead) -> 1.
-    q = eps_at * lead / (E * ES**2)
-    lead_fit = extrapolate(es, rows(q), rows(q * rel_acc))
+    ratio = q.eps_at * lead / (E * ES**2)
+    lead_fit = extrapolate(q.eps_sam, rows(ratio), rows(ratio * q.rel_acc))
     lead_check, _ = _limit_check("corrected leading order: ε_AT·3n/(η ε_SAM²) -> 1", lead_fit.c0, lead_fit.tol,
                                  1.0, 1.0, "extrapolated ratios")
     # Constant term: η/ε_AT - lead/ε_SAM² -> constant. Only where the numerics pin it to 10%.
-    residual = E / eps_at - lead / ES**2
-    const_fit = extrapolate(es, rows(residual), rows(E / eps_at * rel_acc))
+    residual = E / q.eps_at - lead / ES**2
+    const_fit = extrapolate(q.eps_sam, rows(residual), rows(E / q.eps_at * q.rel_acc))
     const_rows = rows(const)[:, 0]
     const_check, _ = _limit_check("corrected constant: η/ε_AT - 3n/ε_SAM² -> (2 + η²n + w1*²/n)/5", const_fit.c0,
                                   const_fit.tol, const_rows, np.maximum(np.abs(const_rows), 1.0),
                                   "extrapolated constants")
-    corrected_eps_at = E / (lead / ES**2 + const)
-    rel_corr = np.abs(corrected_eps_at - eps_at) / eps_at
+    return lead_check, const_check, E / (lead / ES**2 + const)
 
-    # Corollaries the papers draw from Theorem 5.
-    bigger = ES > budget.hi
+
+def _t5_corollaries(g: Grid, q: _EqualRobustness) -> list[SubCheck]:
+    """The qualitative conclusions the papers draw from Theorem 5."""
+    bigger = q.ES > q.eps_at_hi
     Pe, Ee, Ne, Fe = _mesh(g.p, g.eta, g.n, (0.05, 0.25, 0.5, 0.9))
     at_same = at_optimum(Pe, Ee, Ne, Fe * Ee)
     sam_same, _, _ = sam_w1(Pe, Ee, Ne, Fe * Ee)
     at_more = at_same.found & (at_same.lo > sam_same.hi)
+    return [
+        SubCheck("corollary: ε_SAM > ε_AT at equal W_R", bool(bigger.all()), 0.0, 0.0, int(q.P.size),
+                 f"{int(bigger.sum())}/{bigger.size} points"),
+        SubCheck("corollary: at equal budget ε < η, AT gives the larger w1 (and W_R)", bool(at_more.all()), 0.0, 0.0,
+                 int(Pe.size), f"{int(at_more.sum())}/{at_more.size} points with ε/η in (0.05, 0.25, 0.5, 0.9)"),
+    ]
 
-    P1, E1, N1 = (rows(a)[:, 0] for a in (P, E, N))
-    params = dict(p=P1, eta=E1, n=N1)
+
+def check_t5(g: Grid) -> ClaimReport:
+    q = _t5_numeric(g)
+    P, E, N, ES, rows, es = q.P, q.E, q.N, q.ES, q.rows, q.eps_sam
+    claimed = cf.eps_at_claimed(ES, E)
+    rel = np.abs(claimed - q.eps_at) / q.eps_at
+    lhs, rhs = cf.theorem5_lhs(ES), 2 * E / q.eps_at
+    rel_form = np.abs(lhs - rhs) / rhs
+    limit = extrapolate(es, rows(rel), rows(q.rel_acc * (1 + rel)))
+    limit_check, claim_bad = _limit_check(
+        "2 + 3/ε_SAM² ≈ 2η/ε_AT at equal w1: relative error of the implied ε_AT -> 0 as ε_SAM -> 0",
+        limit.c0, limit.tol, 0.0, 1.0, "the relative error of ε_AT extrapolates (ε_SAM -> 0) to")
+    lead_check, const_check, corrected_eps_at = _t5_corrected(q)
+    rel_corr = np.abs(corrected_eps_at - q.eps_at) / q.eps_at
     checks = [
         limit_check,
         SubCheck("the relation in the paper's own form: |(2 + 3/ε_SAM²) - 2η/ε_AT| / (2η/ε_AT)", limit_check.holds,
                  float(rel_form.max()), limit_check.tolerance, int(P.size),
                  f"between {rel_form.min():.3g} and {rel_form.max():.3g} over the grid"),
-        SubCheck("corollary: ε_SAM > ε_AT at equal W_R", bool(bigger.all()), 0.0, 0.0, int(P.size),
-                 f"{int(bigger.sum())}/{bigger.size} points"),
-        SubCheck("corollary: at equal budget ε < η, AT gives the larger w1 (and W_R)", bool(at_more.all()), 0.0, 0.0,
-                 int(Pe.size), f"{int(at_more.sum())}/{at_more.size} points with ε/η in (0.05, 0.25, 0.5, 0.9)"),
-        agree,
+        *_t5_corollaries(g, q),
+        q.agree,
     ]
     corrected_checks = [lead_check, const_check]
-    v = _verdict(checks[:2])
-    cv = _verdict(corrected_checks)
+    v, cv = _verdict(checks[:2]), _verdict(corrected_checks)
+    relation = sym.equal_robustness()
     two_eta = relation.two_eta_over_eps_at().subs(sym.w_star_sym, sym.w_star())
     p_ref, eta_ref = g.p[len(g.p) // 2], g.eta[len(g.eta) // 2]
-    table = [{"p": p_ref, "eta": eta_ref, "n": int(N[i]), "eps_SAM": float(ES[i]), "eps_AT_numeric": float(eps_at[i]),
-              "eps_AT_paper": float(claimed[i]), "eps_AT_corrected": float(corrected_eps_at[i]),
-              "rel_error_paper": float(rel[i]), "rel_error_corrected": float(rel_corr[i])}
+    table = [{"p": p_ref, "eta": eta_ref, "n": int(N[i]), "eps_SAM": float(ES[i]),
+              "eps_AT_numeric": float(q.eps_at[i]), "eps_AT_paper": float(claimed[i]),
+              "eps_AT_corrected": float(corrected_eps_at[i]), "rel_error_paper": float(rel[i]),
+              "rel_error_corrected": float(rel_corr[i])}
              for i in np.flatnonzero((P == p_ref) & (E == eta_ref))]
-    by_n = {int(nv): float(np.median(limit.c0[N1 == nv])) + 1 for nv in np.unique(N1)}
-    ratio_text = ", ".join(f"{r:.3g}x at n = {nv}" for nv, r in by_n.items())
-    summary = (
-        ("The relation matches the numerics." if v == "holds" else
-         f"At equal w1, the ε_AT that the relation implies is, as ε_SAM -> 0, {ratio_text} the numerical one: the "
-         f"error does not vanish, so the relation is not asymptotically right. ")
-        + ("" if v == "holds" else
-           f"From the derived w1^AT and SAM expansion: η/ε_AT = {sym.as_text(relation.lead)}/ε_SAM² + "
-           f"{sym.as_text(relation.constant)} + O(ε_SAM²), i.e. 2η/ε_AT ≈ "
-           f"{sym.as_text(relation.two_eta_over_eps_at())}; "
-           f"its leading order {'agrees' if lead_check.holds else 'does NOT agree'} with the numerics and its constant "
-           f"{'agrees' if const_check.holds else 'does NOT agree'} where float64 resolves it. ")
-        + f"The papers' qualitative corollaries: ε_SAM > ε_AT at equal W_R {'holds' if checks[2].holds else 'FAILS'}; "
-        f"AT's larger w1 at equal budget {'holds' if checks[3].holds else 'FAILS'}."
-    )
+    P1, E1, N1 = (rows(a)[:, 0] for a in (P, E, N))
+    params = dict(p=P1, eta=E1, n=N1)
+    implied_over_numeric = {int(nv): float(np.median(limit.c0[N1 == nv])) + 1 for nv in np.unique(N1)}
     return ClaimReport(
         "T5", "Equal-robustness relation between ε_SAM and ε_AT", "W Thm 5, eq. (32); D Thm 4.5, eq. (14)",
         "2 + 3/ε_SAM² ≈ 2η/ε_AT when AT and SAM return the same w1 (W_R)",
         f"p in {g.p}, η in {g.eta}, n in {g.n}, ε_SAM in [{es.min():.2g}, {es.max():.2g}]",
         v, float(rel.max()), "relative error of the ε_AT that the relation implies, against the numerical one",
         None if v == "holds" else sym.as_text(two_eta), None if v == "holds" else cv,
-        summary,
         checks + corrected_checks,
         failing=[_params(i, **params) | {"limit_rel_error": float(limit.c0[i])}
                  for i in np.flatnonzero(claim_bad)[:20]],
         table=table,
+        facts={"implied_over_numeric_by_n": [{"n": nv, "ratio": r} for nv, r in implied_over_numeric.items()],
+               "lead": sym.as_text(relation.lead), "constant": sym.as_text(relation.constant),
+               "two_eta_over_eps_at": sym.as_text(relation.two_eta_over_eps_at()), "lead_holds": lead_check.holds,
+               "constant_holds": const_check.holds, "eps_sam_bigger_holds": checks[2].holds,
+               "at_larger_holds": checks[3].holds},
     )
 
 

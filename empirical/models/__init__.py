@@ -8,7 +8,7 @@ units, and the mean and standard deviation travel in ``state_dict`` (RobustBench
 >>> model(torch.rand(4, 1, 28, 28)).shape
 torch.Size([4, 10])
 
-Architectures (``ARCHITECTURES``):
+Architectures (:class:`~empirical.vocabulary.Architecture`, built by the table :data:`BUILDERS`):
 
 - ``prn18``: PreActResNet-18 (He et al. 2016), :mod:`.preact_resnet`; both papers' main backbone.
 - ``wrn28_10``: WideResNet-28-10 (Zagoruyko & Komodakis 2016), :mod:`.wide_resnet`; duality paper Table 6.
@@ -20,11 +20,13 @@ Architectures (``ARCHITECTURES``):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from torch import nn
 
-from empirical.config import ARCHITECTURES, is_int
-from theory.errors import ParameterError
+from core.errors import ParameterError
+from core.numbers import is_int
+from empirical.vocabulary import Architecture
 
 from .deit import DeiT, deit_tiny
 from .linear import LinearClassifier
@@ -33,11 +35,45 @@ from .preact_resnet import PreActResNet18
 from .small_cnn import SmallCNN
 from .wide_resnet import WideResNet, wrn28_10
 
-__all__ = ["ARCHITECTURES", "DeiT", "LinearClassifier", "Normalize", "PreActResNet18", "SmallCNN", "WideResNet",
-           "build_model", "count_parameters"]
+__all__ = ["BUILDERS", "Architecture", "DeiT", "LinearClassifier", "Normalize", "PreActResNet18", "SmallCNN",
+           "WideResNet", "build_model", "count_parameters"]
 
 DEIT_PATCH_SIZE = 4  # 8x8 = 64 tokens on 32x32 images
 SMALL_CNN_MIN_SIZE = 8  # three 2x2 max-pools must leave at least one pixel
+
+
+Builder = Callable[[tuple[int, ...], int, tuple[float, ...], tuple[float, ...]], nn.Module]
+
+
+def _deit(shape, num_classes, mean, std):
+    channels, height, width = shape
+    if height % DEIT_PATCH_SIZE or width % DEIT_PATCH_SIZE:
+        raise ParameterError("input_shape", shape,
+                             f"(C, H, W) with H and W divisible by deit_tiny's patch size {DEIT_PATCH_SIZE}")
+    return deit_tiny((height, width), num_classes, channels, mean, std, patch_size=DEIT_PATCH_SIZE)
+
+
+def _small_cnn(shape, num_classes, mean, std):
+    channels, height, width = shape
+    if min(height, width) < SMALL_CNN_MIN_SIZE:
+        raise ParameterError("input_shape", shape, f"(C, H, W) with H and W >= {SMALL_CNN_MIN_SIZE} for small_cnn")
+    return SmallCNN((height, width), num_classes, channels, mean, std)
+
+
+def _linear(shape, num_classes, mean, std):
+    if len(shape) == 1:
+        return LinearClassifier(shape[0], num_classes)
+    return LinearClassifier(math.prod(shape), num_classes, mean, std)
+
+
+# One entry per architecture: (input shape, number of classes, mean, std) -> the network, on the CPU.
+BUILDERS: dict[Architecture, Builder] = {
+    Architecture.PRN18: lambda shape, k, mean, std: PreActResNet18(k, shape[0], mean, std),
+    Architecture.WRN28_10: lambda shape, k, mean, std: wrn28_10(k, shape[0], mean, std),
+    Architecture.DEIT_TINY: _deit,
+    Architecture.SMALL_CNN: _small_cnn,
+    Architecture.LINEAR: _linear,
+}
 
 
 def build_model(arch: str, *, input_shape: tuple[int, ...], num_classes: int,
@@ -45,46 +81,26 @@ def build_model(arch: str, *, input_shape: tuple[int, ...], num_classes: int,
     """Build ``arch`` for inputs of shape ``input_shape`` ((C, H, W) images or (D,) vectors), on the CPU.
 
     ``mean`` and ``std`` (one value per channel, pixel units; empty for none) go into the model's first
-    module, :class:`Normalize`. Raises :class:`~theory.errors.ParameterError` when ``arch`` is unknown or
+    module, :class:`Normalize`. Raises :class:`~core.errors.ParameterError` when ``arch`` is unknown or
     cannot take the input: the convolutional and transformer models need images, DeiT needs H and W
     divisible by its patch size (4), vectors take no normalization. ``linear`` flattens images.
     """
-    if arch not in ARCHITECTURES:
-        raise ParameterError("model", arch, f"one of {', '.join(ARCHITECTURES)}")
+    arch = Architecture.parse(arch, "model")
     shape = tuple(input_shape)
     if len(shape) not in (1, 3) or not all(is_int(s) and s > 0 for s in shape):
         raise ParameterError("input_shape", shape, "(C, H, W) for images or (D,) for vectors, positive integers")
     shape = tuple(int(s) for s in shape)
     if not is_int(num_classes) or num_classes < 2:
         raise ParameterError("num_classes", num_classes, "an integer >= 2")
-    num_classes = int(num_classes)
     mean, std = tuple(mean), tuple(std)
     if len(shape) == 1:
-        if arch != "linear":
+        if not arch.vectors:
             raise ParameterError("input_shape", shape, f"(C, H, W) for {arch}: only linear takes vectors")
         if mean or std:
             raise ParameterError("mean", mean, "() for vector inputs (no normalization)")
-        return LinearClassifier(shape[0], num_classes)
-    channels, height, width = shape
-    if mean and len(mean) != channels:
-        raise ParameterError("mean", mean, f"a tuple of {channels} values (one per input channel) or ()")
-    match arch:
-        case "prn18":
-            return PreActResNet18(num_classes, channels, mean, std)
-        case "wrn28_10":
-            return wrn28_10(num_classes, channels, mean, std)
-        case "deit_tiny":
-            if height % DEIT_PATCH_SIZE or width % DEIT_PATCH_SIZE:
-                raise ParameterError("input_shape", shape,
-                                     f"(C, H, W) with H and W divisible by deit_tiny's patch size {DEIT_PATCH_SIZE}")
-            return deit_tiny((height, width), num_classes, channels, mean, std, patch_size=DEIT_PATCH_SIZE)
-        case "small_cnn":
-            if min(height, width) < SMALL_CNN_MIN_SIZE:
-                raise ParameterError("input_shape", shape,
-                                     f"(C, H, W) with H and W >= {SMALL_CNN_MIN_SIZE} for small_cnn")
-            return SmallCNN((height, width), num_classes, channels, mean, std)
-        case _:  # "linear"
-            return LinearClassifier(math.prod(shape), num_classes, mean, std)
+    elif mean and len(mean) != shape[0]:
+        raise ParameterError("mean", mean, f"a tuple of {shape[0]} values (one per input channel) or ()")
+    return BUILDERS[arch](shape, int(num_classes), mean, std)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from theory.errors import ParameterError
+from core.errors import ParameterError
 
 
 class Normalize(nn.Module):

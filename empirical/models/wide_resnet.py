@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from theory.errors import ParameterError
+from core.errors import ParameterError
 
 from .normalize import Normalize
 

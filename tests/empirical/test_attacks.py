@@ -19,31 +19,26 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from torch import nn
 
-from empirical.adversarial import pgd, project, sample_ball
-from empirical.attacks import (
+from core.errors import ParameterError, SamatError
+from empirical.attacks.build import build_attack
+from empirical.attacks.crosscheck import crosscheck_autoattack
+from empirical.attacks.meter import UNIT_ROUNDOFF, PerturbationMeter, norm_tolerance, perturbation_report
+from empirical.attacks.pgd import pgd, project, sample_ball
+from empirical.attacks.specs import (
     PAPER_COLUMNS,
     REGISTRY,
     SAM_ALONE_COLUMNS,
-    UNIT_ROUNDOFF,
+    Algorithm,
     AttackSpec,
-    Method,
-    Norm,
-    PerturbationMeter,
-    StAdv,
-    bilinear_warp,
-    build_attack,
-    crosscheck_autoattack,
     expand,
-    flow_smoothness,
-    norm_tolerance,
     parse_attack,
     parse_eps,
-    perturbation_report,
     spec,
 )
+from empirical.attacks.stadv import StAdv, bilinear_warp, flow_smoothness
 from empirical.data import load_dataset, to_float_images
-from empirical.evaluate import _exceeds
-from theory.errors import ParameterError, SamatError
+from empirical.evaluation.checks import exceeds
+from empirical.vocabulary import Norm
 
 RANDOMIZED = ("pgd10_linf", "pgd10_l2", "autoattack_l2", "pixle")  # attacks that draw random numbers
 ULP1 = 2 * UNIT_ROUNDOFF  # spacing of float32 just below 1.0 ... 2.0
@@ -167,7 +162,7 @@ def test_pgd_step_size_is_madry_2_5_eps_over_steps():
     assert s2.step_size == pytest.approx(2 * s1.step_size, rel=1e-15)
     assert spec("fgsm_linf").step_size == spec("fgsm_linf").eps
     s = spec("pgd50_l2")
-    assert (s.steps, s.norm, s.eps, s.method) == (50, Norm.L2, 32 / 255, Method.PGD)
+    assert (s.steps, s.norm, s.eps, s.algorithm) == (50, Norm.L2, 32 / 255, Algorithm.PGD)
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
@@ -202,7 +197,7 @@ def test_parse_attack_flattens_and_specs_are_frozen():
         (lambda: parse_eps(float("nan")), "eps"),
         (lambda: spec("pgd10_l2").at(-0.5), "eps"),
         (lambda: parse_attack("pixle@1/255"), "eps"),
-        (lambda: AttackSpec("x", Method.PGD, Norm.LINF, -1.0, 10), "eps"),
+        (lambda: AttackSpec("x", Algorithm.PGD, Norm.LINF, -1.0, 10), "eps"),
         (lambda: pgd(nn.Identity(), torch.zeros(1, 2), torch.zeros(1).long(), norm="l1", eps=0.1, alpha=0.1,
                      steps=1), "norm"),
         (lambda: pgd(nn.Identity(), torch.zeros(1, 2), torch.zeros(1).long(), norm="linf", eps=-0.1, alpha=0.1,
@@ -264,7 +259,7 @@ def test_attack_breaks_some_points(trained, paper_runs, name):
 
 def _runs_of(name: str, model, x, y, seed: int) -> torch.Tensor:
     s = spec(name)
-    if s.method is Method.AUTOATTACK:
+    if s.algorithm is Algorithm.AUTOATTACK:
         s = s.at(2.0)  # large enough that APGD breaks every point and Square never runs (seconds)
     return build_attack(s, model, num_classes=10, seed=seed, device="cpu")(x, y)
 
@@ -402,7 +397,8 @@ def test_pgd_agrees_with_torchattacks_on_robust_accuracy(trained, norm, eps):
     # (neither leaves more images correct than the other beyond 2 sqrt(#images they disagree on)).
     ours_correct, theirs_correct = accuracy(model, ours, y), accuracy(model, theirs, y)
     for a, b in ((ours_correct, theirs_correct), (theirs_correct, ours_correct)):
-        flag, detail = _exceeds(a, b)
+        found = exceeds(a, b)
+        flag, detail = found.exceeds, found.detail
         assert not flag, detail
 
 
@@ -422,7 +418,8 @@ def test_more_steps_never_weaker(trained, norm, eps):
                     random_start=steps > 1, generator=torch.Generator().manual_seed(0))
         masks.append(accuracy(model, x_adv, y))
     for fewer, more in zip(masks, masks[1:], strict=False):
-        flag, detail = _exceeds(fewer, more)
+        found = exceeds(fewer, more)
+        flag, detail = found.exceeds, found.detail
         assert not flag, detail
     assert int(masks[2].sum()) < int(accuracy(model, x, y).sum())
 
@@ -432,7 +429,7 @@ def test_pgd_budget_box_steps_zero_and_determinism(trained, norm):
     model, x, y = trained
     x, y = x[:32], y[:32]
     eps = 8 / 255 if norm == "linf" else 0.5
-    s = AttackSpec("pgd", Method.PGD, Norm(norm), eps, 10)
+    s = AttackSpec("pgd", Algorithm.PGD, Norm(norm), eps, 10)
     assert torch.equal(pgd(model, x, y, norm=norm, eps=eps, alpha=0.1, steps=0, random_start=False), x)
     start = pgd(model, x, y, norm=norm, eps=eps, alpha=0.1, steps=0, generator=torch.Generator().manual_seed(1))
     assert not torch.equal(start, x) and perturbation_report(x, start, s)["within_eps"]
@@ -465,7 +462,7 @@ def test_pgd_under_bfloat16_autocast(trained, norm):
         x_adv = pgd(model, x, y, norm=norm, eps=eps, alpha=2.5 * eps / 10, steps=10,
                     generator=torch.Generator().manual_seed(0))
     assert x_adv.dtype == torch.float32
-    report = perturbation_report(x, x_adv, AttackSpec("pgd", Method.PGD, Norm(norm), eps, 10))
+    report = perturbation_report(x, x_adv, AttackSpec("pgd", Algorithm.PGD, Norm(norm), eps, 10))
     assert report["within_eps"] and report["in_box"]  # the projection ran in float32
     assert accuracy(model, x_adv, y).sum() < accuracy(model, x, y).sum()
 

@@ -14,6 +14,7 @@ import shutil
 import struct
 import tarfile
 import time
+import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -21,16 +22,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from core.errors import ParameterError, SamatError
 from empirical import data as D
 from empirical.data import (
     BatchStream,
     Dataset,
     GaussianSpec,
     augment_batch,
+    batching,
+    cifar,
+    download,
     load_dataset,
+    tinyimagenet,
     to_float_images,
 )
-from theory.errors import ParameterError, SamatError
 
 Z = 5.0  # standard errors for Monte Carlo comparisons: a false alarm has probability ~6e-7
 
@@ -250,7 +255,7 @@ def test_download_checks_the_published_md5(tmp_path, monkeypatch):
     write_cifar(tmp_path / "src", "cifar10")
     archive = tar_gz(tmp_path / "src", "cifar-10-batches-py", tmp_path / "src" / "cifar-10-python.tar.gz")
     fetch, calls = _fake_fetch(archive)
-    monkeypatch.setattr(D, "_fetch", fetch)
+    monkeypatch.setattr(download, "fetch", fetch)
 
     # Our tiny archive is not the published one: rejected, and nothing is left behind.
     target = tmp_path / "data"
@@ -261,7 +266,8 @@ def test_download_checks_the_published_md5(tmp_path, monkeypatch):
 
     # With the checksum it does have, the download is kept and loaded.
     actual = hashlib.md5(archive.read_bytes()).hexdigest()
-    monkeypatch.setitem(D.CIFAR_SPECS, "cifar10", D.CifarSpec(**{**D.CIFAR_SPECS["cifar10"].__dict__, "md5": actual}))
+    checked = cifar.CifarSpec(**{**D.CIFAR_SPECS["cifar10"].__dict__, "md5": actual})
+    monkeypatch.setitem(D.CIFAR_SPECS, "cifar10", checked)
     ds = load_dataset("cifar10", target, download=True)
     assert (target / "cifar-10-python.tar.gz").read_bytes() == archive.read_bytes()
     assert len(ds.train_y) == 40 and len(calls) == 2
@@ -281,9 +287,9 @@ def test_md5_of_a_present_archive_is_checked_only_on_request(tmp_path):
 def test_failed_download_is_one_line_naming_where_to_put_the_archive(tmp_path, monkeypatch):
     def offline(url: str, dest: Path) -> None:
         dest.write_bytes(b"partial")
-        raise D.urllib.error.URLError("no route to host")
+        raise urllib.error.URLError("no route to host")
 
-    monkeypatch.setattr(D, "_fetch", offline)
+    monkeypatch.setattr(download, "fetch", offline)
     with pytest.raises(SamatError, match=r"could not download .* put cifar-10-python.tar.gz in") as info:
         load_dataset("cifar10", tmp_path, download=True)
     assert "\n" not in str(info.value) and list(tmp_path.iterdir()) == []
@@ -359,7 +365,7 @@ def test_tinyimagenet_decodes_caches_and_refreshes(tmp_path, monkeypatch):
     def no_decoding(path):
         raise AssertionError("decoded although the cache is fresh")
 
-    monkeypatch.setattr(D, "_decode_jpeg", no_decoding)
+    monkeypatch.setattr(tinyimagenet, "_decode_jpeg", no_decoding)
     cached = load_dataset("tinyimagenet", tmp_path)
     for key in ("train_x", "train_y", "test_x", "test_y"):
         assert torch.equal(getattr(cached, key), getattr(ds, key))
@@ -381,7 +387,7 @@ def test_tinyimagenet_loads_when_the_cache_cannot_be_written(tmp_path, monkeypat
     def read_only(*args):
         raise PermissionError("read-only file system")
 
-    monkeypatch.setattr(D, "_write_cache", read_only)
+    monkeypatch.setattr(tinyimagenet, "_write_cache", read_only)
     with pytest.warns(UserWarning, match="could not cache"):
         ds = load_dataset("tinyimagenet", tmp_path / "tiny-imagenet-200")  # data_dir = the folder itself
     assert len(ds.train_y) == 3 and not (tmp_path / "tiny-imagenet-200.npz").exists()
@@ -394,7 +400,7 @@ def test_tinyimagenet_cache_write_that_fails_midway_leaves_no_file(tmp_path, mon
         f.write(b"PK partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(D.np, "savez", disk_full)
+    monkeypatch.setattr(np, "savez", disk_full)
     with pytest.warns(UserWarning, match="No space left"):
         ds = load_dataset("tinyimagenet", tmp_path)
     assert len(ds.train_y) == 3
@@ -668,18 +674,18 @@ def test_vectors_pass_through_as_float32():
 def test_stream_checks_its_arguments_once_not_per_batch(monkeypatch):
     x, y = stream_data()
     calls = []
-    check = D._check_augment
-    monkeypatch.setattr(D, "_check_augment", lambda *args: calls.append(args[1]) or check(*args))
+    check = batching._check_augment
+    monkeypatch.setattr(batching, "_check_augment", lambda *args: calls.append(args[1]) or check(*args))
     stream = BatchStream(x, y, 10, shuffle=True, augment="crop_flip", generator=torch.Generator().manual_seed(0))
     assert len(list(stream)) == 11 and calls == ["crop_flip"]
 
 
-def test_choices_shared_with_the_torch_free_config_agree():
-    from empirical import config
+def test_every_dataset_name_has_a_loader_and_the_gaussian_table_its_fields():
+    from empirical.data.gaussian import GAUSSIAN_FIELDS
+    from empirical.vocabulary import DatasetName
 
-    assert tuple(D.DATASETS) == config.DATASET_NAMES
-    assert D.AUGMENT_MODES is config.AUGMENT_MODES and D.GaussianSpec is config.GaussianSpec
-    assert config.GAUSSIAN_FIELDS == ("p", "eta", "n", "train_size", "test_size", "seed")
+    assert list(D.DATASETS) == list(DatasetName)
+    assert GAUSSIAN_FIELDS == ("p", "eta", "n", "train_size", "test_size", "seed")
 
 
 @pytest.mark.parametrize("batch_size", [0, -3])

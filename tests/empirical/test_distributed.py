@@ -1,4 +1,4 @@
-"""Data-parallel training (empirical.distributed) on CPU: two gloo processes.
+"""Data-parallel training (empirical.training.distributed) on CPU: two gloo processes.
 
 What would be false if the code were wrong:
 
@@ -8,7 +8,7 @@ What would be false if the code were wrong:
 * with "local", each replica climbs along its own gradient: the weights differ from "allreduce" by far
   more than rounding, yet the run still learns;
 * in every mode and method the replicas' weights and (averaged) BatchNorm statistics stay identical;
-* ``torchrun ... -m empirical.distributed`` (the environment-variable launch) gives the same run as one process.
+* ``torchrun ... -m samat train`` (the environment-variable launch) gives the same run as one process.
 
 One spawn of two processes serves the tests that need replicas (about 10 s on 2 cores).
 """
@@ -28,12 +28,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from empirical.config import TrainConfig
+from core.errors import ParameterError
 from empirical.data import Dataset, GaussianSpec, load_dataset
-from empirical.distributed import World, average_batchnorm_statistics
-from empirical.train import STEPS, build, train
+from empirical.training.config import TrainConfig
+from empirical.training.distributed import World, average_batchnorm_statistics
+from empirical.training.loop import train
+from empirical.training.setup import build
+from empirical.training.steps import STEPS
 from tests.empirical.helpers import tiny_images
-from theory.errors import ParameterError
 from theory.objectives import accuracy, linear_log_risk
 
 REPO = Path(__file__).resolve().parents[2]
@@ -182,7 +184,7 @@ def test_torchrun_launch_matches_one_process(tmp_path):
     config.write_text(json.dumps(LINEAR | {"method": "sam"}))
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD_SIZE}",
-                          "--standalone", "-m", "empirical.distributed", "--config", str(config),
+                          "--standalone", "-m", "samat", "train", "--config", str(config),
                           "--runs-dir", str(tmp_path), "--name", "ddp", "--no-progress"],
                          capture_output=True, text=True, cwd=REPO, timeout=120, env=env | {"OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-2000:]

@@ -9,21 +9,22 @@ import pytest
 import torch
 from torch import nn
 
-from empirical.evaluate import (
-    FAMILY_CHECK,
-    NATURAL,
-    attack_columns,
-    eval_indices,
-    evaluate,
-    evaluate_path,
-    robust_within_clean,
-    unpack_mask,
-)
-from empirical.experiment import load_experiment, run_experiment, write_report
-from empirical.train import train
+from core.errors import ParameterError, SamatError
+from empirical.evaluation import evaluate as evaluate_module
+from empirical.evaluation.checks import FAMILY_CHECK, robust_within_clean
+from empirical.evaluation.columns import NATURAL, attack_columns
+from empirical.evaluation.evaluate import evaluate
+from empirical.evaluation.run import evaluate_path
+from empirical.evaluation.store import unpack_mask
+from empirical.evaluation.trained import Loaded, eval_indices, load_trained
+from empirical.experiments.grid import load_experiment
+from empirical.experiments.report import write_report
+from empirical.experiments.runner import run_experiment
+from empirical.models import build_model
+from empirical.training.loop import train
+from empirical.training.runs import RunDir
 from samat.cli import main
 from tests.empirical.helpers import SGD_RUN, run_cli, tiny_cfg, tiny_images, write_grid
-from theory.errors import ParameterError, SamatError
 
 CHEAP = ["fgsm_linf@2/255", "pgd10_linf@2/255", "pgd10_linf@8/255", "pgd10_l2@64/255"]
 
@@ -36,13 +37,11 @@ def trained_run(tmp_path_factory):
 
 
 def _load(run_dir):
-    from empirical.evaluate import load_trained
-
     return load_trained(run_dir, device=torch.device("cpu"), dataset="tiny")
 
 
 def test_eval_json_holds_numbers_and_passing_sanity_checks(trained_run, monkeypatch):
-    monkeypatch.setattr("empirical.evaluate.load_trained", _patched_loader)
+    monkeypatch.setattr("empirical.evaluation.run.load_trained", _patched_loader)
     result = evaluate_path(trained_run, CHEAP, n_eval=64, seed=0, progress=False, log=lambda m: None)
     saved = json.loads((trained_run / "eval.json").read_text())
     assert saved["accuracy"] == result["accuracy"]
@@ -62,7 +61,7 @@ def test_eval_json_holds_numbers_and_passing_sanity_checks(trained_run, monkeypa
 
 
 def test_existing_evaluation_is_extended_not_redone(trained_run, monkeypatch):
-    monkeypatch.setattr("empirical.evaluate.load_trained", _patched_loader)
+    monkeypatch.setattr("empirical.evaluation.run.load_trained", _patched_loader)
     evaluate_path(trained_run, CHEAP[:1], n_eval=64, seed=0, overwrite=True, progress=False, log=lambda m: None)
     first = json.loads((trained_run / "eval.json").read_text())
     calls = []
@@ -76,10 +75,6 @@ def test_existing_evaluation_is_extended_not_redone(trained_run, monkeypatch):
 
 def _patched_loader(path, *, device, data_dir=None, model=None, dataset=None):
     """The tiny dataset is not a registered one: load it by hand, the way load_trained would."""
-    from empirical.evaluate import Loaded
-    from empirical.models import build_model
-    from empirical.runs import RunDir
-
     data = tiny_images()
     run = RunDir(path)
     net = build_model("small_cnn", input_shape=data.input_shape, num_classes=4, mean=data.mean, std=data.std)
@@ -101,8 +96,6 @@ class GradientMasked(nn.Module):
 
 def test_sanity_checks_catch_gradient_masking(trained_run):
     data = tiny_images()
-    from empirical.models import build_model
-
     net = build_model("small_cnn", input_shape=data.input_shape, num_classes=4, mean=data.mean, std=data.std)
     net.load_state_dict(torch.load(trained_run / "model.pt"))
     result = evaluate(GradientMasked(net.eval()), data.test_x[:64], data.test_y[:64], CHEAP[1:2], num_classes=4,
@@ -170,7 +163,7 @@ at_eps = 0.1
     exp = load_experiment(config, runs_dir=tmp_path / "runs")
     run_experiment(exp, progress=False, log=lambda m: None)
     paths = write_report(exp, tmp_path / "report")
-    rows = json.loads(paths["json"].read_text())["T"]
+    rows = json.loads(paths["json"].read_text())["tables"]["T"]
     for row in rows:
         a, b = row["pgd10_linf@0.05"]["mean"], row["pgd10_linf@0.2"]["mean"]
         assert a is not None and b is not None and b <= a <= row["natural"]["mean"]
@@ -199,12 +192,10 @@ class FirstCoordinates(nn.Module):
 def test_evaluation_fails_an_attack_that_fixes_misclassified_points(monkeypatch):
     """An attack that moves a misclassified point to its class's prototype is caught, although the robust
     accuracy (hits combined with the clean mask) can never exceed the clean one."""
-    from empirical import attacks
-
     def cheating(s, model, *, num_classes, seed, device, box):
         return lambda x, y, clean=None: nn.functional.one_hot(y, x.shape[1]).float()
 
-    monkeypatch.setattr(attacks, "build_attack", cheating)
+    monkeypatch.setattr(evaluate_module, "build_attack", cheating)
     x = torch.eye(3).repeat(4, 1)  # 12 points, x = one-hot(i % 3)
     y = torch.arange(12) % 3
     y[:4] = (y[:4] + 1) % 3  # the first 4 are misclassified
@@ -220,7 +211,7 @@ def test_evaluation_fails_an_attack_that_fixes_misclassified_points(monkeypatch)
 
 def test_extending_an_evaluation_recomputes_the_checks_across_columns(trained_run, monkeypatch):
     """@2/255, then @8/255, then @4/255: the checks are those of one evaluation of all three, each once."""
-    monkeypatch.setattr("empirical.evaluate.load_trained", _patched_loader)
+    monkeypatch.setattr("empirical.evaluation.run.load_trained", _patched_loader)
     columns = ["pgd10_linf@2/255", "pgd10_linf@8/255", "pgd10_linf@4/255"]
     for k in range(1, 4):
         evaluate_path(trained_run, columns[:k], n_eval=64, seed=0, overwrite=k == 1, progress=False,
@@ -243,14 +234,14 @@ def test_extending_an_evaluation_recomputes_the_checks_across_columns(trained_ru
 
 
 def test_a_complete_evaluation_loads_nothing(trained_run, monkeypatch):
-    monkeypatch.setattr("empirical.evaluate.load_trained", _patched_loader)
+    monkeypatch.setattr("empirical.evaluation.run.load_trained", _patched_loader)
     first = evaluate_path(trained_run, CHEAP[:2], n_eval=64, seed=0, overwrite=True, progress=False,
                           log=lambda m: None)
 
     def refuse(*args, **kwargs):
         raise AssertionError("load_trained called for a complete evaluation")
 
-    monkeypatch.setattr("empirical.evaluate.load_trained", refuse)
+    monkeypatch.setattr("empirical.evaluation.run.load_trained", refuse)
     logged = []
     assert evaluate_path(trained_run, CHEAP[1:2], n_eval=64, seed=0, progress=False, log=logged.append) == first
     assert "already evaluated" in logged[0]
@@ -284,7 +275,7 @@ def test_image_attacks_on_vectors_are_refused_before_attacking(gaussian_run, mon
     def no_attack(*args, **kwargs):
         raise AssertionError("an attack was built before the columns were checked against the data")
 
-    monkeypatch.setattr("empirical.attacks.build_attack", no_attack)
+    monkeypatch.setattr("empirical.evaluation.evaluate.build_attack", no_attack)
     with pytest.raises(ParameterError, match=f"attack={column} is invalid.*vector data"):
         evaluate_path(gaussian_run, ["fgsm_linf@0.1", column], n_eval=16, progress=False, log=lambda m: None)
     with pytest.raises(SamatError, match="--crosscheck"):

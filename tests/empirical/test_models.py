@@ -18,8 +18,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
+from core.errors import ParameterError
 from empirical.models import (
-    ARCHITECTURES,
+    BUILDERS,
+    Architecture,
     DeiT,
     Normalize,
     WideResNet,
@@ -28,7 +30,6 @@ from empirical.models import (
 )
 from empirical.models.deit import Attention
 from tests.helpers import REPO
-from theory.errors import ParameterError
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
 SHAPES = ((3, 32, 32), (1, 28, 28), (3, 64, 64))  # CIFAR, Fashion-MNIST, TinyImageNet
@@ -125,7 +126,7 @@ def test_deit_imagenet_configuration_has_deit_ti_exact_size() -> None:
 # --- Shapes and structure ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", list(Architecture))
 def test_output_shape(arch: str, shape: tuple[int, ...]) -> None:
     with torch.no_grad():
         out = model_for(arch, shape)(images(shape))
@@ -141,7 +142,7 @@ def test_linear_model_on_vectors(classes: int) -> None:
     assert count_parameters(model) == 7 * (1 if classes == 2 else classes)  # no bias
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", list(Architecture))
 def test_first_module_is_normalize(arch: str) -> None:
     assert isinstance(next(iter(model_for(arch).children())), Normalize)
 
@@ -169,7 +170,7 @@ def test_normalize_module() -> None:
     assert identity(x) is x and identity.channels == 0
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", list(Architecture))
 def test_normalization_happens_inside(arch: str) -> None:
     model = model_for(arch)
     bare = copy.deepcopy(model)
@@ -182,7 +183,7 @@ def test_normalization_happens_inside(arch: str) -> None:
     torch.testing.assert_close(inside, outside, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", list(Architecture))
 def test_state_dict_holds_the_normalization_and_round_trips(arch: str) -> None:
     model = model_for(arch)
     state = model.state_dict()
@@ -205,7 +206,7 @@ def test_state_dict_of_other_normalization_does_not_load() -> None:
 
 # --- Memory format, autocast, gradients, compile ------------------------------------------------------------
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", list(Architecture))
 def test_channels_last_gives_the_same_output(arch: str) -> None:
     model, x = model_for(arch), images()
     with torch.no_grad():
@@ -237,7 +238,7 @@ def test_cpu_bfloat16_autocast(arch: str) -> None:
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", list(Architecture))
 def test_gradient_reaches_every_input(arch: str) -> None:
     model, x = model_for(arch), images().requires_grad_(True)
     F.cross_entropy(model(x), torch.arange(BATCH)).backward()
@@ -245,7 +246,7 @@ def test_gradient_reaches_every_input(arch: str) -> None:
     assert (x.grad.flatten(1).norm(dim=1) > 0).all()  # every example gets an attack direction
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", list(Architecture))
 def test_dynamo_traces_forward_as_one_graph(arch: str) -> None:
     # fullgraph=True fails on any graph break (data-dependent Python control flow); the eager backend keeps
     # this a tracing check, without compiling kernels.
@@ -277,7 +278,7 @@ cuda_calls, lazy_init = [], torch.cuda._lazy_init
 torch.cuda._lazy_init = lambda: cuda_calls.append(1) or lazy_init()
 import empirical.models as M
 
-for arch in M.ARCHITECTURES:
+for arch in M.Architecture:
     shape = (5,) if arch == "linear" else (3, 32, 32)
     M.build_model(arch, input_shape=shape, num_classes=10)(torch.rand(2, *shape))
 assert not attempts, f"imported {attempts}"
@@ -336,7 +337,7 @@ def test_unknown_architecture_names_the_parameter_and_the_choices() -> None:
     message = str(err.value)
     assert err.value.name == "model" and "\n" not in message
     assert message.startswith("model=resnet50 is invalid")
-    assert all(arch in message for arch in ARCHITECTURES)
+    assert all(arch in message for arch in Architecture)
 
 
 def test_deit_patch_must_divide_the_image() -> None:
@@ -387,3 +388,7 @@ def test_wide_resnet_dropout_is_configurable() -> None:
         assert torch.equal(model(x), model(x))
     with pytest.raises(ParameterError):
         WideResNet(depth=27)
+
+
+def test_every_architecture_has_a_builder():
+    assert list(BUILDERS) == list(Architecture)

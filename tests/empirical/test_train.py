@@ -4,19 +4,24 @@ alone by the second pass, runs resume exactly, and bad configurations are refuse
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 
 import pytest
 import torch
 from torch import nn
 
-from empirical.experiment import load_experiment, run_experiment, write_report
+from core.errors import ParameterError, SamatError
+from empirical.experiments.grid import load_experiment
+from empirical.experiments.report import write_report
+from empirical.experiments.runner import run_experiment
 from empirical.models import build_model
-from empirical.optim import ASAM_ETA, WeightPerturbation
-from empirical.runs import RunDir
-from empirical.train import STEPS, TrainingDiverged, build, running_stats_frozen, train
+from empirical.training.loop import TrainingDiverged, train
+from empirical.training.optimizers import ASAM_ETA, WeightPerturbation
+from empirical.training.runs import RunDir
+from empirical.training.setup import build
+from empirical.training.steps import STEPS, running_stats_frozen
 from tests.empirical.helpers import SGD_RUN, run_cli, tiny_cfg, tiny_images, write_grid
-from theory.errors import ParameterError, SamatError
 
 METHODS = ("sgd", "adam", "sam", "asam", "esam", "pgd_at")
 
@@ -214,7 +219,12 @@ def test_run_directory_holds_config_with_provenance_and_metrics(tmp_path):
     train(tiny_cfg(epochs=2), tmp_path / "run", progress=False, data=tiny_images())
     doc = json.loads((tmp_path / "run" / "config.json").read_text())
     assert doc["config"]["seed"] == 0 and doc["config"]["method"] == "sgd"
-    assert {"torch", "git", "python", "created"} <= set(doc["provenance"])
+    assert {"packages", "git", "python", "created", "device"} <= set(doc["provenance"])
+    assert "torch" in doc["provenance"]["packages"]
+    final = json.loads((tmp_path / "run" / "final.json").read_text())
+    weights = final["provenance"]["inputs"]["weights"]
+    assert weights["sha256"] == hashlib.sha256((tmp_path / "run" / "model.pt").read_bytes()).hexdigest()
+    assert final["provenance"]["inputs"]["config"] == json.loads(json.dumps(tiny_cfg(epochs=2).identity()))
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert all(isinstance(r[k], float) for r in rows for k in ("train_loss", "train_acc", "test_acc", "seconds"))

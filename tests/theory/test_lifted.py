@@ -69,7 +69,8 @@ def covers_exact(model: LogisticModel, opt, exact: np.ndarray, eps: float = 0.0)
     estimates, so each estimate can be off by about itself: a factor 2 covers that.
     """
     floor = _newton_distance(lambda w: model.gradient(*w, eps), exact)
-    return dataclasses.replace(opt, accuracy_w1=2 * (opt.accuracy_w1 + floor), accuracy_v=2 * (opt.accuracy_v + floor))
+    return dataclasses.replace(opt, resolution_w1=2 * (opt.resolution_w1 + floor),
+                               resolution_v=2 * (opt.resolution_v + floor))
 
 
 @given(S.p, st.floats(0.1, 1.5), st.integers(1, 30))
@@ -79,7 +80,7 @@ def test_logistic_st_optimum_is_the_true_log_odds(p, eta, n):
     model = LogisticModel(p, eta, n)
     exact = np.array([float(cf.log_odds(p)), 2 * eta])
     opt = covers_exact(model, model.st_optimum(), exact)
-    assert abs(opt.w1 - exact[0]) <= opt.accuracy_w1 and abs(opt.v - exact[1]) <= opt.accuracy_v
+    assert abs(opt.w1 - exact[0]) <= opt.resolution_w1 and abs(opt.v - exact[1]) <= opt.resolution_v
 
 
 @given(S.p, st.floats(0.1, 1.5), st.integers(1, 30), st.floats(0.05, 0.9))
@@ -89,7 +90,7 @@ def test_logistic_at_optimum_is_theorem_2(p, eta, n, frac):
     model = LogisticModel(p, eta, n)
     exact = np.array([float(cf.log_odds(p)), 2 * (eta - eps)])
     opt = covers_exact(model, model.at_optimum(eps), exact, eps)
-    assert abs(opt.w1 - exact[0]) <= opt.accuracy_w1 and abs(opt.v - exact[1]) <= opt.accuracy_v
+    assert abs(opt.w1 - exact[0]) <= opt.resolution_w1 and abs(opt.v - exact[1]) <= opt.resolution_v
     # W_R = w1 / (n v) to first order in the accuracies (w_r_rtol); the closed form computes the same ratio
     # with other roundings, a few ulps (4U) apart.
     w_r = float(cf.w_r_at(p, eta, n, eps))
@@ -137,9 +138,9 @@ def test_logistic_full_ball_at_drops_x1_exactly_when_its_attack_outweighs_it(p, 
     opt = LogisticModel(p, eta, n).at_optimum(eps, full_ball=True)
     assert (opt.w1 == 0.0) == (eps > 2 * p - 1)
     if opt.w1 == 0.0:
-        assert abs(opt.v - 2 * (eta - eps)) <= opt.accuracy_v + 1e-9 * opt.v
+        assert abs(opt.v - 2 * (eta - eps)) <= opt.resolution_v + 1e-9 * opt.v
     else:
-        assert opt.w1 > opt.accuracy_w1
+        assert opt.w1 > opt.resolution_w1
 
 
 def test_full_ball_closed_form_tends_to_theorem_2():
@@ -208,7 +209,7 @@ def test_logistic_sam_accuracy_covers_a_restart_from_elsewhere(p, eta, n, rho):
     res = optimize.minimize(lambda w: model.sam_objective(w[0], w[1], rho)[0], [1.0, 1.0], method="Nelder-Mead",
                             options={"xatol": 1e-9, "fatol": SAM_FATOL, "maxiter": 4000})
     assert res.success
-    assert abs(res.x[0] - opt.w1) <= opt.accuracy_w1 and abs(res.x[1] - opt.v) <= opt.accuracy_v
+    assert abs(res.x[0] - opt.w1) <= opt.resolution_w1 and abs(res.x[1] - opt.v) <= opt.resolution_v
 
 
 def test_sam_objective_only_falls_with_the_scale_of_the_classifier():

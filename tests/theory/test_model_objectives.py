@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.errors import ParameterError
 from tests.theory import strategies as S
 from theory.backend import mp_backend
-from theory.errors import ParameterError
 from theory.model import GaussianModel, robust_feature_weight, sample_accuracy, validate
 from theory.objectives import accuracy, golden_section_max, log_risk, risk, risk_slope, sam_inner_max
 

@@ -41,7 +41,7 @@ def test_st_optimum_equals_theorem_1(p, eta, n):
     opt = st_optimum(p, eta, n)
     assert within_bracket(float(cf.w1_star(p, eta)), opt, float(cf.rounding_bound(p, eta)))
     # ...and the bracket is as sharp as float64 allows, within a factor 4.
-    assert opt.accuracy <= 4 * resolution_limit(float(opt.w1), p, eta, n)
+    assert opt.bracket_width <= 4 * resolution_limit(float(opt.w1), p, eta, n)
 
 
 @given(S.p, S.eta, S.n, S.at_fraction)
@@ -89,7 +89,7 @@ def test_no_point_near_the_sam_optimum_beats_it(p, eta, n, eps):
     assert opt.found
     w0 = float(opt.w1)
     value, error = dense_sam_objective(w0, p, eta, n, eps)
-    offsets = np.concatenate([np.linspace(-1, 1, 201) * max(float(opt.accuracy) * 50, 1e-9),
+    offsets = np.concatenate([np.linspace(-1, 1, 201) * max(float(opt.bracket_width) * 50, 1e-9),
                               np.linspace(-1, 1, 201) * eps, np.linspace(-1, 1, 201) * 3 * np.sqrt(n) + 1])
     others, others_err = dense_sam_objective(w0 + offsets, p, eta, n, eps)
     assert np.all(others >= value - error - others_err)
@@ -100,7 +100,7 @@ def test_no_point_near_the_sam_optimum_beats_it(p, eta, n, eps):
 def test_equal_endpoints_shortcut_agrees_with_the_direct_solve(p, eta, n, eps):
     """The validation that licenses the shortcut: both brackets overlap wherever both resolve."""
     direct, short = sam_optimum(p, eta, n, eps), sam_optimum_equal_endpoints(p, eta, n, eps)
-    assert short.found and short.accuracy < 1e-6 * abs(float(short.w1))
+    assert short.found and short.bracket_width < 1e-6 * abs(float(short.w1))
     if direct.found:
         assert float(direct.lo) <= float(short.hi) and float(short.lo) <= float(direct.hi)
 
@@ -109,10 +109,10 @@ def test_mp_path_resolves_small_eps_where_float64_cannot():
     p, eta, n, eps = 0.8, 0.5, 3, 1e-5
     st64, sam64 = st_optimum(p, eta, n), sam_optimum(p, eta, n, eps)
     gain = float(cf.w1_star(p, eta)) * eps**2 / (3 * n)  # what the increment turns out to be
-    assert sam64.accuracy > gain  # float64: the direct solve cannot see the increment
+    assert sam64.bracket_width > gain  # float64: the direct solve cannot see the increment
     bk = mp_backend(40)
     st_mp, sam_mp = st_optimum(p, eta, n, bk), sam_optimum(p, eta, n, eps, bk)
-    assert sam_mp.accuracy < 1e-6 * gain
+    assert sam_mp.bracket_width < 1e-6 * gain
     increment = float(sam_mp.w1 - st_mp.w1)
     assert increment > 0 and abs(increment - gain) / gain < 1e-4  # O(ε²) corrections are ~1e-10 here
     assert within_bracket(float(cf.w1_star(p, eta)), st64, float(cf.rounding_bound(p, eta)))
@@ -151,7 +151,7 @@ def test_equal_robustness_budget_reproduces_the_target(p, eta, n, eps_sam):
 
 
 def test_invalid_input_is_rejected_before_solving():
-    from theory.errors import ParameterError
+    from core.errors import ParameterError
 
     with pytest.raises(ParameterError, match="p=0.4"):
         st_optimum(0.4, 0.5, 1)

@@ -49,7 +49,8 @@ def test_solve_json_contract():
     out = run_cli("theory", "solve", "--p", "0.8", "--eta", "0.5", "--n", "4", "--eps", "0.1", "--json")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
-    assert set(data["numeric"]) >= {"w_star", "w_at", "w_sam"} and "closed_form" in data
+    assert set(data["numeric"]) >= {"w_star", "w_at", "w_sam", "bracket_width"} and "closed_form" in data
+    assert "accuracy" not in data["numeric"]  # the bracket width is not an accuracy
     assert data["numeric"]["w_at"] == pytest.approx(data["closed_form"]["w_at"], rel=1e-9)
 
 
@@ -75,18 +76,20 @@ def test_bad_input_is_one_line_with_exit_code_2(args, needle):
     assert out.stderr.count("\n") == 1 and needle in out.stderr and "Traceback" not in out.stderr
 
 
-def test_python_dash_m_theory_is_the_same_command():
-    out = subprocess.run([sys.executable, "-m", "theory", "solve", "--p", "0.7", "--eta", "1", "--n", "1",
+def test_python_dash_m_samat_theory_is_the_same_command():
+    out = subprocess.run([sys.executable, "-m", "samat", "theory", "solve", "--p", "0.7", "--eta", "1", "--n", "1",
                           "--eps", "0.2"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0 and "w1^SAM" in out.stdout
 
 
 def test_verify_writes_report_and_refuses_to_overwrite(tmp_path):
     assert main(["theory", "verify", "--out", str(tmp_path), "--quick"]) == 0
-    rows = json.loads((tmp_path / "verification.json").read_text())
+    doc = json.loads((tmp_path / "verification.json").read_text())
+    assert doc["provenance"]["inputs"]["grid"]["p"] == list(verify.Grid.quick().p)
+    rows = doc["claims"]
     assert [r["theorem"] for r in rows] == ["T1", "T2", "T3", "T4", "T5"]
     for r in rows:
-        assert r["verdict"] in ("holds", "fails") and isinstance(r["max_rel_error"], float)
+        assert r["verdict"] in ("holds", "fails") and isinstance(r["max_rel_error"], float) and r["summary"]
         if r["corrected"] is not None:
             sp.sympify(r["corrected"])  # parsable
     md = (tmp_path / "verification.md").read_text()
@@ -95,6 +98,7 @@ def test_verify_writes_report_and_refuses_to_overwrite(tmp_path):
 
 
 def test_theory_never_imports_torch():
-    code = "import sys, theory.verify, theory.plots, theory.solve, samat.cli; print('torch' in sys.modules)"
+    code = ("import sys, theory.verify, theory.report, theory.plots, theory.solve, samat.cli; "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.stdout.strip() == "False", out.stderr

@@ -1,0 +1,82 @@
+"""Datasets as whole tensors, and device-side batching with augmentation.
+
+Every dataset is loaded once into memory as uint8 images (N, C, H, W) or float32 vectors (N, D) and
+moved to the training device whole; batches are cut, converted to float and augmented there, a batch
+at a time (:mod:`.batching`). Sources, each read from its official format (torchvision is never imported),
+are registered in :data:`DATASETS`, one entry per :class:`~empirical.vocabulary.DatasetName`:
+
+- ``cifar10`` / ``cifar100`` (:mod:`.cifar`), ``fashion_mnist`` (:mod:`.fashion_mnist`),
+  ``tinyimagenet`` (:mod:`.tinyimagenet`), and ``gaussian``, the papers' D(p, η, n) (:mod:`.gaussian`).
+
+Usage::
+
+    ds = load_dataset("fashion_mnist").subset(train=10_000, test=None, seed=0).to("cuda")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for xb, yb in BatchStream(ds.train_x, ds.train_y, 256, shuffle=True, augment=ds.augment, generator=g):
+        ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from empirical.data.batching import BatchStream, as_inputs, augment_batch, to_float_images
+from empirical.data.cifar import CIFAR_SPECS, load_cifar
+from empirical.data.dataset import Dataset, LoadRequest
+from empirical.data.fashion_mnist import FASHION_MNIST_DIR, FASHION_MNIST_FILES, load_fashion_mnist
+from empirical.data.gaussian import GaussianSpec, load_gaussian
+from empirical.data.tinyimagenet import load_tinyimagenet
+from empirical.vocabulary import DatasetName
+
+__all__ = [
+    "CIFAR_SPECS",
+    "DATASETS",
+    "FASHION_MNIST_DIR",
+    "FASHION_MNIST_FILES",
+    "BatchStream",
+    "Dataset",
+    "GaussianSpec",
+    "LoadRequest",
+    "Source",
+    "as_inputs",
+    "augment_batch",
+    "load_dataset",
+    "to_float_images",
+]
+
+
+@dataclass(frozen=True)
+class Source:
+    """A registry entry: the loader and where its data lives when no data_dir is given."""
+
+    loader: Callable[[LoadRequest], Dataset]
+    default_dir: Path | None = None  # None: ./data/<name>
+
+
+DATASETS: dict[DatasetName, Source] = {
+    DatasetName.CIFAR10: Source(load_cifar),
+    DatasetName.CIFAR100: Source(load_cifar),
+    DatasetName.FASHION_MNIST: Source(load_fashion_mnist, FASHION_MNIST_DIR),
+    DatasetName.TINYIMAGENET: Source(load_tinyimagenet),
+    DatasetName.GAUSSIAN: Source(load_gaussian),
+}
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, *, download: bool = False,
+                 gaussian: GaussianSpec | None = None, verify_md5: bool = False) -> Dataset:
+    """Load the named dataset (a :class:`~empirical.vocabulary.DatasetName`) into CPU tensors.
+
+    ``data_dir=None`` means Fashion-MNIST's Debian folder for ``fashion_mnist`` and ``./data/<name>``
+    otherwise. ``download`` fetches a missing CIFAR archive; ``verify_md5`` also checks the MD5 of an
+    archive already present. ``gaussian`` parametrizes the ``gaussian`` dataset (ignored by the others).
+    Missing or corrupt data raises :class:`SamatError` with a one-line fix.
+    """
+    key = DatasetName.parse(name, "dataset")
+    source = DATASETS[key]
+    folder = Path(data_dir) if data_dir is not None else (source.default_dir or Path("data") / key.value)
+    request = LoadRequest(key.value, folder, download=download, verify_md5=verify_md5,
+                          gaussian=gaussian if gaussian is not None else GaussianSpec())
+    return source.loader(request)
+

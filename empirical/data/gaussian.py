@@ -1,0 +1,78 @@
+"""The papers' data model D(p, η, n) (:class:`theory.model.GaussianModel`) as a dataset of vectors."""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from core.errors import ParameterError
+from core.numbers import is_int
+from empirical.data.dataset import Dataset, LoadRequest
+from empirical.vocabulary import Augment
+from theory.model import GaussianModel
+from theory.model import validate as validate_gaussian
+
+
+@dataclass(frozen=True)
+class GaussianSpec:
+    """The papers' D(p, η, n) as a dataset, sampled with :class:`theory.model.GaussianModel`."""
+
+    p: float = 0.8  # probability that the robust feature x1 equals y
+    eta: float = 0.5  # mean magnitude η of the n non-robust features N(ηy, 1)
+    n: int = 10  # number of non-robust features (inputs have n + 1 coordinates)
+    train_size: int = 10_000
+    test_size: int = 10_000
+    seed: int = 0  # the training set uses seed, the test set seed + 1
+
+    def __post_init__(self) -> None:
+        for name in ("p", "eta"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool):
+                raise ParameterError(name, value, "a number")
+        validate_gaussian(p=self.p, eta=self.eta, n=self.n)
+        for name, low in (("n", 1), ("train_size", 1), ("test_size", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, float) and value.is_integer():  # 10.0 from a JSON/TOML config
+                value = int(value)
+            if not is_int(value) or value < low:
+                raise ParameterError(name, value, f"an integer >= {low}")
+            object.__setattr__(self, name, int(value))
+        object.__setattr__(self, "p", float(self.p))
+        object.__setattr__(self, "eta", float(self.eta))
+
+    @classmethod
+    def from_table(cls, table: object, name: str = "gaussian") -> GaussianSpec:
+        """The spec of a configuration's ``gaussian`` table; a bad key or value is a ParameterError naming
+        ``name.key``."""
+        if not isinstance(table, Mapping):
+            raise ParameterError(name, table, f"a table with keys among {', '.join(GAUSSIAN_FIELDS)}")
+        unknown = sorted(str(k) for k in table if k not in GAUSSIAN_FIELDS)
+        if unknown:
+            raise ParameterError(name, unknown[0], f"a table with keys among {', '.join(GAUSSIAN_FIELDS)}")
+        try:
+            return cls(**dict(table))
+        except ParameterError as err:
+            raise ParameterError(f"{name}.{err.name}", err.value, err.valid) from None
+
+
+GAUSSIAN_FIELDS = tuple(f.name for f in dataclasses.fields(GaussianSpec))
+
+
+def load_gaussian(request: LoadRequest) -> Dataset:
+    spec = request.gaussian
+    model = GaussianModel(spec.p, spec.eta, spec.n)
+
+    def draw(size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = model.sample(size, seed)
+        return torch.from_numpy(x.astype(np.float32)), torch.from_numpy((y > 0).astype(np.int64))  # y=+1 -> 1
+
+    train_x, train_y = draw(spec.train_size, spec.seed)
+    test_x, test_y = draw(spec.test_size, spec.seed + 1)
+    return Dataset("gaussian", train_x, train_y, test_x, test_y, 2, (), (), Augment.NONE)
+
+

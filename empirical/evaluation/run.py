@@ -1,0 +1,74 @@
+"""``samat eval``: evaluate a run folder (or a checkpoint in one) and keep the result in its ``eval.json``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from core.errors import SamatError
+from core.results import provenance, write_json
+from empirical.attacks.crosscheck import crosscheck_autoattack
+from empirical.attacks.specs import Algorithm
+from empirical.data import as_inputs
+from empirical.evaluation.columns import NATURAL, SANITY, column_specs
+from empirical.evaluation.evaluate import evaluate
+from empirical.evaluation.store import read_evaluation
+from empirical.evaluation.trained import eval_indices, load_trained, locate
+from empirical.training.runs import file_sha256
+from empirical.training.setup import resolve_device
+
+DEFAULT_N_EVAL = 1000
+
+
+def evaluate_path(path: str | Path, columns: list[str], *, n_eval: int = DEFAULT_N_EVAL, seed: int = 0,
+                  batch_size: int = 256, device: str = "auto", data_dir: str | None = None,
+                  model: str | None = None, dataset: str | None = None, crosscheck: bool = False,
+                  overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Evaluate a run (or checkpoint) and write ``eval.json`` in its run directory.
+
+    An existing evaluation with the same settings is extended: only columns it lacks are attacked (and nothing
+    is loaded when it has them all); the checks across columns are recomputed over the union.
+    """
+    specs = column_specs(columns)
+    run, weights = locate(path)
+    out = run.path / "eval.json"
+    settings = {"n_eval": n_eval, "seed": seed}
+    previous = None if overwrite else read_evaluation(out)
+    if previous is not None and previous.get("settings") != settings:
+        raise SamatError(f"{out} was made with {previous.get('settings')}; pass --overwrite to redo it with "
+                         f"{settings}")
+    todo = list(specs)
+    if previous is not None:  # columns of an evaluation without per-image hits (older files) are redone
+        earlier = previous.get("columns") or [c for c in previous["accuracy"] if c != NATURAL and SANITY not in c]
+        todo = [c for c in dict.fromkeys([*earlier, *specs]) if c not in previous.get("correct", {})]
+        if not todo and not crosscheck:
+            log(f"{out}: all {len(specs)} columns already evaluated (--overwrite redoes them)")
+            return previous
+    dev = resolve_device(device)
+    loaded = load_trained(path, device=dev, data_dir=data_dir, model=model, dataset=dataset)
+    if crosscheck and loaded.x.dim() != 4:
+        raise SamatError(f"--crosscheck runs AutoAttack, which attacks images; {loaded.description} has vectors")
+    idx = eval_indices(len(loaded.y), n_eval, seed).to(loaded.y.device)
+    x, y = loaded.x[idx], loaded.y[idx]
+    log(f"evaluating {loaded.description} on {len(y)} test images: {', '.join(todo) or 'cross-check only'}")
+    result = evaluate(loaded.model, x, y, todo, num_classes=loaded.num_classes, seed=seed, batch_size=batch_size,
+                      progress=progress, log=log, previous=previous)
+    if crosscheck:
+        result["crosscheck"] = _crosscheck(loaded.model, as_inputs(x), y, specs, seed, batch_size, log)
+    elif previous is not None and "crosscheck" in previous:
+        result["crosscheck"] = previous["crosscheck"]
+    result["settings"] = settings
+    result["model"] = loaded.description
+    record = provenance({"weights": {"file": weights.name, "sha256": file_sha256(weights)}, "settings": settings})
+    write_json(out, result, provenance_record=record, indent=2)
+    return result | {"provenance": record}
+
+
+def _crosscheck(model, x, y, specs, seed: int, batch_size: int, log) -> dict:
+    """AutoAttack from torchattacks against the reference, at the budget of the evaluation's AutoAttack column
+    (ℓ2 32/255 without one)."""
+    aa = next((s for s in specs.values() if s.algorithm is Algorithm.AUTOATTACK), None)
+    eps = aa.eps if aa else 32 / 255
+    norm = aa.norm.value if aa else "l2"
+    log(f"cross-checking AutoAttack ({norm}, eps {eps:.4g}) against the reference implementation")
+    return crosscheck_autoattack(model, x, y, eps=eps, norm=norm, seed=seed, batch_size=batch_size)

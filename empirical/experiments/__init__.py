@@ -1,0 +1,8 @@
+"""Experiment grids: a TOML file of runs x seeds, trained and evaluated, then tabulated like the papers.
+
+- :mod:`.grid`: the experiment file, read and validated (:func:`~.grid.load_experiment`);
+- :mod:`.catalog`: the packaged experiment files (the papers' grids, the Fashion-MNIST default);
+- :mod:`.runner`: train and evaluate what is unfinished;
+- :mod:`.results`: the saved results gathered, mean and std over seeds;
+- :mod:`.report`: table.md, table.csv, table.json; :mod:`.plots`: the figures.
+"""

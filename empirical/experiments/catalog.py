@@ -1,0 +1,30 @@
+"""The experiment files that ship with samat (package data in ``empirical/experiments/configs/``): the papers'
+grids and the Fashion-MNIST default. A command takes either a path or one of these names."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from core.errors import SamatError
+
+DEFAULT = "fashion_mnist_default"
+
+
+def packaged() -> dict[str, Path]:
+    """Name -> file of every packaged experiment."""
+    folder = resources.files("empirical.experiments") / "configs"
+    return {Path(entry.name).stem: Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".toml")}
+
+
+def resolve(text: str | Path) -> Path:
+    """An experiment file: ``text`` itself where it exists, else the packaged experiment of that name (with or
+    without ``configs/`` and ``.toml``); otherwise a one-line error listing the packaged names."""
+    path = Path(text)
+    if path.exists():
+        return path
+    files = packaged()
+    name = path.stem if path.suffix in ("", ".toml") else None
+    if name in files:
+        return files[name]
+    raise SamatError(f"experiment file {path} not found; packaged experiments: {', '.join(sorted(files))}")

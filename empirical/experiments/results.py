@@ -1,0 +1,85 @@
+"""The saved results of a grid's runs, gathered: per run its accuracies (final.json, eval.json), per method the
+mean and sample standard deviation over the finished seeds, beside the paper's numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from core.errors import SamatError
+from empirical.evaluation.columns import AVERAGE, NATURAL
+from empirical.evaluation.store import read_evaluation
+from empirical.experiments.grid import Experiment, Table
+from empirical.training.runs import RunDir
+
+
+def collect(exp: Experiment, table: Table) -> list[dict[str, Any]]:
+    """One row per label: mean, std and count over finished seeds of each column, and the paper's number."""
+    rows = []
+    for label in exp.labels:
+        values: dict[str, list[float]] = {c: [] for c in table.columns}
+        specs = exp.runs_for(label)
+        finished = exp.finished(label)
+        attacks = [c for c in table.columns if c not in (NATURAL, AVERAGE)]
+        warnings: list[str] = []
+        for run in finished:
+            results = run_results(run)
+            if AVERAGE in table.columns and attacks and all(c in results for c in attacks):
+                results[AVERAGE] = sum(results[c] for c in attacks) / len(attacks)
+            for c in table.columns:
+                if c in results:
+                    values[c].append(100.0 * results[c])
+            warnings += [f"{run.name}: {w}" for w in results.get("failed_checks", [])]
+        row: dict[str, Any] = {"label": label, "seeds_done": len(finished), "seeds": len(specs),
+                               "failed_checks": warnings}
+        paper = specs[0].paper.get(table.title, {})
+        for c in table.columns:
+            mean, std = mean_std(values[c])
+            row[c] = {"mean": mean, "std": std, "n": len(values[c]), "paper": paper.get(c)}
+        rows.append(row)
+    return rows
+
+
+def run_results(run: RunDir) -> dict[str, Any]:
+    """Accuracies of a finished run as fractions, and its failed sanity checks.
+
+    With an evaluation (eval.json), every column including natural comes from it, so that natural and
+    robust accuracy are measured on the same images; without one, natural is the final test accuracy.
+    A file that cannot be read is a :class:`SamatError` naming it.
+    """
+    try:
+        final = json.loads(run.final.read_text())
+        results: dict[str, Any] = {NATURAL: float(final["test_acc"])}
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, ValueError) as err:
+        raise SamatError(f"{run.final} is not a finished run's summary ({type(err).__name__}: {err}): train the "
+                         "run again (samat train --overwrite)") from None
+    evaluation = read_evaluation(run.path / "eval.json")
+    if evaluation is not None:
+        results.update({k: float(v) for k, v in evaluation["accuracy"].items()})
+        results["failed_checks"] = [c["check"] for c in evaluation.get("sanity", []) if not c["passed"]]
+    return results
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean (None without values) and sample standard deviation (None with fewer than two)."""
+    mean = sum(values) / len(values) if values else None
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def report_inputs(exp: Experiment) -> dict[str, Any]:
+    """What a report is computed from: the experiment file, and each finished run's weights (their SHA-256,
+    as its final.json records them)."""
+    runs = []
+    for spec in exp.runs:
+        run = RunDir(spec.run_dir)
+        weights = None
+        if run.finished:
+            try:
+                weights = json.loads(run.final.read_text()).get("provenance", {}).get("inputs", {}).get("weights")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                weights = None
+        runs.append({"run": str(spec.run_dir), "finished": run.finished, "weights": weights})
+    return {"experiment": str(exp.source), "runs": runs}

@@ -1,0 +1,228 @@
+"""One training loop for every method: SGD, Adam, SAM, ASAM, ESAM and PGD adversarial training.
+
+The method only changes the *step* (what happens to one batch); data, schedule, checkpoints and
+metrics are shared. The same code runs on CPU (tests) and CUDA (experiments), where it switches on
+bf16 autocast, channels_last and cudnn.benchmark, and optionally torch.compile. Inside an epoch it
+never waits for the GPU: losses and accuracies accumulate on the device, and the host reads them
+every LOG_EVERY steps (for the progress bar and the NaN check) and at the end of the epoch.
+
+Every random choice (shuffling, augmentation, ESAM's masks, PGD's random start) is drawn from a
+generator seeded by (seed, epoch), so a run interrupted after any epoch and resumed ends with
+exactly the weights of an uninterrupted run.
+
+Launched by torchrun with several processes, the same loop trains data-parallel (DDP): each rank
+trains on its slice of every global batch; see :mod:`empirical.training.distributed`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from core.errors import SamatError
+from core.results import provenance
+from empirical.data import BatchStream, Dataset
+from empirical.inference import clean_accuracy, correct_mask
+from empirical.training import distributed
+from empirical.training.config import TrainConfig
+from empirical.training.distributed import World
+from empirical.training.runs import RunDir
+from empirical.training.setup import Setup, build, epoch_generator, load_data, resolve_device
+from empirical.training.steps import STEPS
+
+LOG_EVERY = 50  # steps between host reads of the running loss (progress bar, NaN check)
+
+
+class TrainingDiverged(SamatError):
+    """The loss became NaN or inf; the last good checkpoint is kept."""
+
+    exit_code = 3
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True, stop_after: int | None = None, data: Dataset | None = None) -> dict:
+    """Train one run into ``run_dir``; returns the final summary (or a partial one with ``stop_after``).
+
+    ``stop_after`` ends the call after that many epochs, leaving a resumable run (as an
+    interruption would); ``data`` reuses an already loaded dataset. Under torchrun (WORLD_SIZE > 1)
+    it joins the process group and trains data-parallel; every rank returns the same summary and
+    rank 0 writes ``run_dir`` (see :mod:`empirical.training.distributed`).
+    """
+    with distributed.process_group(resolve_device(cfg.device)) as world:
+        return _train(cfg, run_dir, world, resume=resume, overwrite=overwrite, progress=progress,
+                      stop_after=stop_after, data=data)
+
+
+def _prepare_run(run: RunDir, cfg: TrainConfig, world: World, *, resume: bool, overwrite: bool) -> dict | None:
+    """Rank 0 prepares the run directory; the others learn its verdict and read the same checkpoint."""
+    message, state = None, None
+    if world.is_main:
+        try:
+            state = run.prepare(cfg, resume=resume, overwrite=overwrite)
+        except SamatError as err:
+            if not world.distributed:
+                raise
+            message = str(err)
+    distributed.agree(world, message)
+    if not world.is_main and run.has_checkpoint and resume:
+        state = torch.load(run.checkpoint, map_location="cpu", weights_only=False)
+    return state
+
+
+def _test_accuracy(setup: Setup) -> float:
+    """Clean test accuracy; data-parallel: BN statistics averaged over replicas, test set split across them."""
+    cfg, world, data = setup.cfg, setup.world, setup.data
+    kw = dict(batch_size=cfg.eval_batch_size, bf16=setup.bf16, channels_last=setup.channels_last)
+    if not world.distributed:
+        return clean_accuracy(setup.model, data.test_x, data.test_y, **kw)
+    distributed.average_batchnorm_statistics(setup.model, world)
+    x, y = world.shard(data.test_x, data.test_y)
+    correct = correct_mask(setup.model, x, y, **kw).sum() if len(y) else torch.zeros((), device=setup.device)
+    correct = world.sum(correct.to(torch.float64))
+    return float(correct) / len(data.test_y) if len(data.test_y) else 0.0
+
+
+def _train(cfg: TrainConfig, run_dir: str | Path, world: World, *, resume: bool, overwrite: bool, progress: bool,
+           stop_after: int | None, data: Dataset | None) -> dict:
+    run = RunDir(run_dir)
+    if data is None:  # before the run directory is touched: a bad name, folder or subset leaves it alone
+        data = load_data(cfg)
+    state = _prepare_run(run, cfg, world, resume=resume, overwrite=overwrite)
+    setup = build(cfg, data, world)
+    history: list[dict] = []
+    start_epoch = 0
+    if state is not None:
+        setup.model.load_state_dict(state["model"])
+        setup.ctx.optimizer.load_state_dict(state["optimizer"])
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+    elif world.is_main:
+        run.write_config(cfg, _provenance(setup))
+    steps_per_epoch = len(BatchStream(setup.data.train_x, setup.data.train_y, cfg.batch_size, shuffle=False))
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
+               disable=not (progress and world.is_main), unit="step", desc=run.name, dynamic_ncols=True, leave=False)
+    run_start = time.perf_counter()
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            if stop_after is not None and epoch - start_epoch >= stop_after:
+                return {"status": "partial", "epochs_done": epoch, "history": history}
+            row = _epoch(setup, run, epoch, steps_per_epoch, bar)
+            history.append(row)
+            if world.is_main:
+                run.save_checkpoint({"epoch": epoch + 1, "history": history, "model": setup.model.state_dict(),
+                                     "optimizer": setup.ctx.optimizer.state_dict(), "config": cfg.identity()})
+                run.write_metrics(history)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_acc']:.3f}")
+    except KeyboardInterrupt:
+        bar.close()
+        raise SamatError(f"interrupted; {run.path} keeps its checkpoint after epoch {len(history)}: "
+                         "continue with --resume") from None
+    bar.close()
+    return _finish(setup, run, history, time.perf_counter() - run_start)
+
+
+def _provenance(setup: Setup) -> dict:
+    """The run's provenance: code and machine, and how it executes (device, precision, data)."""
+    device, world = setup.device, setup.world
+    extra = {"device": str(device), "bf16": setup.bf16, "channels_last": setup.channels_last,
+             "data": setup.data.describe()}
+    if device.type == "cuda":
+        extra |= {"gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda}
+    if world.distributed:
+        extra["world_size"] = world.size
+    return provenance(**extra)
+
+
+def _epoch(setup: Setup, run: RunDir, epoch: int, steps_per_epoch: int, bar: tqdm) -> dict:
+    """Train one epoch, then measure the test accuracy; the epoch's row of metrics."""
+    cfg, world, device = setup.cfg, setup.world, setup.device
+    t0 = time.perf_counter()
+    gen = epoch_generator(cfg.seed, epoch, device)
+    # Data-parallel: the batches come from a generator of their own, so that every rank cuts the same
+    # global batches whatever the step draws (PGD's start, ESAM's masks) from ``gen`` for its shard.
+    data_gen = epoch_generator(cfg.seed, epoch, device) if world.distributed else gen
+    stream = BatchStream(setup.data.train_x, setup.data.train_y, cfg.batch_size, shuffle=True,
+                         augment=setup.augment, generator=data_gen)
+    setup.model.train()
+    loss_sum, correct_sum, count, lr = _batches(setup, run, stream, gen, epoch, steps_per_epoch, bar)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    train_seconds = time.perf_counter() - t0
+    loss_total, correct, count = _check_and_show(loss_sum, correct_sum, count, bar, epoch, run, steps_per_epoch,
+                                                 world)
+    t1 = time.perf_counter()
+    test_acc = _test_accuracy(setup)
+    return {"epoch": epoch + 1, "train_loss": loss_total / count, "train_acc": correct / count, "test_acc": test_acc,
+            "lr": lr, "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - t1,
+            "seconds": time.perf_counter() - t0}
+
+
+def _batches(setup: Setup, run: RunDir, stream: BatchStream, gen: torch.Generator, epoch: int, steps_per_epoch: int,
+             bar: tqdm) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+    """The steps of one epoch. Losses and accuracies accumulate on the device (Σ loss * batch size, Σ correct);
+    the host reads them only every LOG_EVERY steps. Returns them, the examples counted and the last lr."""
+    cfg, ctx, world, device = setup.cfg, setup.ctx, setup.world, setup.device
+    step = STEPS[cfg.method]
+    total_steps = cfg.epochs * steps_per_epoch
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct_sum = torch.zeros((), dtype=torch.long, device=device)
+    count, lr = 0, cfg.learning_rate
+    for i, (x, y) in enumerate(stream):
+        lr = cfg.learning_rate * cfg.lr_factor((epoch * steps_per_epoch + i) / total_steps)
+        for group in ctx.optimizer.param_groups:
+            group["lr"] = lr
+        if world.distributed:
+            if len(y) < world.size:  # a last batch too small to give every rank an example
+                bar.update(1)
+                continue
+            shard_x, shard_y = world.shard(x, y)
+            setup.shard_weight.set(len(shard_y), len(y))
+            x, y = shard_x, shard_y
+        if setup.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        loss, correct = step(ctx, x, y, gen)
+        loss_sum += loss.double() * len(y)
+        correct_sum += correct
+        count += len(y)
+        bar.update(1)
+        if (i + 1) % LOG_EVERY == 0:
+            _check_and_show(loss_sum, correct_sum, count, bar, epoch, run, i + 1, world)
+    return loss_sum, correct_sum, count, lr
+
+
+def _finish(setup: Setup, run: RunDir, history: list[dict], seconds_this_call: float) -> dict:
+    """Write the final weights and summary (rank 0), and return the summary with the history."""
+    cfg, world = setup.cfg, setup.world
+    summary = {"status": "finished", "epochs": cfg.epochs, "test_acc": history[-1]["test_acc"],
+               "train_acc": history[-1]["train_acc"], "train_loss": history[-1]["train_loss"],
+               "seconds": sum(r["seconds"] for r in history), "seconds_this_call": seconds_this_call,
+               "device": str(setup.device)}
+    if world.distributed:
+        summary["world_size"] = world.size
+    if world.is_main:
+        run.finish(setup.model.state_dict(), summary, cfg)
+        run.write_metrics(history)
+    distributed.barrier(world)  # every rank returns once the run directory is complete
+    return summary | {"history": history}
+
+
+def _check_and_show(loss_sum: torch.Tensor, correct_sum: torch.Tensor, count: int, bar: tqdm, epoch: int,
+                    run: RunDir, step: int, world: World) -> tuple[float, int, int]:
+    """The one host read: running loss and accuracy (summed over ranks) for the bar, and the NaN/inf check."""
+    if world.distributed:
+        totals = world.sum(torch.stack([loss_sum, correct_sum.double(),
+                                        torch.tensor(float(count), dtype=torch.float64, device=loss_sum.device)]))
+        loss_sum, correct, count = float(totals[0]), int(totals[1]), int(totals[2])
+    else:
+        loss_sum, correct = float(loss_sum), int(correct_sum)
+    if not math.isfinite(loss_sum):
+        raise TrainingDiverged(
+            f"the training loss became {loss_sum} in epoch {epoch + 1} (by step {step}) of {run.path}; stopped, and "
+            f"kept the checkpoint of epoch {epoch}" + ("" if epoch else " (none: it failed in the first epoch)")
+            + ": lower the learning rate or rho and retrain with --overwrite"
+        )
+    bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / max(count, 1):.3f}", acc=f"{correct / max(count, 1):.3f}")
+    return loss_sum, correct, count
