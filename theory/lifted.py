@@ -7,10 +7,11 @@ alone by |δ| <= ε, and (iv) AT perturbing only the non-robust coordinates. Her
   ``full_ball=True`` solves it numerically; :func:`theory.symbolic.w_at_full_ball` gives its closed form.
 * **SAM on the whole weight vector**, an ℓ2 ball of radius ρ over all n + 1 weights, 0-1 loss
   (:func:`sam_all_weights_optimum`). The error depends on the non-robust weights only through
-  Σw_i and ||w_{2:}||_2, so the inner maximum over δ reduces to (δ1, Σδ_i, ||δ_{2:}||): a three-
-  dimensional maximization over the ball (the 0-1 error is not convex in w, so the maximum need not
-  lie on the sphere), done on a grid and refined; a test checks it against random perturbations in
-  the full (n + 1)-dimensional ball.
+  Σw_i and ||w_{2:}||_2, so the inner maximum over δ reduces to (δ1, Σδ_i, ||δ_{2:}||). The 0-1 error is
+  scale invariant, so its maximum over the ball lies on the sphere: a two-dimensional maximization in
+  edge-free coordinates, zoomed in from every peak of a grid (:func:`_sphere_max`, shared with the
+  logistic loss); tests check it against a dense grid in other coordinates and against random
+  perturbations in the full (n + 1)-dimensional ball.
   The 0-1 classifier is scale invariant: sign(cw·x) = sign(w·x), so a fixed ρ means less the larger
   w is. In the papers' gauge (w_{2:} = 1) the scale is pinned; with the scale free, the SAM objective
   only falls as the scale grows (:func:`sam_scale_curve`) and its infimum is the ST error: SAM has no
@@ -35,23 +36,16 @@ from scipy import optimize, special
 
 from theory import closed_form as cf
 from theory.model import GaussianModel, validate
-from theory.objectives import linear_log_risk
+from theory.objectives import Bounded, linear_log_risk
 
-STARTS = 8  # local refinements of the 0-1 inner maximum, from the best grid points
+STARTS = 8  # local refinements of a SAM inner maximum on the sphere, from its highest grid peaks
+SPHERE_GRID = 17  # nodes per half turn of the sphere grid that locates the logistic inner maximum's peaks
+ZERO_ONE_GRID = 33  # the same for the 0-1 error, whose peaks are narrower (~0.1 rad in φ near the SAM optimum)
 SAM_FATOL = 1e-14  # the logistic SAM solve resolves objective values to this (≈ 50 ulps of a loss ~ 1)
 EXPECTATION_RANGE = 12.0  # E over Z ~ N(0, 1) is taken on [-12, 12] (the rest weighs < 1e-32)
 
 
 # --- SAM on all weights, 0-1 loss -----------------------------------------------------------------
-
-
-def _ball_directions(rho: float, n: int, grid: int, radii=(1.0,)):
-    """(δ1, Σδ_i, ||δ_{2:}||_2) for ||δ|| = tρ, t in ``radii``: δ1 = tρ cos θ, ||δ_{2:}|| = tρ sin θ,
-    Σδ_i = √n ||δ_{2:}|| s, θ in [0, π], s in [-1, 1] (every |Σδ_i| <= √n ||δ_{2:}|| occurs). The angle,
-    not cos θ, is gridded, so that perturbations almost along w1 are resolved too."""
-    t, theta, s = np.meshgrid(np.asarray(radii, dtype=float), np.linspace(0, np.pi, grid), np.linspace(-1, 1, grid),
-                              indexing="ij")
-    return _from_polar(rho, n, t.ravel(), theta.ravel(), s.ravel())
 
 
 def _zoom_max(f, starts: np.ndarray, lower, upper, width, levels: int = 30, points: int = 5):
@@ -111,45 +105,49 @@ def _sphere_peaks(values: np.ndarray, k: int) -> np.ndarray:
     return idx[np.argsort(values.ravel()[idx])[::-1][:k]]
 
 
-def _from_polar(rho, n, t, theta, s):
-    d1 = rho * t * np.cos(theta)
-    r = rho * t * np.abs(np.sin(theta))
-    return d1, np.sqrt(n) * r * s, r
-
-
 def _perturbed_sum_and_norm(v, n, dsum, r):
     """Σw_i and ||w_{2:}||_2 of the non-robust weights v·1 + δ_{2:}, given Σδ_i and ||δ_{2:}||_2."""
     w_sum = n * v + dsum
     return w_sum, np.sqrt(np.maximum(n * v * v + 2 * v * dsum + r * r, 1e-300))
 
 
-def _perturbed_log_risk(w1, v, n, p, eta, d1, dsum, r):
-    """log 0-1 error of (w1 + δ1, v·1 + δ_{2:}) given δ through δ1, Σδ_i and ||δ_{2:}||."""
+def _perturbed_log_risk(w1, v, n, p, eta, d1, dsum, r) -> Bounded:
+    """log 0-1 error of (w1 + δ1, v·1 + δ_{2:}) given δ through δ1, Σδ_i and ||δ_{2:}||, with its rounding bound."""
     w_sum, w_l2 = _perturbed_sum_and_norm(v, n, dsum, r)
-    return linear_log_risk(w1 + d1, w_sum, w_l2, np.abs(w_sum), p, eta).value
+    return linear_log_risk(w1 + d1, w_sum, w_l2, np.abs(w_sum), p, eta)
+
+
+def _sphere_max(value, rho: float, n: int, grid: int) -> tuple[float, tuple[float, float, float]]:
+    """max over ||δ||_2 = ρ (all n + 1 weights) of ``value(δ1, Σδ_i, ||δ_{2:}||)``, and the maximizer as
+    (δ1, Σδ_i, ||δ_{2:}||).
+
+    A two-dimensional search over the edge-free coordinates (φ, θ) of :func:`_sphere_point`. The value need
+    not be unimodal on the sphere (near a SAM optimum two almost equal maxima, with δ1 of opposite signs,
+    compete), so a grid spaced π/(grid - 1) locates every local maximum and the search zooms in from each
+    (the STARTS highest)."""
+    nodes, shape, step = _sphere_grid(grid)
+
+    def f(z):  # z: (m, 2) array of (φ, θ)
+        return value(*_sphere_point(rho, n, z[:, 0], z[:, 1]))
+
+    starts = nodes[_sphere_peaks(f(nodes).reshape(shape), STARTS)]
+    # φ is periodic: its bounds only need to lie beyond the zoom's reach (twice its first width). 24 levels
+    # place the maximizer within step·2^-24 (< 1.2e-8 for grid >= 17); at a smooth maximum the value is then
+    # off by O(ρ² ||∇²value|| 1e-16), rounding level.
+    best, z = _zoom_max(f, starts, [-2 * np.pi, 0], [2 * np.pi, np.pi / 2], [step, step], levels=24)
+    return best, tuple(float(x) for x in _sphere_point(rho, n, *z))
 
 
 def sam_all_weights_objective(w1: float, p: float, eta: float, n: int, rho: float, v: float = 1.0,
-                              grid: int = 41) -> tuple[float, tuple[float, float, float]]:
+                              grid: int = ZERO_ONE_GRID) -> tuple[float, tuple[float, float, float]]:
     """max over ||δ||_2 <= ρ (all n + 1 weights) of the 0-1 error at (w1, v, ..., v) + δ: its log, and the
-    maximizing δ as (δ1, Σδ_i, ||δ_{2:}||)."""
-    radii = np.linspace(0, 1, 9)[1:]
-    d1, dsum, r = _ball_directions(rho, n, grid, radii)
-    values = _perturbed_log_risk(w1, v, n, p, eta, d1, dsum, r)
-    k = int(np.argmax(values))
-    best, point = float(values[k]), (d1[k], dsum[k], r[k])
-    # The 0-1 error is not concave in δ: zoom in from several of the best grid points.
-    top = np.argsort(values)[::-1][:STARTS]
-    t0, a0, s0 = np.unravel_index(top, (len(radii), grid, grid))
-    starts = np.stack([radii[t0], np.linspace(0, np.pi, grid)[a0], np.linspace(-1, 1, grid)[s0]], axis=1)
+    maximizing δ as (δ1, Σδ_i, ||δ_{2:}||).
 
-    def f(z):
-        return _perturbed_log_risk(w1, v, n, p, eta, *_from_polar(rho, n, z[:, 0], z[:, 1], z[:, 2]))
-
-    value, z = _zoom_max(f, starts, [0, 0, -1], [1, np.pi, 1], [1 / 8, np.pi / grid, 2 / grid])
-    if value > best:
-        best, point = value, _from_polar(rho, n, *z)
-    return best, tuple(float(x) for x in point)
+    The 0-1 error is scale invariant (sign(cw·x) = sign(w·x) for c > 0), and every ray from the origin through
+    a point of the ball leaves the ball through its sphere, where the error is the same: the maximum over the
+    ball is a maximum over the sphere (:func:`_sphere_max`)."""
+    return _sphere_max(lambda d1, dsum, r: _perturbed_log_risk(w1, v, n, p, eta, d1, dsum, r).value, rho, n,
+                       grid)
 
 
 @dataclass(frozen=True)
@@ -176,16 +174,42 @@ class LiftedOptimum:
 
 
 def sam_all_weights_optimum(p: float, eta: float, n: int, rho: float, xatol: float = 1e-7) -> LiftedOptimum:
-    """argmin over w1 of the all-weights SAM objective, non-robust weights held at 1 (the papers' gauge)."""
+    """argmin over w1 of the all-weights SAM objective, non-robust weights held at 1 (the papers' gauge).
+
+    A scan over w1 brackets the minimizer, bounded Brent refines it. Brent stops once the bracket it keeps lies
+    within 2(√u |w1| + xatol/3) of its answer (u the unit roundoff), which is the resolution reported, provided
+    the objective is unimodal there. That is checked, not assumed: neither neighbour at that distance may be
+    lower, and the inner maximum recomputed on a grid twice as fine may not be higher; a failure is an error.
+    """
     validate(p=p, eta=eta, n=n, rho=rho)
     w_star = float(cf.w1_star(p, eta))  # only to centre the scan; the solve does not use it
+
+    def objective(w, grid=ZERO_ONE_GRID):
+        return sam_all_weights_objective(w, p, eta, n, rho, grid=grid)
+
     scan = w_star * np.geomspace(0.25, 8.0, 41)
-    values = [sam_all_weights_objective(w, p, eta, n, rho, grid=21)[0] for w in scan]
-    k = int(np.argmin(values))
+    k = int(np.argmin([objective(w)[0] for w in scan]))
     lo, hi = scan[max(k - 1, 0)], scan[min(k + 1, len(scan) - 1)]
-    res = optimize.minimize_scalar(lambda w: sam_all_weights_objective(w, p, eta, n, rho)[0], bounds=(lo, hi),
-                                   method="bounded", options={"xatol": xatol})
-    return LiftedOptimum(float(res.x), 1.0, n, float(res.fun), xatol)
+    res = optimize.minimize_scalar(lambda w: objective(w)[0], bounds=(lo, hi), method="bounded",
+                                   options={"xatol": xatol})
+    resolution = 2 * (np.sqrt(np.finfo(float).eps) * abs(res.x) + xatol / 3)
+    _check_zero_one_minimum(objective, float(res.x), float(res.fun), resolution, (p, eta, n, rho))
+    return LiftedOptimum(float(res.x), 1.0, n, float(res.fun), resolution)
+
+
+def _check_zero_one_minimum(objective, w1: float, value: float, resolution: float, point) -> None:
+    """Raise if ``w1`` is not a minimum of the all-weights 0-1 SAM objective to within ``resolution``, or if its
+    inner maximum missed a peak that a grid twice as fine finds (beyond the log error's rounding bound)."""
+    p, eta, n, rho = point
+    finer, delta = objective(w1, 2 * ZERO_ONE_GRID - 1)
+    rounding = float(_perturbed_log_risk(w1, 1.0, n, p, eta, *delta).error)
+    if finer > value + rounding:
+        raise RuntimeError(f"0-1 all-weights SAM inner maximum (p={p}, η={eta}, n={n}, ρ={rho}) at w1={w1} missed "
+                           f"a peak: {value} on the grid, {finer} on one twice as fine")
+    for side in (-resolution, resolution):
+        if objective(w1 + side)[0] < value - rounding:
+            raise RuntimeError(f"0-1 all-weights SAM (p={p}, η={eta}, n={n}, ρ={rho}): w1={w1 + side} is lower than "
+                               f"the minimizer found, w1={w1}: the objective is not unimodal where it was solved")
 
 
 def sam_scale_curve(p: float, eta: float, n: int, rho: float, w_r: float, scales) -> np.ndarray:
@@ -274,29 +298,17 @@ class LogisticModel(GaussianModel):
                 return LiftedOptimum(0.0, kink.v, self.n, kink.objective, 0.0, kink.resolution_v)
         return self._minimize(lambda w: self.loss(*w, eps, e1), lambda w: self.gradient(*w, eps, e1))
 
-    def sam_objective(self, w1: float, v: float, rho: float, grid: int = 17) -> tuple[float, tuple]:
+    def sam_objective(self, w1: float, v: float, rho: float, grid: int = SPHERE_GRID) -> tuple[float, tuple]:
         """max over ||δ||_2 <= ρ (all n + 1 weights) of the loss at (w1, v·1) + δ, and the maximizer as
-        (δ1, Σδ_i, ||δ_{2:}||).
-
-        The loss is convex in the weights, so its maximum over the ball lies on the sphere: a
-        two-dimensional search over the coordinates (φ, θ) of :func:`_sphere_point`. The loss need not
-        be unimodal on the sphere (near the SAM optimum two almost equal maxima, with δ1 of opposite
-        signs, compete), so a grid spaced π/(grid - 1) locates every local maximum and the search zooms
-        in from each (the STARTS highest)."""
+        (δ1, Σδ_i, ||δ_{2:}||). The loss is convex in the weights, so its maximum over the ball lies on the
+        sphere (:func:`_sphere_max`)."""
         n = self.n
-        nodes, shape, step = _sphere_grid(grid)
 
-        def value(z):  # z: (m, 2) array of (φ, θ)
-            d1, dsum, r = _sphere_point(rho, n, z[:, 0], z[:, 1])
+        def value(d1, dsum, r):
             w_sum, w_l2 = _perturbed_sum_and_norm(v, n, dsum, r)
             return self.loss_general(w1 + d1, w_sum, w_l2, np.abs(w_sum))
 
-        starts = nodes[_sphere_peaks(value(nodes).reshape(shape), STARTS)]
-        # φ is periodic: its bounds only need to lie beyond the zoom's reach (twice its first width). 24
-        # levels place the maximizer within step·2^-24 (< 1.2e-8 for grid >= 17); at a smooth maximum the
-        # value is then off by O(ρ² ||∇²L|| 1e-16), rounding level and far below SAM_FATOL.
-        best, z = _zoom_max(value, starts, [-2 * np.pi, 0], [2 * np.pi, np.pi / 2], [step, step], levels=24)
-        return best, tuple(float(x) for x in _sphere_point(rho, n, *z))
+        return _sphere_max(value, rho, n, grid)
 
     def sam_optimum(self, rho: float, start: LiftedOptimum | None = None, xatol: float = 1e-7,
                     grid: int = 17) -> LiftedOptimum:

@@ -19,10 +19,10 @@ from theory import symbolic as sym
 from theory.lifted import (
     SAM_FATOL,
     LogisticModel,
-    _ball_directions,
     _newton_distance,
     _perturbed_log_risk,
     sam_all_weights_objective,
+    sam_all_weights_optimum,
     sam_scale_curve,
 )
 from theory.model import GaussianModel
@@ -34,6 +34,15 @@ U = np.finfo(float).eps / 2
 Z = 5.0  # standard errors: a false alarm has probability ~6e-7 per comparison
 
 weights = st.lists(st.floats(-2.0, 3.0), min_size=2, max_size=8)
+
+
+def ball_directions(rho: float, n: int, grid: int):
+    """(δ1, Σδ_i, ||δ_{2:}||_2) on the sphere ||δ|| = ρ in coordinates other than the solver's: δ1 = ρ cos θ,
+    ||δ_{2:}|| = ρ sin θ, Σδ_i = √n ||δ_{2:}|| s, on a grid over θ in [0, π] and s in [-1, 1], ends included
+    (s = ±1: δ_{2:} along 1)."""
+    theta, s = np.meshgrid(np.linspace(0, np.pi, grid), np.linspace(-1, 1, grid), indexing="ij")
+    r = rho * np.sin(theta.ravel())
+    return rho * np.cos(theta.ravel()), np.sqrt(n) * r * s.ravel(), r
 
 
 @given(S.p, st.floats(0.1, 1.5), weights, st.floats(0.0, 0.5), st.booleans(), st.integers(0, 2**31 - 1))
@@ -152,19 +161,49 @@ def test_full_ball_closed_form_tends_to_theorem_2():
 @settings(max_examples=20)
 def test_sam_all_weights_inner_max_beats_random_perturbations(p, eta, n, w1, rho, seed):
     """The reduction of the (n+1)-dimensional inner maximum to two dimensions loses nothing: no random
-    perturbation on the ball, in the full weight space, does better."""
+    perturbation in the ball, in the full weight space, does better."""
     best, _ = sam_all_weights_objective(w1, p, eta, n, rho)
     rng = np.random.default_rng(seed)
     d = rng.standard_normal((20_000, n + 1))
-    d *= rho / np.linalg.norm(d, axis=1, keepdims=True)
+    d *= rho * rng.random((20_000, 1)) ** (1 / (n + 1)) / np.linalg.norm(d, axis=1, keepdims=True)
     w = np.concatenate([[w1], np.ones(n)]) + d
     rest = w[:, 1:]
     values = linear_log_risk(w[:, 0], rest.sum(1), np.linalg.norm(rest, axis=1), np.abs(rest).sum(1), p, eta)
     assert values.value.max() <= best + values.error.max() + 1e-12
-    # ...and the reported maximum is attained by an actual perturbation.
+    # ...and the reported maximum is attained by an actual perturbation, on the sphere.
     _, (d1, dsum, r) = sam_all_weights_objective(w1, p, eta, n, rho)
-    assert d1**2 + r**2 <= rho**2 * (1 + 1e-9) and abs(dsum) <= np.sqrt(n) * r * (1 + 1e-9)
-    assert float(_perturbed_log_risk(w1, 1.0, n, p, eta, d1, dsum, r)) == pytest.approx(best, abs=1e-9)
+    assert d1**2 + r**2 == pytest.approx(rho**2, rel=1e-12) and abs(dsum) <= np.sqrt(n) * r * (1 + 1e-12)
+    assert float(_perturbed_log_risk(w1, 1.0, n, p, eta, d1, dsum, r).value) == pytest.approx(best, abs=1e-9)
+
+
+@given(S.p, st.floats(0.1, 1.5), st.integers(1, 20), st.floats(0.05, 4.0), st.floats(0.01, 0.6))
+@settings(max_examples=15)
+# The optimum the old (t, θ, s) zoom reported at (0.7, 1, 5), ρ = 0.2: its inner maximum missed the peak with
+# δ_{2:} along 1 and δ1 > 0 (1.1730228e-2 against 1.1730392e-2 on this grid), which moved W_R^SAM by 6e-6.
+@example(0.7, 1.0, 5, 0.42145869912771683, 0.2)
+def test_sam_all_weights_inner_max_beats_a_dense_grid_in_other_coordinates(p, eta, n, w1, rho):
+    """No node of a dense (θ, s) grid over the sphere (801², edges included) beats the 0-1 inner maximum: the
+    grid's values and the solver's are both values at actual perturbations, so the solver's, if it is the
+    maximum, exceeds every node up to the rounding bounds of the two."""
+    best, delta = sam_all_weights_objective(w1, p, eta, n, rho)
+    grid = _perturbed_log_risk(w1, 1.0, n, p, eta, *ball_directions(rho, n, 801))
+    k = int(np.argmax(grid.value))
+    tol = float(grid.error[k]) + float(_perturbed_log_risk(w1, 1.0, n, p, eta, *delta).error)
+    assert grid.value[k] <= best + tol
+
+
+@pytest.mark.parametrize("rho", [0.1, 0.2])
+def test_sam_all_weights_optimum_is_the_minimum_of_the_exact_objective(rho):
+    """At the issue's model (0.7, 1, 5): the inner maximum at the reported optimum is not beaten by a dense
+    grid in other coordinates, and no w1 at a distance from the resolution up to 1% is lower."""
+    p, eta, n = 0.7, 1.0, 5
+    opt = sam_all_weights_optimum(p, eta, n, rho)
+    grid = _perturbed_log_risk(opt.w1, 1.0, n, p, eta, *ball_directions(rho, n, 801))
+    assert grid.value.max() <= opt.objective + grid.error.max() * 2
+    steps = np.geomspace(opt.resolution_w1, 1e-2 * opt.w1, 6)
+    for w in np.concatenate([opt.w1 - steps, opt.w1 + steps]):
+        value, delta = sam_all_weights_objective(w, p, eta, n, rho)
+        assert value >= opt.objective - 2 * float(_perturbed_log_risk(w, 1.0, n, p, eta, *delta).error)
 
 
 @given(S.p, st.floats(0.1, 1.5), st.integers(1, 12), st.floats(-1.0, 3.0), st.floats(0.1, 2.5), st.floats(0.01, 1.0),
@@ -179,7 +218,7 @@ def test_logistic_sam_inner_max_beats_a_finer_grid_and_random_perturbations(p, e
     the 0-1 version, 121² nodes) nor by random perturbations on the sphere in the full weight space."""
     model = LogisticModel(p, eta, n)
     best, (d1, dsum, r) = model.sam_objective(w1, v, rho)
-    g1, gsum, gr = _ball_directions(rho, n, 121)
+    g1, gsum, gr = ball_directions(rho, n, 121)
     w_sum = n * v + gsum
     grid_values = model.loss_general(w1 + g1, w_sum, np.sqrt(np.maximum(n * v * v + 2 * v * gsum + gr * gr, 0)),
                                      np.abs(w_sum))
