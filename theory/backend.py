@@ -47,6 +47,10 @@ class Backend:
         with np.errstate(invalid="ignore"):
             return _to_mpf(arr) if arr.size else arr
 
+    def ndtr(self, x: Array) -> Array:
+        """Φ(x), accurate relative to itself in the lower tail."""
+        return sc.ndtr(x) if not self.is_mp else _mp_ndtr(x)
+
     def log_ndtr(self, x: Array) -> Array:
         """log Φ(x), accurate far into the lower tail."""
         return sc.log_ndtr(x) if not self.is_mp else _mp_log_ndtr(x)
@@ -85,6 +89,7 @@ def mp_backend(dps: int = 50) -> Backend:
 
 
 _to_mpf = np.frompyfunc(mpmath.mpf, 1, 1)
+_mp_ndtr = np.frompyfunc(mpmath.ncdf, 1, 1)
 _mp_log_ndtr = np.frompyfunc(lambda x: mpmath.log(mpmath.ncdf(x)), 1, 1)
 _mp_exp = np.frompyfunc(mpmath.exp, 1, 1)
 _mp_log = np.frompyfunc(mpmath.log, 1, 1)

@@ -18,17 +18,30 @@ def log_odds(p):
     return np.log(p) - np.log1p(-np.asarray(p, dtype=float))
 
 
-def rounding_bound(p, eta, eps=0.0):
-    """An absolute bound on the float64 rounding of w1* / w1^AT as computed here.
+def rounding_bound(p, eta, eps=0.0, u=None):
+    """An absolute bound on the float64 rounding of w1* / w1^AT as computed here (``u``: the unit roundoff of
+    another precision).
 
     ln p - ln(1-p) is a difference of two logs (each good to an ulp or two of itself), so near
     p = 1/2 its relative error grows like (|ln p| + |ln(1-p)|) / |ln p - ln(1-p)|.
     """
-    u = np.finfo(np.float64).eps / 2
+    u = np.finfo(np.float64).eps / 2 if u is None else u
     p = np.asarray(p, dtype=float)
     logs = np.abs(np.log(p)) + np.abs(np.log1p(-p))
     value = np.abs(log_odds(p)) / (2 * np.abs(np.asarray(eta, dtype=float) - np.asarray(eps, dtype=float)))
     return 4 * u * logs / (2 * np.abs(np.asarray(eta, dtype=float) - np.asarray(eps, dtype=float))) + 4 * u * value
+
+
+def rounding_bound_per_sample(p, eta, n, eps, u=None):
+    """An absolute bound on how far the per-sample SAM optimum n ln(p/(1-p)) / (2(ηn - ε)), derived in
+    :func:`theory.symbolic.w_sam_per_sample` from the exact float inputs, can lie from the minimizer of its
+    objective as evaluated in float64 (ε < ηn). That objective is AT's at the budget ε/n (rounding_bound there),
+    but its mean margin ηn - ε is formed from the float product ηn, whose rounding (u ηn) the difference
+    magnifies by ηn/|ηn - ε|. ``u``: the unit roundoff of another precision the objective is evaluated in."""
+    u = np.finfo(np.float64).eps / 2 if u is None else u
+    p, eta, n, eps = (np.asarray(v, dtype=float) for v in (p, eta, n, eps))
+    value = np.abs(log_odds(p)) * n / (2 * np.abs(eta * n - eps))
+    return rounding_bound(p, eta, eps / n, u) + 4 * u * value * eta * n / np.abs(eta * n - eps)
 
 
 def w1_star(p, eta):
@@ -82,9 +95,13 @@ def w1_sam_claimed(w_star, eps):
 
 
 def eps_at_claimed(eps_sam, eta):
-    """Theorem 5 (W eq. 32) / 4.5 (D eq. 14): 2 + 3/ε_SAM² ≈ 2η/ε_AT, solved for ε_AT."""
-    eps_sam = np.asarray(eps_sam, dtype=float)
-    return 2 * np.asarray(eta, dtype=float) / (2 + 3 / eps_sam**2)
+    """Theorem 5 (W eq. 32) / 4.5 (D eq. 14): 2 + 3/ε_SAM² ≈ 2η/ε_AT, solved for ε_AT (floats or arrays)."""
+    return theorem5_eps_at(np.asarray(eps_sam, dtype=float), np.asarray(eta, dtype=float))
+
+
+def theorem5_eps_at(eps_sam, eta):
+    """The same relation on any numbers that support arithmetic (sympy symbols too, for its limits)."""
+    return 2 * eta / (2 + 3 / eps_sam**2)
 
 
 def theorem5_lhs(eps_sam):

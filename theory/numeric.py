@@ -34,7 +34,14 @@ import numpy as np
 from core.errors import ParameterError
 from theory.backend import FLOAT64, Array, Backend
 from theory.model import validate
-from theory.objectives import log_risk, risk_slope, sam_inner_max
+from theory.objectives import (
+    class_thresholds,
+    log_risk,
+    risk_slope,
+    sam_inner_max,
+    sam_per_sample_log_risk,
+    sam_per_sample_slope,
+)
 
 Z_NODES = np.concatenate([-np.logspace(4, -3, 29), [0.0], np.logspace(-3, 4, 29)])  # units of √n
 EXTENSION = 10.0 ** np.arange(5, 61)  # units of √n: beyond the scan, walked only when needed
@@ -73,13 +80,16 @@ class _Problem:
     sam_eps: Array
     eps_x1: Array  # the attack's budget on x1 itself (0 in the papers; attack_eps for the full ball)
     bk: Backend
-    sam: bool
+    sam: bool  # SAM's population max-min (the proofs' reading)
+    per_sample: bool = False  # SAM with the worst δ per sample (W eq. 15, D eq. 11 as printed)
 
     def take(self, idx) -> _Problem:
         return _Problem(*(getattr(self, f)[idx] for f in ("p", "eta", "n", "attack_eps", "sam_eps", "eps_x1")),
-                        self.bk, self.sam)
+                        self.bk, self.sam, self.per_sample)
 
     def log_objective(self, w, grid: int = INNER_GRID) -> Array:
+        if self.per_sample:
+            return sam_per_sample_log_risk(w, self.p, self.eta, self.n, self.sam_eps, self.bk).value
         if not self.sam:
             return log_risk(w, self.p, self.eta, self.n, self.attack_eps, self.bk, self.eps_x1).value
         return sam_inner_max(w, self.p, self.eta, self.n, self.sam_eps, self.attack_eps, self.bk,
@@ -87,8 +97,9 @@ class _Problem:
 
     def slope_sign(self, w) -> np.ndarray:
         """+1 / -1 where the objective reliably increases / decreases at w, 0 where undecidable."""
-        if not self.sam:
-            s = risk_slope(w, self.p, self.eta, self.n, self.attack_eps, self.bk, self.eps_x1)
+        if self.per_sample or not self.sam:
+            s = (sam_per_sample_slope(w, self.p, self.eta, self.n, self.sam_eps, self.bk) if self.per_sample else
+                 risk_slope(w, self.p, self.eta, self.n, self.attack_eps, self.bk, self.eps_x1))
             pos, neg = s.value - s.error > 0, s.value + s.error < 0
         else:
             inner = sam_inner_max(w, self.p, self.eta, self.n, self.sam_eps, self.attack_eps, self.bk,
@@ -100,25 +111,29 @@ class _Problem:
         return np.where(pos, 1, np.where(neg, -1, 0))
 
 
-def minimize_risk(p, eta, n, *, attack_eps=0.0, sam_eps=0.0, attack_x1: bool = False, bk: Backend = FLOAT64,
-                  max_iter: int | None = None, rtol: float = 0.0) -> Optimum:
+def minimize_risk(p, eta, n, *, attack_eps=0.0, sam_eps=0.0, attack_x1: bool = False, per_sample: bool = False,
+                  bk: Backend = FLOAT64, max_iter: int | None = None, rtol: float = 0.0) -> Optimum:
     """argmin over w1 of max_{|δ| <= sam_eps} risk_{attack_eps}(w1 + δ), vectorized.
 
     ``attack_x1`` lets the attack perturb x1 too (the full ℓ∞ ball; budgets < 1, without SAM).
+    ``per_sample`` reads SAM as printed (the worst δ per sample, :func:`theory.objectives.sam_per_sample_log_risk`;
+    without an attack) instead of the population max-min.
     ``rtol`` > 0 stops the bisection once the bracket is that narrow relative to |w1| (for
     benchmarks at a stated accuracy); by default it runs until rounding decides.
     """
     validate(p=p, eta=eta, n=n, attack_eps=attack_eps, sam_eps=sam_eps)
-    sam = bool(np.any(np.asarray(sam_eps, dtype=float) > 0))
+    sam = bool(np.any(np.asarray(sam_eps, dtype=float) > 0)) and not per_sample
     if attack_x1 and sam:
         raise ParameterError("sam_eps", sam_eps, "0 with a full-ball attack (attack_x1=True)")
     if attack_x1 and np.any(np.asarray(attack_eps, dtype=float) >= 1):
         raise ParameterError("attack_eps", attack_eps, "< 1 for a full-ball attack")
+    if per_sample and (attack_x1 or np.any(np.asarray(attack_eps, dtype=float) != 0)):
+        raise ParameterError("attack_eps", attack_eps, "0 with per-sample SAM (per_sample=True)")
     eps_x1 = attack_eps if attack_x1 else 0.0
     with bk.context():
         arrays = np.broadcast_arrays(*(bk.asarray(v) for v in (p, eta, n, attack_eps, sam_eps, eps_x1)))
         shape = arrays[0].shape
-        prob = _Problem(*(a.ravel() for a in arrays), bk, sam)
+        prob = _Problem(*(a.ravel() for a in arrays), bk, sam, per_sample)
         lo, hi, found = _bracket(prob)
         lo, hi = _bisect(prob, lo, hi, found, max_iter, rtol)
         w1 = np.where(found, (lo + hi) / 2, bk.asarray(np.nan))
@@ -271,6 +286,12 @@ def sam_optimum(p, eta, n, eps, bk: Backend = FLOAT64, rtol: float = 0.0) -> Opt
     return minimize_risk(p, eta, n, sam_eps=eps, bk=bk, rtol=rtol)
 
 
+def sam_per_sample_optimum(p, eta, n, eps, bk: Backend = FLOAT64, rtol: float = 0.0) -> Optimum:
+    """w1^SAM as W eq. (15) / D eq. (11) print the objective: the maximizer of E min_{|δ| <= ε} 1{correct at
+    w1 + δ}, the worst δ chosen per sample. Not found (no finite optimum) where the objective keeps falling."""
+    return minimize_risk(p, eta, n, sam_eps=eps, per_sample=True, bk=bk, rtol=rtol)
+
+
 # --- The equal-endpoints shortcut ------------------------------------------------------------
 #
 # At the SAM optimum the two ends of the δ-interval have equal risk, u(w - ε) = u(w + ε)
@@ -281,38 +302,100 @@ def sam_optimum(p, eta, n, eps, bk: Backend = FLOAT64, rtol: float = 0.0) -> Opt
 GAUSS_LEGENDRE_NODES = 32
 
 
-def sam_optimum_equal_endpoints(p, eta, n, eps, bk: Backend = FLOAT64, max_iter: int | None = None) -> Optimum:
+def sam_optimum_equal_endpoints(p, eta, n, eps, bk: Backend = FLOAT64, max_iter: int | None = None,
+                                st: Optimum | None = None) -> Optimum:
     """Root of risk(w + ε) = risk(w - ε) inside [w* - ε, w* + ε] (w* from the direct ST solve).
 
     float64: the gap is ∫_{w-ε}^{w+ε} risk'(t) dt by Gauss-Legendre quadrature of the log-space
-    slope, so nothing cancels. mpmath: the gap is the plain difference, at working precision.
+    slope, so nothing cancels. mpmath: the gap is a difference of tail probabilities, at working precision.
+    ``st``: the ST optimum at (p, η, n) where it is at hand (any precision: its bracket only has to contain
+    w*, since the root lies within ε of it); solved here otherwise.
     """
     validate(p=p, eta=eta, n=n, eps=eps)
-    st = st_optimum(p, eta, n, bk)
+    st = st_optimum(p, eta, n, bk) if st is None else st
     with bk.context():
         arrays = np.broadcast_arrays(*(bk.asarray(v) for v in (p, eta, n, eps, st.lo, st.hi)))
         shape = arrays[0].shape
         p_, eta_, n_, eps_, st_lo, st_hi = (a.ravel() for a in arrays)
         found = np.broadcast_to(np.asarray(st.found), shape).ravel()
-        gap = _endpoint_gap_quadrature if not bk.is_mp else _endpoint_gap_direct
+        gap_of = _endpoint_gap_quadrature if not bk.is_mp else _endpoint_gap_tails
         lo, hi = st_lo - eps_, st_hi + eps_
-        u = bk.unit_roundoff
-        active = np.asarray(bk.to_float(eps_) > 0) & found
-        for _ in range(max_iter or bk.mantissa_bits + 80):
-            idx = np.flatnonzero(active)
-            if idx.size == 0:
-                break
-            a, b = lo[idx], hi[idx]
-            mid = (a + b) / 2
-            value, error = gap(mid, p_[idx], eta_[idx], n_[idx], eps_[idx], bk)
-            pos, neg = value - error > 0, value + error < 0
-            lo[idx], hi[idx] = np.where(neg, mid, a), np.where(pos, mid, b)
-            active[idx] = (pos | neg) & ((b - a) > 4 * u * np.maximum(abs(a), abs(b)))
-        zero = np.asarray(bk.to_float(eps_) == 0)
-        lo, hi = np.where(zero, st_lo, lo), np.where(zero, st_hi, hi)
+        positive = np.asarray(bk.to_float(eps_) > 0) & found
+
+        def gap(w, idx):
+            return gap_of(w, p_[idx], eta_[idx], n_[idx], eps_[idx], bk)
+
+        lo, hi, signs_ok = _illinois(gap, lo, hi, positive, bk, max_iter or bk.mantissa_bits + 80)
+        found = found & (signs_ok | ~positive)
+        lo, hi = np.where(positive, lo, st_lo), np.where(positive, hi, st_hi)
         w1 = np.where(found, (lo + hi) / 2, bk.asarray(np.nan))
-        value = sam_inner_max(np.where(found, w1, lo), p_, eta_, n_, eps_, 0.0, bk).log_value
+        # risk has one critical point, a minimum, so its maximum over [w1 - ε, w1 + ε] is at an end.
+        at = np.where(found, w1, lo)
+        ends = (log_risk(at + s * eps_, p_, eta_, n_, 0.0, bk).value for s in (-1, 1))
+        value = np.maximum(*ends)
         return Optimum(*(np.reshape(x, shape) for x in (w1, lo, hi, found, value)), backend=bk)
+
+
+def _illinois(gap, lo, hi, rows, bk: Backend, max_iter: int):
+    """Roots of increasing functions in [lo, hi], one per row where ``rows``: regula falsi with the Illinois
+    modification (an end kept twice in a row has its value halved, which makes both ends converge), vectorized.
+
+    ``gap(w, idx)`` gives the rows ``idx`` at ``w`` with a rounding bound. The ends must have reliable signs,
+    gap(lo) < 0 < gap(hi) (checked; rows where they do not are returned as False), and each new point replaces
+    the end of its sign only where that sign exceeds its bound: [lo, hi] keeps the root. A row stops where a
+    point's sign cannot be decided or the bracket is 4 units of roundoff wide.
+    """
+    idx = np.flatnonzero(rows)
+    f_lo, f_hi = lo.copy(), hi.copy()
+    (f_lo[idx], e_lo), (f_hi[idx], e_hi) = gap(lo[idx], idx), gap(hi[idx], idx)
+    ok = np.zeros(lo.shape, dtype=bool)
+    ok[idx] = np.asarray((f_lo[idx] + e_lo < 0) & (f_hi[idx] - e_hi > 0), dtype=bool)
+    active, last = ok.copy(), np.zeros(lo.shape, dtype=int)  # last: +1 hi moved last, -1 lo did
+    u = bk.unit_roundoff
+    for _ in range(max_iter):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        a, b, fa, fb = lo[idx], hi[idx], f_lo[idx], f_hi[idx]
+        c = b - fb * (b - a) / (fb - fa)
+        c = np.where((c > a) & (c < b), c, (a + b) / 2)
+        fc, ec = gap(c, idx)
+        pos, neg = np.asarray(fc - ec > 0, dtype=bool), np.asarray(fc + ec < 0, dtype=bool)
+        lo[idx], hi[idx] = np.where(neg, c, a), np.where(pos, c, b)
+        f_lo[idx] = np.where(neg, fc, np.where(pos & (last[idx] > 0), fa / 2, fa))
+        f_hi[idx] = np.where(pos, fc, np.where(neg & (last[idx] < 0), fb / 2, fb))
+        last[idx] = np.where(pos, 1, np.where(neg, -1, 0))
+        stuck = ~pos & ~neg
+        if stuck.any():  # c lies within rounding of the root: close in on it from both sides
+            s = idx[stuck]
+            lo[s], hi[s] = _close_in(gap, c[stuck], ec[stuck] * (b - a)[stuck] / (fb - fa)[stuck], lo[s], hi[s], s, u)
+        width = hi[idx] - lo[idx]
+        active[idx] = ~stuck & np.asarray(width > 4 * u * np.maximum(abs(lo[idx]), abs(hi[idx])), dtype=bool)
+    return lo, hi, ok
+
+
+def _close_in(gap, c, reach, lo, hi, idx, u, tries: int = 12):
+    """Around a point c where an increasing function's sign is undecidable, the narrowest bracket found by
+    stepping out from c (by ``reach``, its rounding bound over the secant slope, then 4x further each try)
+    until the sign is decided on each side; ends not improved keep [lo, hi]."""
+    step = np.maximum(abs(reach), 4 * u * abs(c))
+    need_lo, need_hi = np.ones(c.shape, dtype=bool), np.ones(c.shape, dtype=bool)
+    for _ in range(tries):
+        for side, need in ((-1, need_lo), (1, need_hi)):
+            k = np.flatnonzero(need)
+            if k.size == 0:
+                continue
+            w = c[k] + side * step[k]
+            inside = np.asarray((w > lo[k]) & (w < hi[k]), dtype=bool)
+            f, e = gap(w, idx[k])
+            decided = np.asarray((f + e < 0) if side < 0 else (f - e > 0), dtype=bool) & inside
+            if side < 0:
+                lo[k] = np.where(decided, w, lo[k])
+            else:
+                hi[k] = np.where(decided, w, hi[k])
+            need[k] = ~decided & inside
+        step = step * 4
+    return lo, hi
 
 
 def _endpoint_gap_quadrature(w, p, eta, n, eps, bk: Backend):
@@ -337,11 +420,22 @@ def _endpoint_gap_quadrature(w, p, eta, n, eps, bk: Backend):
     return terms.sum(axis=-1), bound.sum(axis=-1) + 4 * bk.unit_roundoff * abs(terms).sum(axis=-1)
 
 
-def _endpoint_gap_direct(w, p, eta, n, eps, bk: Backend):
-    """risk(w+ε) - risk(w-ε) as a plain difference (for the mpmath backend), with its bound."""
-    right, left = log_risk(w + eps, p, eta, n, 0.0, bk), log_risk(w - eps, p, eta, n, 0.0, bk)
-    r, l_ = bk.exp(right.value), bk.exp(left.value)
-    return r - l_, r * right.error + l_ * left.error
+def _endpoint_gap_tails(w, p, eta, n, eps, bk: Backend):
+    """risk(w+ε) - risk(w-ε) for the mpmath backend, with its rounding bound. With risk = p Φ(a) + (1-p) Φ(b),
+    each difference Φ(x) - Φ(y) is taken in the tail where x and y lie (as Φ(-y) - Φ(-x) when both are
+    positive), so nothing cancels against 1: far from the origin (w1* >> √n) the two risks differ only in
+    their 400th digit or beyond."""
+    (a_r, b_r), (a_l, b_l) = (class_thresholds(w + s * eps, p, eta, n, 0.0, bk) for s in (1, -1))
+    da, ea = _ndtr_difference(a_r, a_l, bk)
+    db, eb = _ndtr_difference(b_r, b_l, bk)
+    return p * da + (1 - p) * db, p * ea + (1 - p) * eb + 4 * bk.unit_roundoff * (abs(p * da) + abs((1 - p) * db))
+
+
+def _ndtr_difference(x, y, bk: Backend):
+    """Φ(x) - Φ(y) from the tail both lie in, and a bound on its rounding (Φ good to 4 units of its own value)."""
+    upper = np.asarray((x > 0) & (y > 0), dtype=bool)
+    fx, fy = bk.ndtr(np.where(upper, -x, x)), bk.ndtr(np.where(upper, -y, y))
+    return np.where(upper, fy - fx, fx - fy), 4 * bk.unit_roundoff * (fx + fy)
 
 
 # --- Equal robustness: the AT budget that gives the same w1 as a target ---------------------
@@ -351,40 +445,42 @@ def _endpoint_gap_direct(w, p, eta, n, eps, bk: Backend):
 class BudgetBracket:
     """An AT budget ε_AT in [lo, hi] whose numerical optimum w1^AT(ε_AT) equals a target w1."""
 
-    lo: np.ndarray
-    hi: np.ndarray
+    lo: Array
+    hi: Array
+    backend: Backend = FLOAT64
 
     @property
-    def value(self) -> np.ndarray:
-        return (self.lo + self.hi) / 2
+    def value(self) -> Array:
+        with self.backend.context():  # mpmath: at the working precision, not the default 53 bits
+            return (self.lo + self.hi) / 2
 
     @property
     def bracket_width(self) -> np.ndarray:
-        return self.hi - self.lo
+        return self.backend.to_float(self.hi - self.lo)
 
 
-def equal_robustness_at_budget(p, eta, n, target_w1, max_iter: int = 60) -> BudgetBracket:
-    """Solve w1^AT(ε) = target for ε in [0, η) by bisection over ε, with AT solved numerically.
+def equal_robustness_at_budget(p, eta, n, target_w1, bk: Backend = FLOAT64,
+                               max_iter: int | None = None) -> BudgetBracket:
+    """Solve w1^AT(ε) = target for ε in [0, η), vectorized.
 
-    w1^AT grows with ε (checked, not assumed: an ε whose AT bracket straddles the target stops
-    the search there). Targets below w1* have no solution and give nan.
+    AT's objective has at most one critical point, its minimizer (see :func:`_bracket`), so w1^AT(ε) lies below
+    the target exactly where the objective rises at the target: the sign of its slope there (the same
+    ``risk_slope`` the AT solver bisects on) says whether ε must grow or shrink, and the budget is the root in ε
+    of that slope, found by :func:`_illinois` with every sign larger than its rounding bound, so [lo, hi]
+    contains it. Targets below w1* (where the slope at ε = 0 already falls) have no solution and give nan.
     """
-    p, eta, n, target = (np.asarray(v, dtype=float) for v in np.broadcast_arrays(p, eta, n, target_w1))
-    shape = p.shape
-    p, eta, n, target = p.ravel(), eta.ravel(), n.ravel(), target.ravel()
-    lo, hi = np.zeros_like(eta), eta.copy()
-    active = np.ones(eta.shape, dtype=bool)
-    for _ in range(max_iter):
-        idx = np.flatnonzero(active)
-        if idx.size == 0:
-            break
-        mid = (lo[idx] + hi[idx]) / 2
-        at = at_optimum(p[idx], eta[idx], n[idx], mid)
-        below = at.found & (at.hi < target[idx])  # AT's w1 still smaller: ε must grow
-        above = ~at.found | (at.lo > target[idx])
-        lo[idx], hi[idx] = np.where(below, mid, lo[idx]), np.where(above, mid, hi[idx])
-        active[idx] = (below | above) & (hi[idx] - lo[idx] > 4 * np.finfo(float).eps * hi[idx])
-    st = st_optimum(p, eta, n)
-    unreachable = target < st.lo
-    lo, hi = np.where(unreachable, np.nan, lo), np.where(unreachable, np.nan, hi)
-    return BudgetBracket(lo.reshape(shape), hi.reshape(shape))
+    validate(p=p, eta=eta, n=n)
+    with bk.context():
+        arrays = np.broadcast_arrays(*(bk.asarray(v) for v in (p, eta, n, target_w1)))
+        shape = arrays[0].shape
+        p, eta, n, target = (a.ravel() for a in arrays)
+
+        def falling(eps, idx):  # minus the slope at the target: increasing in ε, zero at the budget
+            s = risk_slope(target[idx], p[idx], eta[idx], n[idx], eps, bk)
+            return -s.value, s.error
+
+        rows = np.ones(eta.shape, dtype=bool)
+        lo, hi, ok = _illinois(falling, eta * 0, eta.copy(), rows, bk, max_iter or bk.mantissa_bits + 80)
+        nan = bk.asarray(np.nan)
+        lo, hi = np.where(ok, lo, nan), np.where(ok, hi, nan)
+        return BudgetBracket(lo.reshape(shape), hi.reshape(shape), bk)

@@ -42,18 +42,25 @@ class Bounded:
     error: Array
 
 
-def _margin_arguments(w1, w_sum, w_l2, w_l1, eta, eps, eps_x1):
+def _margin_arguments(w1, w_sum, w_l2, w_l1, eta, eps, eps_x1, drops=(0.0, 0.0)):
     """Standardized error thresholds: P(error | y x1 = +1) = Φ(a), P(error | y x1 = -1) = Φ(b).
 
-    The worst-case margin is w1 (y x1) - ε_1 |w1| + S - ε ||w_{2:}||_1 with S ~ N(η Σw_i, ||w_{2:}||_2²).
+    The worst-case margin is w1 (y x1) - ε_1 |w1| + S - ε ||w_{2:}||_1 with S ~ N(η Σw_i, ||w_{2:}||_2²), lowered
+    further by ``drops`` (for y x1 = +1, -1), the per-sample SAM perturbation's toll (:func:`sam_per_sample_drops`).
     """
     shift = eps_x1 * abs(w1) - eta * w_sum + eps * w_l1
-    return (-w1 + shift) / w_l2, (w1 + shift) / w_l2
+    return (-w1 + shift + drops[0]) / w_l2, (w1 + shift + drops[1]) / w_l2
 
 
-def _arguments(w1, p, eta, n, eps, bk: Backend, eps_x1=0.0):
+def _arguments(w1, p, eta, n, eps, bk: Backend, eps_x1=0.0, drops=(0.0, 0.0)):
     """The papers' classifier w2 = ... = w_{n+1} = 1: Σw_i = ||w||_1 = n, ||w||_2 = √n."""
-    return _margin_arguments(w1, n, bk.sqrt(n), n, eta, eps, eps_x1)
+    return _margin_arguments(w1, n, bk.sqrt(n), n, eta, eps, eps_x1, drops)
+
+
+def class_thresholds(w1, p, eta, n, eps=0.0, bk: Backend = FLOAT64) -> tuple:
+    """(a, b) with risk(w1) = p Φ(a) + (1-p) Φ(b): the error thresholds of the two classes y x1 = ±1, for the
+    papers' classifier under the non-robust attack of size ``eps`` (0: clean)."""
+    return _arguments(w1, p, eta, n, eps, bk)
 
 
 def _log_risk_from(a, b, p, bk: Backend) -> Bounded:
@@ -100,11 +107,43 @@ def risk_slope(w1, p, eta, n, eps=0.0, bk: Backend = FLOAT64, eps_x1=0.0) -> Bou
     """
     a, b = _arguments(w1, p, eta, n, eps, bk, eps_x1)
     sigma = np.where(w1 >= 0, 1.0, -1.0) if np.any(np.asarray(eps_x1, dtype=float) != 0) else 1.0
-    log_up = bk.log((1 - p) * (1 + eps_x1 * sigma)) - b * b / 2
-    log_down = bk.log(p * (1 - eps_x1 * sigma)) - a * a / 2
+    return _slope_from(a, b, p, bk, eps_x1 * sigma)
+
+
+def _slope_from(a, b, p, bk: Backend, tilt=0.0) -> Bounded:
+    """log((1-p)(1 + tilt) φ(b)) - log(p(1 - tilt) φ(a)): the sign of d/dw1 [p Φ(a) + (1-p) Φ(b)] when
+    da/dw1 = -(1 - tilt)/√n and db/dw1 = (1 + tilt)/√n; with its rounding bound."""
+    log_up = bk.log((1 - p) * (1 + tilt)) - b * b / 2
+    log_down = bk.log(p * (1 - tilt)) - a * a / 2
     value = log_up - log_down
     error = 8 * bk.unit_roundoff * (1 + abs(bk.log(p)) + abs(bk.log(1 - p)) + a * a + b * b)
     return Bounded(value, error)
+
+
+# --- SAM as printed: the worst δ per sample (W eq. 15, D eq. 11) ---------------------------------
+
+
+def sam_per_sample_drops(sam_eps) -> tuple:
+    """How far the worst δ of each sample lowers its margin, for y x1 = +1 and y x1 = -1.
+
+    A sample's margin at w1 + δ is (w1 + δ)(y x1) + y Σx_i: linear in δ, so its minimum over |δ| <= ε lies at
+    an end, δ = ±ε, and the margin drops by max(-δ y x1) over those ends. Nothing here depends on w1: every
+    sample loses ε.
+    """
+    ends = (-sam_eps, sam_eps)
+    return tuple(np.maximum(-ends[0] * s, -ends[1] * s) for s in (1.0, -1.0))
+
+
+def sam_per_sample_log_risk(w1, p, eta, n, sam_eps, bk: Backend = FLOAT64) -> Bounded:
+    """log E max_{|δ| <= ε} 1{sign((w1 + δ, 1, ..., 1)·x) != y}: SAM's objective with the maximum inside the
+    expectation, as W eq. (15) and D eq. (11) print it (the proofs, and :func:`sam_log_risk`, take the
+    max-min of the population accuracy instead). The worst δ is chosen per sample."""
+    return _log_risk_from(*_arguments(w1, p, eta, n, 0.0, bk, drops=sam_per_sample_drops(sam_eps)), p, bk)
+
+
+def sam_per_sample_slope(w1, p, eta, n, sam_eps, bk: Backend = FLOAT64) -> Bounded:
+    """The sign of d/dw1 of the per-sample SAM risk (the drops do not depend on w1), as :func:`risk_slope`."""
+    return _slope_from(*_arguments(w1, p, eta, n, 0.0, bk, drops=sam_per_sample_drops(sam_eps)), p, bk)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Theory-versus-ε figures. Each figure is computed into a JSON file of curves, then drawn from it.
 
 * ``w1_vs_eps``: w1 and W_R of ST, AT and SAM against ε, closed forms (lines) against the
-  numerical optima (markers);
+  numerical optima (markers); SAM under both readings of its objective (the population max-min of the
+  proofs, and the worst δ per sample as W eq. 15 / D eq. 11 print it);
 * ``equal_robustness``: ε_SAM against ε_AT at equal w1, the paper's relation (W eq. 32), the
   derived one, and the numerical one;
 * ``sam_coefficient``: (w1^SAM - w1*)/(w1* ε²) against ε, the claimed 2/3 and the derived 1/(3n);
@@ -21,7 +22,13 @@ import numpy as np
 from core.results import write_json
 from theory import closed_form as cf
 from theory import symbolic as sym
-from theory.numeric import at_optimum, equal_robustness_at_budget, sam_optimum_equal_endpoints, st_optimum
+from theory.numeric import (
+    at_optimum,
+    equal_robustness_at_budget,
+    sam_optimum_equal_endpoints,
+    sam_per_sample_optimum,
+    st_optimum,
+)
 from theory.objectives import accuracy
 
 REFERENCE = {"p": 0.8, "eta": 0.5}  # the model drawn in every figure
@@ -51,6 +58,15 @@ def _derived_coefficient():
     return sym.lambdify(sym.sam_expansion(order=2).A, sym.n)
 
 
+def _per_sample_closed(p, eta, n, eps) -> np.ndarray:
+    """The derived per-sample SAM optimum on ``eps`` (nan from ε = ηn on, where none exists)."""
+    eps = np.asarray(eps, dtype=float)
+    finite = eps < eta * n
+    out = np.full(eps.shape, np.nan)
+    out[finite] = sym.evaluate(sym.w_sam_per_sample(), (sym.p, sym.eta, sym.n, sym.eps), p, eta, n, eps[finite])
+    return out
+
+
 # --- w1 and W_R against ε --------------------------------------------------------------------
 
 
@@ -69,12 +85,21 @@ def compute_w1_vs_eps() -> dict:
             "sam_claimed": cf.w1_sam_claimed(ws, eps_sam_line).tolist(),
             # one curve per n, in the order of "n"
             "sam_numeric": [_sam_w1(p, eta, n, eps_sam).tolist() for n in N_VALUES],
-            "sam_derived": [(ws * (1 + coef(n) * eps_sam_line**2)).tolist() for n in N_VALUES]}
+            "sam_derived": [(ws * (1 + coef(n) * eps_sam_line**2)).tolist() for n in N_VALUES],
+            # SAM read per sample: no finite optimum from ε = ηn on (null)
+            "sam_per_sample_numeric": [sam_per_sample_optimum(p, eta, n, eps_sam).w1_float().tolist()
+                                       for n in N_VALUES],
+            "sam_per_sample_derived": [_per_sample_closed(p, eta, n, eps_sam_line).tolist() for n in N_VALUES]}
     return data
 
 
+def _floats(values) -> np.ndarray:
+    """A curve read back from JSON, null (no finite optimum) as nan."""
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
 def draw_w1_vs_eps(d: dict, plt) -> object:
-    fig, axes = plt.subplots(2, 2, figsize=(14, 8.5), constrained_layout=True)
+    fig, axes = plt.subplots(3, 2, figsize=(14, 12.5), constrained_layout=True)
     colors = dict(zip(N_VALUES, ("tab:blue", "tab:orange", "tab:green"), strict=True))
     for col, (label, scale) in enumerate((("w1", lambda n: 1.0), ("W_R = w1 / n", lambda n: float(n)))):
         ax = axes[0, col]
@@ -112,12 +137,37 @@ def draw_w1_vs_eps(d: dict, plt) -> object:
             ax.set_yscale("log")
         ax.set_xlabel("SAM budget ε (|δ| on w1)")
         ax.set_ylabel(label)
-        ax.set_title(f"SAM: {label} against ε")
+        ax.set_title(f"SAM, population max-min (the proofs): {label} against ε")
         if col == 0:
             ax.legend(fontsize=7, loc="upper left")
         else:
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        _draw_per_sample(axes[2, col], d, label, scale, colors)
     return fig
+
+
+def _draw_per_sample(ax, d: dict, label: str, scale, colors) -> None:
+    """SAM read per sample (W eq. 15, D eq. 11 as printed): numerical optima, the derived n ln(p/(1-p))/(2(ηn - ε))
+    with its pole at ε = ηn, and the population reading's numerical optima for comparison."""
+    for n in N_VALUES:
+        s = scale(n)
+        ax.plot(d["eps_sam"], _floats(per_n(d, "sam_per_sample_numeric")[n]) / s, "s", color=colors[n], ms=5,
+                mfc="none", label=f"per-sample, numerical optimum (n={n})")
+        ax.plot(d["eps_sam_line"], _floats(per_n(d, "sam_per_sample_derived")[n]) / s, color=colors[n], lw=1.2,
+                label=f"per-sample, derived (= AT at ε/n; pole at ε = ηn = {d['eta'] * n:g})")
+        ax.plot(d["eps_sam"], np.asarray(per_n(d, "sam_numeric")[n]) / s, ".", color=colors[n], ms=4,
+                label=f"population max-min, numerical (n={n})")
+        ax.axhline(d["w_star"] / s, color=colors[n], ls=":", lw=1)
+    ax.set_yscale("log")
+    markers = np.concatenate([_floats(v) / scale(n) for n, v in per_n(d, "sam_per_sample_numeric").items()])
+    ax.set_ylim(top=3 * np.nanmax(markers))  # the derived curves rise to their poles beyond the last marker
+    ax.set_xlabel("SAM budget ε (|δ| on w1)")
+    ax.set_ylabel(label)
+    ax.set_title(f"SAM per sample (W eq. 15, D eq. 11): {label} against ε")
+    if label == "w1":
+        ax.legend(fontsize=7, loc="center right")
+    else:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
 # --- Equal robustness -------------------------------------------------------------------------
@@ -230,9 +280,13 @@ def draw_robust_accuracy(d: dict, plt) -> object:
 
 FIGURES = (
     Figure("w1_vs_eps", "w1 (left) and W_R = w1/n (right) against ε. Top: AT, Theorem 2's closed form (lines) "
-           "against the numerical maximizer of the adversarial accuracy (circles), with ST's w1* dotted. Bottom: SAM, "
-           "numerical optima (dots) against the claimed w1*(1 + 2ε²/3) of Theorem 4 (dashed) and the derived "
-           "w1*(1 + ε²/(3n)) (solid) for n = 1, 4, 16.", compute_w1_vs_eps, draw_w1_vs_eps),
+           "against the numerical maximizer of the adversarial accuracy (circles), with ST's w1* dotted. Middle: SAM "
+           "as the proofs solve it (the population max-min), numerical optima (dots) against the claimed "
+           "w1*(1 + 2ε²/3) of Theorem 4 (dashed) and the derived w1*(1 + ε²/(3n)) (solid) for n = 1, 4, 16. "
+           "Bottom: SAM as W eq. (15) and D eq. (11) print it (the worst δ per sample), numerical optima (squares) "
+           "against the derived n ln(p/(1-p))/(2(ηn - ε)), AT's optimum at ε/n, which rises to first order in ε and "
+           "has no finite value from ε = ηn on; the population reading's optima (dots) for comparison.",
+           compute_w1_vs_eps, draw_w1_vs_eps),
     Figure("equal_robustness", "ε_SAM against the ε_AT that gives the same w1: Theorem 5's relation (dashed, the "
            "same for every n), the relation derived from the corrected expansion (lines) and the numerical curve "
            "(circles: w1^SAM solved, then ε_AT found by bisection with AT solved numerically).",

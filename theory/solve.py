@@ -7,7 +7,7 @@ import numpy as np
 from theory import closed_form as cf
 from theory.backend import FLOAT64, mp_backend
 from theory.model import robust_feature_weight, validate
-from theory.numeric import Optimum, at_optimum, sam_optimum, st_optimum
+from theory.numeric import Optimum, at_optimum, sam_optimum, sam_per_sample_optimum, st_optimum
 from theory.objectives import accuracy
 
 
@@ -32,13 +32,27 @@ def at_note(eta: float, eps: float, at: Optimum) -> str | None:
     return (f"the AT optimum lies beyond what this precision resolves ({reach}); retry with --precision mp")
 
 
+def per_sample_note(eta: float, n: int, eps: float, opt: Optimum) -> str | None:
+    """Why SAM as printed (the worst δ per sample) has no optimum, when it has none."""
+    if bool(opt.found):
+        return None
+    reach = f"the numerical search found the accuracy still rising at w1 = {float(opt.lo):.3g}"
+    if eps >= eta * n:
+        return (f"per-sample SAM has no finite optimum for eps >= eta*n (here eps={eps:g}, eta*n={eta * n:g}): the "
+                f"worst delta of every sample lowers its margin by eps, as much as or more than the non-robust "
+                f"features' mean margin eta*n gives, so the accuracy keeps rising toward p as w1 -> infinity "
+                f"(the same objective as AT with eps/n >= eta); {reach}.")
+    return f"the per-sample SAM optimum lies beyond what this precision resolves ({reach}); retry with --precision mp"
+
+
 def solve_point(p: float, eta: float, n: int, eps: float, precision: str = "float64", dps: int = 50) -> dict:
     """Numerical ST, AT and SAM optima at one point, the papers' closed forms, and derived ones."""
     validate(p=p, eta=eta, n=n, eps=eps)
     bk = FLOAT64 if precision == "float64" else mp_backend(dps)
     st, at, sam = st_optimum(p, eta, n, bk), at_optimum(p, eta, n, eps, bk), sam_optimum(p, eta, n, eps, bk)
-    w = {"w_star": _value(st), "w_at": _value(at), "w_sam": _value(sam)}
-    note = at_note(eta, eps, at)
+    per_sample = sam_per_sample_optimum(p, eta, n, eps, bk)
+    w = {"w_star": _value(st), "w_at": _value(at), "w_sam": _value(sam), "w_sam_per_sample": _value(per_sample)}
+    notes = [m for m in (at_note(eta, eps, at), per_sample_note(eta, n, eps, per_sample)) if m]
     closed_at = float(cf.w1_at(p, eta, eps)) if eps < eta else None
     from theory import symbolic
 
@@ -52,7 +66,8 @@ def solve_point(p: float, eta: float, n: int, eps: float, precision: str = "floa
         "numeric": {
             **w,
             "W_R": {k: (None if v is None else float(robust_feature_weight(v, n))) for k, v in w.items()},
-            "bracket_width": {"w_star": _width(st), "w_at": _width(at), "w_sam": _width(sam)},
+            "bracket_width": {"w_star": _width(st), "w_at": _width(at), "w_sam": _width(sam),
+                              "w_sam_per_sample": _width(per_sample)},
             "clean_accuracy": clean,
             "robust_accuracy": robust,
             "theorem3_w_sam_above_w_star": bool(np.asarray(sam.lo > st.hi)) if w["w_sam"] is not None else None,
@@ -64,9 +79,22 @@ def solve_point(p: float, eta: float, n: int, eps: float, precision: str = "floa
             "W_R_at": None if closed_at is None else float(cf.w_r_at(p, eta, n, eps)),
             "w_sam_claimed": float(cf.w1_sam_claimed(w_star_cf, eps)),
             "eps_at_equal_w1_claimed": None if eps == 0 else float(cf.eps_at_claimed(eps, eta)),
+            # derived, not printed in the papers: SAM's objective read per sample (W eq. 15, D eq. 11)
+            "w_sam_per_sample": _per_sample_closed_form(p, eta, n, eps),
         },
         "derived": {"sam_coefficient": coef, "w_sam": w_star_cf * (1 + coef * eps**2)},
     }
-    if note:
-        result["note"] = note
+    if notes:
+        result["note"] = " ".join(notes)
     return result
+
+
+def _per_sample_closed_form(p: float, eta: float, n: int, eps: float) -> float | None:
+    """n ln(p/(1-p)) / (2(ηn - ε)) from :func:`theory.symbolic.w_sam_per_sample` (30 digits, rounded once), for
+    ε < ηn as float64 forms ηn (as the objective does); None where no finite optimum exists."""
+    from theory import symbolic
+
+    if not eps < eta * n:
+        return None
+    args = (symbolic.p, symbolic.eta, symbolic.n, symbolic.eps)
+    return float(symbolic.evaluate(symbolic.w_sam_per_sample(), args, p, eta, n, eps))

@@ -1,6 +1,8 @@
 """Symbolic derivations (sympy), starting from the objectives and nothing else.
 
 * w1* and w1^AT from the first-order condition of the accuracy u(w1) (W eq. 9, 13);
+* SAM's objective as printed (W eq. 15, D eq. 11: the worst δ per sample), its optimum, and its identity with
+  AT's objective at budget ε/n;
 * the small-ε expansion of the SAM optimum, w1^SAM = w1* (1 + A ε² + B ε⁴ + O(ε⁶)), from the
   optimality condition of the max-min problem, u(w - ε) = u(w + ε) (W eq. 20), by series
   expansion, symbolically in p, η and n;
@@ -17,6 +19,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import mpmath
+import numpy as np
 import sympy as sp
 
 w, p, eta, n = sp.symbols("w p eta n", positive=True)
@@ -39,10 +43,10 @@ def accuracy(w1: sp.Expr, attack: sp.Expr = sp.S.Zero) -> sp.Expr:
     return sp.Add(*(c * Phi(arg) for c, arg in accuracy_terms(w1, attack)))
 
 
-def _first_order_root(attack: sp.Expr) -> sp.Expr:
-    """Solve du/dw1 = 0: the two density terms have opposite signs, so compare their logs."""
+def _first_order_root(terms: list[tuple[sp.Expr, sp.Expr]]) -> sp.Expr:
+    """Solve d/dw1 Σ c Φ(arg) = 0: the two density terms have opposite signs, so compare their logs."""
     rising, falling = [], []
-    for c, arg in accuracy_terms(w, attack):
+    for c, arg in terms:
         term = sp.diff(c * Phi(arg), w)
         (rising if sp.diff(arg, w).is_positive else falling).append(term)
     (up,), (down,) = rising, falling
@@ -54,13 +58,68 @@ def _first_order_root(attack: sp.Expr) -> sp.Expr:
 @functools.cache
 def w_star() -> sp.Expr:
     """w1* from du/dw1 = 0 (Theorem 1)."""
-    return _first_order_root(sp.Integer(0))
+    return _first_order_root(accuracy_terms(w))
 
 
 @functools.cache
 def w_at() -> sp.Expr:
     """w1^AT from dv/dw1 = 0 with the attacked objective v (Theorem 2), in terms of p, η, n, ε."""
-    return _first_order_root(eps)
+    return _first_order_root(accuracy_terms(w, eps))
+
+
+# --- SAM as printed: the worst δ per sample (W eq. 15, D eq. 11) ---------------------------------
+
+
+def per_sample_sam_terms(w1: sp.Expr) -> list[tuple[sp.Expr, sp.Expr]]:
+    """E min_{|δ| <= ε} 1{correct at (w1 + δ, 1, ..., 1)} = Σ c Φ(arg): the SAM objective with the maximum of the
+    0-1 loss inside the expectation, as W eq. (15) and D eq. (11) print it.
+
+    Per class s = y x1 (= +1 w.p. p, -1 w.p. 1-p) the margin at w1 + δ is (w1 + δ) s + S, S = y Σx_i ~ N(ηn, n).
+    It is linear in δ (checked), so its minimum over |δ| <= ε lies at an end; which end is decided by sympy
+    from ε > 0, not assumed. The sample is correct iff S > -(worst margin without S): Φ((worst + ηn)/√n).
+    """
+    delta = sp.Symbol("delta", real=True)
+    terms = []
+    for c, s in ((p, 1), (1 - p, -1)):
+        margin = (w1 + delta) * s
+        if sp.diff(margin, delta, 2) != 0:
+            raise ArithmeticError("the margin is not linear in delta")
+        low, high = margin.subs(delta, -eps), margin.subs(delta, eps)
+        gap = sp.simplify(low - high)
+        if gap.is_negative is None:
+            raise ArithmeticError(f"cannot tell which end of |delta| <= eps is worse: {gap}")
+        worst = low if gap.is_negative else high
+        terms.append((c, (worst + eta * n) / sp.sqrt(n)))
+    return terms
+
+
+@functools.cache
+def w_sam_per_sample() -> sp.Expr:
+    """The per-sample SAM optimum from the first-order condition of its objective (a maximum for ε < ηn)."""
+    return _first_order_root(per_sample_sam_terms(w))
+
+
+@functools.cache
+def per_sample_is_at(budget: sp.Expr = eps / n) -> bool:
+    """Whether per-sample SAM with budget ε has, term by term, the objective of AT with budget ``budget``."""
+    return all(c1 == c2 and sp.simplify(a1 - a2) == 0
+               for (c1, a1), (c2, a2) in zip(per_sample_sam_terms(w), accuracy_terms(w, budget), strict=True))
+
+
+@functools.cache
+def per_sample_eps_at() -> sp.Expr:
+    """The AT budget whose optimum is per-sample SAM's at ε_SAM: ε_SAM/n, exactly, since the two objectives
+    coincide (:func:`per_sample_is_at`, checked here)."""
+    if not per_sample_is_at(eps / n):
+        raise ArithmeticError("per-sample SAM(eps) does not have AT(eps/n)'s objective")
+    return eps_sam / n
+
+
+@functools.cache
+def per_sample_rise() -> tuple[sp.Expr, sp.Expr]:
+    """w1^SAM / w1* - 1 for the per-sample reading: exactly, and its leading term as ε -> 0."""
+    ratio = sp.simplify(w_sam_per_sample() / w_star() - 1)
+    return ratio, sp.series(ratio, eps, 0, 2).removeO()
 
 
 @dataclass(frozen=True)
@@ -165,6 +224,16 @@ def diagnose_paper_derivative() -> PaperDerivativeDiagnosis:
         paper_form_matches=same(du, paper_form),
         coefficient_if_gaussian_factor_is_exp_minus_w2=sam_expansion(2).A.subs(n, sp.Rational(1, 2)),
     )
+
+
+def evaluate(expr: sp.Expr, args: tuple[sp.Symbol, ...], *values, dps: int = 30) -> np.ndarray:
+    """``expr`` at every point of the broadcast ``values`` (floats, taken exactly), in ``dps``-digit arithmetic,
+    rounded once to float64: its only error is that last rounding (half an ulp) plus 10^-dps relative."""
+    f = sp.lambdify(args, expr, modules="mpmath")
+    arrays = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in values))
+    with mpmath.workdps(dps):
+        out = [float(f(*(mpmath.mpf(float(a.flat[i])) for a in arrays))) for i in range(arrays[0].size)]
+    return np.asarray(out, dtype=float).reshape(arrays[0].shape)
 
 
 def as_text(expr: sp.Expr) -> str:

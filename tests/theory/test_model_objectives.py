@@ -12,7 +12,16 @@ from core.errors import ParameterError
 from tests.theory import strategies as S
 from theory.backend import mp_backend
 from theory.model import GaussianModel, robust_feature_weight, sample_accuracy, validate
-from theory.objectives import accuracy, golden_section_max, log_risk, risk, risk_slope, sam_inner_max
+from theory.objectives import (
+    accuracy,
+    golden_section_max,
+    log_risk,
+    risk,
+    risk_slope,
+    sam_inner_max,
+    sam_per_sample_log_risk,
+    sam_per_sample_slope,
+)
 
 MC_SAMPLES = 40_000
 Z = 5.0  # standard errors: a false alarm has probability ~6e-7 per comparison
@@ -41,6 +50,32 @@ def test_at_objective_is_accuracy_under_the_worst_linf_attack(p, eta, n, w1, fra
     mc = sample_accuracy(model.weights(w1), x_adv, y)
     exact = float(accuracy(w1, p, eta, n, eps))
     assert abs(mc - exact) <= Z * np.sqrt(exact * (1 - exact) / MC_SAMPLES) + 1 / MC_SAMPLES
+
+
+@given(S.p, S.eta, S.small_n, st.floats(-5.0, 10.0), S.sam_eps, st.integers(0, 2**31 - 1))
+@settings(max_examples=25)
+def test_per_sample_sam_objective_is_the_mean_of_each_samples_worst_loss(p, eta, n, w1, eps, seed):
+    """SAM as W eq. (15) / D eq. (11) print it, from its definition: each sample's 0-1 loss maximized over a grid of
+    δ in [-ε, ε] (ends included, 41 nodes, no shape assumed), then averaged, against the exact objective."""
+    model = GaussianModel(p, eta, n)
+    x, y = model.sample(MC_SAMPLES // 4, seed=seed)
+    margins = y[:, None] * ((w1 + eps * np.linspace(-1, 1, 41))[None, :] * x[:, :1] + x[:, 1:].sum(1, keepdims=True))
+    mc = np.mean((margins <= 0).any(axis=1))
+    exact = float(np.exp(sam_per_sample_log_risk(w1, p, eta, n, eps).value))
+    assert abs(mc - exact) <= Z * np.sqrt(exact * (1 - exact) / (MC_SAMPLES // 4)) + 4 / MC_SAMPLES
+
+
+@given(S.p, S.eta, S.small_n, st.floats(-10, 30), S.sam_eps)
+@settings(max_examples=30)
+def test_per_sample_slope_has_the_sign_of_the_derivative(p, eta, n, w1, eps):
+    s = sam_per_sample_slope(w1, p, eta, n, eps)
+    bk = mp_backend(40)
+    with bk.context():
+        h = mpmath.mpf("1e-12")
+        ends = [bk.exp(sam_per_sample_log_risk(bk.asarray(w1) + k * h, p, eta, n, eps, bk).value) for k in (1, -1)]
+        d = float(ends[0] - ends[1])
+    if abs(float(s.value)) > float(s.error) and d != 0:  # d == 0: flat beyond 40 digits, nothing to compare
+        assert np.sign(float(s.value)) == np.sign(d)
 
 
 @given(S.p, S.eta, S.small_n, S.w1, S.at_fraction, st.floats(-1.0, 1.0))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import mpmath
 import numpy as np
 import pytest
+import sympy as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.theory import strategies as S
 from theory import closed_form as cf
+from theory import symbolic as sym
 from theory.backend import FLOAT64, mp_backend
 from theory.numeric import (
     at_optimum,
@@ -16,9 +19,10 @@ from theory.numeric import (
     minimize_risk,
     sam_optimum,
     sam_optimum_equal_endpoints,
+    sam_per_sample_optimum,
     st_optimum,
 )
-from theory.objectives import log_risk, risk_slope
+from theory.objectives import log_risk, risk_slope, sam_per_sample_log_risk
 
 U = np.finfo(float).eps / 2
 
@@ -148,6 +152,83 @@ def test_equal_robustness_budget_reproduces_the_target(p, eta, n, eps_sam):
     budget = equal_robustness_at_budget(p, eta, n, target)
     w_at = at_optimum(p, eta, n, budget.value)
     assert abs(float(w_at.w1_float()) - float(target)) <= 1e-9 * abs(float(target))
+
+
+def test_equal_robustness_budget_is_tight_where_the_first_secant_step_is_exact():
+    """AT's slope at a fixed w1 is linear in ε: the first regula falsi step lands on the budget, where the slope's
+    sign cannot be decided; the bracket must still close in on it (a plain bisection stopped at [0, η] there)."""
+    p, eta, n = 0.8, 0.2, 1
+    target = float(cf.w1_at(p, eta, eta / 2))
+    budget = equal_robustness_at_budget(p, eta, n, target)
+    assert float(budget.lo) <= eta / 2 <= float(budget.hi) and float(budget.bracket_width) < 1e-12
+
+
+def test_equal_robustness_budget_in_mpmath_keeps_its_digits():
+    """The budget's midpoint is formed at the working precision (not mpmath's default 53 bits): AT solved at it
+    returns the target to ~30 digits, where the SAM increment it encodes (ε_SAM² / (3n) relative) lives."""
+    bk = mp_backend(40)
+    p, eta, n = 0.8, 0.5, 2
+    target = sam_optimum_equal_endpoints(p, eta, n, 1e-4, bk=bk).w1
+    budget = equal_robustness_at_budget(p, eta, n, target, bk=bk)
+    at = at_optimum(p, eta, n, budget.value, bk=bk)
+    with bk.context():
+        assert abs(at.w1 - target) <= abs(target) * mpmath.mpf(10) ** -30 + (at.hi - at.lo)
+
+
+per_sample_eps = st.floats(0.01, 0.97)  # ε_SAM / (ηn): below 1 a finite per-sample optimum exists
+
+
+@given(S.p, S.eta, S.n, per_sample_eps)
+@settings(max_examples=25)
+def test_per_sample_optimum_minimizes_the_per_sample_objective(p, eta, n, frac):
+    """No grid point, near the optimum or far from it, beats it. The tolerance is how much the objective varies
+    across the bracket (which contains the minimizer), plus the rounding bounds of the values compared."""
+    eps = frac * (eta * n)
+    opt = sam_per_sample_optimum(p, eta, n, eps)
+    assert opt.found
+    w0 = float(opt.w1)
+    ref = sam_per_sample_log_risk(np.array([float(opt.lo), w0, float(opt.hi)]), p, eta, n, eps)
+    slack = float(ref.value.max() - ref.value.min())
+    offsets = np.concatenate([np.linspace(-1, 1, 201) * max(float(opt.bracket_width) * 50, 1e-9 * abs(w0)),
+                              np.linspace(-1, 1, 201) * 0.1 * abs(w0), np.linspace(-1, 1, 201) * 3 * np.sqrt(n) + 1])
+    others = sam_per_sample_log_risk(w0 + offsets, p, eta, n, eps)
+    assert np.all(others.value >= ref.value[1] - slack - ref.error[1] - others.error)
+
+
+@given(S.p, S.eta, S.n, per_sample_eps)
+@settings(max_examples=25)
+def test_per_sample_closed_form_matches_the_numerical_optimum(p, eta, n, frac):
+    """n ln(p/(1-p)) / (2(ηn - ε)), derived by sympy from the per-sample objective, lies in the numerical bracket
+    up to its rounding bound; and the optimum is AT's at ε/n (both brackets overlap)."""
+    eps = frac * (eta * n)
+    opt = sam_per_sample_optimum(p, eta, n, eps)
+    closed = float(sym.evaluate(sym.w_sam_per_sample(), (sym.p, sym.eta, sym.n, sym.eps), p, eta, n, eps))
+    assert within_bracket(closed, opt, float(cf.rounding_bound_per_sample(p, eta, n, eps)))
+    at = at_optimum(p, eta, n, eps / n)
+    assert float(at.lo) <= float(opt.hi) and float(opt.lo) <= float(at.hi)
+
+
+@given(S.p, S.eta, st.integers(1, 30), per_sample_eps)
+@settings(max_examples=5)
+def test_per_sample_closed_form_matches_in_mpmath(p, eta, n, frac):
+    """The same at 40 digits: the closed form, evaluated at 50, within the mpmath bracket plus its rounding."""
+    eps = frac * (eta * n)
+    bk = mp_backend(40)
+    opt = sam_per_sample_optimum(p, eta, n, eps, bk=bk)
+    f = sp.lambdify((sym.p, sym.eta, sym.n, sym.eps), sym.w_sam_per_sample(), modules="mpmath")
+    with mpmath.workdps(50):
+        closed = f(*(mpmath.mpf(v) for v in (p, eta, n, eps)))
+    with bk.context():
+        rounding = mpmath.mpf(float(cf.rounding_bound_per_sample(p, eta, n, eps, u=float(bk.unit_roundoff))))
+        assert bool(opt.found) and opt.lo - rounding <= closed <= opt.hi + rounding
+        assert opt.hi - opt.lo < abs(closed) * mpmath.mpf(10) ** -30
+
+
+@given(S.p, S.eta, S.n, st.floats(1.0, 5.0))
+@settings(max_examples=15)
+def test_per_sample_has_no_finite_optimum_from_eps_equal_eta_n(p, eta, n, ratio):
+    opt = sam_per_sample_optimum(p, eta, n, ratio * (eta * n))
+    assert not bool(opt.found) and float(opt.lo) >= 1e3 * np.sqrt(n)
 
 
 def test_invalid_input_is_rejected_before_solving():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mpmath
 import numpy as np
 import sympy as sp
 from hypothesis import given, settings
@@ -55,6 +56,26 @@ def test_equal_robustness_relation_matches_numerics():
     eps_at = equal_robustness_at_budget(p, eta, n, sam_optimum_equal_endpoints(p, eta, n, eps_sam).w1_float()).value
     residual = eta / eps_at - float(relation.lead.subs(sym.n, n)) / eps_sam**2
     assert np.all(np.abs(residual - const) < 0.02 * abs(const) + 5 * eps_sam**2)
+
+
+def test_per_sample_sam_is_at_at_eps_over_n():
+    """SAM read per sample (W eq. 15, D eq. 11) has AT's objective at budget ε/n, not at ε; so its optimum is
+    Theorem 2's at ε/n, which rises to first order in ε."""
+    assert sym.per_sample_is_at(sym.eps / sym.n) and not sym.per_sample_is_at(sym.eps)
+    assert sp.simplify(sym.w_sam_per_sample() - sym.w_at().subs(sym.eps, sym.eps / sym.n)) == 0
+    exact, leading = sym.per_sample_rise()
+    assert sp.simplify(exact - sym.eps / (sym.eta * sym.n - sym.eps)) == 0
+    assert sp.simplify(leading - sym.eps / (sym.eta * sym.n)) == 0
+
+
+def test_evaluate_rounds_once():
+    """sym.evaluate works at 30 digits from the exact float inputs: within half an ulp of a 60-digit value."""
+    args = (sym.p, sym.eta, sym.n, sym.eps)
+    got = sym.evaluate(sym.w_sam_per_sample(), args, 0.7, 0.05, 20, 0.999)
+    with mpmath.workdps(60):
+        f = sp.lambdify(args, sym.w_sam_per_sample(), modules="mpmath")
+        exact = f(*(mpmath.mpf(v) for v in (0.7, 0.05, 20, 0.999)))
+        assert abs(mpmath.mpf(float(got)) - exact) <= abs(exact) * np.finfo(float).eps / 2
 
 
 def test_diagnosis_locates_the_papers_error():
