@@ -67,7 +67,7 @@ def _t5_summary(r: ClaimReport) -> str:
            f"From the derived w1^AT and SAM expansion: η/ε_AT = {f['lead']}/ε_SAM² + "
            f"{f['constant']} + O(ε_SAM²), i.e. 2η/ε_AT ≈ {f['two_eta_over_eps_at']}; "
            f"its leading order {'agrees' if f['lead_holds'] else 'does NOT agree'} with the numerics and its constant "
-           f"{'agrees' if f['constant_holds'] else 'does NOT agree'} where float64 resolves it. ")
+           f"{'agrees' if f['constant_holds'] else 'does NOT agree'}. ")
         + (f"Where float64 could not pin the limits to {DECISIVE:.0%}, {f['mp_points']} of the (p, η, n) were "
            f"re-solved in mpmath ({f['mp_dps']} digits) at ε_SAM in {tuple(f['mp_eps_sam'])}"
            + (f"; still undecided: {f['undecided']}. " if f["undecided"] else ", which decides every point. ")
