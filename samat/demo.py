@@ -6,7 +6,7 @@
 
 ``samat demo --task segmentation`` runs the segmentation default instead (configs/segmentation_default.toml):
 ST, SAM and AT of a small DeepLabv3 on scenes of Fashion-MNIST items, scored by mIoU clean and under PGD, with
-a figure of predictions (minutes on 2 CPU cores; no theory part).
+a figure of predictions (minutes on 2 CPU cores, on one thread; no theory part).
 
 Finished parts are kept: a second run only redoes what is missing (or everything with --force).
 """
@@ -49,6 +49,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         shutil.rmtree(out)
     t0 = time.perf_counter()
     if args.task == "segmentation":
+        import torch
+
+        # One thread: the small network's convolutions gain little from a second one, and lose 3x when the two
+        # cores are shared with other work (docs/BENCHMARKS.md).
+        torch.set_num_threads(1)
         table = _experiment(out / "segmentation", segmentation=True)
         print(table.read_text().split("## ", 1)[-1] + f"\nexperiment report: {table}")
         print(f"done in {time.perf_counter() - t0:.0f} s")

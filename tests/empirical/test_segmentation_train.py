@@ -163,3 +163,12 @@ def test_the_segmentation_demo_trains_attacks_tabulates_and_draws(tmp_path):
         from empirical.experiments.grid import load_experiment
 
         load_experiment(bad)
+
+
+@pytest.mark.gpu
+def test_segmentation_trains_on_the_gpu_with_bf16_and_channels_last(tmp_path):
+    data = tiny_segmentation()
+    summary = train(seg_cfg(device="cuda", method="pgd_at"), tmp_path / "run", progress=False, data=data)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["provenance"]["bf16"] and config["provenance"]["channels_last"]
+    assert np.isfinite(summary["train_loss"]) and 0 <= summary["test_miou"] <= 1
