@@ -56,7 +56,7 @@ def seg_cfg(**kw) -> TrainConfig:
     return TrainConfig.from_dict(base | kw)
 
 
-@pytest.mark.parametrize("method", ["sgd", "sam", "esam", "pgd_at"])
+@pytest.mark.parametrize("method", ["sgd", "adam", "sam", "asam", "esam", "pgd_at"])
 def test_an_interrupted_iteration_counted_run_resumes_to_the_same_weights(tmp_path, method):
     data = tiny_segmentation()
     cfg = seg_cfg(method=method)
@@ -114,7 +114,7 @@ def trained(tmp_path_factory):
 def test_pgd_on_the_per_pixel_loss_respects_its_budget_and_lowers_miou(trained):
     model, data, summary = trained
     assert summary["test_miou"] > 0.5  # it learned the task
-    columns = ["pgd10_linf@8/255", "pgd10_l2@1"]
+    columns = ["pgd10_linf@4/255", "pgd10_linf@8/255", "pgd10_l2@1"]
     result, examples = evaluate_segmentation(model, data.test_x, data.test_y, data.test_sizes, columns,
                                              num_classes=3, class_names=data.class_names, batch_size=8)
     miou = result["miou"]
@@ -128,7 +128,9 @@ def test_pgd_on_the_per_pixel_loss_respects_its_budget_and_lowers_miou(trained):
     assert np.array(result["confusion"]["natural"]).sum() == int((data.test_y != IGNORE_INDEX).sum())
     names = [c["check"] for c in result["sanity"]]
     assert {"robust <= clean: pgd10_linf@8/255", "more PGD steps are not weaker: pgd10_l2@1 vs 20 steps",
-            "within budget and [0, 1]: pgd10_l2@1"} <= set(names)
+            "within budget and [0, 1]: pgd10_l2@1",
+            "mIoU does not increase with eps: pgd10_linf@4/255 -> pgd10_linf@8/255"} <= set(names)
+    assert miou["pgd10_linf@8/255"] <= miou["pgd10_linf@4/255"]
     assert any(n.startswith("a large attack") for n in names) and result["sanity_passed"], result["sanity"]
     assert examples["pred:natural"].shape == (4, 32, 32) and examples["pred:pgd10_l2@1"].shape == (4, 32, 32)
     with pytest.raises(ParameterError, match="fgsm or pgd for a segmentation model"):
@@ -172,3 +174,18 @@ def test_segmentation_trains_on_the_gpu_with_bf16_and_channels_last(tmp_path):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["provenance"]["bf16"] and config["provenance"]["channels_last"]
     assert np.isfinite(summary["train_loss"]) and 0 <= summary["test_miou"] <= 1
+
+
+@pytest.mark.parametrize(("name", "table", "rows"), [("stanford_background", "D Table 8", 11),
+                                                     ("voc2012", "D Table 9", 12)])
+def test_the_papers_segmentation_grids_load_with_their_numbers(tmp_path, name, table, rows):
+    from empirical.experiments import catalog
+    from empirical.experiments.grid import load_experiment
+
+    exp = load_experiment(catalog.resolve(name), runs_dir=tmp_path)
+    assert len(exp.labels) == rows and exp.columns == ("natural", "pgd10_linf@1/255", "pgd10_l2@1")
+    assert all(set(r.paper[table]) == set(exp.columns) for r in exp.runs)
+    cfg = exp.runs_for("SGD")[0].config
+    assert (cfg.iterations, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.lr_schedule) == (30000, 0.01, 1e-4, 0.9, "poly")
+    assert [r.config.rho for r in exp.runs if r.config.method == "sam"] == [0.01, 0.02, 0.03, 0.04, 0.05]
+    assert exp.runs_for("SGD")[0].paper[table]["natural"] == {"D Table 8": 64.0, "D Table 9": 66.9}[table]
