@@ -1,4 +1,5 @@
-"""The fixed vocabularies of the empirical side, typed: methods, norms, datasets, architectures, augmentations.
+"""The fixed vocabularies of the empirical side, typed: methods, norms, tasks, datasets, architectures,
+augmentations, learning-rate schedules.
 
 Each vocabulary is one StrEnum, and each member carries what the rest of the code needs to know about it
 (its readable display name and, for methods, how it trains), so that adding a member is one line here plus the code
@@ -117,29 +118,53 @@ class Norm(_Vocabulary):
 THREAT_NORMS = (Norm.LINF, Norm.L2)  # the budgets of PGD and adversarial training
 
 
+class Task(_Vocabulary):
+    """What a model predicts: one class per example, or one class per pixel. Field: the score it is measured by."""
+
+    CLASSIFICATION = "classification", "image classification", "accuracy"
+    SEGMENTATION = "segmentation", "semantic segmentation", "mIoU"  # D Section 5.2, eq. (15)
+
+    metric: str
+
+    def _init_extra(self, metric: str) -> None:
+        self.metric = metric
+
+
 class DatasetName(_Vocabulary):
-    """The datasets samat loads by name (a Dataset built in code may carry any other name)."""
+    """The datasets samat loads by name (a Dataset built in code may carry any other name); field: the task."""
 
     CIFAR10 = "cifar10", "CIFAR-10"
     CIFAR100 = "cifar100", "CIFAR-100"
     FASHION_MNIST = "fashion_mnist", "Fashion-MNIST"
     TINYIMAGENET = "tinyimagenet", "TinyImageNet"
     GAUSSIAN = "gaussian", "Gaussian model D(p, η, n)"
+    FASHION_SCENES = "fashion_scenes", "Fashion-MNIST scenes", Task.SEGMENTATION
+    STANFORD_BACKGROUND = "stanford_background", "Stanford Background", Task.SEGMENTATION
+    VOC2012 = "voc2012", "PASCAL VOC 2012", Task.SEGMENTATION
+
+    task: Task
+
+    def _init_extra(self, task: Task = Task.CLASSIFICATION) -> None:
+        self.task = task
 
 
 class Architecture(_Vocabulary):
-    """The networks samat builds by name; ``vectors``: whether it also takes (N, D) vector inputs."""
+    """The networks samat builds by name; ``vectors``: whether it also takes (N, D) vector inputs; ``task``."""
 
     PRN18 = "prn18", "PreActResNet-18", False
     WRN28_10 = "wrn28_10", "WideResNet-28-10", False
     DEIT_TINY = "deit_tiny", "DeiT-Tiny", False
     SMALL_CNN = "small_cnn", "small CNN", False
     LINEAR = "linear", "linear", True
+    DEEPLABV3_RESNET50 = "deeplabv3_resnet50", "DeepLabv3 (ResNet-50)", False, Task.SEGMENTATION
+    DEEPLABV3_MOBILENETV2 = "deeplabv3_mobilenetv2", "DeepLabv3 (MobileNetV2)", False, Task.SEGMENTATION
+    DEEPLABV3_SMALL = "deeplabv3_small", "DeepLabv3 (small CNN)", False, Task.SEGMENTATION  # CPU runs
 
     vectors: bool
+    task: Task
 
-    def _init_extra(self, vectors: bool) -> None:
-        self.vectors = vectors
+    def _init_extra(self, vectors: bool, task: Task = Task.CLASSIFICATION) -> None:
+        self.vectors, self.task = vectors, task
 
 
 class Augment(_Vocabulary):
@@ -148,6 +173,15 @@ class Augment(_Vocabulary):
     NONE = "none", "none"
     CROP = "crop", "random crop (4 px reflect padding)"
     CROP_FLIP = "crop_flip", "random crop and horizontal flip"
+    # image and mask together: random scale, crop (padded with the ignore label) and flip (segmentation only)
+    SCALE_CROP_FLIP = "scale_crop_flip", "random scale, crop and horizontal flip of image and mask"
+
+
+class LrSchedule(_Vocabulary):
+    """How the learning rate falls over training, set every iteration from the fraction t of training done."""
+
+    STEP = "step", "divided by lr_decay at each of lr_milestones"  # the papers' classification runs
+    POLY = "poly", "polynomial decay (1 - t)^lr_power"  # DeepLab's schedule (D Section 5.2)
 
 
 class SamGradients(_Vocabulary):

@@ -17,7 +17,8 @@ def add_command(sub) -> None:
     ev.add_argument("path", type=Path, metavar="RUN_DIR|CHECKPOINT")
     ev.add_argument("--attacks", nargs="+", metavar="ATTACK",
                     help="attacks as name[@eps[,eps...]], e.g. pgd10_linf@1/255,2/255 autoattack_l2 stadv "
-                    "(default: the duality paper's Table 2 columns)")
+                    "(default: the duality paper's Table 2 columns; for segmentation, Tables 8-9's "
+                    "pgd10_linf@1/255 and pgd10_l2@1)")
     ev.add_argument("--n-eval", type=arg_positive_int, default=1000, help="test images (default 1000)")
     ev.add_argument("--seed", type=integer, default=0, help="seed of the subset and the attacks (default 0)")
     ev.add_argument("--batch-size", type=arg_positive_int, default=256)
@@ -33,17 +34,19 @@ def add_command(sub) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from empirical.attacks.specs import PAPER_COLUMNS
     from empirical.evaluation.run import evaluate_path
 
-    columns = args.attacks or [s.label for s in PAPER_COLUMNS]
-    result = evaluate_path(args.path, columns, n_eval=args.n_eval, seed=args.seed, batch_size=args.batch_size,
+    result = evaluate_path(args.path, args.attacks, n_eval=args.n_eval, seed=args.seed, batch_size=args.batch_size,
                            device=args.device, data_dir=args.data_dir, model=args.model, dataset=args.dataset,
                            crosscheck=args.crosscheck, overwrite=args.overwrite, progress=not args.no_progress,
                            log=lambda m: print(m, file=sys.stderr))
-    width = max(len(k) for k in result["accuracy"])
-    for key, value in result["accuracy"].items():
-        print(f"{key:{width}s}  {100 * value:6.2f} %")
+    scores = result.get("miou", result["accuracy"])  # segmentation: mIoU (D eq. 15)
+    width = max(len(k) for k in scores)
+    if "miou" in result:
+        print(f"{'mIoU':{width}s}  {'':6s}    pixel accuracy")
+    for key, value in scores.items():
+        extra = f"  {100 * result['accuracy'][key]:6.2f} %" if "miou" in result else ""
+        print(f"{key:{width}s}  {100 * value:6.2f} %{extra}")
     failed = [c for c in result["sanity"] if not c["passed"]]
     print(f"sanity checks: {len(result['sanity']) - len(failed)}/{len(result['sanity'])} passed"
           + "".join(f"\n  FAILED {c['check']}: {c['detail']}" for c in failed))

@@ -6,7 +6,9 @@ at a time (:mod:`.batching`). Sources, each read from its official format (torch
 are registered in :data:`DATASETS`, one entry per :class:`~empirical.vocabulary.DatasetName`:
 
 - ``cifar10`` / ``cifar100`` (:mod:`.cifar`), ``fashion_mnist`` (:mod:`.fashion_mnist`),
-  ``tinyimagenet`` (:mod:`.tinyimagenet`), and ``gaussian``, the papers' D(p, η, n) (:mod:`.gaussian`).
+  ``tinyimagenet`` (:mod:`.tinyimagenet`), and ``gaussian``, the papers' D(p, η, n) (:mod:`.gaussian`);
+- segmentation (:mod:`.segmentation`): ``fashion_scenes`` (the embedded default), ``stanford_background``
+  and ``voc2012``.
 
 Usage::
 
@@ -27,6 +29,14 @@ from empirical.data.cifar import CIFAR_SPECS, load_cifar
 from empirical.data.dataset import Dataset, LoadRequest
 from empirical.data.fashion_mnist import FASHION_MNIST_DIR, FASHION_MNIST_FILES, load_fashion_mnist
 from empirical.data.gaussian import GaussianSpec, load_gaussian
+from empirical.data.segmentation import (
+    IGNORE_INDEX,
+    JointAugment,
+    SegmentationDataset,
+    load_fashion_scenes,
+    load_stanford_background,
+    load_voc2012,
+)
 from empirical.data.tinyimagenet import load_tinyimagenet
 from empirical.vocabulary import DatasetName
 
@@ -38,7 +48,10 @@ __all__ = [
     "BatchStream",
     "Dataset",
     "GaussianSpec",
+    "IGNORE_INDEX",
+    "JointAugment",
     "LoadRequest",
+    "SegmentationDataset",
     "Source",
     "as_inputs",
     "augment_batch",
@@ -61,6 +74,9 @@ DATASETS: dict[DatasetName, Source] = {
     DatasetName.FASHION_MNIST: Source(load_fashion_mnist, FASHION_MNIST_DIR),
     DatasetName.TINYIMAGENET: Source(load_tinyimagenet),
     DatasetName.GAUSSIAN: Source(load_gaussian),
+    DatasetName.FASHION_SCENES: Source(load_fashion_scenes, FASHION_MNIST_DIR),
+    DatasetName.STANFORD_BACKGROUND: Source(load_stanford_background),
+    DatasetName.VOC2012: Source(load_voc2012),
 }
 
 
@@ -68,8 +84,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, download: boo
                  gaussian: GaussianSpec | None = None, verify_md5: bool = False) -> Dataset:
     """Load the named dataset (a :class:`~empirical.vocabulary.DatasetName`) into CPU tensors.
 
-    ``data_dir=None`` means Fashion-MNIST's Debian folder for ``fashion_mnist`` and ``./data/<name>``
-    otherwise. ``download`` fetches a missing CIFAR archive; ``verify_md5`` also checks the MD5 of an
+    ``data_dir=None`` means Fashion-MNIST's Debian folder for ``fashion_mnist`` and ``fashion_scenes``, and
+    ``./data/<name>`` otherwise. ``download`` fetches a missing CIFAR archive; ``verify_md5`` also checks the MD5 of an
     archive already present. ``gaussian`` parametrizes the ``gaussian`` dataset (ignored by the others).
     Missing or corrupt data raises :class:`SamatError` with a one-line fix.
     """

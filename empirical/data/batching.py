@@ -7,7 +7,7 @@ batches and a run can be resumed exactly.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,9 @@ from core.errors import ParameterError
 from core.numbers import is_int
 from empirical.vocabulary import Augment
 
+# (inputs, targets, generator, the batch's indices into the stored data) -> augmented (inputs, targets)
+PairAugment = Callable[[torch.Tensor, torch.Tensor, torch.Generator | None, torch.Tensor],
+                        tuple[torch.Tensor, torch.Tensor]]
 CROP_PADDING = 4  # pixels of reflect padding for the random crop (CIFAR convention)
 
 
@@ -79,28 +82,60 @@ class BatchStream:
 
     Iterating again starts a new pass (a new shuffle drawn from ``generator``). Random draws happen
     as the pass proceeds: the permutation at the first batch, then each batch's augmentation.
+
+    ``augment`` is a mode of :class:`~empirical.vocabulary.Augment` (applied to x), or a callable
+    ``(x, y, generator, indices) -> (x, y)`` that augments inputs and targets together (segmentation's masks). ``steps``
+    makes a pass exactly that many full batches, shuffling again whenever the data runs out (what a schedule
+    counted in iterations trains on); None: one pass over the data.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool,
-                 augment: str = "none", generator: torch.Generator | None = None, drop_last: bool = False) -> None:
+                 augment: str | PairAugment = "none", generator: torch.Generator | None = None,
+                 drop_last: bool = False, steps: int | None = None) -> None:
         if not is_int(batch_size) or batch_size < 1:
             raise ParameterError("batch_size", batch_size, "an integer >= 1")
+        self.joint = augment if callable(augment) else None
+        if self.joint is not None:
+            augment = "none"
         augment = _check_augment(x, augment, generator)  # once here, not per batch: every batch is on x's device
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
+        if steps is not None and not (is_int(steps) and steps >= 1 and batch_size <= x.shape[0]):
+            raise ParameterError("batch_size", batch_size, f"at most the {x.shape[0]} training examples, so that "
+                                 "every iteration gets a full batch")
         self.x, self.y = x, y
         self.batch_size = int(batch_size)
         self.shuffle, self.augment, self.generator, self.drop_last = shuffle, augment, generator, drop_last
+        self.steps = steps
 
     def __len__(self) -> int:
+        if self.steps is not None:
+            return self.steps
         n = self.x.shape[0]
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _order(self) -> Iterator[torch.Tensor]:
+        """The batches' indices: one pass, or ``steps`` full batches drawn from as many passes as they need."""
         n, device = self.x.shape[0], self.x.device
-        order = (torch.randperm(n, generator=self.generator, device=device) if self.shuffle
-                 else torch.arange(n, device=device))
-        for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            yield _augment(as_inputs(self.x[idx]), self.augment, self.generator), self.y[idx].to(torch.int64)
+        if self.steps is None:
+            order = (torch.randperm(n, generator=self.generator, device=device) if self.shuffle
+                     else torch.arange(n, device=device))
+            for i in range(len(self)):
+                yield order[i * self.batch_size:(i + 1) * self.batch_size]
+            return
+        order, used = None, n
+        for _ in range(self.steps):
+            if used + self.batch_size > n:
+                order = (torch.randperm(n, generator=self.generator, device=device) if self.shuffle
+                         else torch.arange(n, device=device))
+                used = 0
+            yield order[used:used + self.batch_size]
+            used += self.batch_size
 
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for idx in self._order():
+            x, y = as_inputs(self.x[idx]), self.y[idx].to(torch.int64)
+            if self.joint is not None:
+                yield self.joint(x, y, self.generator, idx)
+            else:
+                yield _augment(x, self.augment, self.generator), y

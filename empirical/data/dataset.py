@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 
 from core.errors import ParameterError, SamatError
 from core.numbers import is_int
-from empirical.vocabulary import Augment
+from empirical.vocabulary import Augment, Task
 
 
 @dataclass(eq=False)  # eq=False: tensors do not compare to a single bool
@@ -27,6 +27,8 @@ class Dataset:
     mean: tuple[float, ...]  # per-channel mean of the training images, [0, 1] units; () for vectors
     std: tuple[float, ...]  # per-channel std (population); () for vectors
     augment: Augment  # default training augmentation
+
+    task: ClassVar[Task] = Task.CLASSIFICATION  # segmentation: empirical.data.segmentation.SegmentationDataset
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):

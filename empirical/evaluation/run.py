@@ -8,29 +8,42 @@ from pathlib import Path
 from core.errors import SamatError
 from core.results import provenance, write_json
 from empirical.attacks.crosscheck import crosscheck_autoattack
-from empirical.attacks.specs import Algorithm
+from empirical.attacks.specs import PAPER_COLUMNS, Algorithm
 from empirical.data import as_inputs
 from empirical.evaluation.columns import NATURAL, SANITY, column_specs
 from empirical.evaluation.evaluate import evaluate
+from empirical.evaluation.segmentation import SEGMENTATION_COLUMNS, evaluate_segmentation_path
 from empirical.evaluation.store import read_evaluation
-from empirical.evaluation.trained import eval_indices, load_trained, locate
+from empirical.evaluation.trained import eval_indices, load_trained, locate, trained_config
 from empirical.training.runs import file_sha256
 from empirical.training.setup import resolve_device
+from empirical.vocabulary import Task
 
 DEFAULT_N_EVAL = 1000
 
 
-def evaluate_path(path: str | Path, columns: list[str], *, n_eval: int = DEFAULT_N_EVAL, seed: int = 0,
+def evaluate_path(path: str | Path, columns: list[str] | None, *, n_eval: int = DEFAULT_N_EVAL, seed: int = 0,
                   batch_size: int = 256, device: str = "auto", data_dir: str | None = None,
                   model: str | None = None, dataset: str | None = None, crosscheck: bool = False,
                   overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Evaluate a run (or checkpoint) and write ``eval.json`` in its run directory.
 
     An existing evaluation with the same settings is extended: only columns it lacks are attacked (and nothing
-    is loaded when it has them all); the checks across columns are recomputed over the union.
+    is loaded when it has them all); the checks across columns are recomputed over the union. A segmentation
+    run is evaluated by :func:`~.segmentation.evaluate_segmentation_path` (mIoU, per-class IoU). ``columns``
+    None: the duality paper's (Table 2's attacks; for segmentation Tables 8-9's PGD columns).
     """
-    specs = column_specs(columns)
+    if columns is not None:
+        column_specs(columns)  # bad columns are refused before the path is looked at
     run, weights = locate(path)
+    if _segmentation(path, data_dir, model, dataset):
+        if crosscheck:
+            raise SamatError("--crosscheck runs AutoAttack, which has no segmentation version")
+        return evaluate_segmentation_path(path, columns or list(SEGMENTATION_COLUMNS), n_eval=n_eval, seed=seed,
+                                          batch_size=batch_size,
+                                          device=device, data_dir=data_dir, model=model, dataset=dataset,
+                                          overwrite=overwrite, progress=progress, log=log)
+    specs = column_specs(columns or [s.label for s in PAPER_COLUMNS])
     out = run.path / "eval.json"
     settings = {"n_eval": n_eval, "seed": seed}
     previous = None if overwrite else read_evaluation(out)
@@ -62,6 +75,15 @@ def evaluate_path(path: str | Path, columns: list[str], *, n_eval: int = DEFAULT
     record = provenance({"weights": {"file": weights.name, "sha256": file_sha256(weights)}, "settings": settings})
     write_json(out, result, provenance_record=record, indent=2)
     return result | {"provenance": record}
+
+
+def _segmentation(path, data_dir, model, dataset) -> bool:
+    """Whether the weights at ``path`` are a segmentation network's (False when its configuration cannot be read:
+    the classification path reports that, after what it checks first)."""
+    try:
+        return trained_config(path, data_dir=data_dir, model=model, dataset=dataset).model.task is Task.SEGMENTATION
+    except SamatError:
+        return False
 
 
 def _crosscheck(model, x, y, specs, seed: int, batch_size: int, log) -> dict:

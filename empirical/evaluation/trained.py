@@ -14,17 +14,20 @@ from empirical.data import load_dataset
 from empirical.models import build_model
 from empirical.training.config import TrainConfig
 from empirical.training.runs import RunDir
-from empirical.vocabulary import DatasetName
+from empirical.vocabulary import DatasetName, Task
 
 
 @dataclasses.dataclass
 class Loaded:
     model: nn.Module
     x: torch.Tensor  # the test split (uint8 images or float vectors), on the device
-    y: torch.Tensor
+    y: torch.Tensor  # labels (N,), or segmentation masks (N, H, W)
     num_classes: int
     where: Path  # the run directory (eval.json goes here)
     description: str
+    task: Task = Task.CLASSIFICATION
+    sizes: torch.Tensor | None = None  # segmentation: each test image's own (H, W), on the CPU
+    class_names: tuple[str, ...] = ()
 
 
 def locate(path: str | Path) -> tuple[RunDir, Path]:
@@ -42,20 +45,28 @@ def locate(path: str | Path) -> tuple[RunDir, Path]:
     return run, weights
 
 
-def load_trained(path: str | Path, *, device: torch.device, data_dir: str | None = None,
-                 model: str | None = None, dataset: str | None = None) -> Loaded:
-    """A run directory, or a model.pt / checkpoint.pt inside one, or a bare state_dict with ``model``/``dataset``."""
-    run, weights = locate(path)
+def trained_config(path: str | Path, *, data_dir: str | None = None, model: str | None = None,
+                   dataset: str | None = None) -> TrainConfig:
+    """The configuration a run (or a checkpoint in one) was trained with, or the one ``model``/``dataset`` name."""
+    run, _ = locate(path)
     cfg = run.load_config() if run.config.exists() else None
     values = cfg.to_dict() if cfg else {}
     values |= {k: v for k, v in (("model", model), ("dataset", dataset), ("data_dir", data_dir)) if v is not None}
     if "model" not in values or "dataset" not in values:
         raise SamatError(f"{path} is not inside a run directory: say which --model and --dataset it is")
-    cfg = TrainConfig.from_dict(values)
+    return TrainConfig.from_dict(values)
+
+
+def load_trained(path: str | Path, *, device: torch.device, data_dir: str | None = None,
+                 model: str | None = None, dataset: str | None = None) -> Loaded:
+    """A run directory, or a model.pt / checkpoint.pt inside one, or a bare state_dict with ``model``/``dataset``."""
+    run, weights = locate(path)
+    cfg = trained_config(path, data_dir=data_dir, model=model, dataset=dataset)
     gaussian = cfg.gaussian_spec if cfg.dataset == DatasetName.GAUSSIAN else None
     data = load_dataset(cfg.dataset, cfg.data_dir, gaussian=gaussian)
+    segmenting = data.task is Task.SEGMENTATION
     net = build_model(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes, mean=data.mean,
-                      std=data.std)
+                      std=data.std, options=cfg.segmentation_spec.model_options if segmenting else None)
     state = torch.load(weights, map_location="cpu", weights_only=False)
     if isinstance(state, dict) and "model" in state and "optimizer" in state:
         state = state["model"]  # a training checkpoint
@@ -66,8 +77,11 @@ def load_trained(path: str | Path, *, device: torch.device, data_dir: str | None
         raise SamatError(f"{weights} does not fit model {cfg.model} on {cfg.dataset} "
                          f"({data.input_shape}, {data.num_classes} classes): {first}") from None
     net = net.to(device).eval()
-    return Loaded(net, data.test_x.to(device), data.test_y.to(device), data.num_classes, run.path,
-                  f"{cfg.model} on {cfg.dataset} ({weights.name})")
+    loaded = Loaded(net, data.test_x.to(device), data.test_y.to(device), data.num_classes, run.path,
+                    f"{cfg.model} on {cfg.dataset} ({weights.name})")
+    if segmenting:
+        loaded.task, loaded.sizes, loaded.class_names = Task.SEGMENTATION, data.test_sizes, data.class_names
+    return loaded
 
 
 def eval_indices(n_test: int, n_eval: int, seed: int) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """The experiment files that ship with samat (package data in ``empirical/experiments/configs/``): the papers'
-grids and the Fashion-MNIST default. A command takes either a path or one of these names."""
+grids and the Fashion-MNIST defaults (classification, and segmentation of Fashion-MNIST scenes). A command takes
+either a path or one of these names."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from core.errors import SamatError
 
 DEFAULT = "fashion_mnist_default"
+SEGMENTATION_DEFAULT = "segmentation_default"  # `samat demo --task segmentation`
 
 
 def packaged() -> dict[str, Path]:

@@ -37,7 +37,7 @@ from empirical.evaluation.columns import NATURAL, column_specs
 from empirical.evaluation.run import DEFAULT_N_EVAL
 from empirical.training.config import TrainConfig, read_document
 from empirical.training.runs import RunDir
-from empirical.vocabulary import DatasetName
+from empirical.vocabulary import DatasetName, Task
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,11 @@ class Experiment:
     def runs_for(self, label: str) -> list[RunSpec]:
         return [r for r in self.runs if r.label == label]
 
+    @property
+    def task(self) -> Task:
+        """Classification or segmentation (every run of a grid has the same; see :func:`load_experiment`)."""
+        return self.runs[0].config.model.task
+
     def finished(self, label: str) -> list[RunDir]:
         """The finished runs (seeds) of ``label``."""
         return [run for run in (RunDir(r.run_dir) for r in self.runs_for(label)) if run.finished]
@@ -108,6 +113,9 @@ def load_experiment(path: str | Path, *, runs_dir: str | Path = "runs", override
     tables = reader.tables(head, title)
     image_only = reader.image_only_columns(tables)
     runs, labels = reader.runs(doc, tables, seeds, overrides or {}, image_only, Path(runs_dir) / name)
+    tasks = {r.config.model.task for r in runs}
+    if len(tasks) > 1:
+        raise SamatError(f"{reader.path} mixes classification and segmentation runs: put them in separate files")
     return Experiment(name, title, seeds, tables, labels, runs, reader.path,
                       head.get("n_eval", DEFAULT_N_EVAL), head.get("eval_seed", 0),
                       {k: v for k, v in head.items()

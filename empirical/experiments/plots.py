@@ -2,7 +2,11 @@
 
 * ``curves``: test accuracy against epoch for each method;
 * ``robust_vs_eps``: robust accuracy against the attack budget, one panel per attack with several budgets;
-* ``tradeoff``: clean against robust accuracy, each method a labelled point (SAM's ρ, AT's ε in the label).
+* ``tradeoff``: clean against robust accuracy, each method a labelled point (SAM's ρ, AT's ε in the label);
+* ``examples`` (segmentation): images, ground truth, and each method's predictions clean and under attack
+  (:mod:`.segmentation_figure`).
+
+Segmentation experiments plot mIoU where classification ones plot accuracy.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from core.results import write_json
 from empirical.evaluation.columns import NATURAL, column_specs
 from empirical.experiments.grid import Experiment
 from empirical.experiments.results import mean_std, run_results
+from empirical.experiments.segmentation_figure import draw_examples, example_sources
+from empirical.vocabulary import Task
 
 
 def _style(label: str) -> dict:
@@ -29,22 +35,24 @@ def _style(label: str) -> dict:
 def _curves(exp: Experiment, plt):
     """Test accuracy against epoch, mean over the finished seeds of each method."""
     fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    key = "test_miou" if exp.task is Task.SEGMENTATION else "test_acc"
     for label in exp.labels:
         runs = exp.finished(label)
         if not runs:
             continue
-        curves = [[r["test_acc"] for r in run.read_metrics()] for run in runs]
+        curves = [[r[key] for r in run.read_metrics()] for run in runs]
         length = min(len(c) for c in curves)
         mean = np.mean([c[:length] for c in curves], axis=0) * 100
         ax.plot(np.arange(1, length + 1), mean, label=label, **_style(label), ms=4)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"Test accuracy during training ({exp.name})")
+    ax.set_xlabel("epoch" if exp.runs[0].config.iterations is None else
+                  f"round ({exp.runs[0].config.round_steps} iterations)")
+    ax.set_ylabel(f"test {exp.task.metric} (%)")
+    ax.set_title(f"Test {exp.task.metric} during training ({exp.name})")
     ax.legend(fontsize=8)
     return fig
 
 
-def _robust_vs_eps(results: dict[str, list[dict]], attacks: dict, plt):
+def _robust_vs_eps(results: dict[str, list[dict]], attacks: dict, plt, metric: str = "accuracy"):
     """Robust accuracy against the budget, one panel per attack with several budgets (None without one)."""
     families: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for column, s in attacks.items():
@@ -66,7 +74,7 @@ def _robust_vs_eps(results: dict[str, list[dict]], attacks: dict, plt):
             ax.errorbar(eps, [m for m, _ in stats], yerr=[s or 0.0 for _, s in stats], label=label, capsize=2,
                         **_style(label), ms=4)
         ax.set_xlabel("attack budget ε (×1/255)")
-        ax.set_ylabel("robust accuracy (%)")
+        ax.set_ylabel(f"robust {metric} (%)")
         ax.set_title(name)
         ax.legend(fontsize=7)
     return fig
@@ -86,9 +94,9 @@ def _tradeoff(exp: Experiment, results: dict[str, list[dict]], attacks: dict, pl
         robust = np.mean([100 * np.mean([r[c] for c in robust_columns]) for r in rows])
         ax.scatter([clean], [robust], **{"marker": _style(label)["marker"]}, s=45)
         ax.annotate(label, (clean, robust), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set_xlabel("natural accuracy (%)")
-    ax.set_ylabel("mean robust accuracy over the attack columns (%)")
-    ax.set_title(f"Clean against robust accuracy ({exp.name})")
+    ax.set_xlabel(f"natural {exp.task.metric} (%)")
+    ax.set_ylabel(f"mean robust {exp.task.metric} over the attack columns (%)")
+    ax.set_title(f"Clean against robust {exp.task.metric} ({exp.name})")
     return fig
 
 
@@ -103,8 +111,10 @@ def plot_experiment(exp: Experiment, out_dir: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     results = {label: [run_results(r) for r in exp.finished(label)] for label in exp.labels}
     attacks = column_specs(exp.columns)
-    figures = {"curves": _curves(exp, plt), "robust_vs_eps": _robust_vs_eps(results, attacks, plt),
+    figures = {"curves": _curves(exp, plt), "robust_vs_eps": _robust_vs_eps(results, attacks, plt, exp.task.metric),
                "tradeoff": _tradeoff(exp, results, attacks, plt)}
+    if exp.task is Task.SEGMENTATION:
+        figures["examples"] = draw_examples(exp, plt)
     written: list[Path] = []
     for name, fig in figures.items():
         if fig is None:
@@ -113,5 +123,8 @@ def plot_experiment(exp: Experiment, out_dir: str | Path) -> list[Path]:
             fig.savefig(out / f"{name}.{ext}", dpi=130)
             written.append(out / f"{name}.{ext}")
         plt.close(fig)
-    write_json(out / "figures.json", {"figures": [p.name for p in written]}, inputs={"experiment": str(exp.source)})
+    inputs = {"experiment": str(exp.source)}
+    if exp.task is Task.SEGMENTATION:
+        inputs["examples"] = example_sources(exp)
+    write_json(out / "figures.json", {"figures": [p.name for p in written]}, inputs=inputs)
     return written

@@ -64,8 +64,9 @@ def write_report(exp: Experiment, out_dir: str | Path, *, plots: bool = True) ->
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# {exp.title}", "",
-          f"Experiment `{exp.name}` from `{exp.source}`: accuracy in percent, mean ± std over the finished seeds "
-          "(the last column counts them); the paper's numbers stand beside ours where the table is the paper's.", ""]
+          f"Experiment `{exp.name}` from `{exp.source}`: {exp.task.metric} in percent, mean ± std over the finished "
+          "seeds (the last column counts them); the paper's numbers stand beside ours where the table is the "
+          "paper's.", ""]
     records, dump = [], {}
     for table in exp.tables:
         rows = collect(exp, table)

@@ -42,21 +42,22 @@ def collect(exp: Experiment, table: Table) -> list[dict[str, Any]]:
 
 
 def run_results(run: RunDir) -> dict[str, Any]:
-    """Accuracies of a finished run as fractions, and its failed sanity checks.
+    """Accuracies (segmentation: mIoU) of a finished run as fractions, and its failed sanity checks.
 
     With an evaluation (eval.json), every column including natural comes from it, so that natural and
-    robust accuracy are measured on the same images; without one, natural is the final test accuracy.
+    robust accuracy are measured on the same images; without one, natural is the final test accuracy (mIoU).
     A file that cannot be read is a :class:`SamatError` naming it.
     """
     try:
         final = json.loads(run.final.read_text())
-        results: dict[str, Any] = {NATURAL: float(final["test_acc"])}
+        results: dict[str, Any] = {NATURAL: float(final.get("test_miou", final["test_acc"]))}
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, ValueError) as err:
         raise SamatError(f"{run.final} is not a finished run's summary ({type(err).__name__}: {err}): train the "
                          "run again (samat train --overwrite)") from None
     evaluation = read_evaluation(run.path / "eval.json")
     if evaluation is not None:
-        results.update({k: float(v) for k, v in evaluation["accuracy"].items()})
+        scores = evaluation.get("miou", evaluation["accuracy"])  # segmentation's eval.json scores mIoU
+        results.update({k: float(v) for k, v in scores.items()})
         results["failed_checks"] = [c["check"] for c in evaluation.get("sanity", []) if not c["passed"]]
     return results
 

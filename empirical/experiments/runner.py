@@ -10,6 +10,7 @@ from empirical.evaluation.run import evaluate_path
 from empirical.experiments.grid import Experiment, RunSpec
 from empirical.training.loop import train
 from empirical.training.runs import RunDir
+from empirical.training.segmentation import backbone_note
 from empirical.training.setup import load_data
 
 Log = Callable[[str], None]
@@ -40,6 +41,8 @@ def run_experiment(exp: Experiment, *, progress: bool = True, evaluate: bool = T
                 cache.clear()  # keep one dataset in memory at a time
                 cache[key] = load_data(spec.config)
             log(f"[{i}/{len(exp.runs)}] {spec.label}, seed {spec.config.seed} -> {spec.run_dir} ({run.status()})")
+            if note := backbone_note(spec.config.model, spec.config.segmentation_spec):
+                log(note)
             summary = train(spec.config, spec.run_dir, resume=True, progress=progress, data=cache[key])
             outcomes.append({"run": str(spec.run_dir), "status": "trained", "test_acc": summary["test_acc"]})
         if evaluate:

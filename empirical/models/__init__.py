@@ -15,19 +15,32 @@ Architectures (:class:`~empirical.vocabulary.Architecture`, built by the table :
 - ``deit_tiny``: DeiT-Tiny on 4x4 patches (Touvron et al. 2021), :mod:`.deit`; duality paper Table 6.
 - ``small_cnn``: a 3-conv BatchNorm CNN, :mod:`.small_cnn`; the project's CPU runs on Fashion-MNIST.
 - ``linear``: bias-free w . x with the logistic loss, :mod:`.linear`; the papers' Gaussian model (Section 3).
+- ``deeplabv3_resnet50`` / ``deeplabv3_mobilenetv2``: DeepLabv3 for semantic segmentation, :mod:`.deeplab`;
+  duality paper Tables 8 and 9; ``deeplabv3_small``, the DeepLab head on a 4-layer CNN, the project's CPU runs of
+  segmentation. Their options (output stride, auxiliary head, width, ...) are
+  :class:`~.deeplab.DeepLabOptions`, passed as ``options``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from torch import nn
 
 from core.errors import ParameterError
 from core.numbers import is_int
-from empirical.vocabulary import Architecture
+from empirical.vocabulary import Architecture, Task
 
+from .deeplab import (
+    DeepLabOptions,
+    DeepLabV3,
+    deeplabv3_mobilenetv2,
+    deeplabv3_resnet50,
+    deeplabv3_small,
+    load_backbone,
+)
 from .deit import DeiT, deit_tiny
 from .linear import LinearClassifier
 from .normalize import Normalize
@@ -35,14 +48,14 @@ from .preact_resnet import PreActResNet18
 from .small_cnn import SmallCNN
 from .wide_resnet import WideResNet, wrn28_10
 
-__all__ = ["BUILDERS", "Architecture", "DeiT", "LinearClassifier", "Normalize", "PreActResNet18", "SmallCNN",
-           "WideResNet", "build_model", "count_parameters"]
+__all__ = ["BUILDERS", "Architecture", "DeepLabOptions", "DeepLabV3", "DeiT", "LinearClassifier", "Normalize",
+           "PreActResNet18", "SmallCNN", "WideResNet", "build_model", "count_parameters", "load_backbone"]
 
 DEIT_PATCH_SIZE = 4  # 8x8 = 64 tokens on 32x32 images
 SMALL_CNN_MIN_SIZE = 8  # three 2x2 max-pools must leave at least one pixel
 
 
-Builder = Callable[[tuple[int, ...], int, tuple[float, ...], tuple[float, ...]], nn.Module]
+Builder = Callable[..., nn.Module]  # (input shape, number of classes, mean, std, **options) -> the network
 
 
 def _deit(shape, num_classes, mean, std):
@@ -66,19 +79,33 @@ def _linear(shape, num_classes, mean, std):
     return LinearClassifier(math.prod(shape), num_classes, mean, std)
 
 
-# One entry per architecture: (input shape, number of classes, mean, std) -> the network, on the CPU.
+def _deeplab(build):
+    def builder(shape, num_classes, mean, std, **options):
+        return build(num_classes, shape[0], mean, std, DeepLabOptions(**options))
+    return builder
+
+
+# One entry per architecture: (input shape, number of classes, mean, std) -> the network, on the CPU; the
+# segmentation networks also take their options (DeepLabOptions' fields) as keywords.
 BUILDERS: dict[Architecture, Builder] = {
     Architecture.PRN18: lambda shape, k, mean, std: PreActResNet18(k, shape[0], mean, std),
     Architecture.WRN28_10: lambda shape, k, mean, std: wrn28_10(k, shape[0], mean, std),
     Architecture.DEIT_TINY: _deit,
     Architecture.SMALL_CNN: _small_cnn,
     Architecture.LINEAR: _linear,
+    Architecture.DEEPLABV3_RESNET50: _deeplab(deeplabv3_resnet50),
+    Architecture.DEEPLABV3_MOBILENETV2: _deeplab(deeplabv3_mobilenetv2),
+    Architecture.DEEPLABV3_SMALL: _deeplab(deeplabv3_small),
 }
 
 
 def build_model(arch: str, *, input_shape: tuple[int, ...], num_classes: int,
-                mean: tuple[float, ...] = (), std: tuple[float, ...] = ()) -> nn.Module:
+                mean: tuple[float, ...] = (), std: tuple[float, ...] = (),
+                options: Mapping[str, Any] | None = None) -> nn.Module:
     """Build ``arch`` for inputs of shape ``input_shape`` ((C, H, W) images or (D,) vectors), on the CPU.
+
+    ``options`` configure a segmentation network (:class:`~.deeplab.DeepLabOptions`' fields); the classifiers
+    take none.
 
     ``mean`` and ``std`` (one value per channel, pixel units; empty for none) go into the model's first
     module, :class:`Normalize`. Raises :class:`~core.errors.ParameterError` when ``arch`` is unknown or
@@ -100,7 +127,9 @@ def build_model(arch: str, *, input_shape: tuple[int, ...], num_classes: int,
             raise ParameterError("mean", mean, "() for vector inputs (no normalization)")
     elif mean and len(mean) != shape[0]:
         raise ParameterError("mean", mean, f"a tuple of {shape[0]} values (one per input channel) or ()")
-    return BUILDERS[arch](shape, int(num_classes), mean, std)
+    if options and arch.task is not Task.SEGMENTATION:
+        raise ParameterError("options", dict(options), f"empty for {arch} (only segmentation networks take options)")
+    return BUILDERS[arch](shape, int(num_classes), mean, std, **(options or {}))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -22,16 +22,19 @@ from typing import Any
 from core.errors import ParameterError, SamatError
 from core.numbers import is_int, parse_number
 from empirical.data.gaussian import GAUSSIAN_FIELDS, GaussianSpec
+from empirical.training.segmentation import SegmentationSpec
 from empirical.vocabulary import (
     THREAT_NORMS,
     Architecture,
     AtFeatures,
     Augment,
     DatasetName,
+    LrSchedule,
     Method,
     Norm,
     Optimizer,
     SamGradients,
+    Task,
 )
 
 
@@ -46,6 +49,7 @@ class TrainConfig:
     gaussian: dict[str, float] = field(default_factory=dict)  # p, eta, n, train_size, test_size for "gaussian"
     # model
     model: Architecture = Architecture.SMALL_CNN
+    segmentation: dict[str, Any] = field(default_factory=dict)  # segmentation networks: training/segmentation.py
     # method
     method: Method = Method.SGD
     base_optimizer: Optimizer | None = None  # None: the method's own (adam for "adam", sgd otherwise)
@@ -69,6 +73,12 @@ class TrainConfig:
     batch_size: int = 128
     lr_milestones: tuple[float, ...] = (0.75, 0.9)  # fractions of training at which lr *= lr_decay
     lr_decay: float = 0.1
+    lr_schedule: LrSchedule = LrSchedule.STEP  # "poly": lr (1 - t)^lr_power (DeepLab; D Section 5.2)
+    lr_power: float = 0.9
+    # Counted in iterations instead (D Section 5.2: 30,000): `iterations` steps replace `epochs` passes, and the
+    # run is tested, logged and checkpointed every `eval_every` iterations (a round) instead of every epoch.
+    iterations: int | None = None
+    eval_every: int = 1000
     # execution (not part of what a run *is*: may differ on resume)
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
@@ -81,7 +91,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("lr", "at_eps", "at_alpha", "rho", "momentum", "weight_decay", "lr_decay", "esam_beta",
-                     "esam_gamma"):
+                     "esam_gamma", "lr_power"):
             value = getattr(self, name)
             if value is None and name not in ("lr", "at_alpha"):
                 raise ParameterError(name, value, "a number")
@@ -93,7 +103,8 @@ class TrainConfig:
         if not isinstance(self.gaussian, Mapping):
             raise ParameterError("gaussian", self.gaussian, f"a table with keys among {', '.join(GAUSSIAN_FIELDS)}")
         object.__setattr__(self, "gaussian", dict(self.gaussian))
-        for name in ("at_steps", "epochs", "batch_size", "eval_batch_size", "seed", "train_subset", "test_subset"):
+        for name in ("at_steps", "epochs", "batch_size", "eval_batch_size", "seed", "train_subset", "test_subset",
+                     "iterations", "eval_every"):
             if is_int(getattr(self, name)):  # numpy integers become ints (JSON-serializable)
                 object.__setattr__(self, name, int(getattr(self, name)))
         if isinstance(self.data_dir, os.PathLike):
@@ -107,7 +118,8 @@ class TrainConfig:
     def _parse_choices(self) -> None:
         """Each choice as its vocabulary's member (a ParameterError naming the first bad one)."""
         choices = (("method", Method), ("base_optimizer", Optimizer), ("at_norm", Norm), ("at_features", AtFeatures),
-                   ("sam_gradients", SamGradients), ("model", Architecture), ("augment", Augment))
+                   ("sam_gradients", SamGradients), ("model", Architecture), ("augment", Augment),
+                   ("lr_schedule", LrSchedule))
         for name, vocabulary in choices:
             value = getattr(self, name)
             if value is None and name in ("base_optimizer", "augment"):
@@ -136,8 +148,26 @@ class TrainConfig:
     def pgd_step(self) -> float:
         return self.at_alpha if self.at_alpha is not None else 2.5 * self.at_eps / self.at_steps
 
+    @property
+    def segmentation_spec(self) -> SegmentationSpec:
+        """The ``segmentation`` table as a :class:`SegmentationSpec` (parsed once, when the configuration was made)."""
+        return self._segmentation_spec
+
+    @property
+    def round_steps(self) -> int | None:
+        """Iterations per round of an iteration-counted run; None when a round is an epoch (a pass over the data)."""
+        return None if self.iterations is None else min(self.eval_every, self.iterations)
+
+    @property
+    def rounds(self) -> int:
+        """Rounds of training: epochs, or iterations / round_steps (each round ends with a test and a checkpoint)."""
+        return self.epochs if self.iterations is None else self.iterations // self.round_steps
+
     def lr_factor(self, progress: float) -> float:
-        """Piecewise-constant schedule: lr_decay^(number of milestones passed); progress in [0, 1]."""
+        """The learning rate's factor after a fraction ``progress`` in [0, 1] of training: "step" lr_decay^(number
+        of milestones passed); "poly" (1 - progress)^lr_power."""
+        if self.lr_schedule is LrSchedule.POLY:
+            return (1.0 - progress) ** self.lr_power
         return self.lr_decay ** sum(progress >= m for m in self.lr_milestones)
 
     # --- validation -------------------------------------------------------------------------
@@ -181,7 +211,14 @@ class TrainConfig:
         for m in self.lr_milestones:
             _check("lr_milestones", m, 0 < m < 1, "fractions in (0, 1)")
         _finite("lr_decay", self.lr_decay, 0 < self.lr_decay <= 1, "in (0, 1]")
+        _finite("lr_power", self.lr_power, self.lr_power > 0, "> 0")
+        if self.iterations is not None:
+            _integer("iterations", self.iterations, 1)
+        _integer("eval_every", self.eval_every, 1)
+        if self.iterations is not None and self.iterations % self.round_steps:
+            raise ParameterError("eval_every", self.eval_every, f"a divisor of iterations={self.iterations}")
         object.__setattr__(self, "_gaussian_spec", GaussianSpec.from_table(self.gaussian))
+        self._validate_task()
         if self.data_dir is not None:
             _check("data_dir", self.data_dir, isinstance(self.data_dir, str) and bool(self.data_dir),
                    "a folder (text) or null (the dataset's default)")
@@ -190,6 +227,25 @@ class TrainConfig:
             value = getattr(self, name)
             _check(name, value, value is None or isinstance(value, bool), "true, false or null (automatic)")
         _check("compile", self.compile, isinstance(self.compile, bool), "true or false")
+
+    def _validate_task(self) -> None:
+        """A segmentation network for a segmentation dataset and a classifier for the others; the segmentation
+        table and augmentation only with them (a dataset passed in by code is checked when the run is built)."""
+        if not isinstance(self.segmentation, Mapping):
+            raise ParameterError("segmentation", self.segmentation, "a table of segmentation settings")
+        object.__setattr__(self, "segmentation", dict(self.segmentation))
+        object.__setattr__(self, "_segmentation_spec", SegmentationSpec.from_table(self.segmentation))
+        segmenting = self.model.task is Task.SEGMENTATION
+        if self.segmentation and not segmenting:
+            raise ParameterError("segmentation", self.segmentation, f"empty for {self.model} (a classifier)")
+        if self.augment is Augment.SCALE_CROP_FLIP and not segmenting:
+            raise ParameterError("augment", self.augment, "none, crop or crop_flip for a classifier")
+        if segmenting and self.augment not in (None, Augment.NONE, Augment.SCALE_CROP_FLIP):
+            raise ParameterError("augment", self.augment, "none or scale_crop_flip for a segmentation network")
+        if isinstance(self.dataset, DatasetName) and self.dataset.task is not self.model.task:
+            networks = ", ".join(a.value for a in Architecture if a.task is self.dataset.task)
+            raise ParameterError("model", self.model, f"one of {networks} for the {self.dataset.task.display} "
+                                 f"dataset {self.dataset}")
 
     # --- (de)serialization ------------------------------------------------------------------
     @classmethod

@@ -8,7 +8,8 @@ every LOG_EVERY steps (for the progress bar and the NaN check) and at the end of
 
 Every random choice (shuffling, augmentation, ESAM's masks, PGD's random start) is drawn from a
 generator seeded by (seed, epoch), so a run interrupted after any epoch and resumed ends with
-exactly the weights of an uninterrupted run.
+exactly the weights of an uninterrupted run. A run counted in iterations (``iterations``) has rounds of
+``eval_every`` iterations in place of epochs: tested, logged and checkpointed after each.
 
 Launched by torchrun with several processes, the same loop trains data-parallel (DDP): each rank
 trains on its slice of every global batch; see :mod:`empirical.training.distributed`.
@@ -27,12 +28,13 @@ from core.errors import SamatError
 from core.results import provenance
 from empirical.data import BatchStream, Dataset
 from empirical.inference import clean_accuracy, correct_mask
-from empirical.training import distributed
+from empirical.training import distributed, segmentation
 from empirical.training.config import TrainConfig
 from empirical.training.distributed import World
 from empirical.training.runs import RunDir
 from empirical.training.setup import Setup, build, epoch_generator, load_data, resolve_device
 from empirical.training.steps import STEPS
+from empirical.vocabulary import Task
 
 LOG_EVERY = 50  # steps between host reads of the running loss (progress bar, NaN check)
 
@@ -86,6 +88,17 @@ def _test_accuracy(setup: Setup) -> float:
     return float(correct) / len(data.test_y) if len(data.test_y) else 0.0
 
 
+def _test_scores(setup: Setup) -> dict[str, float]:
+    """The round's test scores: accuracy; for segmentation pixel accuracy and mIoU (each rank scores the whole
+    test set, after the replicas' BatchNorm statistics are averaged)."""
+    if setup.data.task is not Task.SEGMENTATION:
+        return {"test_acc": _test_accuracy(setup)}
+    if setup.world.distributed:
+        distributed.average_batchnorm_statistics(setup.model, setup.world)
+    return segmentation.test_scores(setup.model, setup.data, batch_size=setup.cfg.eval_batch_size, bf16=setup.bf16,
+                                    channels_last=setup.channels_last)
+
+
 def _train(cfg: TrainConfig, run_dir: str | Path, world: World, *, resume: bool, overwrite: bool, progress: bool,
            stop_after: int | None, data: Dataset | None) -> dict:
     run = RunDir(run_dir)
@@ -101,12 +114,12 @@ def _train(cfg: TrainConfig, run_dir: str | Path, world: World, *, resume: bool,
         start_epoch, history = int(state["epoch"]), list(state["history"])
     elif world.is_main:
         run.write_config(cfg, _provenance(setup))
-    steps_per_epoch = len(BatchStream(setup.data.train_x, setup.data.train_y, cfg.batch_size, shuffle=False))
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
+    steps_per_epoch = len(setup.train_stream(None))  # per round: an epoch, or eval_every iterations
+    bar = tqdm(total=cfg.rounds * steps_per_epoch, initial=start_epoch * steps_per_epoch,
                disable=not (progress and world.is_main), unit="step", desc=run.name, dynamic_ncols=True, leave=False)
     run_start = time.perf_counter()
     try:
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(start_epoch, cfg.rounds):
             if stop_after is not None and epoch - start_epoch >= stop_after:
                 return {"status": "partial", "epochs_done": epoch, "history": history}
             row = _epoch(setup, run, epoch, steps_per_epoch, bar)
@@ -141,11 +154,11 @@ def _epoch(setup: Setup, run: RunDir, epoch: int, steps_per_epoch: int, bar: tqd
     cfg, world, device = setup.cfg, setup.world, setup.device
     t0 = time.perf_counter()
     gen = epoch_generator(cfg.seed, epoch, device)
+    torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # the global generator (dropout) restarts every round too
     # Data-parallel: the batches come from a generator of their own, so that every rank cuts the same
     # global batches whatever the step draws (PGD's start, ESAM's masks) from ``gen`` for its shard.
     data_gen = epoch_generator(cfg.seed, epoch, device) if world.distributed else gen
-    stream = BatchStream(setup.data.train_x, setup.data.train_y, cfg.batch_size, shuffle=True,
-                         augment=setup.augment, generator=data_gen)
+    stream = setup.train_stream(data_gen)
     setup.model.train()
     loss_sum, correct_sum, count, lr = _batches(setup, run, stream, gen, epoch, steps_per_epoch, bar)
     if device.type == "cuda":
@@ -154,10 +167,10 @@ def _epoch(setup: Setup, run: RunDir, epoch: int, steps_per_epoch: int, bar: tqd
     loss_total, correct, count = _check_and_show(loss_sum, correct_sum, count, bar, epoch, run, steps_per_epoch,
                                                  world)
     t1 = time.perf_counter()
-    test_acc = _test_accuracy(setup)
-    return {"epoch": epoch + 1, "train_loss": loss_total / count, "train_acc": correct / count, "test_acc": test_acc,
-            "lr": lr, "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - t1,
-            "seconds": time.perf_counter() - t0}
+    test = _test_scores(setup)
+    return {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "train_loss": loss_total / count,
+            "train_acc": correct / count, **test, "lr": lr, "train_seconds": train_seconds,
+            "eval_seconds": time.perf_counter() - t1, "seconds": time.perf_counter() - t0}
 
 
 def _batches(setup: Setup, run: RunDir, stream: BatchStream, gen: torch.Generator, epoch: int, steps_per_epoch: int,
@@ -166,9 +179,9 @@ def _batches(setup: Setup, run: RunDir, stream: BatchStream, gen: torch.Generato
     the host reads them only every LOG_EVERY steps. Returns them, the examples counted and the last lr."""
     cfg, ctx, world, device = setup.cfg, setup.ctx, setup.world, setup.device
     step = STEPS[cfg.method]
-    total_steps = cfg.epochs * steps_per_epoch
+    total_steps = cfg.rounds * steps_per_epoch
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct_sum = torch.zeros((), dtype=torch.long, device=device)
+    correct_sum = torch.zeros((), dtype=torch.float64, device=device)  # segmentation: a sum of pixel accuracies
     count, lr = 0, cfg.learning_rate
     for i, (x, y) in enumerate(stream):
         lr = cfg.learning_rate * cfg.lr_factor((epoch * steps_per_epoch + i) / total_steps)
@@ -196,7 +209,9 @@ def _batches(setup: Setup, run: RunDir, stream: BatchStream, gen: torch.Generato
 def _finish(setup: Setup, run: RunDir, history: list[dict], seconds_this_call: float) -> dict:
     """Write the final weights and summary (rank 0), and return the summary with the history."""
     cfg, world = setup.cfg, setup.world
-    summary = {"status": "finished", "epochs": cfg.epochs, "test_acc": history[-1]["test_acc"],
+    summary = {"status": "finished", "epochs": cfg.epochs if cfg.iterations is None else None,
+               "iterations": history[-1]["step"],
+               **{k: history[-1][k] for k in ("test_miou",) if k in history[-1]}, "test_acc": history[-1]["test_acc"],
                "train_acc": history[-1]["train_acc"], "train_loss": history[-1]["train_loss"],
                "seconds": sum(r["seconds"] for r in history), "seconds_this_call": seconds_this_call,
                "device": str(setup.device)}
@@ -210,14 +225,14 @@ def _finish(setup: Setup, run: RunDir, history: list[dict], seconds_this_call: f
 
 
 def _check_and_show(loss_sum: torch.Tensor, correct_sum: torch.Tensor, count: int, bar: tqdm, epoch: int,
-                    run: RunDir, step: int, world: World) -> tuple[float, int, int]:
+                    run: RunDir, step: int, world: World) -> tuple[float, float, int]:
     """The one host read: running loss and accuracy (summed over ranks) for the bar, and the NaN/inf check."""
     if world.distributed:
         totals = world.sum(torch.stack([loss_sum, correct_sum.double(),
                                         torch.tensor(float(count), dtype=torch.float64, device=loss_sum.device)]))
-        loss_sum, correct, count = float(totals[0]), int(totals[1]), int(totals[2])
+        loss_sum, correct, count = float(totals[0]), float(totals[1]), int(totals[2])
     else:
-        loss_sum, correct = float(loss_sum), int(correct_sum)
+        loss_sum, correct = float(loss_sum), float(correct_sum)
     if not math.isfinite(loss_sum):
         raise TrainingDiverged(
             f"the training loss became {loss_sum} in epoch {epoch + 1} (by step {step}) of {run.path}; stopped, and "

@@ -1,6 +1,7 @@
 """What a run is made of, built from its configuration: the device, the data, the model, the optimizer and
 the step context. On CUDA it switches on bf16 autocast, channels_last and cudnn.benchmark (and optionally
-torch.compile); the same code runs on the CPU."""
+torch.compile); the same code runs on the CPU. A segmentation run (a segmentation dataset and network) gets
+the per-pixel objective and the joint augmentation of :mod:`.segmentation`."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ import torch
 from torch import nn
 
 from core.errors import ParameterError
-from empirical.data import Dataset, load_dataset
+from empirical.data import BatchStream, Dataset, load_dataset
 from empirical.models import build_model
-from empirical.training import distributed
+from empirical.training import distributed, segmentation
 from empirical.training.config import TrainConfig
 from empirical.training.distributed import World
 from empirical.training.optimizers import build_optimizer, build_perturbation
-from empirical.training.steps import StepContext
-from empirical.vocabulary import Augment, DatasetName
+from empirical.training.steps import CLASSIFICATION, Objective, StepContext
+from empirical.vocabulary import Augment, DatasetName, Task
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,6 +72,15 @@ class Setup:
     def augment(self) -> Augment:
         return self.cfg.augment if self.cfg.augment is not None else self.data.augment
 
+    def train_stream(self, generator: torch.Generator | None) -> BatchStream:
+        """A round's batches of training data: a shuffled pass (epoch), or ``round_steps`` full batches
+        (iteration-counted runs); segmentation augments images and masks together."""
+        augment = self.augment
+        if augment is Augment.SCALE_CROP_FLIP:
+            augment = segmentation.joint_augment(self.data, self.cfg.segmentation_spec, self.device)
+        return BatchStream(self.data.train_x, self.data.train_y, self.cfg.batch_size, shuffle=True, augment=augment,
+                           generator=generator, steps=self.cfg.round_steps)
+
 
 def build(cfg: TrainConfig, data: Dataset | None = None, world: World | None = None) -> Setup:
     """Data, model, optimizer and step context for ``cfg``; wrapped in DDP when ``world`` (default: the
@@ -85,9 +95,15 @@ def build(cfg: TrainConfig, data: Dataset | None = None, world: World | None = N
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.set_float32_matmul_precision("high")
+    if data.task is not cfg.model.task:
+        raise ParameterError("model", cfg.model, f"a {data.task.display} network for {data.name}")
+    segmenting = data.task is Task.SEGMENTATION
     torch.manual_seed(cfg.seed)  # weight initialization
     model = build_model(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes, mean=data.mean,
-                        std=data.std).to(device)
+                        std=data.std, options=cfg.segmentation_spec.model_options if segmenting else None)
+    if segmenting:
+        segmentation.load_backbone_weights(model, cfg.segmentation_spec)
+    model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if cfg.compile else model
@@ -103,6 +119,8 @@ def build(cfg: TrainConfig, data: Dataset | None = None, world: World | None = N
         return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     box = (0.0, 1.0) if data.kind == "image" else None
-    ctx = StepContext(cfg, model, forward, optimizer, perturbation, autocast, box, attack_forward, ascent_gradient)
+    objective = Objective(*segmentation.objective(cfg.segmentation_spec)) if segmenting else CLASSIFICATION
+    ctx = StepContext(cfg, model, forward, optimizer, perturbation, autocast, box, attack_forward, ascent_gradient,
+                      objective)
     return Setup(device, data, ctx, bf16, channels_last, world, shard_weight)
 

@@ -28,6 +28,27 @@ from empirical.vocabulary import Ascent, AtFeatures, Method
 StepResult = tuple[torch.Tensor, torch.Tensor]  # (mean loss of the batch, number correct), on the device
 
 
+def _cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    return F.cross_entropy(logits.float(), y, reduction=reduction)
+
+
+def _hits(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (logits.argmax(dim=1) == y).sum()
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a batch is scored by: ``loss(output, y, reduction)``, with reduction "mean" (trained on), "none" (per
+    example: ESAM's selection) or "sum" (what PGD ascends), and ``correct(output, y)``, the batch's examples
+    right (segmentation: the sum of the images' pixel accuracies; :mod:`.segmentation`)."""
+
+    loss: Callable[..., torch.Tensor] = _cross_entropy
+    correct: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = _hits
+
+
+CLASSIFICATION = Objective()
+
+
 @contextlib.contextmanager
 def running_stats_frozen(model: nn.Module) -> Iterator[None]:
     """BatchNorm uses batch statistics but does not update its running ones (nor their counter).
@@ -72,6 +93,7 @@ class StepContext:
     # forward-backward (DDP's no_sync for per-replica perturbations)
     attack_forward: nn.Module | None = None
     ascent_gradient: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    objective: Objective = CLASSIFICATION
 
     @property
     def attack_model(self) -> nn.Module:
@@ -80,28 +102,29 @@ class StepContext:
 
 def _loss(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> tuple:
     with ctx.autocast():
-        logits = ctx.forward(x)
-    return F.cross_entropy(logits.float(), y, reduction=reduction), logits
+        output = ctx.forward(x)
+    return ctx.objective.loss(output, y, reduction), output
 
 
-def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return (logits.argmax(dim=1) == y).sum()
+@torch.no_grad()
+def _correct(ctx: StepContext, output, y: torch.Tensor) -> torch.Tensor:
+    return ctx.objective.correct(output, y)
 
 
 def standard_step(ctx: StepContext, x, y, gen) -> StepResult:
     """SGD / Adam: one forward-backward pass on the batch."""
-    loss, logits = _loss(ctx, x, y)
+    loss, output = _loss(ctx, x, y)
     ctx.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     ctx.optimizer.step()
-    return loss.detach(), _correct(logits.detach(), y)
+    return loss.detach(), _correct(ctx, output, y)
 
 
 def sam_step(ctx: StepContext, x, y, gen) -> StepResult:
     """SAM / ASAM: gradient at w, climb to w + e(w), gradient there, step from w (D eq. 4)."""
     ctx.optimizer.zero_grad(set_to_none=True)
     with ctx.ascent_gradient():
-        loss, logits = _loss(ctx, x, y)
+        loss, output = _loss(ctx, x, y)
         loss.backward()
     ctx.perturbation.ascend(gen)
     ctx.optimizer.zero_grad(set_to_none=True)
@@ -109,7 +132,7 @@ def sam_step(ctx: StepContext, x, y, gen) -> StepResult:
         _loss(ctx, x, y)[0].backward()
     ctx.perturbation.descend()
     ctx.optimizer.step()
-    return loss.detach(), _correct(logits.detach(), y)
+    return loss.detach(), _correct(ctx, output, y)
 
 
 def esam_step(ctx: StepContext, x, y, gen) -> StepResult:
@@ -120,7 +143,7 @@ def esam_step(ctx: StepContext, x, y, gen) -> StepResult:
     """
     ctx.optimizer.zero_grad(set_to_none=True)
     with ctx.ascent_gradient():
-        per_sample, logits = _loss(ctx, x, y, reduction="none")
+        per_sample, output = _loss(ctx, x, y, reduction="none")
         loss = per_sample.mean()
         loss.backward()
     ctx.perturbation.ascend(gen)
@@ -133,7 +156,7 @@ def esam_step(ctx: StepContext, x, y, gen) -> StepResult:
         _loss(ctx, x[chosen], y[chosen])[0].backward()
     ctx.perturbation.descend()
     ctx.optimizer.step()
-    return loss.detach(), _correct(logits.detach(), y)
+    return loss.detach(), _correct(ctx, output, y)
 
 
 def adversarial_step(ctx: StepContext, x, y, gen) -> StepResult:
@@ -144,7 +167,7 @@ def adversarial_step(ctx: StepContext, x, y, gen) -> StepResult:
     """
     cfg = ctx.cfg
     attack = dict(norm=cfg.at_norm, eps=cfg.at_eps, alpha=cfg.pgd_step, steps=cfg.at_steps, random_start=True,
-                  generator=gen, box=ctx.box)
+                  generator=gen, box=ctx.box, loss_fn=lambda output, target: ctx.objective.loss(output, target, "sum"))
     with running_stats_frozen(ctx.model), ctx.autocast():
         if cfg.at_features is AtFeatures.NON_ROBUST:  # vector data: keep the robust feature x1 untouched
             rest = pgd(_FixedPrefix(ctx.attack_model, x[:, :1]), x[:, 1:], y, **attack)

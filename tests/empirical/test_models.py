@@ -29,10 +29,13 @@ from empirical.models import (
     count_parameters,
 )
 from empirical.models.deit import Attention
+from empirical.vocabulary import Task
 from tests.helpers import REPO
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
 SHAPES = ((3, 32, 32), (1, 28, 28), (3, 64, 64))  # CIFAR, Fashion-MNIST, TinyImageNet
+# The classifiers; the segmentation networks have their own tests (test_segmentation_models.py).
+CLASSIFIERS = [a for a in Architecture if a.task is Task.CLASSIFICATION]
 CONV_ARCHS = ("prn18", "wrn28_10", "small_cnn")
 BATCH = 2
 
@@ -126,7 +129,7 @@ def test_deit_imagenet_configuration_has_deit_ti_exact_size() -> None:
 # --- Shapes and structure ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("arch", list(Architecture))
+@pytest.mark.parametrize("arch", CLASSIFIERS)
 def test_output_shape(arch: str, shape: tuple[int, ...]) -> None:
     with torch.no_grad():
         out = model_for(arch, shape)(images(shape))
@@ -142,7 +145,7 @@ def test_linear_model_on_vectors(classes: int) -> None:
     assert count_parameters(model) == 7 * (1 if classes == 2 else classes)  # no bias
 
 
-@pytest.mark.parametrize("arch", list(Architecture))
+@pytest.mark.parametrize("arch", CLASSIFIERS)
 def test_first_module_is_normalize(arch: str) -> None:
     assert isinstance(next(iter(model_for(arch).children())), Normalize)
 
@@ -170,7 +173,7 @@ def test_normalize_module() -> None:
     assert identity(x) is x and identity.channels == 0
 
 
-@pytest.mark.parametrize("arch", list(Architecture))
+@pytest.mark.parametrize("arch", CLASSIFIERS)
 def test_normalization_happens_inside(arch: str) -> None:
     model = model_for(arch)
     bare = copy.deepcopy(model)
@@ -183,7 +186,7 @@ def test_normalization_happens_inside(arch: str) -> None:
     torch.testing.assert_close(inside, outside, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("arch", list(Architecture))
+@pytest.mark.parametrize("arch", CLASSIFIERS)
 def test_state_dict_holds_the_normalization_and_round_trips(arch: str) -> None:
     model = model_for(arch)
     state = model.state_dict()
@@ -206,7 +209,7 @@ def test_state_dict_of_other_normalization_does_not_load() -> None:
 
 # --- Memory format, autocast, gradients, compile ------------------------------------------------------------
 
-@pytest.mark.parametrize("arch", list(Architecture))
+@pytest.mark.parametrize("arch", CLASSIFIERS)
 def test_channels_last_gives_the_same_output(arch: str) -> None:
     model, x = model_for(arch), images()
     with torch.no_grad():
@@ -238,7 +241,7 @@ def test_cpu_bfloat16_autocast(arch: str) -> None:
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-@pytest.mark.parametrize("arch", list(Architecture))
+@pytest.mark.parametrize("arch", CLASSIFIERS)
 def test_gradient_reaches_every_input(arch: str) -> None:
     model, x = model_for(arch), images().requires_grad_(True)
     F.cross_entropy(model(x), torch.arange(BATCH)).backward()
@@ -246,7 +249,7 @@ def test_gradient_reaches_every_input(arch: str) -> None:
     assert (x.grad.flatten(1).norm(dim=1) > 0).all()  # every example gets an attack direction
 
 
-@pytest.mark.parametrize("arch", list(Architecture))
+@pytest.mark.parametrize("arch", CLASSIFIERS)
 def test_dynamo_traces_forward_as_one_graph(arch: str) -> None:
     # fullgraph=True fails on any graph break (data-dependent Python control flow); the eager backend keeps
     # this a tracing check, without compiling kernels.
@@ -280,7 +283,8 @@ import empirical.models as M
 
 for arch in M.Architecture:
     shape = (5,) if arch == "linear" else (3, 32, 32)
-    M.build_model(arch, input_shape=shape, num_classes=10)(torch.rand(2, *shape))
+    options = {"width": 0.25} if arch.task is M.Task.SEGMENTATION else None
+    M.build_model(arch, input_shape=shape, num_classes=10, options=options)(torch.rand(2, *shape))
 assert not attempts, f"imported {attempts}"
 assert not cuda_calls and not torch.cuda.is_initialized(), "initialized CUDA"
 print("clean")

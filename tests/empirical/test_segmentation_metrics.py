@@ -1,0 +1,94 @@
+"""mIoU (D eq. 15) against hand-computed cases (ignored pixels, classes absent from truth and prediction), the
+per-pixel loss and its reductions, and the paired "beyond noise" comparison of two attacks' mIoU."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from empirical.data import IGNORE_INDEX
+from empirical.evaluation.segmentation import miou_exceeds
+from empirical.pixelwise import confusion, iou, mean_iou, pixel_accuracy_sum, pixel_loss
+
+IGN = IGNORE_INDEX
+
+
+def test_miou_by_hand_with_an_ignored_pixel_and_an_absent_class():
+    # 4 classes; class 3 is predicted only at the ignored pixel, so it is absent from truth and prediction.
+    y = torch.tensor([[[0, 0, 1], [1, IGN, 2]]])
+    pred = torch.tensor([[[0, 1, 1], [1, 3, 2]]])
+    m = confusion(pred, y, 4).sum(0)
+    assert m.tolist() == [[1, 1, 0, 0], [0, 2, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
+    # class 0: TP 1, FN 1, FP 0 -> 1/2; class 1: TP 2, FP 1 -> 2/3; class 2: 1/1; class 3: 0/0, left out
+    per_class = iou(m)
+    assert per_class[:3].tolist() == pytest.approx([1 / 2, 2 / 3, 1.0], rel=1e-15) and math.isnan(per_class[3])
+    assert float(mean_iou(m)) == pytest.approx((1 / 2 + 2 / 3 + 1) / 3, rel=1e-15)
+
+
+def test_a_class_only_predicted_counts_zero_and_nothing_labelled_is_nan():
+    y = torch.tensor([[[0, 0], [0, 0]]])
+    pred = torch.tensor([[[0, 0], [0, 2]]])
+    m = confusion(pred, y, 3).sum(0)
+    # class 0: TP 3, FN 1 -> 3/4; class 2: FP 1 -> 0 (it counts: it was predicted); class 1 absent
+    assert float(mean_iou(m)) == pytest.approx((3 / 4 + 0) / 2, rel=1e-15)
+    assert math.isnan(float(mean_iou(confusion(pred, torch.full_like(y, IGN), 3).sum(0))))
+
+
+def test_per_image_confusions_are_counted_like_a_loop():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 5, (3, 7, 9), generator=g)
+    y[torch.rand(y.shape, generator=g) < 0.2] = IGN
+    pred = torch.randint(0, 5, (3, 7, 9), generator=g)
+    m = confusion(pred, y, 5)
+    expected = torch.zeros(3, 5, 5, dtype=torch.int64)
+    for n, t, p in zip(*torch.nonzero(y != IGN, as_tuple=True)[0:1], y[y != IGN], pred[y != IGN], strict=True):
+        expected[n, t, p] += 1
+    assert torch.equal(m, expected) and int(m.sum()) == int((y != IGN).sum())
+
+
+def test_pixel_loss_reductions_and_the_ignore_label():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 4, 3, 5, generator=g)
+    y = torch.randint(0, 4, (2, 3, 5), generator=g)
+    y[0, 0] = IGN
+    torch.testing.assert_close(pixel_loss(logits, y), F.cross_entropy(logits, y, ignore_index=IGN))
+    per_pixel = F.cross_entropy(logits, y, ignore_index=IGN, reduction="none")
+    torch.testing.assert_close(pixel_loss(logits, y, "sum"), per_pixel.sum())
+    expected = torch.stack([per_pixel[0].sum() / 10, per_pixel[1].sum() / 15])  # image 0 has 5 ignored pixels
+    torch.testing.assert_close(pixel_loss(logits, y, "none"), expected)
+    nothing = torch.full_like(y, IGN)
+    assert pixel_loss(logits, nothing).item() == 0.0 and pixel_loss(logits, nothing, "none").tolist() == [0.0, 0.0]
+    aux = torch.randn(2, 4, 3, 5, generator=g)
+    torch.testing.assert_close(pixel_loss((logits, aux), y, aux_weight=0.5),
+                               pixel_loss(logits, y) + 0.5 * pixel_loss(aux, y))
+    hits = (logits.argmax(1) == y) & (y != IGN)
+    expected_acc = hits[0].sum() / 10 + hits[1].sum() / 15
+    torch.testing.assert_close(pixel_accuracy_sum(logits, y), expected_acc.float())
+
+
+def _per_image(correct_fraction: list[float], pixels: int = 100, k: int = 2) -> torch.Tensor:
+    """Per-image confusions of images of class 0 with the given fractions of pixels predicted right."""
+    out = torch.zeros(len(correct_fraction), k, k, dtype=torch.int64)
+    for n, f in enumerate(correct_fraction):
+        right = round(f * pixels)
+        out[n, 0, 0], out[n, 0, 1] = right, pixels - right
+    return out
+
+
+def test_the_paired_miou_comparison_flags_only_what_is_beyond_noise():
+    same = _per_image([0.8, 0.6, 0.9, 0.7] * 5)
+    assert not miou_exceeds(same, same)[0]
+    weaker, stronger = _per_image([0.5] * 20), _per_image([0.6] * 20)
+    assert miou_exceeds(weaker, stronger)[0] and not miou_exceeds(stronger, weaker)[0]
+    # 12 images up and 8 down by one pixel: within the sign test's noise (12 - 8 <= 2 sqrt(20)), however many
+    # pixels the images hold
+    base = [0.5] * 20
+    mixed = [0.51] * 12 + [0.49] * 8
+    assert not miou_exceeds(_per_image(base), _per_image(mixed))[0]
+    # 17 up, 3 down: beyond it (14 > 2 sqrt(20) = 8.9), and the mIoU rises
+    assert miou_exceeds(_per_image(base), _per_image([0.51] * 17 + [0.49] * 3))[0]
+    # many images up a little, a few down a lot: more images gain, but the mIoU falls, so nothing is flagged
+    assert not miou_exceeds(_per_image(base), _per_image([0.51] * 17 + [0.1] * 3))[0]
