@@ -25,6 +25,7 @@ import sys
 import torch
 
 from empirical.attacks.specs import PAPER_COLUMNS
+from empirical.evaluation.columns import column_specs
 from empirical.evaluation.cost import BOUNDS, calibration_images, calibration_model, time_attack
 from empirical.evaluation.evaluate import attacks_run
 from empirical.training.setup import resolve_device
@@ -41,7 +42,7 @@ def measure(bound: str, args: argparse.Namespace, device: torch.device) -> dict:
     n = args.batches * args.batch_size
     x, y = calibration_images(model, n, (3, 32, 32), device, bound=bound, seed=args.seed)
     attacks = {}
-    for label, s in attacks_run({s.label: s for s in PAPER_COLUMNS}).items():
+    for label, s in attacks_run(column_specs(args.columns)).items():
         t = time_attack(label, s, model, x, y, num_classes=10, batch_size=args.batch_size, seed=args.seed)
         attacks[label] = {"images": t.images, "batch_size": t.batch_size, "seconds": t.seconds,
                           "images_per_s": t.images / t.seconds, "per_10000_seconds": t.seconds_for(PER),
@@ -68,7 +69,7 @@ def markdown(result: dict) -> str:
     cells = []
     for b in bounds:
         cells += ["", f"**{result['bounds'][b]['per_10000_seconds']:,.0f}**", ""]
-    lines.append("| **D Table 2: all columns + sanity checks** | " + " | ".join(cells) + " |")
+    lines.append(f"| **{result['columns_name']}: all columns + sanity checks** | " + " | ".join(cells) + " |")
     lines += ["", f"Measured on {result['batches']} full batches of {result['batch_size']} images per attack and "
               f"model; per {PER:,}: ceil({PER:,} / {result['batch_size']}) x the seconds per batch."]
     if result["targets"]:
@@ -99,9 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=count(2), default=2, help="full batches per attack and model (>= 2)")
     parser.add_argument("--bounds", default=",".join(BOUNDS),
                         help=f"comma-separated subset of: {', '.join(BOUNDS)}")
+    parser.add_argument("--columns", nargs="+", default=[s.label for s in PAPER_COLUMNS], metavar="COLUMN",
+                        help="attack columns (default: D Table 2's; the sanity attacks follow)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
+    column_specs(args.columns)  # a bad column is a one-line error before anything runs
     device = resolve_device(args.device)
     args.batch_size = args.batch_size or (2 if args.quick else 256)
     bounds = [b.strip() for b in args.bounds.split(",") if b.strip()]
@@ -112,11 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     info = machine(device) | {"torchattacks": torchattacks.__version__}
     command = "python bench/eval_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
     print(f"{command}\n{json.dumps(info)}", file=sys.stderr, flush=True)
+    paper = args.columns == [s.label for s in PAPER_COLUMNS]
     result: dict = {"command": command.strip(), "machine": info, "batch_size": args.batch_size,
-                    "batches": args.batches, "bounds": {}}
+                    "batches": args.batches, "columns": args.columns,
+                    "columns_name": "D Table 2" if paper else "The columns above", "bounds": {}}
     for bound in bounds:
         result["bounds"][bound] = measure(bound, args, device)
-    result["targets"] = check_targets(result, device)
+    result["targets"] = check_targets(result, device) if paper else []
     info["load_average_after"] = os.getloadavg()[0]
     where = info.get("gpu", f"{info['cpu']}, {info['cpus']} CPUs, {info['threads']} threads")
     print(f"\n`{command.strip()}` — {where}, torch {info['torch']}, torchattacks {info['torchattacks']}, "

@@ -302,7 +302,7 @@ def peak_tflops(args: argparse.Namespace, device: torch.device) -> tuple[float |
 
 def accuracy_data(args: argparse.Namespace) -> Dataset:
     try:
-        full = load_dataset("fashion_mnist")
+        full = load_dataset("fashion_mnist", args.data_dir)
     except Exception as err:  # noqa: BLE001 - the fallback is reported
         print(f"Fashion-MNIST unavailable ({err}); using synthetic learnable images", file=sys.stderr)
         return learnable_images(args.acc_train, args.acc_test, args.seed)
@@ -339,7 +339,7 @@ def baseline_train(method: str, data: Dataset, args: argparse.Namespace, device:
 
 def accuracy_config(method: str, data: Dataset, args: argparse.Namespace, device: torch.device) -> TrainConfig:
     return our_config(method, args, device, dataset=data.name, model=args.acc_model, epochs=args.acc_epochs,
-                      batch_size=args.acc_batch_size, augment=args.acc_augment)
+                      batch_size=args.acc_batch_size, augment=args.acc_augment, data_dir=args.data_dir)
 
 
 def equal_accuracy(args: argparse.Namespace, device: torch.device) -> dict:
@@ -488,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--acc-test", type=count(1), default=2000, help="test images (default 2000)")
     parser.add_argument("--acc-batch-size", type=count(1), default=128)
     parser.add_argument("--acc-augment", default="crop_flip", choices=("none", "crop", "crop_flip"))
+    parser.add_argument("--data-dir", help="Fashion-MNIST's folder for the accuracy runs (default: the Debian one)")
     parser.add_argument("--json", help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
 
