@@ -11,17 +11,19 @@ suite goes on):
 1. ``tests``: the GPU tests, ``pytest --run-gpu -m gpu`` (the fast step against the eager one, no host syncs,
    AutoAttack against the reference code, TF32 against float32, batched Pixle on CUDA);
 2. ``train``: bench/train_throughput.py, ST, SAM and AT-PGD10 of PRN-18 at batch 128: eager, ours (compiled +
-   CUDA graph) and the common loop, with the targets, and the equal-accuracy runs on Fashion-MNIST;
+   CUDA graph) and the common loop, with the targets;
 3. ``eval``: bench/eval_throughput.py, D Table 2's columns at full batches of 256 (2 per attack and bound), per
    10,000 images, with the targets;
 4. ``experiment``: a short PRN-18 Fashion-MNIST experiment of ST, SAM and AT through ``samat experiment run``
    (the fast path, the evaluation, the report);
 5. ``profile``: bench/profile_step.py, where an ST step's time goes, eager and ours;
-6. ``plan``: ``samat experiment plan cifar10`` (D Table 2 and W Table 2, 3 seeds) on this device, if time is left.
+6. ``accuracy``: bench/train_throughput.py's equal-accuracy runs (PRN-18 on Fashion-MNIST, ours and the common
+   loop, 1 epoch of 10,000 images);
+7. ``plan``: ``samat experiment plan cifar10`` (D Table 2 and W Table 2, 3 seeds) on this device, if time is left.
 
 ``--parts`` picks some of them (a second call can finish what a first one ran out of time for). Files in OUT:
 summary.md (every part's tables and outcome), suite.json (the same as data), train.json, eval.json,
-profile.json, experiment.md.
+profile.json, accuracy.json, experiment.md: 7.
 
 The machine needs python3 with torch, numpy, scipy, sympy, matplotlib, pytest and hypothesis; ``--wheels`` names
 a folder of the other packages' wheels (torchattacks, pytorch-optimizer, pyautoattack without its example
@@ -47,8 +49,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PARTS = ("tests", "train", "eval", "experiment", "profile", "plan")
-CAPS = {"tests": 150, "train": 170, "eval": 100, "experiment": 110, "profile": 50, "plan": 150}  # seconds, at most
+PARTS = ("tests", "train", "eval", "experiment", "profile", "accuracy", "plan")
+CAPS = {"tests": 150, "train": 150, "eval": 100, "experiment": 110, "profile": 50, "accuracy": 100,
+        "plan": 150}  # seconds, at most
 WHEELS = ("torchattacks==3.5.1", "pytorch-optimizer==4.1.0", "pyautoattack==0.2.0")
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
@@ -106,10 +109,13 @@ def parts(args: argparse.Namespace, work: Path) -> list[Part]:
         test=128 if q else 2000, epochs=1 if q else 2))
     exp_set = ["--set", f"device={args.device}"] + (["--set", f"data_dir={args.fashion_mnist}"]
                                                      if args.fashion_mnist else [])
-    train = [py, "bench/train_throughput.py", *dev, "--json", str(work / "train.json"), *data]
-    train += (["--quick", "--methods", "st", "--skip-accuracy"] if q else
-              ["--loops", "eager,ours,baseline", "--warmup", "5", "--steps", "40", "--at-steps-timed", "12",
-               "--acc-epochs", "1", "--acc-train", "10000", "--acc-test", "2000"])
+    train = [py, "bench/train_throughput.py", *dev, "--json", str(work / "train.json"), "--skip-accuracy"]
+    train += ["--quick", "--methods", "st"] if q else \
+        ["--loops", "eager,ours,baseline", "--warmup", "5", "--steps", "40", "--at-steps-timed", "12"]
+    accuracy = [py, "bench/train_throughput.py", *dev, "--json", str(work / "accuracy.json"), "--accuracy-only",
+                *data]
+    accuracy += ["--quick", "--methods", "st", "--acc-train", "512", "--acc-test", "128"] if q else \
+        ["--acc-epochs", "1", "--acc-train", "10000", "--acc-test", "2000"]
     evaluation = [py, "bench/eval_throughput.py", *dev, "--json", str(work / "eval.json")]
     evaluation += ["--quick", "--bounds", "falls at once", "--columns", "fgsm_linf@1/255", "pixle"] if q else \
         ["--batch-size", "256", "--batches", "2"]
@@ -123,6 +129,7 @@ def parts(args: argparse.Namespace, work: Path) -> list[Part]:
         Part("experiment", [py, "-m", "samat", "experiment", "run", str(experiment), "--runs-dir",
                             str(work / "runs"), "--no-progress", "--report", str(work / "report"), *exp_set]),
         Part("profile", profile, work / "profile.json"),
+        Part("accuracy", accuracy, work / "accuracy.json"),
         Part("plan", [py, "-m", "samat", "experiment", "plan", str(experiment) if q else "cifar10", *dev]),
     ]
 

@@ -89,24 +89,19 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
+VARIANTS = {"sgd": 1, "sam": 2, "pgd_at": 2}  # compiled graphs: the pass, plus SAM's second / PGD's attack passes
+
+
 @pytest.mark.parametrize("method", METHODS)
-def test_compiled_step_matches_the_eager_step_to_rounding(fresh_dynamo, method):
+def test_compiled_step_matches_the_eager_step_and_the_partial_batch_compiles_nothing(fresh_dynamo, method):
     """aot_eager runs the same graph capture as inductor (dynamo, then AOTAutograd's forward and backward
-    graphs) without inductor's minutes of code generation on a CPU."""
+    graphs) without inductor's minutes of code generation on a CPU. Each variant of the step is compiled once
+    (SAM's second pass and PGD's attack passes keep BatchNorm's statistics still, a variant of their own); the
+    partial batch takes the eager step and compiles nothing."""
     cfg = tiny_cfg(method=method)
+    before = counters["stats"]["unique_graphs"]
     assert_rounding_close(cfg, cfg.replace(compile="aot_eager"), _batches())
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_the_partial_batch_takes_the_eager_step_and_compiles_nothing(fresh_dynamo, method):
-    setup = _build(tiny_cfg(method=method, compile="aot_eager"))
-    assert isinstance(setup.step, FastStep) and setup.compile_backend == "aot_eager" and not setup.cuda_graph
-    first, *rest = _batches()
-    _trajectory(setup, [first])  # every variant of the step is compiled here (SAM: BatchNorm frozen; PGD: the attack)
-    graphs = counters["stats"]["unique_graphs"]
-    assert graphs >= 1
-    _trajectory(setup, rest)
-    assert counters["stats"]["unique_graphs"] == graphs  # neither the partial batch nor the next full one compiled
+    assert counters["stats"]["unique_graphs"] - before == VARIANTS[method]
 
 
 def test_training_loop_runs_the_fast_step_and_records_it(fresh_dynamo, tmp_path):
@@ -114,7 +109,7 @@ def test_training_loop_runs_the_fast_step_and_records_it(fresh_dynamo, tmp_path)
     before = counters["stats"]["unique_graphs"]
     summary = train(tiny_cfg(method="sam", compile="aot_eager", epochs=2), tmp_path / "run", progress=False, data=data)
     # SAM compiles two variants of the forward pass (BatchNorm statistics moving, and frozen), once each
-    assert counters["stats"]["unique_graphs"] - before == 2
+    assert counters["stats"]["unique_graphs"] - before == VARIANTS["sam"]
     assert summary["status"] == "finished"
     provenance = json.loads(RunDir(tmp_path / "run").config.read_text())["provenance"]
     assert provenance["compile"] == "aot_eager" and provenance["cuda_graph"] is False
@@ -122,6 +117,8 @@ def test_training_loop_runs_the_fast_step_and_records_it(fresh_dynamo, tmp_path)
 
 def test_cpu_training_stays_eager_by_default():
     setup = _build(tiny_cfg(device="cpu"))
+    fast = _build(tiny_cfg(method="sam", compile="aot_eager"))
+    assert isinstance(fast.step, FastStep) and fast.compile_backend == "aot_eager" and not fast.cuda_graph
     assert setup.compile_backend is None and not setup.cuda_graph and not isinstance(setup.step, FastStep)
     assert all(isinstance(g["lr"], float) for g in setup.ctx.optimizer.param_groups)
 

@@ -19,9 +19,11 @@ def test_gpu_suite_runs_every_part_on_the_cpu(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     files = sorted(p.name for p in out.iterdir())
     assert len(files) <= 8 and all(p.is_file() for p in out.iterdir())  # what a GPU machine can send back
-    assert files == ["eval.json", "experiment.md", "profile.json", "suite.json", "summary.md", "train.json"]
+    assert files == ["accuracy.json", "eval.json", "experiment.md", "profile.json", "suite.json", "summary.md",
+                     "train.json"]
     suite = json.loads((out / "suite.json").read_text())
-    assert [p["part"] for p in suite["parts"]] == ["tests", "train", "eval", "experiment", "profile", "plan"]
+    assert [p["part"] for p in suite["parts"]] == ["tests", "train", "eval", "experiment", "profile", "accuracy",
+                                                   "plan"]
     assert all(p["status"] == "ok" for p in suite["parts"])
     summary = (out / "summary.md").read_text()
     assert "| Method | Loop | images/s" in summary and "**whole grid**" in summary and "busy / wall" in summary
