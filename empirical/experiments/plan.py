@@ -40,7 +40,7 @@ from empirical.training.throughput import StepTiming, synthetic_images, time_ste
 EVAL_BATCH = 256  # the evaluation's attack batch (empirical.evaluation.run.evaluate_path's default)
 CPU_BATCH = 8  # a CPU first times a step on this batch, an attack on CPU_IMAGES images (see _at_size)
 CPU_IMAGES = 1
-SIGNAL_SECONDS = 0.5  # a CPU measurement this long is proportional to its size (see _at_size)
+AFFORDABLE_SECONDS = 4.0  # on a CPU, a larger size is measured while its estimate stays under this (_at_size)
 
 Log = Callable[[str], None]
 
@@ -63,16 +63,28 @@ def _at_size(measure: Callable[[int], float], small: int, full: int, cuda: bool)
     """Seconds of something at size ``full`` (a batch, a test split), and the largest size it was measured at.
 
     On CUDA it is measured at ``full``: a batch runs in parallel, so its cost is not proportional to its size.
-    On a CPU the cost is a fixed part (Python, dispatch, allocation) plus a part proportional to the size (the
-    arithmetic). It is measured at ``small``, then at four times that, and so on up to ``full``, until one
-    measurement takes SIGNAL_SECONDS: there the fixed part is small beside the arithmetic, and the figure scaled
-    in proportion to ``full`` overestimates by at most that fixed part's share."""
-    size = full if cuda else min(small, full)
-    while True:
-        seconds = measure(size)
-        if size >= full or seconds >= SIGNAL_SECONDS:
-            return seconds * full / size, size
-        size = min(full, 4 * size)
+    On a CPU the cost is a fixed part (Python, dispatch, an attack's per-iteration overhead) plus a part
+    proportional to the size (the arithmetic). It is measured at ``small``, then at four (else two) times the
+    size, and so on up to ``full``, while the next measurement stays affordable: its proportional estimate, an
+    upper bound, under AFFORDABLE_SECONDS. Measured at ``full``, that figure stands; else the line through the
+    last two measurements gives ``full``'s (its slope not below 0); with one measurement only (already dear at
+    ``small``, where the arithmetic dominates) its proportional estimate does."""
+    if cuda or small >= full:
+        return measure(full), full
+    points = [(small, measure(small))]
+    while points[-1][0] < full:
+        size, seconds = points[-1]
+        bigger = [n for n in (min(full, 4 * size), min(full, 2 * size)) if seconds * n / size <= AFFORDABLE_SECONDS]
+        if not bigger:
+            break
+        points.append((bigger[0], measure(bigger[0])))
+    size, seconds = points[-1]
+    if size == full:
+        return seconds, full
+    if len(points) == 1:
+        return seconds * full / size, size
+    (s1, t1), (s2, t2) = points[-2:]
+    return t2 + max(0.0, (t2 - t1) / (s2 - s1)) * (full - s2), size
 
 
 @dataclass(frozen=True)

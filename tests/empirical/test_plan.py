@@ -64,22 +64,29 @@ def test_plan_predicts_a_short_run_within_a_factor_two(tmp_path, one_thread):
     assert "pgd10_linf@0.1" in table and "pgd20_linf@0.5 (sanity)" in table
 
 
-def test_cpu_measurements_grow_until_they_carry_signal():
-    """On a CPU: measured at growing sizes until one takes SIGNAL_SECONDS (0.5 s), then scaled in proportion."""
+def test_cpu_measurements_grow_while_affordable_then_follow_the_line():
+    """On a CPU: measured at growing sizes while the next stays under AFFORDABLE_SECONDS (4 s), then
+    extrapolated along the line through the last two measurements (exact for fixed + proportional costs)."""
     seen = []
 
-    def fixed_plus_linear(n: int) -> float:  # 0.1 s fixed + 10 ms per item
-        seen.append(n)
-        return 0.1 + 0.01 * n
+    def fixed_plus_linear(fixed: float, per_item: float):
+        def measure(n: int) -> float:
+            seen.append(n)
+            return fixed + per_item * n
+        return measure
 
-    seconds, size = _at_size(fixed_plus_linear, 1, 256, cuda=False)
-    assert seen == [1, 4, 16, 64] and size == 64  # 0.74 s at 64 items
-    assert seconds == pytest.approx(0.74 * 256 / 64)  # true 2.66 s: over by the fixed part's share at 64 only
+    # cheap all the way: measured at the full size
+    assert _at_size(fixed_plus_linear(0.1, 0.01), 1, 256, cuda=False) == (pytest.approx(2.66), 256)
+    assert seen == [1, 4, 16, 64, 256]
     seen.clear()
-    assert _at_size(lambda n: seen.append(n) or 0.001 * n, 8, 128, cuda=False) == (pytest.approx(0.128), 128)
-    assert seen == [8, 32, 128]  # cheap all the way: measured at the full size
+    # a large fixed part (an attack's 100 iterations): two points, and the line through them
+    assert _at_size(fixed_plus_linear(1.0, 0.1), 1, 256, cuda=False) == (pytest.approx(26.6), 16)
+    assert seen == [1, 2, 4, 8, 16]  # doubling while affordable: 4 images first estimated at 4.4 s, 32 at 5.2 s
     seen.clear()
-    assert _at_size(lambda n: seen.append(n) or 1.0, 8, 128, cuda=True)[1] == 128 and seen == [128]
+    # dear from the start (the arithmetic dominates): in proportion from one point
+    assert _at_size(fixed_plus_linear(0.0, 50.0), 1, 256, cuda=False) == (pytest.approx(12_800), 1)
+    seen.clear()
+    assert _at_size(fixed_plus_linear(0.0, 1.0), 8, 128, cuda=True)[1] == 128 and seen == [128]
 
 
 def test_durations_read_like_a_person_writes_them():
