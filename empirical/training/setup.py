@@ -36,12 +36,22 @@ def resolve_device(name: str) -> torch.device:
 
 
 
+def _triton() -> bool:
+    """Whether inductor can generate GPU kernels here (it needs triton, which a CUDA build of torch brings)."""
+    try:
+        from torch.utils._triton import has_triton  # private, but the check inductor itself makes
+    except ImportError:
+        return False
+    return has_triton()
+
+
 def fast_path(cfg: TrainConfig, device: torch.device, world: World) -> tuple[str | None, bool]:
     """The torch.compile backend of the model (None: eager) and whether each full batch's step is replayed as a
-    CUDA graph: both on by default for CUDA in one process, off on the CPU and under torchrun."""
+    CUDA graph: both on by default for CUDA in one process (compilation only where triton is installed; the run's
+    provenance records what was used), off on the CPU and under torchrun."""
     automatic = device.type == "cuda" and not world.distributed
     if cfg.compile is None:
-        backend = "inductor" if automatic else None
+        backend = "inductor" if automatic and _triton() else None
     else:
         backend = "inductor" if cfg.compile is True else (cfg.compile or None)
     graph = automatic if cfg.cuda_graph is None else cfg.cuda_graph
