@@ -204,7 +204,7 @@ def calibrate_attack(label: str, s: AttackSpec, cfg: TrainConfig, shape: DataSha
 
     for bound in BOUNDS:
         seconds[bound], measured = _at_size(functools.partial(per_batch, bound), CPU_IMAGES, EVAL_BATCH, cuda)
-        log(f"  {label}, images that {bound}: {seconds[bound]:.2f} s per batch of {EVAL_BATCH}"
+        log(f"  {label}, {bound}: {seconds[bound]:.2f} s per batch of {EVAL_BATCH}"
             + (f" (timed on {measured} images, scaled)" if measured != EVAL_BATCH else ""))
     return AttackCost(seconds, measured)
 
@@ -260,6 +260,12 @@ def duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def _span(low: float, high: float) -> str:
+    """'2 min' where both ends read the same, else '2 min – 5 min'."""
+    a, b = duration(low), duration(high)
+    return a if a == b else f"{a} – {b}"
+
+
 def format_plan(plan: GridPlan) -> str:
     """The plan as a Markdown table, with the calibration it came from."""
     low, high = BOUNDS
@@ -269,21 +275,21 @@ def format_plan(plan: GridPlan) -> str:
              "| Run | seeds | epochs | training per seed | evaluation per seed | all seeds |",
              "|---|---|---|---|---|---|"]
     for r in plan.runs:
-        ev = (f"{duration(r.eval_seconds[low])} – {duration(r.eval_seconds[high])}" if r.eval_seconds else "none")
+        ev = _span(r.eval_seconds[low], r.eval_seconds[high]) if r.eval_seconds else "none"
         done = f" ({r.finished} finished)" if r.finished else ""
-        total = (f"{duration(r.total(low))} – {duration(r.total(high))}" if evaluates else duration(r.total(low)))
+        total = _span(r.total(low), r.total(high))
         lines.append(f"| {r.label} | {r.seeds}{done} | {r.epochs} | {duration(r.train_seconds)} | {ev} | {total} |")
     train = sum(r.seeds * r.train_seconds for r in plan.runs)
     ev_low = sum(r.seeds * r.eval_seconds.get(low, 0.0) for r in plan.runs)
     ev_high = sum(r.seeds * r.eval_seconds.get(high, 0.0) for r in plan.runs)
     n_runs = sum(r.seeds for r in plan.runs)
-    total = (f"**{duration(plan.total(low))} – {duration(plan.total(high))}**" if evaluates
-             else f"**{duration(plan.total(low))}**")
+    grid = _span(plan.total(low), plan.total(high))
     lines.append(f"| **whole grid** | {n_runs} runs | | {duration(train)} | "
-                 f"{duration(ev_low) + ' – ' + duration(ev_high) if evaluates else 'none'} | {total} |")
+                 f"{_span(ev_low, ev_high) if evaluates else 'none'} | **{grid}** |")
     if any(r.finished for r in plan.runs):
-        lines.append(f"| still to run | {sum(r.seeds - r.finished for r in plan.runs)} runs | | | | "
-                     f"{duration(plan.total(low, True))} – {duration(plan.total(high, True))} |")
+        left = sum(r.seeds - r.finished for r in plan.runs)
+        lines.append(f"| still to run | {left} runs | | | | "
+                     f"{_span(plan.total(low, True), plan.total(high, True)) if left else 'nothing'} |")
     lines.append("")
     if evaluates:
         lines.append(f"Evaluation of {exp.n_eval:,} test images per run: from images that fall at once to images that "
@@ -298,7 +304,7 @@ def format_plan(plan: GridPlan) -> str:
         lines.append(f"- {key}: {1e3 * c.step_seconds:,.1f} ms per step ({how}{scaled}); test pass "
                      f"{duration(c.test_seconds)}; warm-up overhead {duration(c.overhead_seconds)} per run")
     for label, a in plan.attacks.items():
-        per = {b: a.seconds_for(1000, b) for b in BOUNDS}
         scaled = f" (timed on {a.measured_batch} images per batch, scaled)" if a.measured_batch != EVAL_BATCH else ""
-        lines.append(f"- {label}: {duration(per[low])} – {duration(per[high])} per 1,000 images{scaled}")
+        lines.append(f"- {label}: {_span(a.seconds_for(1000, low), a.seconds_for(1000, high))} per 1,000 images "
+                     f"(falls at once – never falls){scaled}")
     return "\n".join(lines)
