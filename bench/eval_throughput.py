@@ -1,27 +1,18 @@
-"""Benchmark: evaluation throughput of PreActResNet-18 (32x32x3): the standard l2 AutoAttack on N images, and
-the papers' full column set (empirical.attacks.PAPER_COLUMNS, with `samat eval`'s sanity attacks) per 10,000.
+"""Benchmark: evaluation throughput of PreActResNet-18 (32x32x3) on D Table 2's full column set
+(empirical.attacks.PAPER_COLUMNS) with `samat eval`'s sanity attacks, at full batches, per 10,000 images.
 
-    python bench/eval_throughput.py [--json out.json]     # CUDA: AutoAttack on 1,000 images, columns on 1,000
-    python bench/eval_throughput.py --quick               # CPU: a few images each (minutes)
+    python bench/eval_throughput.py [--json out.json]     # CUDA: 2 batches of 256 images per attack and model
+    python bench/eval_throughput.py --quick               # CPU: 2 batches of 2 images (minutes)
 
-The network is PRN-18 with random weights (seed 0) on random CIFAR-shaped images. An attack's cost depends
-on how many images survive its stages (AutoAttack runs APGD-T, FAB-T and Square, 5,000 queries, only on the
-images that APGD-CE left correct; Pixle stops per image once it succeeds), not on what the network learned,
-so two models are timed:
+Every attack runs as `samat eval` runs it (empirical.evaluation.evaluate.attack_in_batches: fp32 with TF32 on
+CUDA, batched, seeded) on ``--batches`` full batches (at least 2) of ``--batch-size`` images (default 256, the
+evaluation's batch), timed on the device. Per 10,000 images is ceil(10,000 / batch) times the measured seconds
+per full batch: each batch is attacked independently, so that is the cost of 10,000 images in such batches.
 
-* "random init": the network itself, each image labelled with its prediction (clean accuracy 100%, so
-  every image is attacked). Its margins are small but so are its input gradients, so a part of the images
-  survives the early stages: an arbitrary middle case, reported with its robust accuracy.
-* "robust": the same network behind a wrapper that adds a margin of 1000 to class 0 (labels 0), so no
-  attack within budget ever succeeds while every forward and backward pass still runs through PRN-18:
-  every stage of every attack runs on every image. This is the upper bound, and the case of the papers'
-  adversarially trained models, most of whose images survive.
-
-Attacks run as `samat eval` runs them (empirical.evaluation.evaluate.evaluate: fp32, batched, seeded), on the
-device's default precision (TF32 convolutions on NVIDIA GPUs are PyTorch's default). The per-10,000
-figures are the measured seconds scaled linearly from the measured number of images (each batch is
-attacked independently, so the cost is linear in the images once a batch is full); the table says
-which figures are measured and which are scaled.
+The network is PRN-18 with random weights on random CIFAR-shaped images, in the two models of
+empirical.evaluation.cost that bound an attack's cost: "falls at once" (random init, every image labelled with
+the network's prediction: most fall in an attack's first stage) and "never falls" (always robust: every stage of
+every attack runs on every image, the case of the papers' adversarially trained models).
 """
 
 from __future__ import annotations
@@ -30,174 +21,113 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import torch
-from torch import nn
 
-from empirical.attacks.build import build_attack
-from empirical.attacks.specs import PAPER_COLUMNS, spec
-from empirical.data import as_inputs
-from empirical.evaluation.evaluate import evaluate
-from empirical.models import build_model
+from empirical.attacks.specs import PAPER_COLUMNS
+from empirical.evaluation.columns import column_specs
+from empirical.evaluation.cost import BOUNDS, calibration_images, calibration_model, time_attack
+from empirical.evaluation.evaluate import attacks_run
 from empirical.training.setup import resolve_device
 
-from common import CIFAR_MEAN, CIFAR_STD, count, machine, random_images, run
+from common import count, machine, run
 
 PER = 10_000
-ROBUST_MARGIN = 1000.0
+TARGETS = {BOUNDS[1]: 600.0, BOUNDS[0]: 240.0}  # seconds per 10,000 images on one H100/H200 (the issue's)
 
 
-class AlwaysRobust(nn.Module):
-    """PRN-18's logits plus a margin on class 0 that no perturbation within budget can overcome."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.net(x)
-        return logits + ROBUST_MARGIN * nn.functional.one_hot(torch.zeros_like(logits[:, 0], dtype=torch.long),
-                                                              logits.shape[1]).to(logits.dtype)
-
-
-def make_model(device: torch.device, seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    model = build_model("prn18", input_shape=(3, 32, 32), num_classes=10, mean=CIFAR_MEAN, std=CIFAR_STD)
-    return model.to(device).eval()
-
-
-def images_and_labels(model: nn.Module, n: int, device: torch.device, robust: bool, seed: int):
-    x = random_images(n, seed + 1).to(device)
-    if robust:
-        return x, torch.zeros(n, dtype=torch.long, device=device)
-    with torch.no_grad():
-        preds = torch.cat([model(as_inputs(x[i:i + 500])).argmax(1) for i in range(0, n, 500)])
-    return x, preds  # labels = predictions: clean accuracy 100%, every image gets attacked
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_autoattack(model: nn.Module, n: int, device: torch.device, batch_size: int, robust: bool,
-                    seed: int) -> dict:
-    """The standard l2 AutoAttack (32/255) alone, as evaluate() builds it, on n images."""
-    x, y = images_and_labels(model, n, device, robust, seed)
-    attack = build_attack(spec("autoattack_l2"), model, num_classes=10, seed=seed, device=device)
-    sync(device)
-    t0 = time.perf_counter()
-    survived = 0
-    for i in range(0, n, batch_size):
-        xb = as_inputs(x[i:i + batch_size])
-        x_adv = attack(xb, y[i:i + batch_size])
-        with torch.no_grad():
-            survived += int((model(x_adv).argmax(1) == y[i:i + batch_size]).sum())
-    sync(device)
-    seconds = time.perf_counter() - t0
-    return {"images": n, "seconds": seconds, "images_per_s": n / seconds, "robust_accuracy": survived / n}
-
-
-def time_columns(model: nn.Module, n: int, device: torch.device, batch_size: int, robust: bool, seed: int) -> dict:
-    """evaluate() with every PAPER_COLUMNS attack and its sanity attacks; seconds per attack from its result."""
-    x, y = images_and_labels(model, n, device, robust, seed)
-    columns = [s.label for s in PAPER_COLUMNS]
-    sync(device)
-    t0 = time.perf_counter()
-    result = evaluate(model, x, y, columns, num_classes=10, seed=seed, batch_size=batch_size, progress=False,
-                      log=lambda m: print(f"    {m}", file=sys.stderr, flush=True))
-    sync(device)
-    total = time.perf_counter() - t0
-    attacks = {label: {"seconds": a["seconds"], "accuracy": result["accuracy"][label]}
-               for label, a in result["attacks"].items()}
-    return {"images": n, "seconds": total, "attacks": attacks}
+def measure(bound: str, args: argparse.Namespace, device: torch.device) -> dict:
+    """Every attack of D Table 2's columns (and the sanity attacks) on the bound's model, timed."""
+    model = calibration_model("prn18", (3, 32, 32), 10, device, bound=bound, seed=args.seed)
+    n = args.batches * args.batch_size
+    x, y = calibration_images(model, n, (3, 32, 32), device, bound=bound, seed=args.seed)
+    attacks = {}
+    for label, s in attacks_run(column_specs(args.columns)).items():
+        t = time_attack(label, s, model, x, y, num_classes=10, batch_size=args.batch_size, seed=args.seed)
+        attacks[label] = {"images": t.images, "batch_size": t.batch_size, "seconds": t.seconds,
+                          "images_per_s": t.images / t.seconds, "per_10000_seconds": t.seconds_for(PER),
+                          "robust_accuracy": t.robust_accuracy}
+        print(f"[{bound}] {label}: {t.images} images in {t.seconds:.1f} s, {t.seconds_for(PER):,.0f} s per "
+              f"{PER:,}, robust accuracy {t.robust_accuracy:.3f}", file=sys.stderr, flush=True)
+    total = sum(a["per_10000_seconds"] for a in attacks.values())
+    return {"images": n, "attacks": attacks, "per_10000_seconds": total}
 
 
 def markdown(result: dict) -> str:
-    lines = []
-    aa = result.get("autoattack", {})
-    if aa:
-        lines += ["| AutoAttack l2 32/255 (standard) | images | seconds | images/s | seconds per 1,000 | robust acc. |",
-                  "|---|---|---|---|---|---|"]
-        for kind, r in aa.items():
-            lines.append(f"| {kind} | {r['images']:,} | {r['seconds']:.1f} | {r['images_per_s']:.3g} | "
-                         f"{1000 * r['seconds'] / r['images']:,.1f}{'' if r['images'] == 1000 else ' (scaled)'} | "
-                         f"{100 * r['robust_accuracy']:.1f}% |")
-    cols = result.get("columns", {})
-    if cols:
-        kinds = list(cols)
-        lines += ["", "| Column (`samat eval`) | " + " | ".join(
-            f"{k}: images/s | {k}: s per {PER:,}" for k in kinds) + " |",
-                  "|---|" + "---|---|" * len(kinds)]
-        labels = list(dict.fromkeys(label for k in kinds for label in cols[k]["attacks"]))
-        for label in labels:
-            cells = []
-            for k in kinds:
-                a = cols[k]["attacks"].get(label)
-                n = cols[k]["images"]
-                cells += ["—", "—"] if a is None else [f"{n / a['seconds']:.3g}", f"{PER * a['seconds'] / n:,.0f}"]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    bounds = list(result["bounds"])
+    lines = ["| Attack (`samat eval`) | " + " | ".join(f"{b}: images/s | {b}: s per {PER:,} | {b}: robust acc."
+                                                      for b in bounds) + " |",
+             "|---|" + "---|---|---|" * len(bounds)]
+    labels = list(dict.fromkeys(label for b in bounds for label in result["bounds"][b]["attacks"]))
+    for label in labels:
         cells = []
-        for k in kinds:
-            n, s = cols[k]["images"], cols[k]["seconds"]
-            cells += [f"{n / s:.3g}", f"**{PER * s / n:,.0f}**"]
-        lines.append("| **all columns + sanity checks** | " + " | ".join(cells) + " |")
-        lines.append("")
-        lines.append("Measured on " + ", ".join(f"{cols[k]['images']:,} images ({k})" for k in kinds)
-                     + f"; per-{PER:,} figures scaled linearly"
-                     + ("" if all(cols[k]["images"] == PER for k in kinds) else " from them") + ".")
+        for b in bounds:
+            a = result["bounds"][b]["attacks"].get(label)
+            cells += ["—"] * 3 if a is None else [f"{a['images_per_s']:.3g}", f"{a['per_10000_seconds']:,.0f}",
+                                                  f"{100 * a['robust_accuracy']:.1f}%"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    cells = []
+    for b in bounds:
+        cells += ["", f"**{result['bounds'][b]['per_10000_seconds']:,.0f}**", ""]
+    lines.append(f"| **{result['columns_name']}: all columns + sanity checks** | " + " | ".join(cells) + " |")
+    lines += ["", f"Measured on {result['batches']} full batches of {result['batch_size']} images per attack and "
+              f"model; per {PER:,}: ceil({PER:,} / {result['batch_size']}) x the seconds per batch."]
+    if result["targets"]:
+        lines += ["", "| Target (one H100/H200) | measured | verdict |", "|---|---|---|"]
+        lines += [f"| {t['target']} | {t['measured']} | {t['verdict']} |" for t in result["targets"]]
     return "\n".join(lines)
+
+
+def check_targets(result: dict, device: torch.device) -> list[dict]:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    applies = "H100" in name or "H200" in name
+    out = []
+    for bound, limit in TARGETS.items():
+        if bound in result["bounds"]:
+            seconds = result["bounds"][bound]["per_10000_seconds"]
+            out.append({"target": f"D Table 2's columns on {PER:,} images, {bound}: <= {limit / 60:g} min",
+                        "measured": f"{seconds / 60:,.1f} min",
+                        "verdict": ("met" if seconds <= limit else "**missed**") if applies
+                        else "n/a: not an H100/H200"})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--quick", action="store_true", help="a few images of each: for a CPU")
-    parser.add_argument("--aa-images", type=count(0),
-                        help="AutoAttack, random-init model (default 1000; 16 with --quick)")
-    parser.add_argument("--aa-robust-images", type=count(0),
-                        help="AutoAttack, robust model (default 1000; 2 with --quick; 0 skips)")
-    parser.add_argument("--column-images", type=count(0),
-                        help="column set, random-init model (default 1000; 8 with --quick)")
-    parser.add_argument("--column-robust-images", type=count(0),
-                        help="column set, robust model (default 500; 1 with --quick; 0 skips)")
-    parser.add_argument("--batch-size", type=count(1), help="attack batch (default 500 on CUDA, all images on CPU)")
+    parser.add_argument("--quick", action="store_true", help="2 batches of 2 images: for a CPU")
+    parser.add_argument("--batch-size", type=count(1), help="attack batch (default 256; 2 with --quick)")
+    parser.add_argument("--batches", type=count(2), default=2, help="full batches per attack and model (>= 2)")
+    parser.add_argument("--bounds", default=",".join(BOUNDS),
+                        help=f"comma-separated subset of: {', '.join(BOUNDS)}")
+    parser.add_argument("--columns", nargs="+", default=[s.label for s in PAPER_COLUMNS], metavar="COLUMN",
+                        help="attack columns (default: D Table 2's; the sanity attacks follow)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
+    column_specs(args.columns)  # a bad column is a one-line error before anything runs
     device = resolve_device(args.device)
-    q = args.quick
-
-    def pick(value, full, quick):
-        return value if value is not None else (quick if q else full)
-
-    n_aa, n_aa_r = pick(args.aa_images, 1000, 16), pick(args.aa_robust_images, 1000, 2)
-    n_col, n_col_r = pick(args.column_images, 1000, 8), pick(args.column_robust_images, 500, 1)
-    batch = args.batch_size or (500 if device.type == "cuda" else max(n_aa, n_col, n_aa_r, n_col_r))
+    args.batch_size = args.batch_size or (2 if args.quick else 256)
+    bounds = [b.strip() for b in args.bounds.split(",") if b.strip()]
+    if not bounds or not set(bounds) <= set(BOUNDS):
+        parser.error(f"--bounds takes a comma-separated subset of: {', '.join(BOUNDS)}")
     import torchattacks
 
     info = machine(device) | {"torchattacks": torchattacks.__version__}
     command = "python bench/eval_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
     print(f"{command}\n{json.dumps(info)}", file=sys.stderr, flush=True)
-    net = make_model(device, args.seed)
-    robust = AlwaysRobust(net).eval()
-    result: dict = {"command": command.strip(), "machine": info, "batch_size": batch, "autoattack": {}, "columns": {}}
-    for kind, model, n in (("random init", net, n_aa), ("robust", robust, n_aa_r)):
-        if n:
-            r = time_autoattack(model, n, device, batch, kind == "robust", args.seed)
-            result["autoattack"][kind] = r
-            print(f"[autoattack] {kind}: {n} images in {r['seconds']:.1f} s ({r['images_per_s']:.2f} images/s), "
-                  f"robust accuracy {r['robust_accuracy']:.3f}", file=sys.stderr, flush=True)
-    for kind, model, n in (("random init", net, n_col), ("robust", robust, n_col_r)):
-        if n:
-            print(f"[columns] {kind}: {n} images", file=sys.stderr, flush=True)
-            result["columns"][kind] = time_columns(model, n, device, batch, kind == "robust", args.seed)
+    paper = args.columns == [s.label for s in PAPER_COLUMNS]
+    result: dict = {"command": command.strip(), "machine": info, "batch_size": args.batch_size,
+                    "batches": args.batches, "columns": args.columns,
+                    "columns_name": "D Table 2" if paper else "The columns above", "bounds": {}}
+    for bound in bounds:
+        result["bounds"][bound] = measure(bound, args, device)
+    result["targets"] = check_targets(result, device) if paper else []
     info["load_average_after"] = os.getloadavg()[0]
-    where = info.get("gpu", f"{info['cpu']}, {info['cpus']} CPUs")
+    where = info.get("gpu", f"{info['cpu']}, {info['cpus']} CPUs, {info['threads']} threads")
     print(f"\n`{command.strip()}` — {where}, torch {info['torch']}, torchattacks {info['torchattacks']}, "
-          f"Python {info['python']}, {info['date']}; attack batch {batch}; PRN-18 with random weights; "
-          f"1-min load average {info['load_average_before']:.2f} before, {info['load_average_after']:.2f} after\n")
+          f"Python {info['python']}, {info['date']}; PRN-18 with random weights; 1-min load average "
+          f"{info['load_average_before']:.2f} before, {info['load_average_after']:.2f} after\n")
     print(markdown(result))
     if args.json:
         with open(args.json, "w") as fh:

@@ -1,13 +1,17 @@
 """Benchmark: training throughput of PreActResNet-18 on 32x32x3 inputs, batch 128, for ST, SAM and AT-PGD10:
 our loop against a baseline loop written the common way, timed in one run on one device.
 
-    python bench/train_throughput.py [--compile] [--json out.json]      # CUDA: the measurement (minutes)
+    python bench/train_throughput.py [--loops eager,graph,compile,ours,baseline] [--json out.json]   # CUDA (minutes)
     python bench/train_throughput.py --quick                           # CPU: a few steps of batch 32 (minutes)
 
-Our loop is empirical.training's: the step functions and ``build()`` (bf16 autocast, channels_last,
-cudnn.benchmark on CUDA; ``--compile`` adds torch.compile), the synthetic dataset resident on the device
-as uint8, cut, converted and augmented (crop + flip) a batch at a time there by ``BatchStream``, losses
-summed on the device and read by the host every LOG_EVERY steps, as ``train()`` does.
+Our loop is empirical.training's, timed by ``empirical.training.throughput.time_steps``: ``build()`` (bf16
+autocast, channels_last, cudnn.benchmark on CUDA) and the step as ``train()`` runs it, the synthetic dataset
+resident on the device as uint8, cut, converted and augmented (crop + flip) a batch at a time there by
+``BatchStream``, losses summed on the device and read by the host every LOG_EVERY steps. Its variants
+(``--loops``): "ours" is what ``train()`` does on the device (CUDA: the model compiled with inductor and each
+step replayed as one CUDA graph, empirical.training.fast; CPU: eager), "eager" the step without either (the
+loop before the fast path), "graph" the CUDA graph of the eager kernels, "compile" the compiled model
+without the graph. The warm-up steps include compilation and graph capture; their seconds are in the JSON.
 
 The baseline is the loop most research code has: a torch ``DataLoader`` over a Dataset that converts,
 pads, crops, flips and normalizes each image on the CPU (torchvision's RandomCrop(32, 4, reflect) +
@@ -39,19 +43,18 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from empirical.data import BatchStream, Dataset, load_dataset
+from empirical.data import Dataset, load_dataset
 from empirical.models import build_model
 from empirical.training.config import TrainConfig
-from empirical.training.loop import LOG_EVERY, train
+from empirical.training.loop import train
 from empirical.training.setup import build, resolve_device
-from empirical.training.steps import STEPS
+from empirical.training.throughput import time_calls, time_steps
 
 from common import CIFAR_MEAN, CIFAR_STD, count, machine, random_images, run
 
@@ -60,6 +63,9 @@ LABELS = {"st": "ST (SGD)", "sam": "SAM", "at": "AT-PGD10"}
 RHO = 0.1
 AT_EPS, AT_STEPS = 8 / 255, 10  # l-inf PGD-10 with step 2.5 eps / steps (the project's default rule)
 EPOCH_IMAGES = 50_000
+# Our loop's variants: "ours" is what train() does on the device (CUDA: compiled + CUDA graph; CPU: eager)
+VARIANTS = {"ours": {}, "eager": dict(compile=False, cuda_graph=False), "graph": dict(compile=False, cuda_graph=True),
+            "compile": dict(compile=True, cuda_graph=False)}
 # Dense bf16 peak (no sparsity), from the vendors' data sheets, by a substring of torch.cuda.get_device_name().
 PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4), ("H800", 989.4),
                     ("A100", 312.0), ("L40S", 362.1), ("L4", 121.0))
@@ -238,80 +244,19 @@ def baseline_loader(data: Dataset, batch_size: int, workers: int, device: torch.
 # Timing
 
 
-class Clock:
-    """Wall time between two marks: CUDA events on a GPU (after the queued work is done), perf_counter on CPU."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-
-    def start(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-            self.begin = torch.cuda.Event(enable_timing=True)
-            self.begin.record()
-        self.t0 = time.perf_counter()
-
-    def stop(self) -> float:
-        if self.cuda:
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            end.synchronize()
-            return self.begin.elapsed_time(end) / 1000
-        return time.perf_counter() - self.t0
-
-
-def forever(epoch: Iterable):
-    """The batches of ``epoch``, restarted (reshuffled) each time it ends."""
-    while True:
-        yield from epoch
-
-
-def time_steps(device: torch.device, warmup: int, steps: int, batches: Iterable,
-               one_step: Callable[[int, torch.Tensor, torch.Tensor], None]) -> float:
-    """Seconds for ``steps`` calls of one_step(i, x, y) on the next batches, after ``warmup`` untimed ones
-    (warmup >= 1: the first batch also starts the loader's workers, which is not a step's cost)."""
-    batches = forever(batches)
-    clock = Clock(device)
-    for i in range(warmup + steps):
-        if i == warmup:
-            clock.start()
-        one_step(i, *next(batches))
-    return clock.stop()
-
-
 def our_config(method: str, args: argparse.Namespace, device: torch.device, **kw) -> TrainConfig:
     return TrainConfig.from_dict(dict(dataset="synthetic-cifar", model="prn18", method=METHODS[method], rho=RHO,
                                       at_norm="linf", at_eps=AT_EPS, at_steps=AT_STEPS, batch_size=args.batch_size,
-                                      device=str(device), compile=args.compile, seed=args.seed) | kw)
+                                      device=str(device), seed=args.seed) | kw)
 
 
-def time_ours(method: str, args: argparse.Namespace, data: Dataset, device: torch.device, steps: int) -> dict:
-    """Our loop as train() runs it: lr set per step, channels_last, device-side sums, a host read every 50 steps."""
-    cfg = our_config(method, args, device)
-    setup = build(cfg, data)
-    ctx, step = setup.ctx, STEPS[cfg.method]
-    gen = torch.Generator(device=setup.device).manual_seed(args.seed)
-    stream = BatchStream(setup.data.train_x, setup.data.train_y, cfg.batch_size, shuffle=True,
-                         augment="crop_flip", generator=gen, drop_last=True)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=setup.device)
-    correct_sum = torch.zeros((), dtype=torch.long, device=setup.device)
-
-    def one_step(i: int, x: torch.Tensor, y: torch.Tensor) -> None:
-        nonlocal loss_sum, correct_sum
-        for group in ctx.optimizer.param_groups:
-            group["lr"] = cfg.learning_rate * cfg.lr_factor(0.0)
-        if setup.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        loss, correct = step(ctx, x, y, gen)
-        loss_sum += loss.double() * len(y)
-        correct_sum += correct
-        if (i + 1) % LOG_EVERY == 0:  # train()'s one host read
-            float(loss_sum), int(correct_sum)
-
-    setup.model.train()
-    seconds = time_steps(setup.device, args.warmup, steps, stream, one_step)
-    return {"steps": steps, "seconds": seconds, "bf16": setup.bf16, "channels_last": setup.channels_last,
-            "compile": cfg.compile}
+def time_ours(method: str, args: argparse.Namespace, data: Dataset, device: torch.device, steps: int,
+              loop: str = "ours") -> dict:
+    """Our loop as train() runs it (empirical.training.throughput.time_steps), in one of its variants."""
+    t = time_steps(our_config(method, args, device, **VARIANTS[loop]), data, warmup=args.warmup, steps=steps,
+                   seed=args.seed)
+    return {"steps": steps, "seconds": t.seconds, "warmup_seconds": t.warmup_seconds, "bf16": t.bf16,
+            "channels_last": t.channels_last, "compile": t.compile, "cuda_graph": t.cuda_graph}
 
 
 def time_baseline(method: str, args: argparse.Namespace, data: Dataset, device: torch.device, steps: int) -> dict:
@@ -319,10 +264,12 @@ def time_baseline(method: str, args: argparse.Namespace, data: Dataset, device: 
     base = Baseline(method, model, our_config(method, args, device), device, data.mean, data.std)
     loader = baseline_loader(data, args.batch_size, args.workers, device, "crop_flip")
     model.train()
-    # base.step reads loss and accuracy with .item() every step, as the common loop does
-    seconds = time_steps(device, args.warmup, steps, loader, lambda i, x, y: base.step(x.to(device), y.to(device)))
+    # base.step reads loss and accuracy with .item() every step, as the common loop does; the warm-up also starts
+    # the loader's workers, which is not a step's cost
+    warm, seconds = time_calls(device, args.warmup, steps, loader, lambda i, x, y: base.step(x.to(device),
+                                                                                           y.to(device)))
     del loader
-    return {"steps": steps, "seconds": seconds, "workers": args.workers}
+    return {"steps": steps, "seconds": seconds, "warmup_seconds": warm, "workers": args.workers}
 
 
 def count_flops(method: str, args: argparse.Namespace, batch: int = 2) -> float:
@@ -330,10 +277,10 @@ def count_flops(method: str, args: argparse.Namespace, batch: int = 2) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     data = synthetic_cifar(batch, 2)
-    setup = build(our_config(method, args, torch.device("cpu"), compile=False, batch_size=batch), data)
+    setup = build(our_config(method, args, torch.device("cpu"), batch_size=batch), data)
     x = data.train_x.float() / 255
     with FlopCounterMode(display=False) as counter:
-        STEPS[setup.cfg.method](setup.ctx, x, data.train_y, torch.Generator().manual_seed(0))
+        setup.step(setup.ctx, x, data.train_y, torch.Generator().manual_seed(0))
     return counter.get_total_flops() / batch
 
 
@@ -355,7 +302,7 @@ def peak_tflops(args: argparse.Namespace, device: torch.device) -> tuple[float |
 
 def accuracy_data(args: argparse.Namespace) -> Dataset:
     try:
-        full = load_dataset("fashion_mnist")
+        full = load_dataset("fashion_mnist", args.data_dir)
     except Exception as err:  # noqa: BLE001 - the fallback is reported
         print(f"Fashion-MNIST unavailable ({err}); using synthetic learnable images", file=sys.stderr)
         return learnable_images(args.acc_train, args.acc_test, args.seed)
@@ -392,7 +339,7 @@ def baseline_train(method: str, data: Dataset, args: argparse.Namespace, device:
 
 def accuracy_config(method: str, data: Dataset, args: argparse.Namespace, device: torch.device) -> TrainConfig:
     return our_config(method, args, device, dataset=data.name, model=args.acc_model, epochs=args.acc_epochs,
-                      batch_size=args.acc_batch_size, augment=args.acc_augment)
+                      batch_size=args.acc_batch_size, augment=args.acc_augment, data_dir=args.data_dir)
 
 
 def equal_accuracy(args: argparse.Namespace, device: torch.device) -> dict:
@@ -422,35 +369,6 @@ def _fmt_list(values: list[float]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Profile (where the time goes in our ST step)
-
-
-def profile_ours(method: str, args: argparse.Namespace, data: Dataset, device: torch.device, steps: int = 3) -> str:
-    from torch.profiler import ProfilerActivity, profile
-
-    cfg = our_config(method, args, device)
-    setup = build(cfg, data)
-    gen = torch.Generator(device=setup.device).manual_seed(args.seed)
-    stream = iter(BatchStream(setup.data.train_x, setup.data.train_y, cfg.batch_size, shuffle=True,
-                              augment="crop_flip", generator=gen, drop_last=True))
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    for _ in range(max(1, args.warmup)):
-        x, y = next(stream)
-        STEPS[cfg.method](setup.ctx, x.contiguous(memory_format=torch.channels_last) if setup.channels_last else x,
-                          y, gen)
-    with profile(activities=activities) as prof:
-        for _ in range(steps):
-            x, y = next(stream)
-            if setup.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            STEPS[cfg.method](setup.ctx, x, y, gen)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    return prof.key_averages().table(sort_by=key, row_limit=15)
-
-
-# ---------------------------------------------------------------------------------------------------------
 # Report
 
 
@@ -463,6 +381,11 @@ class Row:
     batch: int
     flops_per_image: float
     peak: float | None
+    how: str = ""  # what our loop ran: compiled (backend), CUDA graph, or eager
+
+    @property
+    def label(self) -> str:
+        return f"{self.loop} ({self.how})" if self.how else self.loop
 
     @property
     def images_per_s(self) -> float:
@@ -481,22 +404,25 @@ def markdown(rows: list[Row], peak_note: str, accuracy: dict | None, targets: li
     by = {(r.method, r.loop): r for r in rows}
     lines = []
     if rows:  # nothing was timed with --accuracy-only
-        lines += ["| Method | Loop | images/s | s per 50k epoch | vs ST (same loop) | speed-up over baseline | "
-                  "model TFLOP/s | of bf16 peak |", "|---|---|---|---|---|---|---|---|"]
+        lines += ["| Method | Loop | images/s | s per 50k epoch | vs ST (same loop) | over eager | over baseline | "
+                  "model TFLOP/s | of bf16 peak |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         st = by.get(("st", r.loop))
         ratio = f"{r.epoch_seconds / st.epoch_seconds:.2f}" if st and r.method != "st" else "—"
+        eager = by.get((r.method, "eager"))
+        over_eager = f"{eager.epoch_seconds / r.epoch_seconds:.2f}x" if eager and r.loop not in ("eager",
+                                                                                             "baseline") else "—"
         other = by.get((r.method, "baseline"))
-        speedup = f"**{other.epoch_seconds / r.epoch_seconds:.2f}x**" if r.loop == "ours" and other else "—"
+        speedup = f"**{other.epoch_seconds / r.epoch_seconds:.2f}x**" if r.loop != "baseline" and other else "—"
         frac = f"{100 * r.tflops / r.peak:.1f}%" if r.peak else "unknown"
-        lines.append(f"| {LABELS[r.method]} | {r.loop} | {r.images_per_s:,.1f} | {r.epoch_seconds:,.1f} | {ratio} | "
-                     f"{speedup} | {r.tflops:.3g} | {frac} |")
+        lines.append(f"| {LABELS[r.method]} | {r.label} | {r.images_per_s:,.1f} | {r.epoch_seconds:,.1f} | {ratio} | "
+                     f"{over_eager} | {speedup} | {r.tflops:.3g} | {frac} |")
     if rows:
         flops = {r.method: r.flops_per_image for r in rows}
         lines += ["", f"Peak: {peak_note}. Model FLOPs per image and step (forward + backward passes of our step): "
                   + ", ".join(f"{LABELS[m]} {f / 1e9:.2f} GFLOP" for m, f in flops.items())]
     if targets:
-        lines += ["", "| Target (one H100) | measured | verdict |", "|---|---|---|"]
+        lines += ["", "| Target (one H100/H200) | measured | verdict |", "|---|---|---|"]
         lines += [f"| {a} | {b} | {c} |" for a, b, c in targets]
     if accuracy:
         lines += ["", f"Equal accuracy: {accuracy['model']} on {accuracy['dataset']}, {accuracy['epochs']} epochs of "
@@ -513,17 +439,22 @@ def markdown(rows: list[Row], peak_note: str, accuracy: dict | None, targets: li
 
 
 def check_targets(rows: list[Row], device: torch.device) -> list[tuple[str, str, str]]:
+    """The targets of one H100 or H200 (the same compute), judged on "ours"; n/a on any other device."""
     by = {(r.method, r.loop): r for r in rows}
-    applies = device.type == "cuda" and "H100" in torch.cuda.get_device_name(device)
-    verdict = (lambda ok: "met" if ok else "**missed**") if applies else (lambda ok: "n/a: not an H100")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    applies = "H100" in name or "H200" in name
+    verdict = (lambda ok: "met" if ok else "**missed**") if applies else (lambda ok: "n/a: not an H100/H200")
     out = []
     if ("st", "ours") in by:
         st = by[("st", "ours")]
-        out.append(("our ST epoch <= 4 s", f"{st.epoch_seconds:.2f} s", verdict(st.epoch_seconds <= 4)))
+        out.append(("our ST epoch <= 1.0 s", f"{st.epoch_seconds:.2f} s", verdict(st.epoch_seconds <= 1.0)))
         if ("st", "baseline") in by:
             x = by[("st", "baseline")].epoch_seconds / st.epoch_seconds
-            out.append(("our ST >= 5x the baseline's", f"{x:.2f}x", verdict(x >= 5)))
-        for m, limit in (("sam", 2.1), ("at", 11.5)):
+            out.append(("our ST >= 3.5x the common loop", f"{x:.2f}x", verdict(x >= 3.5)))
+        if st.peak:
+            frac = st.tflops / st.peak
+            out.append(("our ST >= 15% of dense bf16 peak", f"{100 * frac:.1f}%", verdict(frac >= 0.15)))
+        for m, limit in (("sam", 2.05), ("at", 11.0)):
             if (m, "ours") in by:
                 x = by[(m, "ours")].epoch_seconds / st.epoch_seconds
                 out.append((f"{LABELS[m]}/ST <= {limit}", f"{x:.2f}", verdict(x <= limit)))
@@ -543,8 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=count(1), default=1,
                         help="alternate the loops this often; the fastest counts")
     parser.add_argument("--methods", default="st,sam,at", help="comma-separated subset of st,sam,at")
-    parser.add_argument("--loops", default="ours,baseline", help="comma-separated subset of ours,baseline")
-    parser.add_argument("--compile", action="store_true", help="torch.compile our model (CUDA)")
+    parser.add_argument("--loops", help="comma-separated subset of " + ",".join([*VARIANTS, "baseline"])
+                        + ": our loop as train() runs it on the device, eager, CUDA graph only, compiled only, and "
+                        "the common loop (default eager,ours,baseline on CUDA; ours,baseline on a CPU)")
     parser.add_argument("--workers", type=count(0), help="baseline DataLoader workers (default 8 on CUDA, 0 on CPU)")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak (default: from a table)")
     parser.add_argument("--seed", type=int, default=0)
@@ -556,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--acc-test", type=count(1), default=2000, help="test images (default 2000)")
     parser.add_argument("--acc-batch-size", type=count(1), default=128)
     parser.add_argument("--acc-augment", default="crop_flip", choices=("none", "crop", "crop_flip"))
-    parser.add_argument("--profile", action="store_true", help="also print torch.profiler's top ops of our ST step")
+    parser.add_argument("--data-dir", help="Fashion-MNIST's folder for the accuracy runs (default: the Debian one)")
     parser.add_argument("--json", help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
 
@@ -573,14 +505,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers is None:
         args.workers = min(8, os.cpu_count() or 1) if cuda else 0
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    loops = [loop.strip() for loop in args.loops.split(",") if loop.strip()]
-    if not set(args.methods) <= set(METHODS) or not set(loops) <= {"ours", "baseline"}:
-        parser.error("--methods takes st,sam,at and --loops ours,baseline")
+    loops = [loop.strip() for loop in (args.loops or ("eager,ours,baseline" if cuda else "ours,baseline")).split(",")
+             if loop.strip()]
+    if not set(args.methods) <= set(METHODS) or not set(loops) <= {*VARIANTS, "baseline"}:
+        parser.error(f"--methods takes st,sam,at and --loops {','.join([*VARIANTS, 'baseline'])}")
     args.acc_model = args.acc_model or ("prn18" if cuda else "small_cnn")
     args.acc_epochs = pick(args.acc_epochs, 2, 1)
     args.acc_train = pick(args.acc_train, 20_000, 3000)
-    if args.compile and not cuda:
-        parser.error("--compile is for CUDA (compiling PRN-18 on a CPU takes longer than the measurement)")
+    if not cuda and ({"graph", "compile"} & set(loops)):
+        parser.error("--loops graph and compile are for CUDA (CUDA graphs need one; compiling PRN-18 on a CPU "
+                     "takes longer than the measurement)")
     if cuda:  # for both loops, whichever runs first (build() would set them for ours only)
         torch.backends.cudnn.benchmark = True
         torch.set_float32_matmul_precision("high")
@@ -602,7 +536,8 @@ def main(argv: list[str] | None = None) -> int:
             best: dict[str, dict] = {}
             for _ in range(args.repeats):
                 for loop in loops:
-                    timed = (time_ours if loop == "ours" else time_baseline)(method, args, data, device, steps)
+                    timed = (time_baseline(method, args, data, device, steps) if loop == "baseline"
+                             else time_ours(method, args, data, device, steps, loop))
                     timed["all_seconds"] = best.get(loop, {}).get("all_seconds", []) + [timed["seconds"]]
                     timed["seconds"] = min(timed["all_seconds"])
                     best[loop] = timed
@@ -610,16 +545,16 @@ def main(argv: list[str] | None = None) -> int:
                         torch.cuda.empty_cache()
             for loop in loops:
                 timed = best[loop]
-                row = Row(method, loop, steps, timed["seconds"], args.batch_size, flops, peak)
+                how = "" if loop == "baseline" else " + ".join(
+                    [f"compiled ({timed['compile']})"] * bool(timed["compile"]) + ["CUDA graph"] * timed["cuda_graph"]
+                ) or "eager"
+                row = Row(method, loop, steps, timed["seconds"], args.batch_size, flops, peak, how)
                 rows.append(row)
                 result["rows"].append(timed | {"method": method, "loop": loop, "images_per_s": row.images_per_s,
                                                "epoch_seconds": row.epoch_seconds, "flops_per_image": flops,
                                                "tflops": row.tflops})
-                print(f"[timing] {LABELS[method]} {loop}: {row.images_per_s:,.1f} images/s, "
+                print(f"[timing] {LABELS[method]} {row.label}: {row.images_per_s:,.1f} images/s, "
                       f"{row.epoch_seconds:,.1f} s per 50k epoch", file=sys.stderr, flush=True)
-        if args.profile:
-            result["profile"] = profile_ours("st", args, data, device)
-            print(result["profile"], file=sys.stderr)
     accuracy = None if args.skip_accuracy else equal_accuracy(args, device)
     result["accuracy"] = accuracy
     info["load_average_after"] = os.getloadavg()[0]

@@ -1,4 +1,4 @@
-"""``samat experiment run | report | status``: the papers' experiment grids."""
+"""``samat experiment run | report | status | plan``: the papers' experiment grids."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from samat.argtypes import overrides, seeds
 def add_command(sub) -> None:
     exp = sub.add_parser("experiment", help="run and report the papers' experiment grids (configs/)",
                          description="Experiment grids: a TOML file of runs x seeds (see configs/).")
-    esub = exp.add_subparsers(dest="experiment_command", required=True, metavar="{run,report,status}")
+    esub = exp.add_subparsers(dest="experiment_command", required=True, metavar="{run,report,status,plan}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("config", type=Path, help="experiment TOML file, e.g. configs/cifar10.toml")
     common.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run directories (runs)")
@@ -29,6 +29,12 @@ def add_command(sub) -> None:
     report.set_defaults(func=cmd_experiment_report)
     status = esub.add_parser("status", parents=[common], help="list the runs and whether they are done")
     status.set_defaults(func=cmd_experiment_status)
+    plan = esub.add_parser("plan", parents=[common], help="predict the device time of every run and of the grid",
+                           description="Predict the device time of every run (training and evaluation) and of the "
+                           "whole grid on this machine, from a short calibration: a few timed steps of each method "
+                           "and a few batches of each attack.")
+    plan.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the runs' device)")
+    plan.set_defaults(func=cmd_experiment_plan)
 
 
 def _experiment(args: argparse.Namespace):
@@ -69,4 +75,15 @@ def cmd_experiment_status(args: argparse.Namespace) -> int:
     exp = _experiment(args)
     for spec in exp.runs:
         print(f"{RunDir(spec.run_dir).status():9s} {spec.run_dir}")
+    return 0
+
+
+def cmd_experiment_plan(args: argparse.Namespace) -> int:
+    from empirical.experiments.plan import format_plan, plan_experiment
+    from empirical.training.setup import resolve_device
+
+    exp = _experiment(args)
+    device = resolve_device(args.device or exp.runs[0].config.device)
+    plan = plan_experiment(exp, device, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(format_plan(plan))
     return 0

@@ -39,7 +39,7 @@ def add_command(sub) -> None:
         ("--device", str, "auto, cpu, cuda or cuda:N"),
     ):
         train.add_argument(flag, type=kind, help=helptext)
-    train.add_argument("--compile", action="store_true", help="torch.compile the model")
+    train.add_argument("--compile", action="store_true", help="torch.compile the model (on by default for CUDA)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field")
     train.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run directories (runs)")
     train.add_argument("--name", help="run name (default: derived from the configuration)")

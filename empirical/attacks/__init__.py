@@ -4,6 +4,7 @@
   ``name@eps`` strings;
 - :mod:`.pgd`: batched PGD, the inner maximisation of adversarial training (and the attack on vectors);
 - :mod:`.stadv`: StAdv (Xiao et al. 2018);
+- :mod:`.pixle`: Pixle (Pomponi et al. 2022) on whole batches;
 - :mod:`.build`: a spec bound to a model, a seed and a device (torchattacks for the rest);
 - :mod:`.meter`: perturbation sizes against the budget;
 - :mod:`.crosscheck`: torchattacks' AutoAttack against the reference implementation.

@@ -1,6 +1,7 @@
 """A threat model bound to a model, a seed and a device: ``attack(x, y) -> x_adv``.
 
-torchattacks provides every attack except StAdv (:mod:`.stadv`) and PGD on unboxed vectors (:mod:`.pgd`).
+torchattacks provides every attack except StAdv (:mod:`.stadv`), PGD on unboxed vectors (:mod:`.pgd`) and Pixle,
+which runs on whole batches (:mod:`.pixle`; torchattacks' image-by-image Pixle is ``pixle_torchattacks``).
 Points the model already misclassifies are returned unattacked (x_adv = x), as AutoAttack and RobustBench do,
 so that robust accuracy (correct on x_adv) never counts a point that is wrong on x.
 
@@ -24,6 +25,7 @@ from torchattacks.attack import Attack
 
 from core.errors import ParameterError
 from empirical.attacks.pgd import pgd
+from empirical.attacks.pixle import BatchedPixle
 from empirical.attacks.specs import GRADIENT_ALGORITHMS, IMAGE_BOX, Algorithm, AttackSpec, Box
 from empirical.attacks.stadv import StAdv
 from empirical.vocabulary import Norm
@@ -91,7 +93,7 @@ class BuiltAttack:
         if s.algorithm is Algorithm.FAB:
             return torchattacks.FAB(m, norm=s.norm.autoattack, eps=s.eps, steps=s.steps, n_restarts=1,
                                     seed=self.seed, n_classes=self.num_classes)
-        if s.algorithm is Algorithm.PIXLE:
+        if s.algorithm is Algorithm.PIXLE_TORCHATTACKS:
             return torchattacks.Pixle(m, restarts=s.restarts, max_iterations=s.steps)
         assert s.algorithm is Algorithm.STADV
         return StAdv(m, max_flow=s.eps, steps=s.steps, lr=s.step_size, tau=s.tau, kappa=s.kappa)
@@ -115,6 +117,10 @@ class BuiltAttack:
                 gen = torch.Generator(device=self.device).manual_seed(self.seed)
                 x_adv = pgd(self.model, x, y, norm=s.norm.value, eps=s.eps, alpha=s.step_size, steps=s.steps,
                             random_start=s.algorithm is Algorithm.PGD, generator=gen, box=box)
+            elif s.algorithm is Algorithm.PIXLE:
+                gen = torch.Generator(device=self.device).manual_seed(self.seed)
+                pixle = BatchedPixle(self.model, restarts=s.restarts, max_iterations=s.steps)
+                x_adv = pixle(x, y, gen)
             else:
                 if self._torchattack is None:
                     self._torchattack = self._make_torchattack()

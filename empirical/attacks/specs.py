@@ -14,7 +14,8 @@ Choices the papers leave open, stated once here:
 
 - PGD step size ``alpha = 2.5 * eps / steps`` (Madry et al. 2018; RobustBench), with a uniform random start;
   torchattacks' default ``alpha = 2/255`` would exceed the papers' eps = 1/255.
-- Pixle: ``max_iterations=5`` per restart, torchattacks' defaults otherwise (20 restarts, patches of 2-10 px).
+- Pixle: ``max_iterations=5`` per restart, torchattacks' defaults otherwise (20 restarts, patches of 2-10 px);
+  ``pixle`` runs it on whole batches (:mod:`.pixle`), ``pixle_torchattacks`` is torchattacks' own, image by image.
 - FAB: untargeted, 1 restart, 10 steps (torchattacks' defaults apart from eps and steps).
 - StAdv: see :class:`empirical.attacks.stadv.StAdv` (flow bound 1 px per axis, 100 Adam steps, tau = 0.05,
   kappa = 0).
@@ -45,7 +46,8 @@ class Algorithm(StrEnum):
     PGD = "pgd"
     AUTOATTACK = "autoattack"
     FAB = "fab"
-    PIXLE = "pixle"
+    PIXLE = "pixle"  # batched, on the device (empirical.attacks.pixle)
+    PIXLE_TORCHATTACKS = "pixle_torchattacks"  # torchattacks' image-by-image original: the reference
     STADV = "stadv"
 
 
@@ -125,6 +127,7 @@ REGISTRY: dict[str, AttackSpec] = {
         AttackSpec("autoattack_linf", Algorithm.AUTOATTACK, Norm.LINF, 8 / 255, steps=None),
         AttackSpec("fab_l2", Algorithm.FAB, Norm.L2, 32 / 255, steps=10),
         AttackSpec("pixle", Algorithm.PIXLE, Norm.L0, None, steps=5, restarts=20),
+        AttackSpec("pixle_torchattacks", Algorithm.PIXLE_TORCHATTACKS, Norm.L0, None, steps=5, restarts=20),
         AttackSpec("stadv", Algorithm.STADV, Norm.FLOW, 1.0, steps=100, step_ratio=0.1, tau=0.05, kappa=0.0),
     )
 }

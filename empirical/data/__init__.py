@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import SamatError
 from empirical.data.batching import BatchStream, as_inputs, augment_batch, to_float_images
 from empirical.data.cifar import CIFAR_SPECS, load_cifar
 from empirical.data.dataset import Dataset, LoadRequest
@@ -43,6 +44,7 @@ from empirical.vocabulary import DatasetName
 __all__ = [
     "CIFAR_SPECS",
     "DATASETS",
+    "DataShape",
     "FASHION_MNIST_DIR",
     "FASHION_MNIST_FILES",
     "BatchStream",
@@ -55,29 +57,56 @@ __all__ = [
     "Source",
     "as_inputs",
     "augment_batch",
+    "data_shape",
     "load_dataset",
     "to_float_images",
 ]
 
 
 @dataclass(frozen=True)
+class DataShape:
+    """What a dataset holds, known without loading it: the sizes of its splits, an input's shape, the classes."""
+
+    train: int
+    test: int
+    input_shape: tuple[int, ...]  # (C, H, W) or (D,)
+    num_classes: int
+
+
+@dataclass(frozen=True)
 class Source:
-    """A registry entry: the loader and where its data lives when no data_dir is given."""
+    """A registry entry: the loader, what it loads (None: set by the request, the Gaussian model) and where its
+    data lives when no data_dir is given."""
 
     loader: Callable[[LoadRequest], Dataset]
+    shape: DataShape | None
     default_dir: Path | None = None  # None: ./data/<name>
 
 
 DATASETS: dict[DatasetName, Source] = {
-    DatasetName.CIFAR10: Source(load_cifar),
-    DatasetName.CIFAR100: Source(load_cifar),
-    DatasetName.FASHION_MNIST: Source(load_fashion_mnist, FASHION_MNIST_DIR),
-    DatasetName.TINYIMAGENET: Source(load_tinyimagenet),
-    DatasetName.GAUSSIAN: Source(load_gaussian),
-    DatasetName.FASHION_SCENES: Source(load_fashion_scenes, FASHION_MNIST_DIR),
-    DatasetName.STANFORD_BACKGROUND: Source(load_stanford_background),
-    DatasetName.VOC2012: Source(load_voc2012),
+    DatasetName.CIFAR10: Source(load_cifar, DataShape(50_000, 10_000, (3, 32, 32), 10)),
+    DatasetName.CIFAR100: Source(load_cifar, DataShape(50_000, 10_000, (3, 32, 32), 100)),
+    DatasetName.FASHION_MNIST: Source(load_fashion_mnist, DataShape(60_000, 10_000, (1, 28, 28), 10),
+                                      FASHION_MNIST_DIR),
+    DatasetName.TINYIMAGENET: Source(load_tinyimagenet, DataShape(100_000, 10_000, (3, 64, 64), 200)),
+    DatasetName.GAUSSIAN: Source(load_gaussian, None),
+    # Segmentation: images of their own sizes, or scenes set by the configuration; not planned (shape None).
+    DatasetName.FASHION_SCENES: Source(load_fashion_scenes, None, FASHION_MNIST_DIR),
+    DatasetName.STANFORD_BACKGROUND: Source(load_stanford_background, None),
+    DatasetName.VOC2012: Source(load_voc2012, None),
 }
+
+
+def data_shape(name: str, gaussian: GaussianSpec | None = None) -> DataShape:
+    """The shape of the named dataset without loading it (the Gaussian model's from ``gaussian``)."""
+    key = DatasetName.parse(name, "dataset")
+    if key is DatasetName.GAUSSIAN:
+        spec = gaussian if gaussian is not None else GaussianSpec()
+        return DataShape(spec.train_size, spec.test_size, (spec.n + 1,), 2)
+    if DATASETS[key].shape is None:
+        raise SamatError(f"the device time of {key.display} runs cannot be planned yet: `samat experiment plan` "
+                         "covers the classification grids")
+    return DATASETS[key].shape
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, *, download: bool = False,

@@ -8,8 +8,9 @@ recomputed over old and new columns together, replacing the old ones.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from core.errors import ParameterError, SamatError
-from empirical.attacks.build import build_attack
+from empirical.attacks.build import BuiltAttack, build_attack
 from empirical.attacks.meter import PerturbationMeter
 from empirical.attacks.specs import GRADIENT_ALGORITHMS, IMAGE_BOX, Algorithm, AttackSpec, spec
 from empirical.data import as_inputs
@@ -25,6 +26,58 @@ from empirical.evaluation.checks import FAMILY_CHECK, LARGE_EPS, Check, exceeds,
 from empirical.evaluation.columns import NATURAL, SANITY, column_spec
 from empirical.evaluation.store import pack_mask, unpack_mask
 from empirical.inference import correct_mask
+
+
+@contextlib.contextmanager
+def attack_precision(device: torch.device) -> Iterator[None]:
+    """Attacks run in float32 with TF32 tensor-core convolutions and matrix products on CUDA (PyTorch's default
+    for convolutions; set here for both, whatever a training run in the same process chose, and restored after).
+    A GPU test shows TF32 gives the same robust accuracy as full float32 on a trained model."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def stronger_pgd(s: AttackSpec) -> AttackSpec:
+    """The sanity check's PGD against a PGD column: the same budget, twice the steps."""
+    return spec(f"pgd{2 * s.steps}_{s.norm.value}").at(s.eps)
+
+
+def large_attack() -> AttackSpec:
+    """The sanity check's large ℓ∞ attack (it must drive accuracy below chance)."""
+    return spec("pgd20_linf").at(LARGE_EPS)
+
+
+def attacks_run(specs: dict[str, AttackSpec]) -> dict[str, AttackSpec]:
+    """Every attack an evaluation of these columns runs, by column label: the columns, then the sanity attacks
+    (a PGD of twice the steps per PGD column, the large ℓ∞ attack)."""
+    out = dict(specs)
+    for s in specs.values():
+        if s.algorithm is Algorithm.PGD:
+            out.setdefault(f"{stronger_pgd(s).label}{SANITY}", stronger_pgd(s))
+    out.setdefault(f"{large_attack().label}{SANITY}", large_attack())
+    return out
+
+
+def attack_in_batches(attack: BuiltAttack, model: nn.Module, inputs: torch.Tensor, y: torch.Tensor,
+                      clean: torch.Tensor, batch_size: int, *, meter: PerturbationMeter | None = None,
+                      progress: bool = False, label: str = "") -> torch.Tensor:
+    """The attack on every image, a batch at a time; whether the model classifies each x_adv correctly."""
+    hits = []
+    with attack_precision(y.device):
+        for i in tqdm(range(0, len(y), batch_size), desc=label, unit="batch", disable=not progress, leave=False):
+            xb, yb = inputs[i:i + batch_size], y[i:i + batch_size]
+            x_adv = attack(xb, yb, clean=clean[i:i + batch_size])
+            hits.append(correct_mask(model, x_adv, yb, batch_size=batch_size))
+            if meter is not None:
+                meter.add(xb, x_adv, flow=getattr(attack, "last_flow", None))
+    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool, device=y.device)
 
 
 class _Evaluation:
@@ -66,17 +119,14 @@ class _Evaluation:
         attack = build_attack(s, self.model, num_classes=self.num_classes, seed=self.seed, device=self.device,
                               box="auto")
         meter = PerturbationMeter(s, box=self.box)
-        hits, t0, bs = [], time.perf_counter(), self.batch_size
-        for i in tqdm(range(0, self.n, bs), desc=label, unit="batch", disable=not self.progress, leave=False):
-            xb, yb = self.inputs[i:i + bs], self.y[i:i + bs]
-            x_adv = attack(xb, yb, clean=self.clean[i:i + bs])
-            hits.append(correct_mask(self.model, x_adv, yb, batch_size=bs))
-            meter.add(xb, x_adv, flow=getattr(attack, "last_flow", None))
+        t0 = time.perf_counter()
+        hits = attack_in_batches(attack, self.model, self.inputs, self.y, self.clean, self.batch_size, meter=meter,
+                                 progress=self.progress, label=label)
         size = meter.summary()  # one host synchronisation, after the loop
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - t0
-        self.hits[label] = torch.cat(hits)
+        self.hits[label] = hits
         self.accuracy[label] = float(self.robust(label).double().mean())
         self.attacks[label] = {
             "name": s.name, "norm": s.norm.value, "eps": s.eps, "steps": s.steps, "step_size": s.step_size,
@@ -100,7 +150,7 @@ class _Evaluation:
         """Each new PGD column against PGD with twice the steps: the stronger attack must not be weaker."""
         for label, s in specs.items():
             if s.algorithm is Algorithm.PGD:
-                stronger = spec(f"pgd{2 * s.steps}_{s.norm.value}").at(s.eps)
+                stronger = stronger_pgd(s)
                 more = f"{stronger.label}{SANITY}"
                 self.run_attack(more, stronger)
                 found = exceeds(self.robust(label), self.robust(more))
@@ -122,7 +172,7 @@ class _Evaluation:
 
     def check_large_attack(self) -> None:
         """A large ℓ∞ attack must drive accuracy below chance (else the gradients are masked)."""
-        large = spec("pgd20_linf").at(LARGE_EPS)
+        large = large_attack()
         label = f"{large.label}{SANITY}"
         if label not in self.accuracy:  # an earlier evaluation ran it on the same model, images and seed
             self.run_attack(label, large)

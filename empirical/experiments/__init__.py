@@ -4,5 +4,6 @@
 - :mod:`.catalog`: the packaged experiment files (the papers' grids, the Fashion-MNIST default);
 - :mod:`.runner`: train and evaluate what is unfinished;
 - :mod:`.results`: the saved results gathered, mean and std over seeds;
-- :mod:`.report`: table.md, table.csv, table.json; :mod:`.plots`: the figures.
+- :mod:`.report`: table.md, table.csv, table.json; :mod:`.plots`: the figures;
+- :mod:`.plan`: the predicted device time of every run and of the grid (``samat experiment plan``).
 """

@@ -37,6 +37,8 @@ from empirical.vocabulary import (
     Task,
 )
 
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")  # torch.compile backends a configuration may name
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -84,10 +86,14 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
     bf16: bool | None = None  # None: on for CUDA
     channels_last: bool | None = None  # None: on for CUDA with image data
-    compile: bool = False
+    # The fast path (one process only; empirical.training.fast): ``compile`` torch.compiles the model for full
+    # batches (null: on for CUDA; true: the inductor backend; or a backend's name: inductor, aot_eager, eager);
+    # ``cuda_graph`` replays each full batch's whole step as one CUDA graph (null: on for CUDA)
+    compile: bool | str | None = None
+    cuda_graph: bool | None = None
     eval_batch_size: int = 512
 
-    EXECUTION_FIELDS = ("device", "bf16", "channels_last", "compile", "eval_batch_size", "data_dir")
+    EXECUTION_FIELDS = ("device", "bf16", "channels_last", "compile", "cuda_graph", "eval_batch_size", "data_dir")
 
     def __post_init__(self) -> None:
         for name in ("lr", "at_eps", "at_alpha", "rho", "momentum", "weight_decay", "lr_decay", "esam_beta",
@@ -226,7 +232,11 @@ class TrainConfig:
         for name in ("bf16", "channels_last"):
             value = getattr(self, name)
             _check(name, value, value is None or isinstance(value, bool), "true, false or null (automatic)")
-        _check("compile", self.compile, isinstance(self.compile, bool), "true or false")
+        _check("compile", self.compile, self.compile is None or isinstance(self.compile, bool)
+               or self.compile in COMPILE_BACKENDS, "true, false, null (automatic) or a backend: "
+               + ", ".join(COMPILE_BACKENDS))
+        _check("cuda_graph", self.cuda_graph, self.cuda_graph is None or isinstance(self.cuda_graph, bool),
+               "true, false or null (automatic)")
 
     def _validate_task(self) -> None:
         """A segmentation network for a segmentation dataset and a classifier for the others; the segmentation

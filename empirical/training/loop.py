@@ -2,9 +2,10 @@
 
 The method only changes the *step* (what happens to one batch); data, schedule, checkpoints and
 metrics are shared. The same code runs on CPU (tests) and CUDA (experiments), where it switches on
-bf16 autocast, channels_last and cudnn.benchmark, and optionally torch.compile. Inside an epoch it
-never waits for the GPU: losses and accuracies accumulate on the device, and the host reads them
-every LOG_EVERY steps (for the progress bar and the NaN check) and at the end of the epoch.
+bf16 autocast, channels_last, cudnn.benchmark and the fast step (the model compiled and each full
+batch's step replayed as one CUDA graph, :mod:`empirical.training.fast`). Inside an epoch it never
+waits for the GPU: losses and accuracies accumulate on the device, and the host reads them every
+LOG_EVERY steps (for the progress bar and the NaN check) and at the end of the epoch.
 
 Every random choice (shuffling, augmentation, ESAM's masks, PGD's random start) is drawn from a
 generator seeded by (seed, epoch), so a run interrupted after any epoch and resumed ends with
@@ -31,9 +32,9 @@ from empirical.inference import clean_accuracy, correct_mask
 from empirical.training import distributed, segmentation
 from empirical.training.config import TrainConfig
 from empirical.training.distributed import World
+from empirical.training.optimizers import set_learning_rate
 from empirical.training.runs import RunDir
-from empirical.training.setup import Setup, build, epoch_generator, load_data, resolve_device
-from empirical.training.steps import STEPS
+from empirical.training.setup import Setup, build, epoch_generator, fast_path, load_data, resolve_device
 from empirical.vocabulary import Task
 
 LOG_EVERY = 50  # steps between host reads of the running loss (progress bar, NaN check)
@@ -104,13 +105,13 @@ def _train(cfg: TrainConfig, run_dir: str | Path, world: World, *, resume: bool,
     run = RunDir(run_dir)
     if data is None:  # before the run directory is touched: a bad name, folder or subset leaves it alone
         data = load_data(cfg)
+    fast_path(cfg, world.device(resolve_device(cfg.device)), world)  # and so does a fast path it cannot take
     state = _prepare_run(run, cfg, world, resume=resume, overwrite=overwrite)
     setup = build(cfg, data, world)
     history: list[dict] = []
     start_epoch = 0
     if state is not None:
-        setup.model.load_state_dict(state["model"])
-        setup.ctx.optimizer.load_state_dict(state["optimizer"])
+        setup.load_state(state)
         start_epoch, history = int(state["epoch"]), list(state["history"])
     elif world.is_main:
         run.write_config(cfg, _provenance(setup))
@@ -141,7 +142,7 @@ def _provenance(setup: Setup) -> dict:
     """The run's provenance: code and machine, and how it executes (device, precision, data)."""
     device, world = setup.device, setup.world
     extra = {"device": str(device), "bf16": setup.bf16, "channels_last": setup.channels_last,
-             "data": setup.data.describe()}
+             "compile": setup.compile_backend, "cuda_graph": setup.cuda_graph, "data": setup.data.describe()}
     if device.type == "cuda":
         extra |= {"gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda}
     if world.distributed:
@@ -177,16 +178,16 @@ def _batches(setup: Setup, run: RunDir, stream: BatchStream, gen: torch.Generato
              bar: tqdm) -> tuple[torch.Tensor, torch.Tensor, int, float]:
     """The steps of one epoch. Losses and accuracies accumulate on the device (Σ loss * batch size, Σ correct);
     the host reads them only every LOG_EVERY steps. Returns them, the examples counted and the last lr."""
-    cfg, ctx, world, device = setup.cfg, setup.ctx, setup.world, setup.device
-    step = STEPS[cfg.method]
+    cfg, ctx, world, device, step = setup.cfg, setup.ctx, setup.world, setup.device, setup.step
     total_steps = cfg.rounds * steps_per_epoch
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct_sum = torch.zeros((), dtype=torch.float64, device=device)  # segmentation: a sum of pixel accuracies
-    count, lr = 0, cfg.learning_rate
+    count, lr, lr_set = 0, cfg.learning_rate, None
     for i, (x, y) in enumerate(stream):
         lr = cfg.learning_rate * cfg.lr_factor((epoch * steps_per_epoch + i) / total_steps)
-        for group in ctx.optimizer.param_groups:
-            group["lr"] = lr
+        if lr != lr_set:  # piecewise constant: set (a device write on the fast path) only when it changes
+            set_learning_rate(ctx.optimizer, lr)
+            lr_set = lr
         if world.distributed:
             if len(y) < world.size:  # a last batch too small to give every rank an example
                 bar.update(1)

@@ -90,6 +90,35 @@ def build_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter]) -> t
     return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every group's learning rate to ``lr``: in place where it is a tensor (the fast path's, see
+    :func:`make_capturable`), so that compiled or captured code, which reads that tensor, sees the new value."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
+def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Make the base optimizer's step free of host synchronisations, so that a CUDA graph can capture it: each
+    group's learning rate becomes a 0-dim float32 tensor on ``device`` (changed in place by
+    :func:`set_learning_rate`), and on CUDA the update is the fused kernel (one launch for all parameters; Adam's
+    step counters on the device, ``capturable``). Call it again after ``load_state_dict``, which brings back the
+    saved groups' settings. The update is the same SGD/Adam step, up to float32 rounding."""
+    cuda = device.type == "cuda"
+    for group in optimizer.param_groups:
+        group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=device)
+        if cuda:
+            group["fused"], group["foreach"] = True, False
+            if "capturable" in group:  # Adam: its step counters live on the device
+                group["capturable"] = True
+    if cuda:
+        for state in optimizer.state.values():
+            if isinstance(state.get("step"), torch.Tensor):
+                state["step"] = state["step"].to(device=device, dtype=torch.float32)
+
+
 def build_perturbation(cfg: TrainConfig, params: Iterable[torch.nn.Parameter]) -> WeightPerturbation | None:
     """The SAM-family perturbation for the configured method, or None for the other methods."""
     ascent = cfg.method.ascent

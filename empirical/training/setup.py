@@ -1,7 +1,8 @@
 """What a run is made of, built from its configuration: the device, the data, the model, the optimizer and
-the step context. On CUDA it switches on bf16 autocast, channels_last and cudnn.benchmark (and optionally
-torch.compile); the same code runs on the CPU. A segmentation run (a segmentation dataset and network) gets
-the per-pixel objective and the joint augmentation of :mod:`.segmentation`."""
+the step context. On CUDA it switches on bf16 autocast, channels_last, cudnn.benchmark and, in one process,
+the fast step (:mod:`.fast`: the model compiled, each full batch's step replayed as one CUDA graph); the same
+code runs on the CPU, eagerly unless the configuration asks for ``compile``. A segmentation run (a segmentation
+dataset and network) gets the per-pixel objective and the joint augmentation of :mod:`.segmentation`."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from empirical.models import build_model
 from empirical.training import distributed, segmentation
 from empirical.training.config import TrainConfig
 from empirical.training.distributed import World
-from empirical.training.optimizers import build_optimizer, build_perturbation
-from empirical.training.steps import CLASSIFICATION, Objective, StepContext
+from empirical.training.fast import FastStep
+from empirical.training.optimizers import build_optimizer, build_perturbation, make_capturable
+from empirical.training.steps import CLASSIFICATION, STEPS, Objective, Step, StepContext
 from empirical.vocabulary import Augment, DatasetName, Task
 
 
@@ -35,9 +37,34 @@ def resolve_device(name: str) -> torch.device:
 
 
 
+def _triton() -> bool:
+    """Whether inductor can generate GPU kernels here (it needs triton, which a CUDA build of torch brings)."""
+    try:
+        from torch.utils._triton import has_triton  # private, but the check inductor itself makes
+    except ImportError:
+        return False
+    return has_triton()
+
+
+def fast_path(cfg: TrainConfig, device: torch.device, world: World) -> tuple[str | None, bool]:
+    """The torch.compile backend of the model (None: eager) and whether each full batch's step is replayed as a
+    CUDA graph: both on by default for CUDA in one process (compilation only where triton is installed; the run's
+    provenance records what was used), off on the CPU and under torchrun."""
+    automatic = device.type == "cuda" and not world.distributed
+    if cfg.compile is None:
+        backend = "inductor" if automatic and _triton() else None
+    else:
+        backend = "inductor" if cfg.compile is True else (cfg.compile or None)
+    graph = automatic if cfg.cuda_graph is None else cfg.cuda_graph
+    if graph and device.type != "cuda":
+        raise ParameterError("cuda_graph", cfg.cuda_graph, "false or null on a CPU (CUDA graphs need a CUDA device)")
+    if graph and world.distributed:
+        raise ParameterError("cuda_graph", cfg.cuda_graph, "false or null under torchrun (one process only)")
+    return backend, graph
+
+
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
-
 
 
 def load_data(cfg: TrainConfig) -> Dataset:
@@ -59,6 +86,20 @@ class Setup:
     channels_last: bool
     world: World = World()  # one process unless launched data-parallel
     shard_weight: distributed.ShardWeight | None = None  # this rank's share of the global batch (DDP only)
+    step: Step | None = None  # the method's step, or its fast path (None: the method's step)
+    compile_backend: str | None = None  # the model's torch.compile backend on full batches (None: eager)
+    cuda_graph: bool = False  # each full batch's step replayed as one CUDA graph
+
+    def __post_init__(self) -> None:
+        if self.step is None:
+            self.step = STEPS[self.cfg.method]
+
+    def load_state(self, state: dict) -> None:
+        """A checkpoint's weights and optimizer state (then the fast path's optimizer settings again)."""
+        self.model.load_state_dict(state["model"])
+        self.ctx.optimizer.load_state_dict(state["optimizer"])
+        if self.cuda_graph:
+            make_capturable(self.ctx.optimizer, self.device)
 
     @property
     def cfg(self) -> TrainConfig:
@@ -106,21 +147,31 @@ def build(cfg: TrainConfig, data: Dataset | None = None, world: World | None = N
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if cfg.compile else model
+    backend, graph = fast_path(cfg, device, world)
+    # static shapes in one process (the fast step sends other batch sizes the eager way); DDP as torch decides
+    dynamic = None if world.distributed else False
+    forward = torch.compile(model, backend=backend, dynamic=dynamic) if backend else model
     attack_forward, ascent_gradient, shard_weight = None, contextlib.nullcontext, None
     if world.distributed:
         ddp, shard_weight = distributed.wrap(model, device, world)
-        attack_forward, forward = forward, (torch.compile(ddp) if cfg.compile else ddp)
+        attack_forward, forward = forward, (torch.compile(ddp, backend=backend) if backend else ddp)
         ascent_gradient = distributed.ascent_gradients(ddp, cfg.sam_gradients)
     optimizer = build_optimizer(cfg, model.parameters())
+    if graph:
+        make_capturable(optimizer, device)
     perturbation = build_perturbation(cfg, model.parameters())
 
     def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        # no weight cache under a CUDA graph: cached casts would outlive the capture (torch's CUDA graph notes)
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not graph) if bf16 \
+            else contextlib.nullcontext()
 
     box = (0.0, 1.0) if data.kind == "image" else None
     objective = Objective(*segmentation.objective(cfg.segmentation_spec)) if segmenting else CLASSIFICATION
     ctx = StepContext(cfg, model, forward, optimizer, perturbation, autocast, box, attack_forward, ascent_gradient,
                       objective)
-    return Setup(device, data, ctx, bf16, channels_last, world, shard_weight)
+    step = STEPS[cfg.method]
+    if (backend or graph) and not world.distributed:
+        step = FastStep(step, cfg.batch_size, graph=graph)
+    return Setup(device, data, ctx, bf16, channels_last, world, shard_weight, step, backend, graph)
 

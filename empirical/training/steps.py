@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ StepResult = tuple[torch.Tensor, torch.Tensor]  # (mean loss of the batch, numbe
 
 
 def _cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    return F.cross_entropy(logits.float(), y, reduction=reduction)
+    # the loss in float32 at least (bf16 logits under autocast), in float64 for a float64 model
+    wide = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return F.cross_entropy(wide, y, reduction=reduction)
 
 
 def _hits(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -67,6 +70,20 @@ def running_stats_frozen(model: nn.Module) -> Iterator[None]:
             m.track_running_stats = True
 
 
+@contextlib.contextmanager
+def parameters_frozen(model: nn.Module) -> Iterator[None]:
+    """The parameters do not require gradients for the block (restored after): PGD's passes need the input's
+    gradient only. Eager autograd skips the weight gradients anyway; a compiled model's backward graph would
+    compute them all unless the parameters are frozen."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
 
 class _FixedPrefix(nn.Module):
     """The model as a function of x[:, k:] with x[:, :k] held fixed (AT on the non-robust features)."""
@@ -98,6 +115,10 @@ class StepContext:
     @property
     def attack_model(self) -> nn.Module:
         return self.forward if self.attack_forward is None else self.attack_forward
+
+    def eager(self) -> StepContext:
+        """The same context with the uncompiled model (for batches of another size: nothing recompiles)."""
+        return dataclasses.replace(self, forward=self.model, attack_forward=None)
 
 
 def _loss(ctx: StepContext, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> tuple:
@@ -168,7 +189,7 @@ def adversarial_step(ctx: StepContext, x, y, gen) -> StepResult:
     cfg = ctx.cfg
     attack = dict(norm=cfg.at_norm, eps=cfg.at_eps, alpha=cfg.pgd_step, steps=cfg.at_steps, random_start=True,
                   generator=gen, box=ctx.box, loss_fn=lambda output, target: ctx.objective.loss(output, target, "sum"))
-    with running_stats_frozen(ctx.model), ctx.autocast():
+    with running_stats_frozen(ctx.model), parameters_frozen(ctx.model), ctx.autocast():
         if cfg.at_features is AtFeatures.NON_ROBUST:  # vector data: keep the robust feature x1 untouched
             rest = pgd(_FixedPrefix(ctx.attack_model, x[:, :1]), x[:, 1:], y, **attack)
             x_adv = torch.cat([x[:, :1], rest], dim=1)

@@ -7,6 +7,7 @@ clean accuracy near 80% and robust accuracy strictly between 0 and clean at the 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -501,6 +502,63 @@ def test_pgd_never_synchronises_on_cuda():
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Pixle: batched against torchattacks' image-by-image original
+# ---------------------------------------------------------------------------------------------------------
+
+Z_PIXLE = 4  # standard errors: a false alarm has probability 6e-5 per comparison
+
+
+def _pixle_outcomes(model, x, y, name: str, seeds: range, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per attacked image and seed: whether the attack succeeded, and how many pixel positions it moved."""
+    model, x, y = model.to(device), x.to(device), y.to(device)
+    clean = accuracy(model, x, y)
+    s = dataclasses.replace(spec(name), restarts=3, steps=3)  # breaks about 1 in 5 (the papers' 20 x 5: all)
+    success, moved = [], []
+    for seed in seeds:
+        x_adv = build_attack(s, model, num_classes=10, seed=seed, device=device)(x, y)
+        success.append(~accuracy(model, x_adv, y)[clean])
+        moved.append((x_adv != x).any(1).flatten(1).sum(1)[clean])
+    return torch.cat(success).double(), torch.cat(moved).double()
+
+
+def test_batched_pixle_agrees_with_torchattacks(trained_200):
+    """Same images, same seeds (each drawing its own random numbers): the success rates agree within Z_PIXLE
+    standard errors of their difference, and so does the mean number of pixels moved (which tests the patches:
+    their sizes, clipping and destinations). The standard errors are those of independent samples; the two
+    attack the same images, which correlates them positively and only narrows the true spread."""
+    model, x, y = trained_200
+    (s_ours, m_ours), (s_ref, m_ref) = (_pixle_outcomes(model, x, y, name, range(3))
+                                        for name in ("pixle", "pixle_torchattacks"))
+    _assert_same_pixle((s_ours, m_ours), (s_ref, m_ref))
+
+
+def _assert_same_pixle(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> None:
+    (s_a, m_a), (s_b, m_b) = a, b
+    n = len(s_a)
+    pooled = float(torch.cat([s_a, s_b]).mean())
+    assert 0.05 < pooled < 0.95  # a budget where the rate can differ
+    assert abs(float(s_a.mean() - s_b.mean())) <= Z_PIXLE * math.sqrt(2 * pooled * (1 - pooled) / n)
+    se = math.sqrt(float(m_a.var() + m_b.var()) / n)
+    assert abs(float(m_a.mean() - m_b.mean())) <= Z_PIXLE * se
+
+
+@pytest.mark.gpu
+def test_batched_pixle_on_cuda_agrees_with_the_cpu(trained_200):
+    """The device's generator and its scatter draw the same distribution of candidates as on the CPU."""
+    model, x, y = trained_200
+    model = copy.deepcopy(model)
+    _assert_same_pixle(_pixle_outcomes(model, x, y, "pixle", range(3), "cuda"),
+                       _pixle_outcomes(model, x, y, "pixle", range(3), "cpu"))
+
+
+def test_torchattacks_pixle_stays_selectable_as_the_reference(trained):
+    model, x, y = trained
+    attack = build_attack(spec("pixle_torchattacks"), model, num_classes=10, seed=0, device="cpu")
+    assert isinstance(attack._make_torchattack(), torchattacks.Pixle)
+    assert spec("pixle_torchattacks").label == "pixle_torchattacks" and spec("pixle").restarts == 20
+
+
+# ---------------------------------------------------------------------------------------------------------
 # StAdv
 # ---------------------------------------------------------------------------------------------------------
 
@@ -680,6 +738,37 @@ def test_autoattack_crosscheck_fast(trained, capsys):
     _check_crosscheck(result, 64, 128 / 255)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""  # the reference's logging stays out of our output
+
+
+@pytest.mark.gpu
+def test_autoattack_equals_the_reference_on_the_gpu(trained_200):
+    """The standard AutoAttack the evaluation runs (torchattacks', in TF32 on CUDA) against the reference code on
+    the same 200 images and seed, on the GPU."""
+    model, x, y = trained_200
+    result = crosscheck_autoattack(copy.deepcopy(model).cuda(), x.cuda(), y.cuda(), eps=128 / 255, seed=0,
+                                   batch_size=200)
+    _check_crosscheck(result, 200, 128 / 255)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["pgd10_l2", "autoattack_l2", "fab_l2", "stadv"])
+def test_tf32_attacks_give_the_robust_accuracy_of_float32(trained_200, name):
+    """The evaluation attacks in TF32 on CUDA (evaluate.attack_precision: 10-bit mantissas in convolutions and
+    matrix products); on the trained model the robust accuracy equals full float32's, within the tolerance of
+    two correct runs of an attack (borderline points, aa_tolerance)."""
+    model, x, y = trained_200
+    model, x, y = copy.deepcopy(model).cuda(), x.cuda(), y.cuda()
+    s = spec(name).at(128 / 255) if spec(name).norm is Norm.L2 else spec(name)
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    robust = {}
+    try:
+        for tf32 in (True, False):
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+            x_adv = build_attack(s, model, num_classes=10, seed=0, device="cuda")(x, y)
+            robust[tf32] = float((accuracy(model, x_adv, y) & accuracy(model, x, y)).float().mean())
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    assert abs(robust[True] - robust[False]) <= aa_tolerance(200), robust
 
 
 @pytest.mark.slow

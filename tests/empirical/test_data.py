@@ -341,6 +341,7 @@ def test_real_fashion_mnist_from_the_debian_folder():
     # The widely quoted normalization constants (0.2860, 0.3530).
     assert ds.mean == pytest.approx((0.2860,), abs=5e-5) and ds.std == pytest.approx((0.3530,), abs=5e-5)
     assert seconds < 20
+    assert D.data_shape("fashion_mnist") == D.DataShape(60_000, 10_000, ds.input_shape, ds.num_classes)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -686,6 +687,12 @@ def test_every_dataset_name_has_a_loader_and_the_gaussian_table_its_fields():
 
     assert list(D.DATASETS) == list(DatasetName)
     assert GAUSSIAN_FIELDS == ("p", "eta", "n", "train_size", "test_size", "seed")
+    # every dataset's shape is known without loading it (the planner's input); the Gaussian one from its table
+    assert all(D.data_shape(name) is not None for name in DatasetName)
+    spec = D.GaussianSpec(n=4, train_size=300, test_size=200)
+    ds = load_dataset("gaussian", gaussian=spec)
+    assert D.data_shape("gaussian", spec) == D.DataShape(len(ds.train_y), len(ds.test_y), ds.input_shape,
+                                                         ds.num_classes)
 
 
 @pytest.mark.parametrize("batch_size", [0, -3])

@@ -1,0 +1,205 @@
+"""The fast training step (empirical.training.fast): the compiled step, and on CUDA the step replayed as one CUDA
+graph, match the eager step to float rounding; the partial batch compiles nothing; the learning rate as a tensor
+is set in place; a fast path the device cannot take is refused before any work.
+
+Tolerance. Two float32 evaluations of the same step differ only in rounding, which the eager step's own error
+calibrates: the same trajectory in float64 (the model, inputs and optimizer state in float64) is the reference,
+δ is the eager float32 trajectory's largest distance from it, and the fast trajectory must stay within 4δ of it.
+Each float32 sum of n terms carries an error bounded by (n - 1)u times the sum of magnitudes whatever the order of
+its terms (Higham, Accuracy and Stability, §4.2), so another order (a fused or reordered kernel) has errors of
+the same bound, not the same value; 4 allows the fast path's errors to be twice as large as eager's in either
+direction. A wrong fast path (a missed update, BatchNorm statistics moved by the wrong pass, a stale learning
+rate) moves weights by lr * gradient, orders of magnitude beyond that.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from core.errors import ParameterError
+from empirical.training.config import TrainConfig
+from empirical.training.fast import FastStep
+from empirical.training.loop import train
+from empirical.training.optimizers import make_capturable, set_learning_rate
+from empirical.training.runs import RunDir
+from empirical.training.setup import Setup, build
+from tests.empirical.helpers import tiny_cfg, tiny_images
+
+METHODS = ("sgd", "sam", "pgd_at")  # ST, SAM and PGD-AT: one pass, two passes, the attack's loop
+SIZES = (32, 32, 20, 32)  # full batches around a partial one (batch size 32): it takes the eager step
+ERROR_RATIO = 4  # see the module's docstring
+
+
+def _build(cfg: TrainConfig) -> Setup:
+    return build(cfg, tiny_images())
+
+
+def _batches(sizes=SIZES, device="cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    data, out, start = tiny_images(), [], 0
+    for n in sizes:
+        out.append(((data.train_x[start:start + n].float() / 255).to(device), data.train_y[start:start + n].to(device)))
+        start += n
+    return out
+
+
+def _trajectory(setup: Setup, batches, dtype=torch.float32) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The losses of ``setup.step`` on the batches, and every floating tensor of the model's state after them."""
+    gen = torch.Generator(device=setup.device).manual_seed(0)
+    setup.model.train()
+    losses = [setup.step(setup.ctx, x.to(dtype), y, gen)[0].double() for x, y in batches]
+    state = [t.detach().double() for t in setup.model.state_dict().values() if t.is_floating_point()]
+    return torch.stack(losses), state
+
+
+def _distance(a, b) -> float:
+    if isinstance(a, torch.Tensor):
+        return float((a.cpu() - b.cpu()).abs().max())
+    return max(_distance(s, t) for s, t in zip(a, b, strict=True))
+
+
+def _reference(cfg: TrainConfig, batches) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The eager trajectory in float64 (model, inputs, optimizer state and loss)."""
+    setup = _build(cfg.replace(compile=False, cuda_graph=False))
+    setup.model.double()
+    return _trajectory(setup, batches, torch.float64)
+
+
+def assert_rounding_close(cfg: TrainConfig, fast: TrainConfig, batches) -> None:
+    """``fast``'s trajectory is as close to the float64 one as the eager float32 trajectory, within ERROR_RATIO."""
+    reference = _reference(cfg, batches)
+    eager = _trajectory(_build(cfg.replace(compile=False, cuda_graph=False)), batches)
+    tested = _trajectory(_build(fast), batches)
+    for i, what in enumerate(("loss", "weights")):
+        delta = _distance(eager[i], reference[i])
+        scale = max(float(t.abs().max()) for t in (reference[i] if i else [reference[i]]))
+        allowed = ERROR_RATIO * max(delta, 2.0**-24 * scale)  # at least one float32 rounding of the largest value
+        assert _distance(tested[i], reference[i]) <= allowed, f"{what}: {_distance(tested[i], reference[i])} > " \
+            f"{allowed} (eager float32 is {delta} from float64)"
+        assert allowed < 1e-3 * scale  # far below what a wrong step changes (lr * gradient, ~1e-2 here)
+
+
+@pytest.fixture
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+VARIANTS = {"sgd": 1, "sam": 2, "pgd_at": 2}  # compiled graphs: the pass, plus SAM's second / PGD's attack passes
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_compiled_step_matches_the_eager_step_and_the_partial_batch_compiles_nothing(fresh_dynamo, method):
+    """aot_eager runs the same graph capture as inductor (dynamo, then AOTAutograd's forward and backward
+    graphs) without inductor's minutes of code generation on a CPU. Each variant of the step is compiled once
+    (SAM's second pass and PGD's attack passes keep BatchNorm's statistics still, a variant of their own); the
+    partial batch takes the eager step and compiles nothing."""
+    cfg = tiny_cfg(method=method)
+    before = counters["stats"]["unique_graphs"]
+    assert_rounding_close(cfg, cfg.replace(compile="aot_eager"), _batches())
+    assert counters["stats"]["unique_graphs"] - before == VARIANTS[method]
+
+
+def test_training_loop_runs_the_fast_step_and_records_it(fresh_dynamo, tmp_path):
+    data = tiny_images(n_train=80)  # batches of 32, 32 and 16, over two epochs
+    before = counters["stats"]["unique_graphs"]
+    summary = train(tiny_cfg(method="sam", compile="aot_eager", epochs=2), tmp_path / "run", progress=False, data=data)
+    # SAM compiles two variants of the forward pass (BatchNorm statistics moving, and frozen), once each
+    assert counters["stats"]["unique_graphs"] - before == VARIANTS["sam"]
+    assert summary["status"] == "finished"
+    provenance = json.loads(RunDir(tmp_path / "run").config.read_text())["provenance"]
+    assert provenance["compile"] == "aot_eager" and provenance["cuda_graph"] is False
+
+
+def test_cpu_training_stays_eager_by_default():
+    setup = _build(tiny_cfg(device="cpu"))
+    fast = _build(tiny_cfg(method="sam", compile="aot_eager"))
+    assert isinstance(fast.step, FastStep) and fast.compile_backend == "aot_eager" and not fast.cuda_graph
+    assert setup.compile_backend is None and not setup.cuda_graph and not isinstance(setup.step, FastStep)
+    assert all(isinstance(g["lr"], float) for g in setup.ctx.optimizer.param_groups)
+
+
+def test_cuda_graph_on_a_cpu_is_refused_before_the_run_folder_exists(tmp_path):
+    with pytest.raises(ParameterError) as err:
+        train(tiny_cfg(device="cpu", cuda_graph=True), tmp_path / "run", progress=False, data=tiny_images())
+    assert str(err.value).startswith("cuda_graph=True") and "CUDA" in str(err.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_tensor_learning_rate_is_set_in_place_and_steps_as_the_float_one():
+    models = []
+    for capturable in (False, True):
+        setup = _build(tiny_cfg(method="sgd", device="cpu"))
+        if capturable:
+            make_capturable(setup.ctx.optimizer, setup.device)
+        lr_objects = [g["lr"] for g in setup.ctx.optimizer.param_groups]
+        set_learning_rate(setup.ctx.optimizer, 0.5)  # a power of two: the same number in float32 and float64
+        assert [g["lr"] for g in setup.ctx.optimizer.param_groups] == ([0.5] if not capturable else lr_objects)
+        _trajectory(setup, _batches((32, 32)))
+        models.append([t.detach() for t in setup.model.state_dict().values()])
+    # the update multiplies by the same lr (0.5 exactly in both): identical weights, bit for bit
+    assert all(torch.equal(a, b) for a, b in zip(*models, strict=True))
+
+
+# --- Slow (inductor on a CPU) and GPU variants ------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_inductor_compiled_step_matches_the_eager_step_to_rounding(fresh_dynamo, method):
+    cfg = tiny_cfg(method=method)
+    assert_rounding_close(cfg, cfg.replace(compile="inductor"), _batches())
+
+
+GPU_METHODS = ("sgd", "adam", "sam", "asam", "esam", "pgd_at")
+
+
+def _cuda_cfg(method: str, **kw) -> TrainConfig:
+    return tiny_cfg(method=method, device="cuda", bf16=False, channels_last=False, **kw)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", GPU_METHODS)
+def test_cuda_graph_replays_the_eager_step(fresh_dynamo, method):
+    """The captured step (eager kernels, fused update) against the eager step, fp32, partial batch included."""
+    cfg = _cuda_cfg(method)
+    assert_rounding_close(cfg, cfg.replace(compile=False, cuda_graph=True), _batches(device="cuda"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", METHODS)
+def test_compiled_and_graphed_step_matches_the_eager_step(fresh_dynamo, method):
+    """The CUDA default: inductor's kernels inside the captured step."""
+    cfg = _cuda_cfg(method)
+    assert_rounding_close(cfg, cfg.replace(compile="inductor", cuda_graph=True), _batches(device="cuda"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", METHODS)
+def test_graphed_step_never_synchronises_and_draws_from_the_callers_generator(method):
+    setup = _build(_cuda_cfg(method, compile=False, cuda_graph=True))
+    batches = _batches((32, 32, 32), device="cuda")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    setup.model.train()
+    setup.step(setup.ctx, *batches[0], gen)  # warm-up and capture (cuDNN's search may synchronise)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for x, y in batches[1:]:
+            before = gen.get_state()
+            setup.step(setup.ctx, x, y, gen)
+            # PGD's random start comes from the caller's generator, which moves on as the eager step would move it
+            assert torch.equal(gen.get_state(), before) == (method != "pgd_at")
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+
+
+@pytest.mark.gpu
+def test_cuda_defaults_take_the_fast_path():
+    setup = _build(tiny_cfg(device="cuda"))
+    assert setup.compile_backend == "inductor" and setup.cuda_graph and isinstance(setup.step, FastStep)
+    assert all(isinstance(g["lr"], torch.Tensor) and g["fused"] for g in setup.ctx.optimizer.param_groups)
