@@ -10,12 +10,15 @@ Finished parts are kept: a second run only redoes what is missing (or everything
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
 from core.errors import SamatError
+from core.results import check_writable_folder
+from samat.runtime import use_cpu_threads
 
 
 def add_command(sub) -> None:
@@ -24,7 +27,8 @@ def add_command(sub) -> None:
                           "default Fashion-MNIST experiment; everything goes to OUT/ (default results/demo).")
     demo.add_argument("--out", type=Path, default=Path("results/demo"), metavar="DIR", help="output directory")
     demo.add_argument("--theory-only", action="store_true", help="skip the training experiment")
-    demo.add_argument("--force", action="store_true", help="redo and overwrite finished parts")
+    demo.add_argument("--force", action="store_true",
+                      help="redo everything (the earlier results are kept until the new ones are done)")
     demo.set_defaults(func=cmd_demo)
 
 
@@ -34,14 +38,36 @@ def _say(message: str) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     out: Path = args.out
+    aside = out.with_name(f".{out.name}.replaced")  # --force keeps the old results until the new ones are done
     if args.force and out.exists():
-        shutil.rmtree(out)
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(out, aside)
+    try:
+        code = _demo(args, out)
+    except BaseException:
+        if aside.exists() and args.force:
+            shutil.rmtree(out, ignore_errors=True)
+            os.replace(aside, out)
+            _say(f"the earlier results are back in {out}")
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    return code
+
+
+def _demo(args: argparse.Namespace, out: Path) -> int:
     t0 = time.perf_counter()
+    check_writable_folder(out, "--out")
     theory_md = _theory(out / "theory")
     lines = [_theory_summary(out / "theory" / "verification.json"), f"theory report: {theory_md}"]
     if not args.theory_only:
+        from empirical.experiments.report import terminal_text
+
         table = _experiment(out / "fashion-mnist")
-        lines += ["", table.read_text().split("## ", 1)[-1], f"experiment report: {table}"]
+        runs = out / "fashion-mnist" / "runs"
+        lines += ["", terminal_text(table.read_text()).strip(), "",
+                  f"experiment report: {table} (with figures); its runs: samat experiment status "
+                  f"fashion_mnist_default --runs-dir {runs}"]
     print("\n".join(lines))
     print(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
@@ -69,15 +95,41 @@ def _theory(theory_dir: Path) -> Path:
 
 
 def _theory_summary(json_path: Path) -> str:
+    """The verdicts in words: one line per claim, its corrected form (sympy's, in the papers' notation)."""
     import json
 
-    rows = json.loads(json_path.read_text())["claims"]
-    lines = [f"{'claim':6s}{'verdict':9s}{'max rel. error':>16s}  corrected statement"]
-    for r in rows:
-        err = r["max_rel_error"]
-        corrected = f"{r['corrected']}  [{r['corrected_verdict']}]" if r["corrected"] else "—"
-        lines.append(f"{r['theorem']:6s}{r['verdict']:9s}{'—' if err is None else f'{err:.3g}':>16s}  {corrected}")
+    lines = []
+    for r in json.loads(json_path.read_text())["claims"]:
+        err = "" if r["max_rel_error"] is None else f" (max rel. error {r['max_rel_error']:.2g})"
+        line = f"{r['theorem']}  {r['title']}: {r['verdict']}{err}"
+        if r["corrected"]:
+            line += (f"; corrected form {readable(r['corrected'])}, which {r['corrected_verdict']}"
+                     if r["corrected_verdict"] else f"; corrected form {readable(r['corrected'])}")
+        lines.append(line)
     return "\n".join(lines)
+
+
+_NOTATION = (("**2", "²"), ("**3", "³"), ("**4", "⁴"), ("*", "·"), ("eps_SAM", "ε_SAM"), ("eps_AT", "ε_AT"),
+             ("eps", "ε"), ("eta", "η"), ("w1star", "w1*"))
+
+
+def readable(expression: str) -> str:
+    """A sympy expression in the papers' notation: w1* for ln(p/(1-p))/(2η), ε, η, squares as ², products as ·."""
+    import sympy
+
+    p, eta = sympy.symbols("p eta", positive=True)
+    w1star = sympy.Symbol("w1star", positive=True)
+    try:
+        expr = sympy.sympify(expression, locals={"p": p, "eta": eta})
+    except (sympy.SympifyError, TypeError, SyntaxError):
+        return expression
+    ratio = sympy.log(p) - sympy.log(1 - p)  # = 2 η w1* (Theorem 1)
+    expr = sympy.expand(expr.subs(ratio, 2 * eta * w1star)).subs(ratio, 2 * eta * w1star)
+    factored = sympy.factor_terms(expr)  # w1*·(1 + ...) where w1* is a common factor, not 2·(...)
+    text = str(factored if factored.as_coeff_Mul()[0] == 1 else expr)
+    for code, symbol in _NOTATION:
+        text = text.replace(code, symbol)
+    return text
 
 
 def _experiment(exp_dir: Path) -> Path:
@@ -96,6 +148,7 @@ def _experiment(exp_dir: Path) -> Path:
                          "(bash .ci/setup does) or use --theory-only")
     exp = load_experiment(catalog.resolve(catalog.DEFAULT), runs_dir=exp_dir / "runs")
     _say(f"[experiment] {exp.title}: {len(exp.runs)} runs into {exp_dir}/runs")
+    use_cpu_threads(_say)
     run_experiment(exp, progress=sys.stderr.isatty(), log=_say)
-    paths = write_report(exp, exp_dir)
+    paths = write_report(exp, exp_dir, log=_say)
     return paths["markdown"]

@@ -8,6 +8,7 @@ recomputed over old and new columns together, replacing the old ones.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -67,7 +68,8 @@ class _Evaluation:
                               box="auto")
         meter = PerturbationMeter(s, box=self.box)
         hits, t0, bs = [], time.perf_counter(), self.batch_size
-        for i in tqdm(range(0, self.n, bs), desc=label, unit="batch", disable=not self.progress, leave=False):
+        bar = self.progress and sys.stderr.isatty()  # a bar on a terminal; one line per attack always
+        for i in tqdm(range(0, self.n, bs), desc=s.title, unit="batch", disable=not bar, leave=False):
             xb, yb = self.inputs[i:i + bs], self.y[i:i + bs]
             x_adv = attack(xb, yb, clean=self.clean[i:i + bs])
             hits.append(correct_mask(self.model, x_adv, yb, batch_size=bs))
@@ -83,7 +85,8 @@ class _Evaluation:
             "seconds": seconds, "max_perturbation": size["max"], "tolerance": size["tolerance"],
             "within_budget": size["within_eps"], "in_box": size["in_box"],
         }
-        self.log(f"  {label}: {self.accuracy[label]:.4f} ({seconds:.1f} s)")
+        sanity = SANITY if label.endswith(SANITY) else ""
+        self.log(f"  {s.title}{sanity}: {100 * self.accuracy[label]:.2f} % ({seconds:.1f} s)")
 
     def check_columns(self, specs: dict[str, AttackSpec]) -> None:
         """Per new column: robust <= clean, and the perturbations within budget and box."""

@@ -5,16 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from core.errors import SamatError
-from core.results import provenance, write_json
+from core.errors import ParameterError, SamatError
+from core.numbers import SEED_RANGE, is_seed
+from core.results import check_writable_folder, provenance, write_json
 from empirical.attacks.crosscheck import crosscheck_autoattack
 from empirical.attacks.specs import Algorithm
 from empirical.data import as_inputs
-from empirical.evaluation.columns import NATURAL, SANITY, column_specs
+from empirical.evaluation.columns import NATURAL, SANITY, column_spec, column_specs
 from empirical.evaluation.evaluate import evaluate
 from empirical.evaluation.store import read_evaluation
 from empirical.evaluation.trained import eval_indices, load_trained, locate
-from empirical.training.runs import file_sha256
+from empirical.training.runs import EVALUATION, file_sha256
 from empirical.training.setup import resolve_device
 
 DEFAULT_N_EVAL = 1000
@@ -26,14 +27,43 @@ def evaluate_path(path: str | Path, columns: list[str], *, n_eval: int = DEFAULT
                   overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Evaluate a run (or checkpoint) and write ``eval.json`` in its run directory.
 
-    An existing evaluation with the same settings is extended: only columns it lacks are attacked (and nothing
-    is loaded when it has them all); the checks across columns are recomputed over the union.
+    An existing evaluation of the same weights with the same settings is extended: only columns it lacks are
+    attacked (and nothing is loaded when it has them all); the checks across columns are recomputed over the
+    union. One of other weights (the run trained on since, or another checkpoint) is redone. The run folder is
+    locked meanwhile: an evaluation that meets another waits for it and then extends its result; one that meets
+    training is refused.
     """
     specs = column_specs(columns)
+    if not is_seed(seed):
+        raise ParameterError("seed", seed, SEED_RANGE)
     run, weights = locate(path)
+    check_writable_folder(run.path, "run directory")
+    resolve_device(device)
+    lock = run.lock(EVALUATION, hint="evaluate it once training ends",
+                    wait=lambda holder: holder is not None and holder.purpose == EVALUATION,
+                    on_wait=lambda holder: log(f"waiting for {holder.describe()} to finish with {run.path}"))
+    with lock:
+        return _evaluate_locked(run, weights, path, specs, n_eval=n_eval, seed=seed, batch_size=batch_size,
+                                device=device, data_dir=data_dir, model=model, dataset=dataset,
+                                crosscheck=crosscheck, overwrite=overwrite, progress=progress, log=log)
+
+
+def recorded_weights(evaluation: dict) -> str | None:
+    """The SHA-256 of the weights an evaluation attacked, as its provenance records it (None: not recorded)."""
+    weights = evaluation.get("provenance", {}).get("inputs", {}).get("weights")
+    return weights.get("sha256") if isinstance(weights, dict) else None
+
+
+def _evaluate_locked(run, weights: Path, path, specs, *, n_eval, seed, batch_size, device, data_dir, model, dataset,
+                     crosscheck, overwrite, progress, log) -> dict:
     out = run.path / "eval.json"
     settings = {"n_eval": n_eval, "seed": seed}
+    sha = file_sha256(weights)
     previous = None if overwrite else read_evaluation(out)
+    if previous is not None and recorded_weights(previous) != sha:
+        log(f"{out} was made for other weights than {weights} holds now (it was trained further, or another "
+            "checkpoint): evaluating again")
+        previous = None
     if previous is not None and previous.get("settings") != settings:
         raise SamatError(f"{out} was made with {previous.get('settings')}; pass --overwrite to redo it with "
                          f"{settings}")
@@ -42,7 +72,7 @@ def evaluate_path(path: str | Path, columns: list[str], *, n_eval: int = DEFAULT
         earlier = previous.get("columns") or [c for c in previous["accuracy"] if c != NATURAL and SANITY not in c]
         todo = [c for c in dict.fromkeys([*earlier, *specs]) if c not in previous.get("correct", {})]
         if not todo and not crosscheck:
-            log(f"{out}: all {len(specs)} columns already evaluated (--overwrite redoes them)")
+            log(f"{out}: all {len(specs)} columns already evaluated for these weights (--overwrite redoes them)")
             return previous
     dev = resolve_device(device)
     loaded = load_trained(path, device=dev, data_dir=data_dir, model=model, dataset=dataset)
@@ -50,7 +80,8 @@ def evaluate_path(path: str | Path, columns: list[str], *, n_eval: int = DEFAULT
         raise SamatError(f"--crosscheck runs AutoAttack, which attacks images; {loaded.description} has vectors")
     idx = eval_indices(len(loaded.y), n_eval, seed).to(loaded.y.device)
     x, y = loaded.x[idx], loaded.y[idx]
-    log(f"evaluating {loaded.description} on {len(y)} test images: {', '.join(todo) or 'cross-check only'}")
+    titles = ", ".join(column_spec(c).title for c in todo) or "cross-check only"
+    log(f"evaluating {loaded.description} on {len(y)} test images: {titles}")
     result = evaluate(loaded.model, x, y, todo, num_classes=loaded.num_classes, seed=seed, batch_size=batch_size,
                       progress=progress, log=log, previous=previous)
     if crosscheck:
@@ -59,7 +90,7 @@ def evaluate_path(path: str | Path, columns: list[str], *, n_eval: int = DEFAULT
         result["crosscheck"] = previous["crosscheck"]
     result["settings"] = settings
     result["model"] = loaded.description
-    record = provenance({"weights": {"file": weights.name, "sha256": file_sha256(weights)}, "settings": settings})
+    record = provenance({"weights": {"file": weights.name, "sha256": sha}, "settings": settings})
     write_json(out, result, provenance_record=record, indent=2)
     return result | {"provenance": record}
 

@@ -11,6 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from core.results import write_json
 from empirical.evaluation.columns import NATURAL, column_specs
@@ -27,7 +28,9 @@ def _style(label: str) -> dict:
 
 
 def _curves(exp: Experiment, plt):
-    """Test accuracy against epoch, mean over the finished seeds of each method."""
+    """Test accuracy against epoch, mean over the finished seeds of each method (None without finished runs)."""
+    if not any(exp.finished(label) for label in exp.labels):
+        return None
     fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
     for label in exp.labels:
         runs = exp.finished(label)
@@ -37,10 +40,11 @@ def _curves(exp: Experiment, plt):
         length = min(len(c) for c in curves)
         mean = np.mean([c[:length] for c in curves], axis=0) * 100
         ax.plot(np.arange(1, length + 1), mean, label=label, **_style(label), ms=4)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"Test accuracy during training ({exp.name})")
-    ax.legend(fontsize=8)
+    ax.set_title(f"Test accuracy during training ({exp.title})", fontsize=10)
+    ax.legend(fontsize=8, loc="best")
     return fig
 
 
@@ -49,9 +53,11 @@ def _robust_vs_eps(results: dict[str, list[dict]], attacks: dict, plt):
     families: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for column, s in attacks.items():
         if s.eps is not None:
-            families[s.name].append((s.eps, column))
+            families[s.family_title].append((s.eps, column))
     families = {k: sorted(v) for k, v in families.items() if len(v) >= 2}
     if not families:
+        return None
+    if not any(results.values()):
         return None
     fig, axes = plt.subplots(1, len(families), figsize=(5.5 * len(families), 4.3), constrained_layout=True,
                              squeeze=False)
@@ -65,17 +71,18 @@ def _robust_vs_eps(results: dict[str, list[dict]], attacks: dict, plt):
             stats = [mean_std([100 * x for x in v]) for _, v in points]  # v is never empty here
             ax.errorbar(eps, [m for m, _ in stats], yerr=[s or 0.0 for _, s in stats], label=label, capsize=2,
                         **_style(label), ms=4)
-        ax.set_xlabel("attack budget ε (×1/255)")
+        ax.set_xlabel("attack budget ε (×1/255; 0: natural accuracy)")
         ax.set_ylabel("robust accuracy (%)")
         ax.set_title(name)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
     return fig
 
 
 def _tradeoff(exp: Experiment, results: dict[str, list[dict]], attacks: dict, plt):
     """Clean against mean robust accuracy, one labelled point per method (None without attack columns)."""
     robust_columns = list(attacks)
-    if not robust_columns:
+    if not robust_columns or not any(all(c in r for c in robust_columns) for rows in results.values() for r in rows):
         return None
     fig, ax = plt.subplots(figsize=(6.5, 5), constrained_layout=True)
     for label, rows in results.items():
@@ -86,9 +93,10 @@ def _tradeoff(exp: Experiment, results: dict[str, list[dict]], attacks: dict, pl
         robust = np.mean([100 * np.mean([r[c] for c in robust_columns]) for r in rows])
         ax.scatter([clean], [robust], **{"marker": _style(label)["marker"]}, s=45)
         ax.annotate(label, (clean, robust), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.margins(0.15)  # room for the labels beside the points
     ax.set_xlabel("natural accuracy (%)")
     ax.set_ylabel("mean robust accuracy over the attack columns (%)")
-    ax.set_title(f"Clean against robust accuracy ({exp.name})")
+    ax.set_title(f"Clean against robust accuracy ({exp.title})", fontsize=10)
     return fig
 
 
@@ -101,7 +109,7 @@ def plot_experiment(exp: Experiment, out_dir: str | Path) -> list[Path]:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results = {label: [run_results(r) for r in exp.finished(label)] for label in exp.labels}
+    results = {label: [run_results(r, exp.eval_settings) for r in exp.finished(label)] for label in exp.labels}
     attacks = column_specs(exp.columns)
     figures = {"curves": _curves(exp, plt), "robust_vs_eps": _robust_vs_eps(results, attacks, plt),
                "tradeoff": _tradeoff(exp, results, attacks, plt)}

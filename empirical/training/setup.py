@@ -35,7 +35,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
+    """The generator of one epoch; the same for every seed below 2**64 / 1,000,003 as before seeds up to 2**63 - 1
+    were allowed (taken modulo 2**64, what a generator's seed holds)."""
+    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + epoch) % 2**64)
 
 
 
