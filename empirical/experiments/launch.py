@@ -10,6 +10,7 @@ or a ``samat experiment run`` on another node) leaves it alone, so no run is tra
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -172,7 +173,12 @@ def _state(launcher: str, folder: Path, task: dict) -> str:
             return "RUNNING"
         except (TypeError, ValueError, OSError):
             return "ENDED"
+    quiet = logging.getLogger("submitit")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # without sacct submitit warns on every call; the state is then UNKNOWN
     try:
         return str(_submitit().SlurmJob(folder=folder / "%j", job_id=str(task["job"])).state)
     except Exception:  # noqa: BLE001 - sacct missing or failing: the state is unknown, not an error
         return "UNKNOWN"
+    finally:
+        quiet.setLevel(level)

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from empirical.experiments.grid import load_experiment
-from empirical.experiments.launch import parse_time
+from empirical.experiments.launch import Resources, parse_time
 from empirical.experiments.state import run_states
 from empirical.training.runs import RunDir
 from tests.cli.conftest import GAUSSIAN
@@ -50,10 +50,15 @@ def test_processes_on_one_grid_split_its_runs_and_train_each_once(tmp_path):
     assert sum("skipped" in log or "already finished" in log for log in logs) >= 1
 
 
-def test_slurm_resources_and_time_limits():
+def test_slurm_resources_and_time_limits(tmp_path):
     assert parse_time("240") == 240 and parse_time("4:00:00") == 240 and parse_time("1-12:00") == 2160
     with pytest.raises(Exception, match="--time"):
         parse_time("soon")
+    submitit = pytest.importorskip("submitit", reason="the launcher needs submitit: pip install 'samat[slurm]'")
+    asked = Resources(time_min=60, gpus=2, cpus=4, mem_gb=16, partition="gpu", account="a", qos="q",
+                      constraint="a100", max_parallel=3).parameters("slurm", "samat-g")
+    assert asked["slurm_partition"] == "gpu" and asked["gpus_per_node"] == 2 and asked["slurm_array_parallelism"] == 3
+    submitit.AutoExecutor(folder=tmp_path / "%j", cluster="local").update_parameters(**asked)  # names it knows
 
 
 def test_status_shows_queued_running_and_failed_jobs(tmp_path):
