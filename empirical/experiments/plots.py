@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -27,6 +28,11 @@ def _style(label: str) -> dict:
     return {"marker": "^", "ls": ":"}
 
 
+def _title(what: str, exp: Experiment) -> str:
+    """A figure's title and the experiment's, wrapped to fit the axes."""
+    return "\n".join(textwrap.wrap(f"{what}: {exp.title}", 70))
+
+
 def _curves(exp: Experiment, plt):
     """Test accuracy against epoch, mean over the finished seeds of each method (None without finished runs)."""
     if not any(exp.finished(label) for label in exp.labels):
@@ -43,7 +49,7 @@ def _curves(exp: Experiment, plt):
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"Test accuracy during training ({exp.title})", fontsize=10)
+    ax.set_title(_title("Test accuracy during training", exp), fontsize=10)
     ax.legend(fontsize=8, loc="best")
     return fig
 
@@ -96,7 +102,7 @@ def _tradeoff(exp: Experiment, results: dict[str, list[dict]], attacks: dict, pl
     ax.margins(0.15)  # room for the labels beside the points
     ax.set_xlabel("natural accuracy (%)")
     ax.set_ylabel("mean robust accuracy over the attack columns (%)")
-    ax.set_title(f"Clean against robust accuracy ({exp.title})", fontsize=10)
+    ax.set_title(_title("Clean against robust accuracy", exp), fontsize=10)
     return fig
 
 

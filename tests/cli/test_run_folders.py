@@ -30,8 +30,11 @@ QUIET = {"progress": False, "log": lambda m: None}
 
 
 def _samat(*args: str, **popen) -> subprocess.Popen:
+    """``python -m samat ARGS`` in the background; Ctrl-C (SIGINT) reaches it even where the test itself runs as a
+    background job (whose children inherit an ignored SIGINT, and Python keeps ignoring it)."""
     env = os.environ | {"SAMAT_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "samat", *args], cwd=REPO, env=env, text=True, **popen)
+    return subprocess.Popen([sys.executable, "-m", "samat", *args], cwd=REPO, env=env, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **popen)
 
 
 def _wait_for(condition, what: str, proc: subprocess.Popen, timeout: float = 120) -> None:
