@@ -36,7 +36,7 @@ def at_note(eta: float, eps: float, at: Optimum, mp: bool = False) -> str | None
 
 
 def _retry(mp: bool) -> str:
-    return "; retry with a larger --dps" if mp else "; retry with --precision mp"
+    return "; a larger --dps may resolve it" if mp else "; retry with --precision mp"
 
 
 def notes(eta: float, eps: float, optima: dict[str, Optimum], mp: bool) -> list[str]:
