@@ -29,3 +29,9 @@ def _show(value: object) -> str:
     except Exception:  # noqa: BLE001 - formatting must never raise
         pass
     return str(value)
+
+
+class Interrupted(SamatError):
+    """The user interrupted the work (Ctrl-C); what was saved is kept. Exit code 130, as shells expect."""
+
+    exit_code = 130

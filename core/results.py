@@ -22,12 +22,14 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from core import VERSION
+from core.errors import SamatError
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("numpy", "scipy", "sympy", "mpmath", "matplotlib", "torch", "torchattacks")
@@ -49,6 +51,24 @@ def atomic_write_bytes(path: Path, write: Callable[[Path], Any]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def check_writable_folder(folder: str | os.PathLike, name: str) -> Path:
+    """Make ``folder`` if needed and check that a file can be written in it: before the work, not after. A
+    folder that is a file, or cannot be made or written, is a one-line SamatError naming ``name`` (the option)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise SamatError(f"{name} {folder} is a file, not a folder: choose another {name}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".samat-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        where = f" ({err.filename})" if err.filename and Path(err.filename) != folder else ""
+        raise SamatError(f"cannot write in {name} {folder}: {err.strerror or type(err).__name__}{where}; "
+                         f"choose another {name}") from None
+    return folder
 
 
 def atomic_write_text(path: Path, text: str) -> None:

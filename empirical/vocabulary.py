@@ -116,6 +116,7 @@ class Norm(_Vocabulary):
 
 
 THREAT_NORMS = (Norm.LINF, Norm.L2)  # the budgets of PGD and adversarial training
+MAX_STEPS = 10_000  # the most iterations an attack (or adversarial training's PGD) may take: beyond, a typo
 
 
 class Task(_Vocabulary):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from core.errors import ParameterError
-from core.numbers import parse_number
+from core.numbers import SEED_MAX, SEED_RANGE, parse_number
 
 EXIT_USAGE = 2
 
@@ -29,13 +30,18 @@ def number(text: str) -> float:
 
 
 def ranged(name: str, valid: str, ok, kind=number):
-    """An argparse type that checks ``ok(value)`` and names the parameter and its range on failure."""
+    """An argparse type that checks ``ok(value)`` and names the parameter and its range on failure; infinite
+    values (inf, 1e309) are refused as such."""
 
     def parse(text: str):
         try:
             value = kind(text)
         except (argparse.ArgumentTypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"{name}='{text}' is invalid: {name} must be {valid}") from None
+            infinite = _is_infinite(text)
+            raise argparse.ArgumentTypeError(f"{name}={text} is invalid: {name} must be finite ({valid})" if infinite
+                                             else f"{name}='{text}' is invalid: {name} must be {valid}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{name}={text} is invalid: {name} must be finite ({valid})")
         if not ok(value):
             raise argparse.ArgumentTypeError(f"{name}={text} is invalid: {name} must be {valid}")
         return value
@@ -44,24 +50,41 @@ def ranged(name: str, valid: str, ok, kind=number):
     return parse
 
 
+def _is_infinite(text: str) -> bool:
+    try:
+        return not math.isfinite(number(text))
+    except argparse.ArgumentTypeError:
+        return False
+
+
 def integer(text: str) -> int:
+    """An integer, also written as 1e3; infinity and fractions are refused."""
     value = number(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer (it must be finite)")
+    if "e" not in text.lower() and "/" not in text and "." not in text:
+        try:
+            return int(text.strip())  # exact, however large (a float would round 99999999999999999999999)
+        except ValueError:
+            pass
     if value != int(value):
         raise argparse.ArgumentTypeError(f"'{text}' is not an integer")
     return int(value)
 
 
 arg_positive_int = ranged("value", "an integer >= 1", lambda v: v >= 1, kind=integer)
+arg_seed = ranged("seed", SEED_RANGE, lambda v: 0 <= v <= SEED_MAX, kind=integer)
 
 
 def seeds(text: str) -> tuple[int, ...]:
-    """A comma-separated list of seeds >= 0, e.g. "0,1,2"."""
-    problem = argparse.ArgumentTypeError(f"seeds='{text}' is invalid: seeds must be integers >= 0, e.g. 0,1,2")
+    """A comma-separated list of seeds, e.g. "0,1,2"."""
+    problem = argparse.ArgumentTypeError(f"seeds='{text}' is invalid: seeds must be integers in [0, 2**63 - 1], "
+                                         "e.g. 0,1,2")
     try:
         values = tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
         raise problem from None
-    if not values or min(values) < 0:
+    if not values or min(values) < 0 or max(values) > SEED_MAX:
         raise problem
     return values
 

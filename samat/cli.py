@@ -1,17 +1,24 @@
 """The ``samat`` command.
 
-    samat theory solve|verify|plot   the Gaussian model: optima, Theorems 1-5, figures (no torch)
-    samat train                      train one model with SGD, Adam, SAM, ASAM, ESAM or PGD-AT
-    samat eval                       clean and robust accuracy of a trained model (eval.json)
-    samat experiment run|report      the papers' experiment grids (configs/)
-    samat study                      theory meets training: linear models on the Gaussian model
-    samat demo                       the main job on the embedded default data
+commands:
+  samat theory solve|verify|plot   the Gaussian model: optima, Theorems 1-5, figures (no torch)
+  samat train                      train one model with SGD, Adam, SAM, ASAM, ESAM or PGD-AT into runs/<name>/
+  samat eval                       clean and robust accuracy of a trained model under the papers' attacks (eval.json)
+  samat experiment run|status|report
+                                   the papers' experiment grids (configs/): train and evaluate what is missing,
+                                   on this machine, across several processes or as a Slurm job array; tables, figures
+  samat study                      theory meets training: linear models trained on the Gaussian model
+  samat demo                       the main job on the embedded default (theory, then Fashion-MNIST on the CPU)
 
-Errors a user can fix are one line on stderr with exit code 2; nothing prints a traceback for them.
+`samat COMMAND --help` describes each command and its options. Errors a user can fix are one line on stderr
+naming the command, with exit code 2 (130 when interrupted); nothing prints a traceback for them. On the CPU,
+torch's threads wait passively, so that a machine that others share does not stall them (SAMAT_THREADS=N sets
+their number; see docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from core.errors import SamatError
@@ -25,10 +32,12 @@ from samat import (
     train_command,
 )
 from samat.argtypes import OneLineParser
+from samat.runtime import prepare_process
 
 
 def build_parser() -> OneLineParser:
-    parser = OneLineParser(prog="samat", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="samat", description=__doc__.split("\n", 1)[1].strip(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"samat {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{theory,train,eval,experiment,study,demo}",
                                 parser_class=OneLineParser)
@@ -41,19 +50,30 @@ def build_parser() -> OneLineParser:
     eval_command.add_command(sub)
     study_command.add_command(sub)
     demo.add_command(sub)
+    _name_commands(parser)
     return parser
 
 
+def _name_commands(parser: argparse.ArgumentParser) -> None:
+    """Every (sub)command records its name ("samat train"), so that an error after parsing names it too."""
+    parser.set_defaults(prog=parser.prog)
+    for action in parser._actions:  # noqa: SLF001 - argparse keeps its subparsers here
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for child in dict.fromkeys(action.choices.values()):
+                _name_commands(child)
+
+
 def main(argv: list[str] | None = None) -> int:
+    prepare_process()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except SamatError as err:
-        print(f"samat: error: {err}", file=sys.stderr)
+        print(f"{args.prog}: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("samat: interrupted", file=sys.stderr)
+        print(f"{args.prog}: interrupted", file=sys.stderr)
         return 130
 
 

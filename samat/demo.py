@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
 from core.errors import SamatError
+from core.results import check_writable_folder
+from samat.runtime import chosen_threads, use_cpu_threads
 
 
 def add_command(sub) -> None:
@@ -32,7 +35,8 @@ def add_command(sub) -> None:
     demo.add_argument("--task", choices=("classification", "segmentation"), default="classification",
                       help="classification (default: theory, then Fashion-MNIST) or segmentation (the Fashion-MNIST "
                       "scenes experiment only)")
-    demo.add_argument("--force", action="store_true", help="redo and overwrite finished parts")
+    demo.add_argument("--force", action="store_true",
+                      help="redo everything (the earlier results are kept until the new ones are done)")
     demo.set_defaults(func=cmd_demo)
 
 
@@ -45,24 +49,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.task == "segmentation" and args.theory_only:
         raise SamatError("--theory-only and --task segmentation exclude each other (the segmentation demo has no "
                          "theory part)")
+    aside = out.with_name(f".{out.name}.replaced")  # --force keeps the old results until the new ones are done
     if args.force and out.exists():
-        shutil.rmtree(out)
-    t0 = time.perf_counter()
-    if args.task == "segmentation":
-        import torch
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(out, aside)
+    try:
+        code = _demo(args, out)
+    except BaseException:
+        if aside.exists() and args.force:
+            shutil.rmtree(out, ignore_errors=True)
+            os.replace(aside, out)
+            _say(f"the earlier results are back in {out}")
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    return code
 
-        # One thread: the small network's convolutions gain little from a second one, and lose 3x when the two
-        # cores are shared with other work (docs/BENCHMARKS.md).
-        torch.set_num_threads(1)
+
+def _demo(args: argparse.Namespace, out: Path) -> int:
+    from empirical.experiments.report import terminal_text
+
+    t0 = time.perf_counter()
+    check_writable_folder(out, "--out")
+    if args.task == "segmentation":
         table = _experiment(out / "segmentation", segmentation=True)
-        print(table.read_text().split("## ", 1)[-1] + f"\nexperiment report: {table}")
+        print(terminal_text(table.read_text()).strip() + f"\n\nexperiment report: {table} (with figures)")
         print(f"done in {time.perf_counter() - t0:.0f} s")
         return 0
     theory_md = _theory(out / "theory")
     lines = [_theory_summary(out / "theory" / "verification.json"), f"theory report: {theory_md}"]
     if not args.theory_only:
         table = _experiment(out / "fashion-mnist")
-        lines += ["", table.read_text().split("## ", 1)[-1], f"experiment report: {table}"]
+        runs = out / "fashion-mnist" / "runs"
+        lines += ["", terminal_text(table.read_text()).strip(), "",
+                  f"experiment report: {table} (with figures); its runs: samat experiment status "
+                  f"fashion_mnist_default --runs-dir {runs}"]
     print("\n".join(lines))
     print(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
@@ -90,15 +111,42 @@ def _theory(theory_dir: Path) -> Path:
 
 
 def _theory_summary(json_path: Path) -> str:
+    """The verdicts in words: one line per claim, its corrected form (sympy's, in the papers' notation)."""
     import json
 
-    rows = json.loads(json_path.read_text())["claims"]
-    lines = [f"{'claim':6s}{'verdict':9s}{'max rel. error':>16s}  corrected statement"]
-    for r in rows:
-        err = r["max_rel_error"]
-        corrected = f"{r['corrected']}  [{r['corrected_verdict']}]" if r["corrected"] else "—"
-        lines.append(f"{r['theorem']:6s}{r['verdict']:9s}{'—' if err is None else f'{err:.3g}':>16s}  {corrected}")
+    lines = []
+    for r in json.loads(json_path.read_text())["claims"]:
+        err = "" if r["max_rel_error"] is None else f" (max rel. error {r['max_rel_error']:.2g})"
+        reading = f", SAM read as {r['reading']}" if r.get("reading") else ""
+        line = f"{r['theorem']}  {r['title']}{reading}: {r['verdict']}{err}"
+        if r["corrected"]:
+            line += (f"; corrected form {readable(r['corrected'])}, which {r['corrected_verdict']}"
+                     if r["corrected_verdict"] else f"; corrected form {readable(r['corrected'])}")
+        lines.append(line)
     return "\n".join(lines)
+
+
+_NOTATION = (("**2", "²"), ("**3", "³"), ("**4", "⁴"), ("*", "·"), ("eps_SAM", "ε_SAM"), ("eps_AT", "ε_AT"),
+             ("eps", "ε"), ("eta", "η"), ("w1star", "w1*"))
+
+
+def readable(expression: str) -> str:
+    """A sympy expression in the papers' notation: w1* for ln(p/(1-p))/(2η), ε, η, squares as ², products as ·."""
+    import sympy
+
+    p, eta = sympy.symbols("p eta", positive=True)
+    w1star = sympy.Symbol("w1star", positive=True)
+    try:
+        expr = sympy.sympify(expression, locals={"p": p, "eta": eta})
+    except (sympy.SympifyError, TypeError, SyntaxError):
+        return expression
+    ratio = sympy.log(p) - sympy.log(1 - p)  # = 2 η w1* (Theorem 1)
+    expr = sympy.expand(expr.subs(ratio, 2 * eta * w1star)).subs(ratio, 2 * eta * w1star)
+    factored = sympy.factor_terms(expr)  # w1*·(1 + ...) where w1* is a common factor, not 2·(...)
+    text = str(factored if factored.as_coeff_Mul()[0] == 1 else expr)
+    for code, symbol in _NOTATION:
+        text = text.replace(code, symbol)
+    return text
 
 
 def _experiment(exp_dir: Path, *, segmentation: bool = False, overrides: dict | None = None,
@@ -125,6 +173,13 @@ def _experiment(exp_dir: Path, *, segmentation: bool = False, overrides: dict | 
     if n_eval is not None:
         exp = dataclasses.replace(exp, n_eval=n_eval)
     _say(f"[experiment] {exp.title}: {len(exp.runs)} runs into {exp_dir}/runs")
+    if segmentation and chosen_threads() is None:
+        import torch
+
+        # One thread: the small network's convolutions gain little from a second one, and lose 3x when the two
+        # cores are shared with other work (docs/BENCHMARKS.md); SAMAT_THREADS chooses otherwise.
+        torch.set_num_threads(1)
+    use_cpu_threads(_say)
     run_experiment(exp, progress=sys.stderr.isatty(), log=_say)
-    paths = write_report(exp, exp_dir)
+    paths = write_report(exp, exp_dir, log=_say)
     return paths["markdown"]

@@ -15,7 +15,9 @@ def add_command(sub) -> None:
                            description="Train linear classifiers on samples of D(p, eta, n) with SGD, SAM, ASAM "
                            "and PGD-AT, measure W_R and exact accuracies, compare with the population optima of "
                            "theory (0-1 and logistic losses), and draw the figures of docs/findings.md.")
-    study.add_argument("--out", type=Path, default=Path("results/gaussian-study"), metavar="DIR")
+    study.add_argument("--out", type=Path, default=Path("results/gaussian-study"), metavar="DIR",
+                       help="where the runs, measurements, figures and verdicts go (default results/gaussian-study; "
+                       "an interrupted study resumes there)")
     study.add_argument("--quick", action="store_true", help="a small grid (a minute): for smoke runs")
     study.add_argument("--report-only", action="store_true", help="only summarize and plot stored measurements")
     study.add_argument("--publish", type=Path, metavar="DIR",

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from core.errors import SamatError
+from core.results import check_writable_folder
 from samat.argtypes import integer, ranged
 from theory.model import EPS_RANGE, ETA_RANGE, N_RANGE, P_RANGE
 
@@ -92,8 +93,7 @@ def _solve_table(r: dict) -> str:
     out.append(f"derived SAM per-sample  n ln(p/(1-p)) / (2(eta n - eps)) = {fmt(cf['w_sam_per_sample'])}")
     out.append("SAM: the population max-min of the proofs; per-sample: the worst delta per sample, as W eq. (15) "
                "and D eq. (11) print the objective")
-    if r.get("note"):
-        out.append(f"note: {r['note']}")
+    out += [f"note: {note}" for note in r.get("notes", [])]
     return "\n".join(out)
 
 
@@ -103,6 +103,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     out: Path = args.out
     targets = [out / "verification.json", out / "verification.md"]
     _refuse_overwrite(targets, args.force)
+    check_writable_folder(out, "--out")  # before the work, not after
     grid = verify.Grid.quick() if args.quick else verify.Grid()
     t0 = time.perf_counter()
     print(f"verifying Theorems 1-5 into {out}/", file=sys.stderr)
@@ -121,6 +122,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from theory import plots
 
     _refuse_overwrite(plots.existing_outputs(args.out), args.force)
+    check_writable_folder(args.out, "--out")  # before the work, not after
     print(f"drawing figures into {args.out}/", file=sys.stderr)
     written = plots.make_all(args.out, progress=_progress)
     print(f"wrote {len(written)} files to {args.out}/")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 
-import pytest
-from hypothesis import HealthCheck, settings
+# Before torch loads: its OpenMP threads wait passively, as under the samat command (samat/runtime.py); spinning
+# threads make the suite several times slower on a machine that other jobs share (docs/BENCHMARKS.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 # Property tests replay a fixed, derandomized set of examples by default, so that a red suite always means a
 # reproducible failure, on every machine and in CI. SAMAT_HYPOTHESIS_PROFILE=explore draws new examples each

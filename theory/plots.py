@@ -44,6 +44,22 @@ class Figure:
     draw: Callable[[dict, object], None]
 
 
+def plain_log_ticks(ax, which: str) -> None:
+    """Tick labels of a log axis as plain numbers (0.02, 0.05, 0.1): over less than ~2.5 decades also at 2x and 5x
+    each power of ten, otherwise at the powers only (no crowded 2x10^-1, 3x10^-1, ... labels)."""
+    from matplotlib import ticker  # matplotlib is loaded only when drawing
+
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    lo, hi = ax.get_ylim() if which == "y" else ax.get_xlim()
+    plain = ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(plain)
+    if np.log10(hi / lo) < 2.5:
+        axis.set_minor_locator(ticker.LogLocator(subs=(2.0, 5.0)))
+        axis.set_minor_formatter(plain)
+    else:
+        axis.set_minor_formatter(ticker.NullFormatter())
+
+
 def per_n(data: dict, key: str) -> dict:
     """The curves stored under ``key``, one per entry of ``data["n"]``, by n."""
     return dict(zip(data["n"], data[key], strict=True))
@@ -99,6 +115,8 @@ def _floats(values) -> np.ndarray:
 
 
 def draw_w1_vs_eps(d: dict, plt) -> object:
+    from matplotlib.lines import Line2D  # matplotlib is loaded only when drawing
+
     fig, axes = plt.subplots(3, 2, figsize=(14, 12.5), constrained_layout=True)
     colors = dict(zip(N_VALUES, ("tab:blue", "tab:orange", "tab:green"), strict=True))
     for col, (label, scale) in enumerate((("w1", lambda n: 1.0), ("W_R = w1 / n", lambda n: float(n)))):
@@ -106,42 +124,50 @@ def draw_w1_vs_eps(d: dict, plt) -> object:
         for n in N_VALUES:
             s = scale(n)
             ax.plot(d["eps_at_line"], np.asarray(d["at_closed"]) / s, color=colors[n], lw=1.5,
-                    label=f"AT, Thm 2 closed form (n={n})" if col == 1 or n == N_VALUES[0] else None)
+                    label=f"AT, Thm 2 closed form (n={n})" if col == 1 else "AT, Thm 2 closed form (any n)")
             ax.plot(d["eps_at"], np.asarray(d["at_numeric"]) / s, "o", color=colors[n], ms=5, mfc="none",
-                    label="AT, numerical optimum" if n == N_VALUES[0] else None)
+                    label="AT, numerical optimum (circles)" if n == N_VALUES[0] else None)
             ax.axhline(d["w_star"] / s, color=colors[n], ls=":", lw=1,
-                       label="ST, w1* (Thm 1)" if n == N_VALUES[0] else None)
+                       label=("ST, w1* (Thm 1), dotted" if col == 0 else "ST, W_R* = w1*/n (Thm 1), dotted, per n")
+                       if n == N_VALUES[0] else None)
             if col == 0:
                 break  # w1 of ST and AT does not depend on n
         ax.set_yscale("log")
+        plain_log_ticks(ax, "y")
         ax.set_xlabel("AT budget ε (ℓ∞, on the non-robust features)")
         ax.set_ylabel(label)
         ax.set_title(f"AT: {label} against ε  (p={d['p']}, η={d['eta']}; pole at ε = η)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left")
         ax = axes[1, col]
         for n in N_VALUES:
             s = scale(n)
-            ax.plot(d["eps_sam"], np.asarray(per_n(d, "sam_numeric")[n]) / s, "o", color=colors[n], ms=5,
-                    label=f"SAM, numerical optimum (n={n})")
-            ax.plot(d["eps_sam_line"], np.asarray(per_n(d, "sam_derived")[n]) / s, color=colors[n], lw=1.2,
-                    label=f"derived {'w1*' if col == 0 else 'W_R*'}(1 + ε²/(3n)) (n={n})")
+            ax.plot(d["eps_sam"], np.asarray(per_n(d, "sam_numeric")[n]) / s, "o", color=colors[n], ms=5)
+            ax.plot(d["eps_sam_line"], np.asarray(per_n(d, "sam_derived")[n]) / s, color=colors[n], lw=1.2)
             if col == 1:
-                ax.plot(d["eps_sam_line"], np.asarray(d["sam_claimed"]) / s, color=colors[n], ls="--", lw=1,
-                        label=f"claimed W_R*(1 + 2ε²/3), Thm 4.4 (n={n})")
+                ax.plot(d["eps_sam_line"], np.asarray(d["sam_claimed"]) / s, color=colors[n], ls="--", lw=1)
                 ax.axhline(d["w_star"] / s, color=colors[n], ls=":", lw=1)
         if col == 0:
-            ax.plot(d["eps_sam_line"], d["sam_claimed"], color="k", ls="--", lw=1.2,
-                    label="claimed w1*(1 + 2ε²/3), Thm 4 (any n)")
-            ax.axhline(d["w_star"], color="k", ls=":", lw=1, label="ST, w1*")
+            ax.plot(d["eps_sam_line"], d["sam_claimed"], color="k", ls="--", lw=1.2)
+            ax.axhline(d["w_star"], color="k", ls=":", lw=1)
         else:
             ax.set_yscale("log")
+            plain_log_ticks(ax, "y")
+        star = "w1*" if col == 0 else "W_R*"
+        styles = [Line2D([], [], color="grey", marker="o", ls="none", label="SAM, numerical optimum"),
+                  Line2D([], [], color="grey", label=f"derived {star}(1 + ε²/(3n))"),
+                  Line2D([], [], color="k" if col == 0 else "grey", ls="--",
+                         label="claimed w1*(1 + 2ε²/3), Thm 4 (any n)" if col == 0 else
+                         "claimed W_R*(1 + 2ε²/3), Thm 4.4"),
+                  Line2D([], [], color="k" if col == 0 else "grey", ls=":", label=f"ST, {star} (Thm 1)")]
+        styles += [Line2D([], [], color=colors[n], lw=4, label=f"n = {n}") for n in N_VALUES]
         ax.set_xlabel("SAM budget ε (|δ| on w1)")
         ax.set_ylabel(label)
         ax.set_title(f"SAM, population max-min (the proofs): {label} against ε")
-        if col == 0:
-            ax.legend(fontsize=7, loc="upper left")
-        else:
-            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax.legend(handles=styles, fontsize=7, loc="upper left", ncol=2)
+        if col == 1:  # room for the legend above the curves
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(lo, hi * 6)
+            plain_log_ticks(ax, "y")
         _draw_per_sample(axes[2, col], d, label, scale, colors)
     return fig
 
@@ -149,25 +175,30 @@ def draw_w1_vs_eps(d: dict, plt) -> object:
 def _draw_per_sample(ax, d: dict, label: str, scale, colors) -> None:
     """SAM read per sample (W eq. 15, D eq. 11 as printed): numerical optima, the derived n ln(p/(1-p))/(2(ηn - ε))
     with its pole at ε = ηn, and the population reading's numerical optima for comparison."""
+    from matplotlib.lines import Line2D  # matplotlib is loaded only when drawing
+
     for n in N_VALUES:
         s = scale(n)
         ax.plot(d["eps_sam"], _floats(per_n(d, "sam_per_sample_numeric")[n]) / s, "s", color=colors[n], ms=5,
-                mfc="none", label=f"per-sample, numerical optimum (n={n})")
-        ax.plot(d["eps_sam_line"], _floats(per_n(d, "sam_per_sample_derived")[n]) / s, color=colors[n], lw=1.2,
-                label=f"per-sample, derived (= AT at ε/n; pole at ε = ηn = {d['eta'] * n:g})")
-        ax.plot(d["eps_sam"], np.asarray(per_n(d, "sam_numeric")[n]) / s, ".", color=colors[n], ms=4,
-                label=f"population max-min, numerical (n={n})")
+                mfc="none")
+        ax.plot(d["eps_sam_line"], _floats(per_n(d, "sam_per_sample_derived")[n]) / s, color=colors[n], lw=1.2)
+        ax.plot(d["eps_sam"], np.asarray(per_n(d, "sam_numeric")[n]) / s, ".", color=colors[n], ms=4)
         ax.axhline(d["w_star"] / s, color=colors[n], ls=":", lw=1)
     ax.set_yscale("log")
     markers = np.concatenate([_floats(v) / scale(n) for n, v in per_n(d, "sam_per_sample_numeric").items()])
     ax.set_ylim(top=3 * np.nanmax(markers))  # the derived curves rise to their poles beyond the last marker
+    plain_log_ticks(ax, "y")
+    star = "w1*" if label == "w1" else "W_R*"
+    styles = [Line2D([], [], color="grey", marker="s", mfc="none", ls="none", label="per-sample, numerical optimum"),
+              Line2D([], [], color="grey", label="per-sample, derived (= AT at ε/n; pole at ε = ηn)"),
+              Line2D([], [], color="grey", marker=".", ls="none", label="population max-min, numerical"),
+              Line2D([], [], color="grey", ls=":", label=f"ST, {star} (Thm 1)")]
+    styles += [Line2D([], [], color=colors[n], lw=4, label=f"n = {n} (pole at ε = {d['eta'] * n:g})")
+               for n in N_VALUES]
     ax.set_xlabel("SAM budget ε (|δ| on w1)")
     ax.set_ylabel(label)
     ax.set_title(f"SAM per sample (W eq. 15, D eq. 11): {label} against ε")
-    if label == "w1":
-        ax.legend(fontsize=7, loc="center right")
-    else:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(handles=styles, fontsize=7, loc="upper left", ncol=2)
 
 
 # --- Equal robustness -------------------------------------------------------------------------
@@ -193,16 +224,20 @@ def draw_equal_robustness(d: dict, plt) -> object:
     colors = dict(zip(N_VALUES, ("tab:blue", "tab:orange", "tab:green"), strict=True))
     ax.plot(d["paper"], d["eps_sam_line"], "k--", lw=1.5, label="paper, Thm 5: 2 + 3/ε_SAM² = 2η/ε_AT (any n)")
     for n in N_VALUES:
-        ax.plot(per_n(d, "derived")[n], d["eps_sam_line"], color=colors[n], lw=1.2,
-                label=f"derived: η/ε_AT = 3n/ε_SAM² + c(p,η,n) (n={n})")
-        ax.plot(per_n(d, "numeric")[n], d["eps_sam"], "o", color=colors[n], ms=5, mfc="none",
-                label=f"numerical: w1^AT(ε_AT) = w1^SAM(ε_SAM) (n={n})")
+        ax.plot(per_n(d, "derived")[n], d["eps_sam_line"], "-o", color=colors[n], lw=1.2, ms=0,
+                label=f"n={n}: derived η/ε_AT = 3n/ε_SAM² + c(p,η,n) (line);\n"
+                      "numerical w1^AT(ε_AT) = w1^SAM(ε_SAM) (circles)")
+        ax.plot(per_n(d, "numeric")[n], d["eps_sam"], "o", color=colors[n], ms=5, mfc="none")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, hi * 5)  # room for the legend above the curves
+    plain_log_ticks(ax, "x")
+    plain_log_ticks(ax, "y")
     ax.set_xlabel("ε_AT giving the same w1 (and W_R)")
     ax.set_ylabel("ε_SAM")
     ax.set_title(f"Equal-robustness curve (p={d['p']}, η={d['eta']})")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left")
     return fig
 
 
@@ -221,18 +256,23 @@ def compute_sam_coefficient() -> dict:
 
 
 def draw_sam_coefficient(d: dict, plt) -> object:
-    fig, ax = plt.subplots(figsize=(9, 5), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
     ax.axhline(d["claimed"], color="k", ls="--", label="claimed 2/3 (Thm 4 / 4.4)")
     for n, color in zip(d["n"], ("tab:blue", "tab:orange", "tab:green", "tab:red"), strict=True):
-        ax.plot(d["eps"], per_n(d, "numeric")[n], "o-", color=color, ms=4, label=f"numerical, n={n}")
         derived = per_n(d, "derived")[n]
-        ax.axhline(derived, color=color, ls=":", label=f"derived 1/(3n) = {derived:.3g}")
+        ax.plot(d["eps"], per_n(d, "numeric")[n], "o-", color=color, ms=4,
+                label=f"n={n}: numerical (dots); derived 1/(3n) = {derived:.3g} (dotted)")
+        ax.axhline(derived, color=color, ls=":")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo / 4, hi)  # room for the legend below the curves
+    plain_log_ticks(ax, "x")
+    plain_log_ticks(ax, "y")
     ax.set_xlabel("SAM budget ε")
     ax.set_ylabel("(w1^SAM - w1*) / (w1* ε²)")
     ax.set_title(f"Theorem 4's coefficient (p={d['p']}, η={d['eta']})")
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.legend(fontsize=8, loc="lower left")
     return fig
 
 
@@ -260,7 +300,7 @@ def draw_robust_accuracy(d: dict, plt) -> object:
     for name, acc in d["curves"].items():
         ls = "-" if name == "ST" else ("--" if name.startswith("AT") else "-.")
         ax1.plot(d["attack"], acc, ls, lw=1.6, label=f"{name}  (w1 = {d['w1'][name]:.3g})")
-    ax1.axvline(d["eta"], color="grey", lw=0.8, ls=":")
+    ax1.axvline(d["eta"], color="grey", lw=0.8, ls=":", label="ε = η: the attack cancels the non-robust signal")
     ax1.set_xlabel("attack budget ε (ℓ∞ on the non-robust features)")
     ax1.set_ylabel("exact robust accuracy")
     ax1.set_title(f"Optima under attack (p={d['p']}, η={d['eta']}, n={d['n']})")
@@ -268,13 +308,13 @@ def draw_robust_accuracy(d: dict, plt) -> object:
     for budget, acc in zip(d["budgets"], d["by_w"], strict=True):
         ax2.plot(d["w_axis"], acc, lw=1.4, label=f"attack ε = {budget:g}")
     for i, (name, w) in enumerate(sorted(d["w1"].items(), key=lambda kv: kv[1])):
-        ax2.axvline(w, color="grey", lw=0.7, ls=":")
-        ax2.annotate(f"{name}", (w, 0.03 + 0.2 * (i % 3)), rotation=90, fontsize=7,
-                     xycoords=("data", "axes fraction"), xytext=(2, 0), textcoords="offset points")
+        ax2.axvline(w, color="grey", lw=0.7, ls=":", label="the optima's w1 (dotted)" if i == 0 else None)
+        ax2.annotate(f"{name} (w1 = {w:.3g})", (w, 0.03 + 0.055 * i), fontsize=7,  # one row each: no overlap
+                     xycoords=("data", "axes fraction"), xytext=(3, 0), textcoords="offset points")
     ax2.set_xlabel("w1 (weight on the robust feature)")
     ax2.set_ylabel("exact robust accuracy")
     ax2.set_title("Robust accuracy against w1 (the optima marked)")
-    ax2.legend(fontsize=8)
+    ax2.legend(fontsize=8, loc="upper right")
     return fig
 
 

@@ -19,7 +19,10 @@ def _width(opt: Optimum) -> float | None:
     return float(opt.bracket_width) if bool(opt.found) else None
 
 
-def at_note(eta: float, eps: float, at: Optimum) -> str | None:
+RESOLVED_RTOL = 1e-6  # a bracket wider than this, relative to the optimum, is reported as not resolved
+
+
+def at_note(eta: float, eps: float, at: Optimum, mp: bool = False) -> str | None:
     """Why AT has no optimum, when it has none."""
     if bool(at.found):
         return None
@@ -29,10 +32,38 @@ def at_note(eta: float, eps: float, at: Optimum) -> str | None:
         return (f"AT has no finite optimum for eps >= eta (here eps={eps:g}, eta={eta:g}): under the worst attack "
                 f"the non-robust features {signal}, so the adversarial accuracy keeps rising toward p as w1 -> "
                 f"infinity; {reach}. Theorem 2 assumes eps < eta.")
-    return (f"the AT optimum lies beyond what this precision resolves ({reach}); retry with --precision mp")
+    return f"the AT optimum lies beyond what this precision resolves ({reach}){_retry(mp)}"
 
 
-def per_sample_note(eta: float, n: int, eps: float, opt: Optimum) -> str | None:
+def _retry(mp: bool) -> str:
+    return "; a larger --dps may resolve it" if mp else "; retry with --precision mp"
+
+
+def notes(eta: float, eps: float, optima: dict[str, Optimum], mp: bool) -> list[str]:
+    """What the numbers do not settle: optima not found, brackets too wide to resolve them, and Theorem 3's
+    comparison when the SAM and ST brackets overlap."""
+    out = []
+    names = {"w_star": "ST (w1*)", "w_at": "AT (w1^AT)", "w_sam": "SAM (w1^SAM)"}
+    missing = [names[k] for k, opt in optima.items() if not bool(opt.found) and k != "w_at"]
+    if missing:
+        out.append(f"no finite optimum found for {' and '.join(missing)}: the objective keeps falling as far as "
+                   f"this precision follows it{_retry(mp)}")
+    note = at_note(eta, eps, optima["w_at"], mp)
+    if note:
+        out.append(note)
+    for key, opt in optima.items():
+        if bool(opt.found):
+            w, width = float(opt.w1_float()), float(opt.bracket_width)
+            if width > RESOLVED_RTOL * max(abs(w), 1.0):
+                out.append(f"{names[key]} is not resolved: its bracket is {width:.3g} wide around {w:.6g} (the "
+                           f"objective is flat to rounding there){_retry(mp)}")
+    st, sam = optima["w_star"], optima["w_sam"]
+    if bool(st.found) and bool(sam.found) and not float(sam.lo) > float(st.hi):
+        out.append("Theorem 3 (w1^SAM > w1*) is not decided here: the SAM and ST brackets overlap")
+    return out
+
+
+def per_sample_note(eta: float, n: int, eps: float, opt: Optimum, mp: bool = False) -> str | None:
     """Why SAM as printed (the worst δ per sample) has no optimum, when it has none."""
     if bool(opt.found):
         return None
@@ -42,7 +73,7 @@ def per_sample_note(eta: float, n: int, eps: float, opt: Optimum) -> str | None:
                 f"worst delta of every sample lowers its margin by eps, as much as or more than the non-robust "
                 f"features' mean margin eta*n gives, so the accuracy keeps rising toward p as w1 -> infinity "
                 f"(the same objective as AT with eps/n >= eta); {reach}.")
-    return f"the per-sample SAM optimum lies beyond what this precision resolves ({reach}); retry with --precision mp"
+    return f"the per-sample SAM optimum lies beyond what this precision resolves ({reach}){_retry(mp)}"
 
 
 def solve_point(p: float, eta: float, n: int, eps: float, precision: str = "float64", dps: int = 50) -> dict:
@@ -52,7 +83,9 @@ def solve_point(p: float, eta: float, n: int, eps: float, precision: str = "floa
     st, at, sam = st_optimum(p, eta, n, bk), at_optimum(p, eta, n, eps, bk), sam_optimum(p, eta, n, eps, bk)
     per_sample = sam_per_sample_optimum(p, eta, n, eps, bk)
     w = {"w_star": _value(st), "w_at": _value(at), "w_sam": _value(sam), "w_sam_per_sample": _value(per_sample)}
-    notes = [m for m in (at_note(eta, eps, at), per_sample_note(eta, n, eps, per_sample)) if m]
+    found = notes(eta, eps, {"w_star": st, "w_at": at, "w_sam": sam}, bk.is_mp)
+    found += [m for m in (per_sample_note(eta, n, eps, per_sample, bk.is_mp),) if m]
+    unsettled = [m.rstrip(".") + "." for m in found]
     closed_at = float(cf.w1_at(p, eta, eps)) if eps < eta else None
     from theory import symbolic
 
@@ -84,8 +117,9 @@ def solve_point(p: float, eta: float, n: int, eps: float, precision: str = "floa
         },
         "derived": {"sam_coefficient": coef, "w_sam": w_star_cf * (1 + coef * eps**2)},
     }
-    if notes:
-        result["note"] = " ".join(notes)
+    if unsettled:
+        result["note"] = " ".join(unsettled)
+        result["notes"] = unsettled
     return result
 
 

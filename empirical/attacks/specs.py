@@ -29,11 +29,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from fractions import Fraction
 
 from core.errors import ParameterError
 from core.numbers import parse_number
-from empirical.vocabulary import Norm
+from empirical.vocabulary import MAX_STEPS, Norm
 
 Box = tuple[float, float]
 IMAGE_BOX: Box = (0.0, 1.0)
@@ -61,15 +60,24 @@ def parse_eps(text: str | float) -> float:
     return value
 
 
-def format_eps(eps: float | None, norm: Norm) -> str:
-    """The inverse of :func:`parse_eps` for labels: k/255 for intensity budgets that are multiples of 1/255."""
+def format_eps(eps: float | None, norm: Norm, *, shortest: bool = False) -> str:
+    """The inverse of :func:`parse_eps` for labels: k/255 for intensity budgets that are a multiple of 1/255, or
+    of a thousandth of it where that is shorter than the decimal (1.5/255, but 0.5), exactly as :func:`parse_eps`
+    reads it back; else the float's repr. ``shortest`` (titles, for people): the shorter spelling always (0.2
+    rather than 51/255), and no trailing noise (1 rather than 1.0)."""
     if eps is None:
         return ""
-    if norm in (Norm.LINF, Norm.L2):
-        k = Fraction(eps * 255).limit_denominator(1)
-        if float(k) / 255 == eps:
-            return f"{int(k)}/255"
-    return repr(eps)
+    if norm in (Norm.LINF, Norm.L2) and math.isfinite(eps):
+        k = round(eps * 255, 3)
+        text = f"{k:g}/255"
+        shorter = len(text) < len(repr(eps))
+        if parse_number(text, "eps") == eps and (shorter or (float(k).is_integer() and not shortest)):
+            return text
+    return f"{eps:.6g}" if shortest else repr(eps)
+
+
+_TITLES = {Algorithm.FGSM: "FGSM", Algorithm.PGD: "PGD-{steps}", Algorithm.AUTOATTACK: "AutoAttack",
+           Algorithm.FAB: "FAB", Algorithm.PIXLE: "Pixle", Algorithm.STADV: "StAdv"}
 
 
 @dataclass(frozen=True)
@@ -89,8 +97,8 @@ class AttackSpec:
     def __post_init__(self) -> None:
         if self.eps is not None and not (math.isfinite(self.eps) and self.eps >= 0):
             raise ParameterError("eps", self.eps, "a finite number >= 0 (pixel units, e.g. 8/255)")
-        if self.steps is not None and (isinstance(self.steps, bool) or self.steps < 0):
-            raise ParameterError("steps", self.steps, "an integer >= 0")
+        if self.steps is not None and (isinstance(self.steps, bool) or not 0 <= self.steps <= MAX_STEPS):
+            raise ParameterError("steps", self.steps, f"an integer in [0, {MAX_STEPS:,}]")
         if self.restarts < 1:
             raise ParameterError("restarts", self.restarts, "an integer >= 1")
 
@@ -100,6 +108,22 @@ class AttackSpec:
         if self.step_ratio is None or self.eps is None:
             return None
         return self.step_ratio * self.eps
+
+    @property
+    def family_title(self) -> str:
+        """The attack without its budget, for people: "PGD-10 ℓ∞", "AutoAttack ℓ2", "StAdv"."""
+        name = _TITLES[self.algorithm].format(steps=self.steps)
+        return name if self.norm in (Norm.L0, Norm.FLOW) else f"{name} {self.norm.display}"
+
+    @property
+    def title(self) -> str:
+        """The threat model for people (tables, figures, logs): "PGD-10 ℓ∞ 1/255", "FGSM ℓ∞ 1/255", "StAdv"; a
+        flow budget other than StAdv's default shows in pixels ("StAdv 0.5 px")."""
+        if self.eps is None or (self.algorithm is Algorithm.STADV and self.eps == REGISTRY["stadv"].eps):
+            return self.family_title
+        if self.norm is Norm.FLOW:
+            return f"{self.family_title} {self.eps:g} px"
+        return f"{self.family_title} {format_eps(self.eps, self.norm, shortest=True)}"
 
     @property
     def label(self) -> str:
@@ -140,10 +164,13 @@ def spec(name: str) -> AttackSpec:
     if key in REGISTRY:
         return REGISTRY[key]
     m = _PGD_NAME.fullmatch(key)
-    if m and int(m.group(1)) >= 1:
+    if m and 1 <= int(m.group(1)) <= MAX_STEPS:
         base = REGISTRY[f"pgd10_{m.group(2)}"]
-        return _pgd(key, base.norm, base.eps or 0.0, int(m.group(1)))
-    raise ParameterError("attack", name, "one of " + ", ".join(REGISTRY) + ", or pgd<N>_linf / pgd<N>_l2")
+        return _pgd(f"pgd{int(m.group(1))}_{m.group(2)}", base.norm, base.eps or 0.0, int(m.group(1)))
+    if m:
+        raise ParameterError("attack", name, f"PGD with 1 to {MAX_STEPS:,} steps (pgd<N>_linf / pgd<N>_l2)")
+    raise ParameterError("attack", name, "one of " + ", ".join(REGISTRY) + ", or pgd<N>_linf / pgd<N>_l2 "
+                         f"(N from 1 to {MAX_STEPS:,})")
 
 
 def expand(name: str, eps_list: Iterable[float | str] | None = None) -> tuple[AttackSpec, ...]:
@@ -156,8 +183,12 @@ def expand(name: str, eps_list: Iterable[float | str] | None = None) -> tuple[At
 
 def parse_attack(text: str) -> tuple[AttackSpec, ...]:
     """Specs from a user string ``name[@eps[,eps...]]``, e.g. "pgd10_linf@1/255,2/255" or "stadv@0.5"."""
-    name, _, eps_text = text.partition("@")
-    return expand(name, [e for e in eps_text.split(",") if e.strip()] if eps_text.strip() else None)
+    name, at, eps_text = text.partition("@")
+    budgets = [e for e in eps_text.split(",") if e.strip()]
+    if at and not budgets:
+        raise ParameterError("attack", text, "name@eps[,eps...] with at least one budget after '@' (or the name "
+                             "alone for its default budget), e.g. pgd10_linf@1/255")
+    return expand(name, budgets if at else None)
 
 
 # Table 2/3 columns of the duality paper, in the tables' order.

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.errors import ParameterError
+from core.errors import ParameterError, SamatError
+from core.machine import available_memory, human_bytes
 from core.numbers import is_int
 from empirical.data.dataset import Dataset, LoadRequest
 from empirical.vocabulary import Augment
@@ -63,8 +64,20 @@ class GaussianSpec:
 GAUSSIAN_FIELDS = tuple(f.name for f in dataclasses.fields(GaussianSpec))
 
 
+def memory_needed(spec: GaussianSpec) -> int:
+    """Peak bytes of drawing the dataset: the float32 copies of both splits, and the float64 sample of the larger
+    split with its normal draw (GaussianModel.sample) while they are made."""
+    width = spec.n + 1
+    return 4 * (spec.train_size + spec.test_size) * width + 16 * max(spec.train_size, spec.test_size) * width
+
+
 def load_gaussian(request: LoadRequest) -> Dataset:
     spec = request.gaussian
+    needed, available = memory_needed(spec), available_memory()
+    if available is not None and needed > available:
+        raise SamatError(f"gaussian: {spec.train_size:,} + {spec.test_size:,} samples of n + 1 = {spec.n + 1:,} "
+                         f"features need about {human_bytes(needed)} of memory, and this machine has "
+                         f"{human_bytes(available)} available: lower gaussian.n, train_size or test_size")
     model = GaussianModel(spec.p, spec.eta, spec.n)
 
     def draw(size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,6 +9,7 @@ recomputed over old and new columns together, replacing the old ones.
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -120,8 +121,9 @@ class _Evaluation:
                               box="auto")
         meter = PerturbationMeter(s, box=self.box)
         t0 = time.perf_counter()
+        bar = self.progress and sys.stderr.isatty()  # a bar on a terminal; one line per attack always
         hits = attack_in_batches(attack, self.model, self.inputs, self.y, self.clean, self.batch_size, meter=meter,
-                                 progress=self.progress, label=label)
+                                 progress=bar, label=s.title)
         size = meter.summary()  # one host synchronisation, after the loop
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -133,7 +135,8 @@ class _Evaluation:
             "seconds": seconds, "max_perturbation": size["max"], "tolerance": size["tolerance"],
             "within_budget": size["within_eps"], "in_box": size["in_box"],
         }
-        self.log(f"  {label}: {self.accuracy[label]:.4f} ({seconds:.1f} s)")
+        sanity = SANITY if label.endswith(SANITY) else ""
+        self.log(f"  {s.title}{sanity}: {100 * self.accuracy[label]:.2f} % ({seconds:.1f} s)")
 
     def check_columns(self, specs: dict[str, AttackSpec]) -> None:
         """Per new column: robust <= clean, and the perturbations within budget and box."""

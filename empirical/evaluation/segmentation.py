@@ -42,7 +42,7 @@ from empirical.attacks.specs import GRADIENT_ALGORITHMS, IMAGE_BOX, Algorithm, A
 from empirical.data import as_inputs
 from empirical.evaluation.checks import LARGE_EPS, Check, exceeds
 from empirical.evaluation.columns import NATURAL, SANITY, column_specs
-from empirical.evaluation.store import read_evaluation
+from empirical.evaluation.store import read_evaluation, recorded_weights
 from empirical.evaluation.trained import Loaded, eval_indices, load_trained, locate, trained_config
 from empirical.pixelwise import confusion, iou, logits_of, mean_iou, pixel_loss, predicted_confusion, size_batches
 from empirical.training.runs import file_sha256
@@ -233,7 +233,12 @@ def evaluate_segmentation_path(path: str | Path, columns: list[str], *, n_eval: 
     run, weights = locate(path)
     out = run.path / "eval.json"
     settings = {"n_eval": n_eval, "seed": seed}
+    sha = file_sha256(weights)
     previous = None if overwrite else read_evaluation(out)
+    if previous is not None and recorded_weights(previous) != sha:
+        log(f"{out} was made for other weights than {weights} holds now (it was trained further, or another "
+            "checkpoint): evaluating again")
+        previous = None
     if previous is not None and previous.get("settings") != settings:
         raise SamatError(f"{out} was made with {previous.get('settings')}; pass --overwrite to redo it with "
                          f"{settings}")
@@ -258,7 +263,7 @@ def evaluate_segmentation_path(path: str | Path, columns: list[str], *, n_eval: 
             np.savez_compressed(f, classes=np.array(loaded.class_names), **examples)
 
     atomic_write_bytes(run.path / "examples.npz", write_examples)
-    record = provenance({"weights": {"file": weights.name, "sha256": file_sha256(weights)}, "settings": settings,
+    record = provenance({"weights": {"file": weights.name, "sha256": sha}, "settings": settings,
                          "examples": {"file": "examples.npz", "sha256": file_sha256(run.path / "examples.npz")}})
     write_json(out, result, provenance_record=record, indent=2)
     return result | {"provenance": record}

@@ -46,3 +46,8 @@ def read_evaluation(path: Path) -> dict | None:
         raise SamatError(f"{path} is not an evaluation written by samat eval: {fix}")
     return doc
 
+
+def recorded_weights(evaluation: dict) -> str | None:
+    """The SHA-256 of the weights an evaluation attacked, as its provenance records it (None: not recorded)."""
+    weights = evaluation.get("provenance", {}).get("inputs", {}).get("weights")
+    return weights.get("sha256") if isinstance(weights, dict) else None

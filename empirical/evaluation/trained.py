@@ -13,7 +13,7 @@ from core.errors import ParameterError, SamatError
 from empirical.data import load_dataset
 from empirical.models import build_model
 from empirical.training.config import TrainConfig
-from empirical.training.runs import RunDir
+from empirical.training.runs import RunDir, load_torch
 from empirical.vocabulary import DatasetName, Task
 
 
@@ -67,12 +67,14 @@ def load_trained(path: str | Path, *, device: torch.device, data_dir: str | None
     segmenting = data.task is Task.SEGMENTATION
     net = build_model(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes, mean=data.mean,
                       std=data.std, options=cfg.segmentation_spec.model_options if segmenting else None)
-    state = torch.load(weights, map_location="cpu", weights_only=False)
+    fix = ("train the run again (samat train --overwrite)" if weights.name == run.weights.name else
+           "evaluate another file, or train the run again (samat train --overwrite)")
+    state = load_torch(weights, fix)
     if isinstance(state, dict) and "model" in state and "optimizer" in state:
         state = state["model"]  # a training checkpoint
     try:
         net.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as err:
+    except (RuntimeError, TypeError, AttributeError, ValueError) as err:
         first = str(err).strip().splitlines()[0 if not str(err).startswith("Error(s)") else -1].strip()
         raise SamatError(f"{weights} does not fit model {cfg.model} on {cfg.dataset} "
                          f"({data.input_shape}, {data.num_classes} classes): {first}") from None

@@ -30,3 +30,16 @@ def resolve(text: str | Path) -> Path:
     if name in files:
         return files[name]
     raise SamatError(f"experiment file {path} not found; packaged experiments: {', '.join(sorted(files))}")
+
+
+def display_path(path: str | Path) -> str:
+    """An experiment file as people should read it in a report: ``configs/NAME.toml`` for a packaged one, else
+    relative to the current folder where it lies below it, else its name (never a machine's absolute path)."""
+    path = Path(path)
+    packaged_file = packaged().get(path.stem)
+    if packaged_file is not None and packaged_file.resolve() == path.resolve():
+        return f"configs/{path.name}"
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path.name if path.is_absolute() else str(path)

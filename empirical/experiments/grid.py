@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ParameterError, SamatError
+from core.numbers import SEED_RANGE, is_seed
 from empirical.attacks.specs import GRADIENT_ALGORITHMS
 from empirical.evaluation.columns import NATURAL, column_specs
 from empirical.evaluation.run import DEFAULT_N_EVAL
@@ -73,6 +74,11 @@ class Experiment:
         """Every column of every table, in order of first appearance (what evaluation must produce)."""
         return tuple(dict.fromkeys(c for t in self.tables for c in t.columns))
 
+    @property
+    def eval_settings(self) -> dict[str, int]:
+        """The settings an evaluation of this experiment is made with (as eval.json records them)."""
+        return {"n_eval": self.n_eval, "seed": self.eval_seed}
+
     def runs_for(self, label: str) -> list[RunSpec]:
         return [r for r in self.runs if r.label == label]
 
@@ -82,8 +88,44 @@ class Experiment:
         return self.runs[0].config.model.task
 
     def finished(self, label: str) -> list[RunDir]:
-        """The finished runs (seeds) of ``label``."""
-        return [run for run in (RunDir(r.run_dir) for r in self.runs_for(label)) if run.finished]
+        """The finished runs (seeds) of ``label`` that were trained as the experiment asks now; stale ones (trained
+        with another configuration) are left out (:meth:`stale` lists them)."""
+        return [RunDir(r.run_dir) for r in self.runs_for(label) if trained_as_asked(r)]
+
+    def stale(self) -> list[tuple[RunSpec, str]]:
+        """The finished runs trained with another configuration than the experiment asks now, each with what
+        differs. A run whose record cannot be read is a SamatError naming the file."""
+        out = []
+        for r in self.runs:
+            if RunDir(r.run_dir).finished:
+                why = staleness(r, strict=True)
+                if why:
+                    out.append((r, why))
+        return out
+
+
+UNREADABLE = "its record cannot be read"
+
+
+def staleness(spec: RunSpec, *, strict: bool = False) -> str:
+    """What differs between a run's recorded configuration and the one it is asked to have ("epochs 1 -> 2"), or
+    why it cannot be told (``strict``: raise that SamatError instead); "" when nothing differs."""
+    try:
+        diff = RunDir(spec.run_dir).differences(spec.config)
+    except SamatError as err:
+        if strict:
+            raise
+        return f"{UNREADABLE}: {err}"
+    return ", ".join(f"{k} {_show(old)} -> {_show(new)}" for k, (old, new) in diff.items())
+
+
+def trained_as_asked(spec: RunSpec) -> bool:
+    """A finished run whose recorded configuration is the one the experiment asks for."""
+    return RunDir(spec.run_dir).finished and not staleness(spec)
+
+
+def _show(value: Any) -> str:
+    return "(absent)" if value is None else (f"{value:g}" if isinstance(value, float) else str(value))
 
 
 def slug(text: str) -> str:
@@ -141,8 +183,8 @@ class _Reader:
 
     def seeds(self, head: dict) -> tuple[int, ...]:
         seeds = head.get("seeds", [0])
-        if not isinstance(seeds, list) or not seeds or not all(_is_int(s, 0) for s in seeds):
-            raise self.malformed("[experiment] seeds", "a non-empty list of integers >= 0, e.g. [0, 1, 2]")
+        if not isinstance(seeds, list) or not seeds or not all(is_seed(s) for s in seeds):
+            raise self.malformed("[experiment] seeds", "a non-empty list of integers in [0, 2**63 - 1], e.g. [0, 1, 2]")
         return tuple(seeds)
 
     def columns(self, value: Any, key: str) -> tuple[str, ...]:
@@ -164,9 +206,10 @@ class _Reader:
             tables.append(Table(t["title"], columns, True))
         if not tables:
             tables = [Table(title, self.columns(head.get("columns", [NATURAL]), "[experiment] columns"), False)]
-        for key, minimum, default in (("n_eval", 1, DEFAULT_N_EVAL), ("eval_seed", 0, 0)):
-            if not _is_int(head.get(key, default), minimum):
-                raise ParameterError(key, head[key], f"an integer >= {minimum} (in [experiment] of {self.path})")
+        if not _is_int(head.get("n_eval", DEFAULT_N_EVAL), 1):
+            raise ParameterError("n_eval", head["n_eval"], f"an integer >= 1 (in [experiment] of {self.path})")
+        if not is_seed(head.get("eval_seed", 0)):
+            raise ParameterError("eval_seed", head["eval_seed"], f"{SEED_RANGE} (in [experiment] of {self.path})")
         return tuple(tables)
 
     def image_only_columns(self, tables: tuple[Table, ...]) -> list[str]:

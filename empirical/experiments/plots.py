@@ -11,10 +11,12 @@ Segmentation experiments plot mIoU where classification ones plot accuracy.
 
 from __future__ import annotations
 
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from core.results import write_json
 from empirical.evaluation.columns import NATURAL, column_specs
@@ -32,8 +34,15 @@ def _style(label: str) -> dict:
     return {"marker": "^", "ls": ":"}
 
 
+def _title(what: str, exp: Experiment) -> str:
+    """A figure's title and the experiment's, wrapped to fit the axes."""
+    return "\n".join(textwrap.wrap(f"{what}: {exp.title}", 70))
+
+
 def _curves(exp: Experiment, plt):
-    """Test accuracy against epoch, mean over the finished seeds of each method."""
+    """Test accuracy against epoch, mean over the finished seeds of each method (None without finished runs)."""
+    if not any(exp.finished(label) for label in exp.labels):
+        return None
     fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
     key = "test_miou" if exp.task is Task.SEGMENTATION else "test_acc"
     for label in exp.labels:
@@ -44,11 +53,12 @@ def _curves(exp: Experiment, plt):
         length = min(len(c) for c in curves)
         mean = np.mean([c[:length] for c in curves], axis=0) * 100
         ax.plot(np.arange(1, length + 1), mean, label=label, **_style(label), ms=4)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs (rounds) are whole numbers
     ax.set_xlabel("epoch" if exp.runs[0].config.iterations is None else
                   f"round ({exp.runs[0].config.round_steps} iterations)")
     ax.set_ylabel(f"test {exp.task.metric} (%)")
-    ax.set_title(f"Test {exp.task.metric} during training ({exp.name})")
-    ax.legend(fontsize=8)
+    ax.set_title(_title(f"Test {exp.task.metric} during training", exp), fontsize=10)
+    ax.legend(fontsize=8, loc="best")
     return fig
 
 
@@ -57,9 +67,11 @@ def _robust_vs_eps(results: dict[str, list[dict]], attacks: dict, plt, metric: s
     families: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for column, s in attacks.items():
         if s.eps is not None:
-            families[s.name].append((s.eps, column))
+            families[s.family_title].append((s.eps, column))
     families = {k: sorted(v) for k, v in families.items() if len(v) >= 2}
     if not families:
+        return None
+    if not any(results.values()):
         return None
     fig, axes = plt.subplots(1, len(families), figsize=(5.5 * len(families), 4.3), constrained_layout=True,
                              squeeze=False)
@@ -73,17 +85,18 @@ def _robust_vs_eps(results: dict[str, list[dict]], attacks: dict, plt, metric: s
             stats = [mean_std([100 * x for x in v]) for _, v in points]  # v is never empty here
             ax.errorbar(eps, [m for m, _ in stats], yerr=[s or 0.0 for _, s in stats], label=label, capsize=2,
                         **_style(label), ms=4)
-        ax.set_xlabel("attack budget ε (×1/255)")
+        ax.set_xlabel(f"attack budget ε (×1/255; 0: natural {metric})")
         ax.set_ylabel(f"robust {metric} (%)")
         ax.set_title(name)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
     return fig
 
 
 def _tradeoff(exp: Experiment, results: dict[str, list[dict]], attacks: dict, plt):
     """Clean against mean robust accuracy, one labelled point per method (None without attack columns)."""
     robust_columns = list(attacks)
-    if not robust_columns:
+    if not robust_columns or not any(all(c in r for c in robust_columns) for rows in results.values() for r in rows):
         return None
     fig, ax = plt.subplots(figsize=(6.5, 5), constrained_layout=True)
     for label, rows in results.items():
@@ -94,9 +107,10 @@ def _tradeoff(exp: Experiment, results: dict[str, list[dict]], attacks: dict, pl
         robust = np.mean([100 * np.mean([r[c] for c in robust_columns]) for r in rows])
         ax.scatter([clean], [robust], **{"marker": _style(label)["marker"]}, s=45)
         ax.annotate(label, (clean, robust), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.margins(0.15)  # room for the labels beside the points
     ax.set_xlabel(f"natural {exp.task.metric} (%)")
     ax.set_ylabel(f"mean robust {exp.task.metric} over the attack columns (%)")
-    ax.set_title(f"Clean against robust {exp.task.metric} ({exp.name})")
+    ax.set_title(_title(f"Clean against robust {exp.task.metric}", exp), fontsize=10)
     return fig
 
 
@@ -109,7 +123,7 @@ def plot_experiment(exp: Experiment, out_dir: str | Path) -> list[Path]:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results = {label: [run_results(r) for r in exp.finished(label)] for label in exp.labels}
+    results = {label: [run_results(r, exp.eval_settings) for r in exp.finished(label)] for label in exp.labels}
     attacks = column_specs(exp.columns)
     figures = {"curves": _curves(exp, plt), "robust_vs_eps": _robust_vs_eps(results, attacks, plt, exp.task.metric),
                "tradeoff": _tradeoff(exp, results, attacks, plt)}

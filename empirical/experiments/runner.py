@@ -1,15 +1,24 @@
-"""Running a grid: train every unfinished run (resuming interrupted ones), then evaluate it."""
+"""Running a grid: train every unfinished run (resuming interrupted ones), then evaluate it.
+
+Several processes may run one grid at once (one per GPU, or one per node on a shared filesystem, or the tasks
+of a Slurm job array): each claims a run by taking its lock, trains and evaluates it, and releases it; a run
+that another process holds is skipped, so none is trained twice. A run trained with another configuration
+than the experiment now asks for (stale) is never skipped as done nor silently reused: it is retrained only
+with ``overwrite``.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
+from core.errors import SamatError
+from core.locks import LockHeld
 from empirical.evaluation.columns import column_specs
 from empirical.evaluation.run import evaluate_path
-from empirical.experiments.grid import Experiment, RunSpec
+from empirical.experiments.grid import Experiment, RunSpec, staleness
 from empirical.training.loop import train
-from empirical.training.runs import RunDir
+from empirical.training.runs import CLAIM, RunDir
 from empirical.training.segmentation import backbone_note
 from empirical.training.setup import load_data
 
@@ -24,27 +33,68 @@ def evaluate_run(exp: Experiment, spec: RunSpec, *, progress: bool = True, log: 
                          device=spec.config.device, data_dir=spec.config.data_dir, progress=progress, log=log)
 
 
-def run_experiment(exp: Experiment, *, progress: bool = True, evaluate: bool = True, log: Log = print) -> list[dict]:
+def stale_error(exp: Experiment, stale: list[tuple[RunSpec, str]]) -> SamatError:
+    shown = "; ".join(f"{spec.run_dir} ({why})" for spec, why in stale[:3]) + ("; ..." if len(stale) > 3 else "")
+    return SamatError(f"{len(stale)} run(s) of {exp.name} were trained with another configuration than "
+                      f"{exp.source.name} asks for now (stale): {shown}. Retrain them with --overwrite, or give the "
+                      "experiment a new name (its runs go to a new folder)")
+
+
+def run_experiment(exp: Experiment, *, progress: bool = True, evaluate: bool = True, overwrite: bool = False,
+                   only: Iterable[int] | None = None, log: Log = print) -> list[dict]:
     """Train every unfinished run (resuming interrupted ones), then evaluate it on the experiment's attack
-    columns; finished runs and finished evaluations are skipped, not redone."""
-    outcomes, cache = [], {}
-    todo = [r for r in exp.runs if not RunDir(r.run_dir).finished]
-    log(f"{exp.name}: {len(exp.runs)} runs, {len(exp.runs) - len(todo)} already finished")
-    for i, spec in enumerate(exp.runs, 1):
+    columns; finished runs and finished evaluations are skipped, not redone. Runs that another process holds are
+    left to it. Stale runs are an error before any work, unless ``overwrite`` (then they are retrained).
+    ``only``: the indices of the runs to consider (a task of a job array takes one)."""
+    indices = list(range(len(exp.runs))) if only is None else list(only)
+    stale, done = [], 0
+    for spec in (exp.runs[i] for i in indices):
         run = RunDir(spec.run_dir)
-        if run.finished:
-            outcomes.append({"run": str(spec.run_dir), "status": "skipped (finished)"})
-        else:
-            key = (spec.config.dataset, spec.config.data_dir, spec.config.train_subset, spec.config.test_subset,
-                   spec.config.seed, json.dumps(spec.config.gaussian, sort_keys=True))
-            if key not in cache:
-                cache.clear()  # keep one dataset in memory at a time
-                cache[key] = load_data(spec.config)
-            log(f"[{i}/{len(exp.runs)}] {spec.label}, seed {spec.config.seed} -> {spec.run_dir} ({run.status()})")
-            if note := backbone_note(spec.config.model, spec.config.segmentation_spec):
-                log(note)
-            summary = train(spec.config, spec.run_dir, resume=True, progress=progress, data=cache[key])
-            outcomes.append({"run": str(spec.run_dir), "status": "trained", "test_acc": summary["test_acc"]})
-        if evaluate:
-            evaluate_run(exp, spec, progress=progress, log=log)
+        why = staleness(spec) if (run.finished or run.has_checkpoint) else ""
+        if why:
+            stale.append((spec, why))
+        done += run.finished and not why
+    if stale and not overwrite:
+        raise stale_error(exp, stale)
+    log(f"{exp.name}: {len(indices)} runs, {done} already finished"
+        + (f", {len(stale)} stale (to retrain)" if stale else ""))
+    outcomes, cache = [], {}
+    for i in indices:
+        spec = exp.runs[i]
+        run = RunDir(spec.run_dir)
+        where = f"[{i + 1}/{len(exp.runs)}] {spec.label}, seed {spec.config.seed} -> {spec.run_dir}"
+        try:
+            with run.lock(CLAIM):
+                outcome = _claimed(exp, spec, run, where, cache, progress=progress, evaluate=evaluate,
+                                   overwrite=overwrite, log=log)
+        except LockHeld as held:
+            who = held.holder.describe() if held.holder else "another process"
+            log(f"{where}: skipped, {who} has it")
+            outcome = {"status": "skipped (held by another process)"}
+        outcomes.append({"run": str(spec.run_dir)} | outcome)
     return outcomes
+
+
+def _claimed(exp: Experiment, spec: RunSpec, run: RunDir, where: str, cache: dict, *, progress: bool,
+             evaluate: bool, overwrite: bool, log: Log) -> dict:
+    """One run, under its lock: (re)train it if it needs it, then evaluate it. The state is read again here: another
+    process may have finished it since the grid was looked at."""
+    why = staleness(spec) if (run.finished or run.has_checkpoint) else ""
+    if why and not overwrite:
+        raise stale_error(exp, [(spec, why)])
+    outcome: dict = {"status": "skipped (finished)"}
+    if why or not run.finished:
+        key = (spec.config.dataset, spec.config.data_dir, spec.config.train_subset, spec.config.test_subset,
+               spec.config.seed, json.dumps(spec.config.gaussian, sort_keys=True))
+        if key not in cache:
+            cache.clear()  # keep one dataset in memory at a time
+            cache[key] = load_data(spec.config)
+        log(f"{where} ({'stale: ' + why + '; retraining' if why else run.status()})")
+        if note := backbone_note(spec.config.model, spec.config.segmentation_spec):
+            log(note)
+        summary = train(spec.config, spec.run_dir, resume=not why, overwrite=bool(why), progress=progress,
+                        data=cache[key], log=log)
+        outcome = {"status": "trained", "test_acc": summary["test_acc"]}
+    if evaluate:
+        evaluate_run(exp, spec, progress=progress, log=log)
+    return outcome

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ParameterError, SamatError
-from core.numbers import is_int, parse_number
+from core.numbers import SEED_RANGE, is_int, is_seed, parse_number
 from empirical.data.gaussian import GAUSSIAN_FIELDS, GaussianSpec
 from empirical.training.segmentation import SegmentationSpec
 from empirical.vocabulary import (
+    MAX_STEPS,
     THREAT_NORMS,
     Architecture,
     AtFeatures,
@@ -204,13 +205,16 @@ class TrainConfig:
         _finite("esam_beta", self.esam_beta, 0 < self.esam_beta <= 1, "in (0, 1]")
         _finite("esam_gamma", self.esam_gamma, 0 < self.esam_gamma <= 1, "in (0, 1]")
         _finite("at_eps", self.at_eps, self.at_eps >= 0, ">= 0")
+        if self.method.adversarial and self.at_norm is Norm.LINF and self.dataset != DatasetName.GAUSSIAN:  # [0, 1]
+            _check("at_eps", self.at_eps, self.at_eps < 1,
+                   "< 1 for l-inf on images in [0, 1] (a budget of 1 lets the attack paint any image), e.g. 8/255")
         if self.at_alpha is not None:
             _finite("at_alpha", self.at_alpha, self.at_alpha > 0, "> 0")
-        _integer("at_steps", self.at_steps, 1)
+        _integer("at_steps", self.at_steps, 1, MAX_STEPS)
         _integer("epochs", self.epochs, 1)
         _integer("batch_size", self.batch_size, 1)
         _integer("eval_batch_size", self.eval_batch_size, 1)
-        _integer("seed", self.seed, 0)
+        _check("seed", self.seed, is_seed(self.seed), SEED_RANGE)
         for name in ("train_subset", "test_subset"):
             if getattr(self, name) is not None:
                 _integer(name, getattr(self, name), 1)
@@ -298,9 +302,10 @@ def _finite(name: str, value: float, ok: bool, valid: str) -> None:
         raise ParameterError(name, value, f"{valid} and finite")
 
 
-def _integer(name: str, value: Any, minimum: int) -> None:
-    if not is_int(value) or value < minimum:
-        raise ParameterError(name, value, f"an integer >= {minimum}")
+def _integer(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
+    if not is_int(value) or value < minimum or (maximum is not None and value > maximum):
+        raise ParameterError(name, value, f"an integer >= {minimum}" if maximum is None else
+                             f"an integer in [{minimum}, {maximum:,}]")
 
 
 def read_document(path: os.PathLike | str, what: str, hint: str = "") -> dict[str, Any]:
@@ -308,8 +313,13 @@ def read_document(path: os.PathLike | str, what: str, hint: str = "") -> dict[st
     path = Path(path)
     if not path.exists():
         raise SamatError(f"{what} {path} not found{hint}")
+    if path.is_dir():
+        raise SamatError(f"{what} {path} is a folder: give a file{hint}")
     try:
-        doc = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
+        text = path.read_bytes().decode()
+        doc = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except OSError as err:
+        raise SamatError(f"cannot read {what} {path}: {err.strerror or type(err).__name__}") from None
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise SamatError(f"{path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {err}") from None
     if not isinstance(doc, dict):

@@ -18,14 +18,17 @@ trains on its slice of every global batch; see :mod:`empirical.training.distribu
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from core.errors import SamatError
+from core.errors import Interrupted, SamatError
 from core.results import provenance
 from empirical.data import BatchStream, Dataset
 from empirical.inference import clean_accuracy, correct_mask
@@ -33,8 +36,8 @@ from empirical.training import distributed, segmentation
 from empirical.training.config import TrainConfig
 from empirical.training.distributed import World
 from empirical.training.optimizers import set_learning_rate
-from empirical.training.runs import RunDir
-from empirical.training.setup import Setup, build, epoch_generator, fast_path, load_data, resolve_device
+from empirical.training.runs import TRAINING, RunDir
+from empirical.training.setup import Setup, build, epoch_generator, load_data, resolve_device, round_seed
 from empirical.vocabulary import Task
 
 LOG_EVERY = 50  # steps between host reads of the running loss (progress bar, NaN check)
@@ -47,17 +50,33 @@ class TrainingDiverged(SamatError):
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-          progress: bool = True, stop_after: int | None = None, data: Dataset | None = None) -> dict:
+          progress: bool = True, stop_after: int | None = None, data: Dataset | None = None,
+          log: Callable[[str], None] | None = None) -> dict:
     """Train one run into ``run_dir``; returns the final summary (or a partial one with ``stop_after``).
 
-    ``stop_after`` ends the call after that many epochs, leaving a resumable run (as an
-    interruption would); ``data`` reuses an already loaded dataset. Under torchrun (WORLD_SIZE > 1)
-    it joins the process group and trains data-parallel; every rank returns the same summary and
-    rank 0 writes ``run_dir`` (see :mod:`empirical.training.distributed`).
+    The process holds the run's lock from start to end: a second writer gets a one-line error naming it.
+    ``stop_after`` ends the call after that many epochs, leaving a resumable run (as an interruption would);
+    ``data`` reuses an already loaded dataset. ``progress`` shows a progress bar on a terminal; without one (or
+    without ``progress``), ``log`` (if given) gets one line per epoch. Under torchrun (WORLD_SIZE > 1) it joins
+    the process group and trains data-parallel; every rank returns the same summary and rank 0 writes
+    ``run_dir`` (see :mod:`empirical.training.distributed`).
     """
+    run = RunDir(run_dir)
     with distributed.process_group(resolve_device(cfg.device)) as world:
-        return _train(cfg, run_dir, world, resume=resume, overwrite=overwrite, progress=progress,
-                      stop_after=stop_after, data=data)
+        lock = run.lock(TRAINING) if world.is_main else contextlib.nullcontext()
+        with lock:
+            try:
+                return _train(cfg, run, world, resume=resume, overwrite=overwrite, progress=progress,
+                              stop_after=stop_after, data=data, log=log)
+            except SamatError as err:
+                if not run.abort_replacement():
+                    raise
+                restored = SamatError(f"{err}; the run that --overwrite was to replace is back in {run.path}")
+                restored.exit_code = err.exit_code
+                raise restored from None
+            except BaseException:
+                run.abort_replacement()
+                raise
 
 
 def _prepare_run(run: RunDir, cfg: TrainConfig, world: World, *, resume: bool, overwrite: bool) -> dict | None:
@@ -72,7 +91,7 @@ def _prepare_run(run: RunDir, cfg: TrainConfig, world: World, *, resume: bool, o
             message = str(err)
     distributed.agree(world, message)
     if not world.is_main and run.has_checkpoint and resume:
-        state = torch.load(run.checkpoint, map_location="cpu", weights_only=False)
+        state = run.read_checkpoint()
     return state
 
 
@@ -100,14 +119,14 @@ def _test_scores(setup: Setup) -> dict[str, float]:
                                     channels_last=setup.channels_last)
 
 
-def _train(cfg: TrainConfig, run_dir: str | Path, world: World, *, resume: bool, overwrite: bool, progress: bool,
-           stop_after: int | None, data: Dataset | None) -> dict:
-    run = RunDir(run_dir)
+def _train(cfg: TrainConfig, run: RunDir, world: World, *, resume: bool, overwrite: bool, progress: bool,
+           stop_after: int | None, data: Dataset | None, log: Callable[[str], None] | None) -> dict:
     if data is None:  # before the run directory is touched: a bad name, folder or subset leaves it alone
         data = load_data(cfg)
-    fast_path(cfg, world.device(resolve_device(cfg.device)), world)  # and so does a fast path it cannot take
-    state = _prepare_run(run, cfg, world, resume=resume, overwrite=overwrite)
+    # so are a model that does not fit the data and a fast path the device cannot take (before --overwrite
+    # sets the old run aside)
     setup = build(cfg, data, world)
+    state = _prepare_run(run, cfg, world, resume=resume, overwrite=overwrite)
     history: list[dict] = []
     start_epoch = 0
     if state is not None:
@@ -116,8 +135,10 @@ def _train(cfg: TrainConfig, run_dir: str | Path, world: World, *, resume: bool,
     elif world.is_main:
         run.write_config(cfg, _provenance(setup))
     steps_per_epoch = len(setup.train_stream(None))  # per round: an epoch, or eval_every iterations
+    show_bar = progress and world.is_main and sys.stderr.isatty()
     bar = tqdm(total=cfg.rounds * steps_per_epoch, initial=start_epoch * steps_per_epoch,
-               disable=not (progress and world.is_main), unit="step", desc=run.name, dynamic_ncols=True, leave=False)
+               disable=not show_bar, unit="step", desc=run.name, dynamic_ncols=True, leave=False)
+    say = log if (log is not None and world.is_main and not show_bar) else None
     run_start = time.perf_counter()
     try:
         for epoch in range(start_epoch, cfg.rounds):
@@ -130,12 +151,28 @@ def _train(cfg: TrainConfig, run_dir: str | Path, world: World, *, resume: bool,
                                      "optimizer": setup.ctx.optimizer.state_dict(), "config": cfg.identity()})
                 run.write_metrics(history)
             bar.set_postfix(epoch=epoch + 1, loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_acc']:.3f}")
+            if say:
+                say(_progress_line(cfg, run, row))
     except KeyboardInterrupt:
         bar.close()
-        raise SamatError(f"interrupted; {run.path} keeps its checkpoint after epoch {len(history)}: "
-                         "continue with --resume") from None
+        saved = f"keeps its checkpoint after epoch {len(history)}: continue with --resume" if history else \
+            "has no finished epoch yet: start it again"
+        raise Interrupted(f"interrupted; {run.path} {saved}") from None
     bar.close()
     return _finish(setup, run, history, time.perf_counter() - run_start)
+
+
+def _progress_line(cfg: TrainConfig, run: RunDir, row: dict) -> str:
+    """One line per round, for logs without a terminal."""
+    if cfg.iterations is None:
+        where = f"epoch {row['epoch']}/{cfg.epochs}"
+    else:
+        where = f"iteration {row['step']}/{cfg.iterations}"
+    test = f"test accuracy {100 * row['test_acc']:.1f} %"
+    if "test_miou" in row:
+        test = f"test mIoU {100 * row['test_miou']:.1f} %, pixel accuracy {100 * row['test_acc']:.1f} %"
+    return (f"  {run.name}: {where}, train loss {row['train_loss']:.3f}, train accuracy {100 * row['train_acc']:.1f} "
+            f"%, {test} ({row['seconds']:.1f} s)")
 
 
 def _provenance(setup: Setup) -> dict:
@@ -155,7 +192,7 @@ def _epoch(setup: Setup, run: RunDir, epoch: int, steps_per_epoch: int, bar: tqd
     cfg, world, device = setup.cfg, setup.world, setup.device
     t0 = time.perf_counter()
     gen = epoch_generator(cfg.seed, epoch, device)
-    torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # the global generator (dropout) restarts every round too
+    torch.manual_seed(round_seed(cfg.seed, epoch))  # the global generator (dropout) restarts every round too
     # Data-parallel: the batches come from a generator of their own, so that every rank cuts the same
     # global batches whatever the step draws (PGD's start, ESAM's masks) from ``gen`` for its shard.
     data_gen = epoch_generator(cfg.seed, epoch, device) if world.distributed else gen

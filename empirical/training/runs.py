@@ -6,23 +6,32 @@
 * ``model.pt``: the final weights (a state_dict), and ``final.json``, which marks the run finished: the
   summary, with a provenance record naming the configuration and the weights' SHA-256 it belongs to.
 
-A finished run is never overwritten unless asked; a run with a checkpoint is only continued when
-asked (``resume``), and only with the same configuration.
+A run folder has one writer at a time: whoever trains or evaluates it holds its lock
+(:class:`core.locks.FolderLock`, the file ``runs/.<name>.lock``). A finished run is never overwritten unless
+asked; a run with a checkpoint is only continued when asked (``resume``), and only with the same
+configuration. ``overwrite`` sets the old run aside (``runs/.<name>.replaced``) and deletes it only once the
+new run has written its first checkpoint; a new run that fails before that gives the old one back.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from core.errors import SamatError
-from core.results import atomic_write_bytes, atomic_write_text, write_json
+from core.errors import ParameterError, SamatError
+from core.locks import FolderLock, Holder, holder_of
+from core.results import atomic_write_bytes, atomic_write_text, json_safe, write_json
 from empirical.training.config import TrainConfig
+
+TRAINING, EVALUATION, CLAIM = "samat train", "samat eval", "samat experiment run"  # what a lock's holder does
 
 
 def file_sha256(path: Path) -> str:
@@ -34,6 +43,40 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def run_path(runs_dir: str | Path, name: str) -> Path:
+    """``runs_dir/name`` for a run name that stays inside ``runs_dir`` (one plain folder name)."""
+    if not name or name in (".", "..") or Path(name).name != name or "/" in name or "\\" in name \
+            or name.startswith("."):
+        raise ParameterError("--name", name, "a plain folder name inside --runs-dir (no '/', no leading '.')")
+    return Path(runs_dir) / name
+
+
+def load_torch(path: Path, fix: str) -> Any:
+    """``torch.load`` of a file samat wrote; one that is truncated, empty or not a torch file is a one-line
+    SamatError naming it and saying what to do (``fix``)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise SamatError(f"{path} does not exist: {fix}") from None
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds (RuntimeError, EOFError, UnpicklingError...)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SamatError(f"{path} is corrupt (truncated, empty or not written by samat: {reason[:120]}): "
+                         f"{fix}") from None
+
+
+def disk_error(err: OSError | RuntimeError, path: Path) -> str:
+    """What went wrong writing ``path``: "the disk is full" when it is (torch reports ENOSPC as a RuntimeError)."""
+    full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not full:
+        try:
+            full = shutil.disk_usage(path.parent).free < (64 << 20)
+        except OSError:
+            pass
+    if full:
+        return f"the disk is full (writing {path.name})"
+    return f"cannot write {path.name} ({getattr(err, 'strerror', None) or str(err).strip()[:120]})"
+
+
 class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -42,6 +85,8 @@ class RunDir:
         self.checkpoint = self.path / "checkpoint.pt"
         self.weights = self.path / "model.pt"
         self.final = self.path / "final.json"
+        self.replaced = self.path.parent / f".{self.path.name}.replaced"  # the old run while --overwrite starts
+        self._replacing = False
 
     @property
     def name(self) -> str:
@@ -58,13 +103,62 @@ class RunDir:
     def status(self) -> str:
         return "finished" if self.finished else ("partial" if self.has_checkpoint else "new")
 
-    def load_config(self) -> TrainConfig:
-        return TrainConfig.from_dict(json.loads(self.config.read_text())["config"])
+    # --- one writer at a time ----------------------------------------------------------------------------------
+    def lock(self, purpose: str, *, hint: str | None = None, wait: Callable[[Holder | None], bool] | None = None,
+             on_wait: Callable[[Holder | None], None] | None = None) -> FolderLock:
+        """The run's lock (a context manager); a second writer gets a one-line error naming the holder."""
+        return FolderLock(self.path, purpose, hint=hint or "wait for it to finish, or choose another --name",
+                          wait=wait or (lambda holder: False), on_wait=on_wait or (lambda holder: None))
 
+    def holder(self) -> Holder | None:
+        """Who is writing this run now (None: nobody)."""
+        return holder_of(self.path)
+
+    # --- what the folder holds -----------------------------------------------------------------------------------
+    def load_config(self) -> TrainConfig:
+        """The configuration in config.json; a corrupt file is a one-line SamatError naming it."""
+        return self._config_from(self.config, lambda doc: doc["config"])
+
+    def recorded_config(self) -> TrainConfig | None:
+        """What the run was trained as: final.json's configuration when finished, else config.json's (None when
+        the folder has neither)."""
+        if self.finished:
+            return self._config_from(self.final, lambda doc: doc["provenance"]["inputs"]["config"])
+        return self.load_config() if self.config.exists() else None
+
+    def differences(self, cfg: TrainConfig) -> dict[str, tuple[Any, Any]]:
+        """The fields of the run's identity that differ from ``cfg``'s: name -> (recorded, asked)."""
+        recorded = self.recorded_config()
+        if recorded is None:
+            return {}
+        old, new = json_safe(recorded.identity()), json_safe(cfg.identity())
+        return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+
+    def _config_from(self, path: Path, pick: Callable[[dict], dict]) -> TrainConfig:
+        fix = f"train it again with --overwrite (or delete {self.path})"
+        try:
+            values = pick(json.loads(path.read_text()))
+            return TrainConfig.from_dict(values)
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+            raise SamatError(f"{path} is corrupt ({type(err).__name__}: {str(err)[:80]}): {fix}") from None
+        except ParameterError as err:
+            raise SamatError(f"{path} holds a configuration this version cannot read ({err}): {fix}") from None
+
+    def read_checkpoint(self) -> dict:
+        """The checkpoint, checked to be one; a corrupt file is a one-line SamatError naming it."""
+        fix = "it cannot be resumed: train the run again with --overwrite"
+        state = load_torch(self.checkpoint, fix)
+        if not (isinstance(state, dict) and {"epoch", "history", "model", "optimizer"} <= set(state)
+                and isinstance(state["epoch"], int)):
+            raise SamatError(f"{self.checkpoint} is corrupt (not a samat training checkpoint): {fix}")
+        return state
+
+    # --- getting ready ---------------------------------------------------------------------------------------------
     def prepare(self, cfg: TrainConfig, *, resume: bool, overwrite: bool) -> dict | None:
         """Get the directory ready; return the checkpoint to resume from, or None for a fresh start.
 
-        A folder that cannot be created or read (a file in the way, no permission) is a one-line SamatError.
+        Call it holding the lock. A folder that cannot be created or read (a file in the way, no permission) is a
+        one-line SamatError.
         """
         try:
             return self._prepare(cfg, resume=resume, overwrite=overwrite)
@@ -76,40 +170,76 @@ class RunDir:
                              "choose another --runs-dir or --name") from None
 
     def _prepare(self, cfg: TrainConfig, *, resume: bool, overwrite: bool) -> dict | None:
+        self._settle_replacement()
         if overwrite and self.path.exists():
-            shutil.rmtree(self.path)
+            os.replace(self.path, self.replaced)  # kept until the new run has a checkpoint
+            self._replacing = True
         if self.finished:
             raise SamatError(f"run {self.path} is finished; pass --overwrite to train it again")
         if self.has_checkpoint:
             if not resume:
-                epoch = self.read_checkpoint_epoch()
+                epoch = self.read_checkpoint()["epoch"]
                 raise SamatError(f"run {self.path} stopped after epoch {epoch}; pass --resume to continue it or "
                                  "--overwrite to start again")
             saved = self.load_config()
             if saved.identity() != cfg.identity():
                 diff = sorted(k for k, v in cfg.identity().items() if saved.identity().get(k) != v)
                 raise SamatError(f"cannot resume {self.path}: its configuration differs in {', '.join(diff)}")
-            return torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+            return self.read_checkpoint()
         leftovers = [p.name for p in self.path.iterdir() if p.name != self.config.name] if self.path.exists() else []
         if leftovers:  # something that is not a run stopped before its first epoch
             raise SamatError(f"{self.path} exists and holds {leftovers[0]}; pass --overwrite to replace it")
         self.path.mkdir(parents=True, exist_ok=True)
         return None
 
-    def read_checkpoint_epoch(self) -> int:
-        try:
-            return int(torch.load(self.checkpoint, map_location="cpu", weights_only=False)["epoch"])
-        except Exception:  # noqa: BLE001 - only for the message
-            return -1
+    def _settle_replacement(self) -> None:
+        """An --overwrite killed before its new run had a checkpoint left the old run aside: give it back. One
+        killed after that left only the old run to delete."""
+        if not self.replaced.exists():
+            return
+        if self.has_checkpoint or self.finished:
+            shutil.rmtree(self.replaced)
+            return
+        if self.path.exists():
+            shutil.rmtree(self.path)  # config.json at most: the new run never finished an epoch
+        os.replace(self.replaced, self.path)
 
+    def abort_replacement(self) -> bool:
+        """The new run failed before its first checkpoint: put the run it was to replace back. True if it did."""
+        if not self._replacing or not self.replaced.exists() or self.has_checkpoint:
+            return False
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        os.replace(self.replaced, self.path)
+        self._replacing = False
+        return True
+
+    # --- writing ---------------------------------------------------------------------------------------------------
     def write_config(self, cfg: TrainConfig, record: dict[str, Any]) -> None:
         write_json(self.config, {"config": cfg.to_dict()}, provenance_record=record, indent=2)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        atomic_write_bytes(self.checkpoint, lambda p: torch.save(state, p))
+        """Replace checkpoint.pt atomically; a failed write (a full disk) keeps the previous one and says so.
+        The first checkpoint of a run that replaces another (--overwrite) deletes the old run."""
+        self._writing(self.checkpoint, lambda: atomic_write_bytes(self.checkpoint, lambda p: torch.save(state, p)),
+                      kept=f"the last checkpoint (after epoch {state['epoch'] - 1}) is intact"
+                      if state["epoch"] > 1 else "no epoch was saved")
+        if self._replacing:
+            shutil.rmtree(self.replaced, ignore_errors=True)
+            self._replacing = False
 
     def write_metrics(self, history: list[dict[str, Any]]) -> None:
-        atomic_write_text(self.metrics, "".join(json.dumps(row) + "\n" for row in history))
+        self._writing(self.metrics, lambda: atomic_write_text(
+            self.metrics, "".join(json.dumps(row) + "\n" for row in history)), kept="the checkpoint is intact")
+
+    def _writing(self, path: Path, write: Callable[[], None], kept: str) -> None:
+        try:
+            write()
+        except (OSError, RuntimeError) as err:
+            if isinstance(err, RuntimeError) and not _is_write_failure(err):
+                raise
+            raise SamatError(f"{disk_error(err, path)} in {self.path}; {kept}: free some space and continue "
+                             "with --resume") from None
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics.exists():
@@ -119,10 +249,18 @@ class RunDir:
     def finish(self, weights: dict[str, torch.Tensor], summary: dict[str, Any], cfg: TrainConfig) -> None:
         """Write model.pt, then final.json (which marks the run finished) naming the configuration and the
         weights' SHA-256."""
-        atomic_write_bytes(self.weights, lambda p: torch.save(weights, p))
+        kept = "the checkpoint of the last epoch is intact"
+        self._writing(self.weights, lambda: atomic_write_bytes(self.weights, lambda p: torch.save(weights, p)),
+                      kept=kept)
         inputs = {"config": cfg.identity(), "weights": {"file": self.weights.name,
                                                         "sha256": file_sha256(self.weights)}}
-        write_json(self.final, summary, inputs=inputs, indent=2)
+        self._writing(self.final, lambda: write_json(self.final, summary, inputs=inputs, indent=2), kept=kept)
 
     def read_final(self) -> dict[str, Any]:
         return json.loads(self.final.read_text())
+
+
+def _is_write_failure(err: RuntimeError) -> bool:
+    """torch.save reports a failed write (ENOSPC) as a RuntimeError of its zip writer."""
+    text = str(err)
+    return any(s in text for s in ("unexpected pos", "PytorchStreamWriter", "file write failed", "No space left"))

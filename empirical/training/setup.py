@@ -63,8 +63,15 @@ def fast_path(cfg: TrainConfig, device: torch.device, world: World) -> tuple[str
     return backend, graph
 
 
+def round_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch (round) of a run: the same for every seed below 2**64 / 1,000,003 as before seeds up
+    to 2**63 - 1 were allowed (taken modulo 2**64, what a generator's seed holds)."""
+    return (seed * 1_000_003 + epoch) % 2**64
+
+
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
+    """The generator of one epoch: shuffling, augmentation, ESAM's masks, PGD's random start."""
+    return torch.Generator(device=device).manual_seed(round_seed(seed, epoch))
 
 
 def load_data(cfg: TrainConfig) -> Dataset:

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from core.errors import ParameterError, SamatError
+from core.results import dumps
 from empirical.evaluation import evaluate as evaluate_module
 from empirical.evaluation.checks import FAMILY_CHECK, robust_within_clean
-from empirical.evaluation.columns import NATURAL, attack_columns
+from empirical.evaluation.columns import NATURAL, attack_columns, column_spec
 from empirical.evaluation.evaluate import evaluate
 from empirical.evaluation.run import evaluate_path
 from empirical.evaluation.store import unpack_mask
@@ -68,7 +69,8 @@ def test_existing_evaluation_is_extended_not_redone(trained_run, monkeypatch):
     evaluate_path(trained_run, CHEAP[:2], n_eval=64, seed=0, progress=False, log=calls.append)
     second = json.loads((trained_run / "eval.json").read_text())
     assert second["accuracy"][CHEAP[0]] == first["accuracy"][CHEAP[0]] and CHEAP[1] in second["accuracy"]
-    assert any(CHEAP[1] in c and CHEAP[0] not in c for c in calls if c.startswith("evaluating"))
+    new, old = column_spec(CHEAP[1]).title, column_spec(CHEAP[0]).title  # the log names attacks by their titles
+    assert any(new in c and old not in c for c in calls if c.startswith("evaluating"))
     with pytest.raises(SamatError, match="--overwrite"):
         evaluate_path(trained_run, CHEAP[:1], n_eval=32, seed=0, progress=False, log=lambda m: None)
 
@@ -309,7 +311,7 @@ def test_malformed_experiment_is_one_line_before_any_work(tmp_path, capsys, expe
     args = ["experiment", command, str(config), "--runs-dir", str(tmp_path / "runs")]
     assert main(args + (["--out", str(out)] if command == "report" else [])) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("samat: error:") and needle in err, err
+    assert err.count("\n") == 1 and err.startswith(f"samat experiment {command}: error:") and needle in err, err
     assert not (tmp_path / "runs").exists() and not out.exists()  # nothing trained, nothing drawn
 
 
@@ -331,9 +333,10 @@ def test_unreadable_run_files_make_the_report_fail_in_one_line_before_plotting(t
     exp = load_experiment(config, runs_dir=tmp_path / "runs")
     run = exp.runs[0].run_dir
     run.mkdir(parents=True)
-    for final, evaluation, needle in (('{"test_acc": 0.9}', "{oops", "eval.json is not valid JSON"),
-                                      ("{oops", None, "final.json is not a finished run's summary"),
-                                      ("{}", None, "final.json is not a finished run's summary")):
+    summary = dumps({"test_acc": 0.9, "provenance": {"inputs": {"config": exp.runs[0].config.identity()}}})
+    for final, evaluation, needle in ((summary, "{oops", "eval.json is not valid JSON"),
+                                      ("{oops", None, "final.json is corrupt"),
+                                      ("{}", None, "final.json is corrupt")):
         (run / "final.json").write_text(final)
         if evaluation is not None:
             (run / "eval.json").write_text(evaluation)

@@ -105,4 +105,4 @@ def test_plan_bad_input_is_one_line(capsys, args, needle):
         pytest.skip("this machine has CUDA")
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("samat: error:") and needle in err, err
+    assert err.count("\n") == 1 and err.startswith("samat experiment plan: error:") and needle in err, err

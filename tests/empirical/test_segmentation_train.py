@@ -145,7 +145,7 @@ def test_the_segmentation_demo_trains_attacks_tabulates_and_draws(tmp_path):
             "eval_every": 1, "batch_size": 8, "segmentation": {"width": 0.25, "aspp_channels": 4}}
     table = _experiment(tmp_path / "demo", segmentation=True, overrides=tiny, n_eval=6)
     text = table.read_text()
-    assert "mIoU in percent" in text and "| ST (SGD) |" in text and "pgd10_l2@1" in text
+    assert "mIoU in percent" in text and "| ST (SGD) |" in text and "PGD-10 ℓ2 1 |" in text
     folder = table.parent
     assert (folder / "examples.png").exists() and (folder / "curves.png").exists()
     doc = json.loads((folder / "table.json").read_text())

@@ -344,8 +344,8 @@ def test_train_cli_runs_dir_that_is_a_file_is_one_line(tmp_path):
     out = run_cli("train", "--runs-dir", str(tmp_path / "file"), "--no-progress", "--dataset", "gaussian",
                   "--model", "linear", "--epochs", "1", timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert out.stderr.splitlines()[-1].startswith("samat: error: cannot prepare the run directory")
-    assert "Not a directory" in out.stderr and "--runs-dir" in out.stderr
+    assert out.stderr.splitlines()[-1].startswith("samat train: error: --runs-dir")
+    assert "is a file, not a folder" in out.stderr
 
 
 def test_data_that_cannot_load_leaves_a_finished_run_alone_even_with_overwrite(tmp_path):
@@ -379,7 +379,7 @@ at_features = "non_robust"
     md = paths["markdown"].read_text()
     assert "| SGD |" in md and "91.5" in md and "2/2" in md
     csv_text = paths["csv"].read_text().splitlines()
-    assert csv_text[0] == "table,label,column,mean,std,n,paper" and len(csv_text) == 3
+    assert csv_text[0] == "table,label,column,title,mean,std,n,paper" and len(csv_text) == 3
 
 
 @pytest.mark.parametrize(("content", "suffix", "needle"), [

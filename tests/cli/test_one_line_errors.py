@@ -1,0 +1,124 @@
+"""Each input that ended in a traceback (or did the wrong thing quietly) now gets a one-line error naming the
+command and the parameter, exit code 2, before any work. One row per command of the report."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from empirical.attacks.specs import parse_attack
+from empirical.training.config import TrainConfig
+from tests.cli.conftest import GAUSSIAN
+
+SEED_RANGE = "an integer in [0, 2**63 - 1]"
+TRAIN = ("train", "--dataset", "gaussian", "--model", "linear", "--epochs", "1", "--no-progress")
+
+SOLVE = ("--p", "0.8", "--eta", "0.5")
+CASES = [
+    # (command, args, needle); {run}: a finished run, {file}: a plain file, {folder}: an existing folder
+    ("theory solve", [*SOLVE, "--n", "inf", "--eps", "0.1"], "n=inf is invalid: n must be finite"),
+    ("theory solve", [*SOLVE, "--n", "4", "--eps", "inf"], "eps=inf is invalid: eps must be finite"),
+    ("theory solve", ["--p", "0.8", "--eta", "inf", "--n", "4", "--eps", "0.1"], "eta must be finite"),
+    ("theory solve", [*SOLVE, "--n", "4", "--eps", "1e309"], "eps must be finite"),
+    ("train", ["--epochs", "inf"], "'inf' is not an integer (it must be finite)"),
+    ("train", [*TRAIN[1:], "--seed", "99999999999999999999999"], f"seed must be {SEED_RANGE}"),
+    ("eval", ["{run}", "--seed", "99999999999999999999999"], f"seed must be {SEED_RANGE}"),
+    ("eval", ["{run}", "--seed", "-1"], f"seed must be {SEED_RANGE}"),
+    ("train", [*TRAIN[1:], "--set", 'gaussian={"n": 1e9}'], "of memory, and this machine has"),
+    ("train", ["--config", "{folder}"], "is a folder: give a file"),
+    ("theory verify", ["--out", "{file}", "--quick"], "--out {file} is a file, not a folder"),
+    ("theory plot", ["--out", "{file}"], "--out {file} is a file, not a folder"),
+    ("train", [*TRAIN[1:], "--runs-dir", "{file}"], "--runs-dir {file} is a file, not a folder"),
+    ("eval", ["{run}", "--attacks", "pgd10_linf@"], "at least one budget after '@'"),
+    ("eval", ["{run}", "--attacks", "pgd99999999999999999999_linf"], "PGD with 1 to 10,000 steps"),
+    ("train", ["--method", "pgd_at", "--at-eps", "2"], "at_eps must be < 1 for l-inf on images"),
+    ("train", [*TRAIN[1:], "--at-steps", "20000", "--method", "pgd_at"], "at_steps must be an integer in [1, 10,000]"),
+    ("train", [*TRAIN[1:], "--name", "../escape"], "--name=../escape is invalid"),
+    ("train", [*TRAIN[1:], "--name", "a/b"], "--name=a/b is invalid"),
+]
+
+
+@pytest.mark.parametrize(("command", "args", "needle"), CASES, ids=[f"{c} {' '.join(a)}" for c, a, _ in CASES])
+def test_bad_input_is_one_line_naming_the_command(samat, fresh_run, tmp_path, monkeypatch, command, args, needle):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "plain-file").write_text("")
+    (tmp_path / "a-folder").mkdir()
+    where = {"{run}": str(fresh_run), "{file}": "plain-file", "{folder}": "a-folder"}
+
+    def fill(text: str) -> str:
+        for key, value in where.items():
+            text = text.replace(key, value)
+        return text
+
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = samat(*command.split(), *[fill(a) for a in args])
+    result.one_line_error(fill(needle), command)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written outside, nothing escaped
+    assert not (tmp_path.parent / "escape").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_train_on_a_missing_device_fails_before_saying_anything(samat, tmp_path):
+    result = samat(*TRAIN, "--device", "cuda", "--runs-dir", tmp_path / "runs")
+    result.one_line_error("device=cuda is invalid", "train")
+    assert "training" not in result.err and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders: run the suite as a user")
+@pytest.mark.parametrize("command", [["theory", "verify", "--quick", "--out"], ["theory", "plot", "--out"],
+                                     ["train", *TRAIN[1:], "--runs-dir"]])
+def test_read_only_output_folder_is_refused_before_the_work(samat, tmp_path, command):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        result = samat(*command, folder)
+    finally:
+        folder.chmod(0o700)
+    result.one_line_error(f"cannot write in {'--runs-dir' if command[0] == 'train' else '--out'} {folder}",
+                          " ".join(command[:2]) if command[0] == "theory" else "train")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders: run the suite as a user")
+def test_eval_of_a_read_only_run_is_refused_before_attacking(samat, fresh_run):
+    fresh_run.chmod(0o500)
+    try:
+        result = samat("eval", fresh_run, "--attacks", "fgsm_linf@0.1")
+    finally:
+        fresh_run.chmod(0o700)
+    result.one_line_error("cannot write in run directory", "eval")
+
+
+def test_fractions_of_decimals_are_budgets_everywhere(samat):
+    assert TrainConfig.from_dict({"at_eps": "1.5/255"}).at_eps == 1.5 / 255
+    (spec,) = parse_attack("pgd10_linf@1.5/255")
+    assert spec.eps == 1.5 / 255 and spec.label == "pgd10_linf@1.5/255" and spec.title == "PGD-10 ℓ∞ 1.5/255"
+    result = samat("theory", "solve", "--p", "0.8", "--eta", "0.5", "--n", "4", "--eps", "1.5/255", "--json")
+    assert result.code == 0 and '"eps": 0.0058823529411764' in result.out
+
+
+def test_unresolved_solves_say_so(samat):
+    result = samat("theory", "solve", "--p", "0.9999999999999999", "--eta", "0.5", "--n", "4", "--eps", "0.1")
+    assert result.code == 0
+    assert "note: SAM (w1^SAM) is not resolved" in result.out
+    assert "Theorem 3 (w1^SAM > w1*) is not decided" in result.out
+    huge = samat("theory", "solve", "--p", "0.8", "--eta", "0.5", "--n", "1e300", "--eps", "0.1")
+    assert "no finite optimum found for ST (w1*) and SAM (w1^SAM)" in huge.out and "AT optimum" in huge.out
+    assert "--precision mp" in huge.out
+
+
+def test_a_gaussian_model_that_fits_in_memory_trains(samat, tmp_path):
+    table = dict(GAUSSIAN, n=20)
+    result = samat(*TRAIN, "--runs-dir", tmp_path, "--set", f"gaussian={table}".replace("'", '"'))
+    assert result.code == 0, result.err
+
+
+def test_train_and_eval_accept_the_same_seeds(samat, tmp_path):
+    largest = str(2**63 - 1)
+    trained = samat(*TRAIN, "--runs-dir", tmp_path, "--name", "r", "--seed", largest, "--set",
+                    f"gaussian={GAUSSIAN}".replace("'", '"'))
+    assert trained.code == 0, trained.err
+    evaluated = samat("eval", tmp_path / "r", "--attacks", "fgsm_linf@0.1", "--seed", largest, "--n-eval", "64")
+    assert evaluated.code == 0, evaluated.err

@@ -1,0 +1,113 @@
+"""Output for people: help for every command and option, progress lines without a terminal, readable column
+names, tables without float noise, doubled titles or absolute paths, the theory summary in words."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+
+import pytest
+
+from core.errors import ParameterError
+from empirical.attacks.specs import parse_attack
+from samat import runtime
+from samat.cli import build_parser
+from samat.demo import _theory_summary, readable
+from tests.cli.conftest import GAUSSIAN
+
+GAUSSIAN_TOML = ", ".join(f"{k} = {v}" for k, v in GAUSSIAN.items())
+
+
+def _parsers(parser: argparse.ArgumentParser):
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                yield from _parsers(child)
+
+
+def test_every_command_and_option_has_a_help_line(samat):
+    missing = [f"{p.prog} {a.option_strings or a.dest}" for p in _parsers(build_parser()) for a in p._actions
+               if not isinstance(a, argparse._SubParsersAction) and not a.help]
+    assert missing == []
+    top = samat("--help")
+    assert top.code == 0
+    for command in ("theory solve", "train", "eval", "experiment run", "study", "demo"):
+        assert f"samat {command}" in top.out
+    assert "The ``samat`` command." not in top.out
+
+
+@pytest.mark.parametrize(("column", "title"), [
+    ("pgd10_linf@1/255", "PGD-10 ℓ∞ 1/255"), ("fgsm_linf", "FGSM ℓ∞ 1/255"), ("autoattack_l2", "AutoAttack ℓ2 32/255"),
+    ("stadv", "StAdv"), ("pixle", "Pixle"), ("fab_l2", "FAB ℓ2 32/255"), ("pgd20_l2@0.5", "PGD-20 ℓ2 0.5"),
+])
+def test_attacks_have_readable_titles(column, title):
+    (spec,) = parse_attack(column)
+    assert spec.title == title
+
+
+def _grid(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text(f'[experiment]\nname = "g"\ntitle = "Gaussian grid"\nn_eval = 500\ncolumns = ["natural", '
+                    f'"pgd10_linf@0.1", "pgd10_linf@0.2", "fgsm_linf@0.1"]\n\n[base]\ndataset = "gaussian"\n'
+                    f'model = "linear"\nepochs = 2\nbatch_size = 64\ngaussian = {{ {GAUSSIAN_TOML} }}\n\n'
+                    '[[run]]\nlabel = "SGD"\nmethod = "sgd"\n')
+    return path
+
+
+def test_a_grid_reads_well_without_a_terminal(samat, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    grid = _grid(tmp_path)
+    nothing = samat("experiment", "report", grid)
+    nothing.one_line_error("nothing to report: none of the 1 runs of g is finished", "experiment report")
+    assert not (tmp_path / "results").exists()  # no blank figures
+    ran = samat("experiment", "run", grid)  # stderr is not a terminal here: lines, not bars
+    assert ran.code == 0, ran.err
+    assert re.search(r"sgd-seed0: epoch 2/2, train loss [\d.]+, train accuracy [\d.]+ %, test accuracy [\d.]+ %",
+                     ran.err)
+    assert re.search(r"^  PGD-10 ℓ∞ 0\.2: \d+\.\d\d % \(", ran.err, re.M) and "\r" not in ran.err
+    report = samat("experiment", "report", grid)
+    assert report.code == 0 and "![" not in report.out and "| Method | Natural | PGD-10 ℓ∞ 0.1 |" in report.out
+    md = (tmp_path / "results" / "g" / "table.md").read_text()
+    assert md.count("Gaussian grid") == 1 and str(tmp_path) not in md and "`grid.toml`" in md
+    rows = list(csv.DictReader((tmp_path / "results" / "g" / "table.csv").open()))
+    assert [r["title"] for r in rows] == ["Natural", "PGD-10 ℓ∞ 0.1", "PGD-10 ℓ∞ 0.2", "FGSM ℓ∞ 0.1"]
+    assert rows[1]["column"] == "pgd10_linf@0.1"
+    assert all(len(r["mean"].partition(".")[2]) <= 4 for r in rows)  # 85.4, never 85.39999999999999
+    evaluated = samat("eval", "runs/g/sgd-seed0", "--attacks", "pgd10_linf@0.1", "--n-eval", "500")
+    assert "PGD-10 ℓ∞ 0.1" in evaluated.out and " %" in evaluated.out
+
+
+def test_status_says_where_the_demo_keeps_its_runs(samat, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results/demo/fashion-mnist/runs/fashion-mnist-default").mkdir(parents=True)
+    status = samat("experiment", "status", "fashion_mnist_default")
+    assert status.code == 0 and status.out.startswith("new")
+    assert "--runs-dir results/demo/fashion-mnist/runs" in status.err
+
+
+def test_the_theory_summary_is_in_words(tmp_path):
+    claims = [{"theorem": "T4", "title": "Small-ε size of the SAM optimum", "verdict": "fails", "max_rel_error": 1.0,
+               "corrected": "(eps**2/(3*n) + 1)*(log(p) - log(1 - p))/(2*eta)", "corrected_verdict": "holds"}]
+    path = tmp_path / "verification.json"
+    path.write_text(json.dumps({"claims": claims}))
+    summary = _theory_summary(path)
+    assert "corrected form w1*·(ε²/(3·n) + 1), which holds" in summary
+    assert "**" not in summary and "log(" not in summary
+    assert readable("2*eta**2*n/5 + 6*n/eps_SAM**2") == "2·η²·n/5 + 6·n/ε_SAM²"
+
+
+def test_threads_are_torchs_unless_chosen_and_wait_passively(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    runtime.prepare_process()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # set before torch loads (samat.cli.main calls it first)
+    monkeypatch.delenv("SAMAT_THREADS", raising=False)
+    assert runtime.chosen_threads() is None
+    monkeypatch.setenv("SAMAT_THREADS", "3")
+    assert runtime.chosen_threads() == 3
+    monkeypatch.setenv("SAMAT_THREADS", "many")
+    with pytest.raises(ParameterError, match="SAMAT_THREADS"):
+        runtime.chosen_threads()
