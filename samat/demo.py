@@ -94,10 +94,11 @@ def _theory(theory_dir: Path) -> Path:
 
     figures = theory_dir / "figures"
     md = theory_dir / "verification.md"
-    if plots.existing_outputs(figures):
+    existing = plots.existing_outputs(figures)
+    if len(existing) == len(plots.outputs(figures)):
         _say(f"[theory] figures already in {figures}/ (kept)")
-    else:
-        _say(f"[theory] drawing figures into {figures}/")
+    else:  # none yet, or some: an interrupted demo drew only the first figures
+        _say(f"[theory] drawing figures into {figures}/" + (" (some were missing)" if existing else ""))
         plots.make_all(figures, progress=lambda m: _say(f"  {m}"))
     if md.exists() and (theory_dir / "verification.json").exists():
         _say(f"[theory] report already in {theory_dir}/ (kept)")
@@ -150,10 +151,11 @@ def readable(expression: str) -> str:
 
 
 def _experiment(exp_dir: Path, *, segmentation: bool = False, overrides: dict | None = None,
-                n_eval: int | None = None) -> Path:
+                n_eval: int | None = None, columns: tuple[str, ...] | None = None) -> Path:
     """Run the packaged default experiment (or the segmentation default) into ``exp_dir`` and write its report;
     returns the report's Markdown file. ``overrides`` (configuration fields) apply to every run, ``n_eval``
-    replaces the experiment's number of evaluation images (the tests run a tiny setting)."""
+    replaces the experiment's number of evaluation images and ``columns`` its table's columns (the tests run a
+    tiny setting)."""
     from empirical.data import FASHION_MNIST_DIR, FASHION_MNIST_FILES
     from empirical.experiments import catalog
     from empirical.experiments.grid import load_experiment
@@ -172,6 +174,8 @@ def _experiment(exp_dir: Path, *, segmentation: bool = False, overrides: dict | 
     exp = load_experiment(catalog.resolve(name), runs_dir=exp_dir / "runs", overrides=overrides)
     if n_eval is not None:
         exp = dataclasses.replace(exp, n_eval=n_eval)
+    if columns is not None:
+        exp = dataclasses.replace(exp, tables=tuple(dataclasses.replace(t, columns=columns) for t in exp.tables))
     _say(f"[experiment] {exp.title}: {len(exp.runs)} runs into {exp_dir}/runs")
     if segmentation and chosen_threads() is None:
         import torch

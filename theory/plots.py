@@ -341,9 +341,13 @@ FIGURES = (
 )
 
 
+def outputs(out: Path) -> list[Path]:
+    """Every file :func:`make_all` writes into ``out``: each figure's image formats and its data."""
+    return [out / f"{f.name}.{ext}" for f in FIGURES for ext in (*FORMATS, "json")]
+
+
 def existing_outputs(out: Path) -> list[Path]:
-    paths = [out / f"{f.name}.{ext}" for f in FIGURES for ext in (*FORMATS, "json")]
-    return [p for p in paths if p.exists()]
+    return [p for p in outputs(out) if p.exists()]
 
 
 def make_all(out: Path, progress: Callable[[str], None] | None = None) -> list[Path]:
