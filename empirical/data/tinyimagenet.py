@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -78,11 +79,11 @@ def _tree_mtime(root: Path) -> float:
 
 def _read_cache(cache: Path, wnids: list[str]) -> dict[str, np.ndarray] | None:
     try:
-        with np.load(cache, allow_pickle=False) as z:
+        with cache.open("rb") as f, np.load(f, allow_pickle=False) as z:  # closed even when np.load fails
             if int(z["version"]) != _CACHE_VERSION or z["wnids"].tolist() != wnids:
                 return None
             return {key: z[key] for key in ("train_x", "train_y", "test_x", "test_y")}
-    except (OSError, KeyError, ValueError, EOFError) as e:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:  # truncated: BadZipFile
         warnings.warn(f"ignoring unreadable cache {cache} ({e}); decoding the JPEGs again", stacklevel=3)
         return None
 
