@@ -35,6 +35,12 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("numpy", "scipy", "sympy", "mpmath", "matplotlib", "torch", "torchattacks")
 
 
+def temporary_path(path: Path) -> Path:
+    """Where :func:`atomic_write_bytes` writes ``path`` before renaming it: ``.NAME.tmp`` beside it (a process
+    killed in between leaves it behind; it is never a current result)."""
+    return path.with_name(f".{path.name}.tmp")
+
+
 def atomic_write_bytes(path: Path, write: Callable[[Path], Any]) -> None:
     """Write via a temporary file in the same folder, flushed to disk, then renamed over ``path``.
 
@@ -42,7 +48,7 @@ def atomic_write_bytes(path: Path, write: Callable[[Path], Any]) -> None:
     its old content, and the error is raised.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temporary_path(path)
     try:
         write(tmp)
         with tmp.open("rb+") as f:

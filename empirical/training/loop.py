@@ -140,6 +140,7 @@ def _train(cfg: TrainConfig, run: RunDir, world: World, *, resume: bool, overwri
                disable=not show_bar, unit="step", desc=run.name, dynamic_ncols=True, leave=False)
     say = log if (log is not None and world.is_main and not show_bar) else None
     run_start = time.perf_counter()
+    saved = start_epoch  # the epochs in the checkpoint on disk (not those trained: a write may be interrupted)
     try:
         for epoch in range(start_epoch, cfg.rounds):
             if stop_after is not None and epoch - start_epoch >= stop_after:
@@ -149,15 +150,17 @@ def _train(cfg: TrainConfig, run: RunDir, world: World, *, resume: bool, overwri
             if world.is_main:
                 run.save_checkpoint({"epoch": epoch + 1, "history": history, "model": setup.model.state_dict(),
                                      "optimizer": setup.ctx.optimizer.state_dict(), "config": cfg.identity()})
+            saved = epoch + 1
+            if world.is_main:
                 run.write_metrics(history)
             bar.set_postfix(epoch=epoch + 1, loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_acc']:.3f}")
             if say:
                 say(_progress_line(cfg, run, row))
     except KeyboardInterrupt:
         bar.close()
-        saved = f"keeps its checkpoint after epoch {len(history)}: continue with --resume" if history else \
+        kept = f"keeps its checkpoint after epoch {saved}: continue with --resume" if saved else \
             "has no finished epoch yet: start it again"
-        raise Interrupted(f"interrupted; {run.path} {saved}") from None
+        raise Interrupted(f"interrupted; {run.path} {kept}") from None
     bar.close()
     return _finish(setup, run, history, time.perf_counter() - run_start)
 

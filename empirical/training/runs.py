@@ -28,7 +28,7 @@ import torch
 
 from core.errors import ParameterError, SamatError
 from core.locks import FolderLock, Holder, holder_of
-from core.results import atomic_write_bytes, atomic_write_text, json_safe, write_json
+from core.results import atomic_write_bytes, atomic_write_text, json_safe, temporary_path, write_json
 from empirical.training.config import TrainConfig
 
 TRAINING, EVALUATION, CLAIM = "samat train", "samat eval", "samat experiment run"  # what a lock's holder does
@@ -186,11 +186,18 @@ class RunDir:
                 diff = sorted(k for k, v in cfg.identity().items() if saved.identity().get(k) != v)
                 raise SamatError(f"cannot resume {self.path}: its configuration differs in {', '.join(diff)}")
             return self.read_checkpoint()
+        for partial in self._temporary_files():  # a process killed inside an atomic write left it: never current
+            partial.unlink()
         leftovers = [p.name for p in self.path.iterdir() if p.name != self.config.name] if self.path.exists() else []
         if leftovers:  # something that is not a run stopped before its first epoch
             raise SamatError(f"{self.path} exists and holds {leftovers[0]}; pass --overwrite to replace it")
         self.path.mkdir(parents=True, exist_ok=True)
         return None
+
+    def _temporary_files(self) -> list[Path]:
+        """The temporary files of this folder's atomic writes (core.results.atomic_write_bytes: ``.NAME.tmp``)."""
+        own = (self.config, self.metrics, self.checkpoint, self.weights, self.final)
+        return [tmp for tmp in map(temporary_path, own) if tmp.exists()]
 
     def _settle_replacement(self) -> None:
         """An --overwrite killed before its new run had a checkpoint left the old run aside: give it back. One
