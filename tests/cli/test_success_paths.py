@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from empirical.data import FASHION_MNIST_FILES
 from samat import demo
@@ -163,7 +164,9 @@ def tiny_demo(tmp_path, monkeypatch):
                                                                 columns=TINY_COLUMNS))
     monkeypatch.setattr(plots, "FIGURES", tuple(f for f in plots.FIGURES if f.name == "sam_coefficient"))
     monkeypatch.setattr(verify, "CHECKS", verify.CHECKS[:4])
-    return tmp_path / "demo"
+    threads = torch.get_num_threads()  # samat sets SAMAT_THREADS's number for the process: give it back
+    yield tmp_path / "demo"
+    torch.set_num_threads(threads)
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
