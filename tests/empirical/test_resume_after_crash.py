@@ -78,8 +78,13 @@ def test_ctrl_c_in_the_middle_of_an_epoch_resumes_to_the_uninterrupted_weights(t
     monkeypatch.setitem(STEPS, method, step_then_ctrl_c)
     run = RunDir(tmp_path / "run")
     cfg = tiny_cfg(method=method, epochs=EPOCHS)
-    with pytest.raises(Interrupted) as err:
-        train(cfg, run.path, progress=False, data=data)
+    # Python's own handler, even where the suite runs as a background job (which inherits an ignored SIGINT)
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(Interrupted) as err:
+            train(cfg, run.path, progress=False, data=data)
+    finally:
+        signal.signal(signal.SIGINT, handler)
     assert err.value.exit_code == 130
     assert str(err.value) == f"interrupted; {run.path} keeps its checkpoint after epoch 1: continue with --resume"
     assert_resumable_after(run, 1)
