@@ -23,6 +23,7 @@ from samat.cli import main
 from tests.empirical.test_data import idx_bytes
 from theory import closed_form as cf
 from theory import plots, verify
+from theory.numeric import st_optimum
 from theory.objectives import accuracy
 
 PNG, PDF = b"\x89PNG\r\n\x1a\n", b"%PDF-"
@@ -79,8 +80,10 @@ def test_theory_plot_series_have_their_shapes_and_meaning(drawn):
     # SAM read per sample has no finite optimum from ε = ηn on: null there (JSON has no inf), a number below
     for n, curve in zip(w["n"], w["sam_per_sample_numeric"], strict=True):
         assert [v is None for v in curve] == [e >= eta * n for e in w["eps_sam"]], n
-    # ST's w1* is Theorem 1's ln(p/(1-p))/(2η), which holds (verification T1): to the solver's ~1e-14 bracket
-    assert w["w_star"] == pytest.approx(float(cf.w1_star(p, eta)), rel=1e-12)
+    # ST's w1* is Theorem 1's ln(p/(1-p))/(2η), which holds (verification T1): within half the solver's bracket
+    # around it, and the closed form's rounding
+    bracket, closed = float(st_optimum(p, eta, 1).bracket_width), float(cf.w1_star(p, eta))
+    assert abs(w["w_star"] - closed) <= bracket / 2 + 4 * U * closed
     c = d["sam_coefficient"]
     assert c["claimed"] == 2 / 3 and [len(curve) for curve in c["numeric"]] == [len(c["eps"])] * len(c["n"])
     assert c["derived"] == pytest.approx([1 / (3 * n) for n in c["n"]], rel=4 * U)  # the derived 1/(3n)
