@@ -247,6 +247,36 @@ def test_evaluation_fails_an_attack_that_fixes_misclassified_points(monkeypatch)
     assert result["accuracy"]["fgsm_linf@0.1"] == result["accuracy"][NATURAL] == 8 / 12
 
 
+def test_evaluation_attacks_with_the_same_examples_whatever_ran_before(trained_run, monkeypatch):
+    """torchattacks' PGD draws its random start from torch's global generator: the evaluation seeds it around every
+    attack (and restores the caller's state), so two evaluations, with the columns in another order and after other
+    draws from the global generator, attack with the very same examples."""
+    loaded = _patched_loader(trained_run, device=torch.device("cpu"))
+    x, y = loaded.x[:32], loaded.y[:32]
+    real, recorded = evaluate_module.build_attack, {}
+
+    def recording(s, model, **kw):
+        attack = real(s, model, **kw)
+
+        def run(xb, yb, clean=None):
+            recorded.setdefault(s.label, []).append(attack(xb, yb, clean=clean))
+            return recorded[s.label][-1]
+        return run
+
+    monkeypatch.setattr(evaluate_module, "build_attack", recording)
+    columns, runs = ["pgd10_linf@8/255", "pgd10_l2@0.5"], []
+    for order, seed in ((columns, 1), (columns[::-1], 2)):
+        recorded.clear()
+        torch.manual_seed(seed)
+        state = torch.get_rng_state()
+        evaluate(loaded.model, x, y, order, num_classes=4, batch_size=16, progress=False)
+        assert torch.equal(torch.get_rng_state(), state)
+        runs.append(dict(recorded))
+    assert runs[0].keys() == runs[1].keys() and len(runs[0]) == 5  # 2 columns, 2 with twice the steps, 1 large
+    for label, batches in runs[0].items():
+        assert all(torch.equal(a, b) for a, b in zip(batches, runs[1][label], strict=True)), label
+
+
 # --- The checks must be able to fail: crafted attacks that each one has to flag ----------------------------------
 
 
