@@ -1,8 +1,11 @@
 """Evaluation attacks (empirical.attacks) and training PGD (empirical.adversarial), on a tiny CPU model.
 
 The model is a two-layer CNN trained for 300 Adam steps on 4,000 Fashion-MNIST images when the Debian package
-is installed (/usr/share/datasets/fashion-mnist), else on an easy synthetic 10-class task; either way it has
-clean accuracy near 80% and robust accuracy strictly between 0 and clean at the budgets used below.
+is installed (/usr/share/datasets/fashion-mnist), else on a synthetic 10-class task. On Fashion-MNIST it has
+clean accuracy near 80% and robust accuracy strictly between 0 and clean at the budgets used below; the synthetic
+task is too easy for that (measured: 100% clean accuracy, ℓ∞ attacks at 1/255 break nothing), so several tests
+fail on it. Which one ran is in the id of every test that uses the model: ``test_...[fashion_mnist]`` or
+``test_...[synthetic]``.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from torch import nn
 
-from core.errors import ParameterError, SamatError
-from empirical.attacks.build import build_attack
+from core.errors import ParameterError
+from empirical.attacks.build import build_attack, seeded
 from empirical.attacks.crosscheck import crosscheck_autoattack
 from empirical.attacks.meter import UNIT_ROUNDOFF, PerturbationMeter, norm_tolerance, perturbation_report
 from empirical.attacks.pgd import pgd, project, sample_ball
@@ -38,6 +41,7 @@ from empirical.attacks.specs import (
 )
 from empirical.attacks.stadv import StAdv, bilinear_warp, flow_smoothness
 from empirical.data import load_dataset, to_float_images
+from empirical.data.fashion_mnist import FASHION_MNIST_DIR, FASHION_MNIST_FILES
 from empirical.evaluation.checks import exceeds
 from empirical.vocabulary import Norm
 
@@ -66,12 +70,18 @@ class TinyCNN(nn.Module):
         return self.head(self.features((x - self.mean) / self.std).flatten(1))
 
 
-def _fashion_mnist(n_train: int, n_test: int) -> tuple[torch.Tensor, ...] | None:
-    """The first n_train training and n_test test images in [0, 1], or None if Fashion-MNIST is not installed."""
-    try:
-        data = load_dataset("fashion_mnist")
-    except SamatError:
-        return None
+def _installed(stem: str) -> bool:
+    return any((FASHION_MNIST_DIR / name).is_file() for name in (f"{stem}.gz", stem))
+
+
+# The fixture model's data, decided when the tests are collected so that it can name them.
+DATA_SOURCE = "fashion_mnist" if all(_installed(stem) for stem in FASHION_MNIST_FILES.values()) else "synthetic"
+
+
+def _fashion_mnist(n_train: int, n_test: int) -> tuple[torch.Tensor, ...]:
+    """The first n_train training and n_test test images in [0, 1] (a broken installation is an error, not a silent
+    switch to the synthetic task)."""
+    data = load_dataset("fashion_mnist")
     return (to_float_images(data.train_x[:n_train]), data.train_y[:n_train], to_float_images(data.test_x[:n_test]),
             data.test_y[:n_test])
 
@@ -98,9 +108,10 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def train_tiny_cnn(n_test: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """TinyCNN after 300 Adam steps on 4,000 training images (eval mode), and n_test held-out images."""
-    xtr, ytr, xte, yte = _fashion_mnist(4000, n_test) or _synthetic(4000, n_test)
+def train_tiny_cnn(n_test: int, source: str = DATA_SOURCE) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """TinyCNN after 300 Adam steps on 4,000 training images of ``source`` (eval mode), and n_test held-out
+    images."""
+    xtr, ytr, xte, yte = (_fashion_mnist if source == "fashion_mnist" else _synthetic)(4000, n_test)
     torch.manual_seed(0)
     model = TinyCNN()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -116,9 +127,10 @@ def train_tiny_cnn(n_test: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return model, xte, yte
 
 
-@pytest.fixture(scope="module")
-def trained_200() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    return train_tiny_cnn(200)
+@pytest.fixture(scope="module", params=[DATA_SOURCE])
+def trained_200(request) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The trained model and 200 held-out images; its one parameter, the data source, names the tests."""
+    return train_tiny_cnn(200, request.param)
 
 
 @pytest.fixture(scope="module")
@@ -244,18 +256,15 @@ def test_attack_stays_in_budget_and_box(trained, paper_runs, s):
 
 
 @pytest.mark.parametrize("s", PAPER_COLUMNS, ids=lambda s: s.name)
-def test_robust_accuracy_never_exceeds_clean(trained, paper_runs, s):
+def test_attack_breaks_correct_points_and_returns_the_others_unchanged(trained, paper_runs, s):
+    """The attack itself, on the images the model gets right: some become wrong (an attack that returned x would
+    not; "robust <= clean" alone would not notice, since misclassified images come back as x by construction).
+    The images the model gets wrong come back exactly as x."""
     model, x, y = trained
     x, y = x[:N_EVAL], y[:N_EVAL]
-    clean, robust = accuracy(model, x, y), accuracy(model, paper_runs[s.name][0], y)
-    assert not (robust & ~clean).any()  # an example wrong on x stays wrong
-    assert robust.sum() <= clean.sum()
-
-
-@pytest.mark.parametrize("name", ["pgd10_l2", "autoattack_l2", "fab_l2", "stadv", "pixle"])
-def test_attack_breaks_some_points(trained, paper_runs, name):
-    model, x, y = trained
-    assert accuracy(model, paper_runs[name][0], y[:N_EVAL]).sum() < accuracy(model, x[:N_EVAL], y[:N_EVAL]).sum()
+    x_adv, clean = paper_runs[s.name][0], accuracy(model, x, y)
+    assert torch.equal(x_adv[~clean], x[~clean])
+    assert not accuracy(model, x_adv[clean], y[clean]).all()
 
 
 def _runs_of(name: str, model, x, y, seed: int) -> torch.Tensor:
@@ -393,7 +402,8 @@ def test_pgd_agrees_with_torchattacks_on_robust_accuracy(trained, norm, eps):
     alpha = 2.5 * eps / 10
     ours = pgd(model, x, y, norm=norm, eps=eps, alpha=alpha, steps=10, generator=torch.Generator().manual_seed(0))
     cls = torchattacks.PGD if norm == "linf" else torchattacks.PGDL2
-    theirs = cls(model, eps=eps, alpha=alpha, steps=10)(x, y)
+    with seeded(0, torch.device("cpu")):  # its random start draws from torch's global generator
+        theirs = cls(model, eps=eps, alpha=alpha, steps=10)(x, y)
     # Different random starts move only borderline points: the paired test of the evaluation's sanity checks
     # (neither leaves more images correct than the other beyond 2 sqrt(#images they disagree on)).
     ours_correct, theirs_correct = accuracy(model, ours, y), accuracy(model, theirs, y)
@@ -607,21 +617,23 @@ def test_warp_equals_grid_sample_with_border_padding(image):
     torch.testing.assert_close(bilinear_warp(image, flow), expected, rtol=0, atol=1e-5)
 
 
-@given(st.floats(-5, 5), st.floats(-5, 5))
-def test_flow_smoothness_is_zero_for_a_constant_flow(u, v):
+@given(st.floats(-5, 5), st.floats(-5, 5), st.floats(-3, 3), st.floats(-3, 3), st.integers(1, 4), st.integers(1, 5))
+def test_flow_smoothness_of_a_bump_on_a_constant_flow(u, v, a, b, i, j):
+    """Xiao et al. 2018, eq. (4): a constant flow (u, v) costs exactly 0; a bump (a, b) on it at one interior
+    pixel differs from its 4 neighbours by the same (du, dv), each pair counted from both ends: 8 (sqrt(du² + dv² +
+    δ) - sqrt(δ)), with du, dv as the float32 flow holds them (not a, b). The reference is computed in float32, as
+    the terms are: a float64 one differs from them by their float32 rounding. Zeros and equal terms add up exactly
+    (t + t, 2t + 2t); 8u relative allows for a summation that rounds anyway."""
     flow = uniform_flow(torch.zeros(2, 1, 6, 7), u, v)
     assert torch.equal(flow_smoothness(flow), torch.zeros(2))
-
-
-@given(st.floats(0.01, 3), st.integers(1, 4), st.integers(1, 5))
-def test_flow_smoothness_of_a_bump(b, i, j):
-    """A bump b at one interior pixel differs from its 4 neighbours, each pair counted from both ends:
-    8 (sqrt(b^2 + delta) - sqrt(delta)), about 8 b."""
-    flow = torch.zeros(1, 2, 6, 7)
-    flow[0, 0, i, j] = b
-    expected = 8 * (math.sqrt(b * b + 1e-8) - 1e-4)
-    assert flow_smoothness(flow).item() == pytest.approx(expected, rel=1e-5)
-    assert flow_smoothness(flow).item() > 0
+    flow[1, 0, i, j] += a
+    flow[1, 1, i, j] += b
+    du, dv = flow[1, :, i, j] - flow[1, :, 0, 0]  # the differences as the float32 flow holds them
+    delta = torch.tensor(1e-8, dtype=torch.float32)
+    term = (du * du + dv * dv + delta).sqrt() - delta.sqrt()
+    got = flow_smoothness(flow)
+    assert got[0].item() == 0.0
+    assert got[1].item() == pytest.approx(8 * term.item(), rel=8 * UNIT_ROUNDOFF, abs=1e-30)
 
 
 def test_stadv_output_is_the_warp_by_its_flow_within_bound(trained, paper_runs):

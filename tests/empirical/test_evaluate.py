@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ from torch import nn
 from core.errors import ParameterError, SamatError
 from core.results import dumps
 from empirical.evaluation import evaluate as evaluate_module
-from empirical.evaluation.checks import FAMILY_CHECK, robust_within_clean
+from empirical.evaluation.checks import FAMILY_CHECK, exceeds, robust_within_clean
 from empirical.evaluation.columns import NATURAL, attack_columns, column_spec
 from empirical.evaluation.evaluate import evaluate
 from empirical.evaluation.run import evaluate_path
@@ -174,6 +177,42 @@ at_eps = 0.1
     assert "![tradeoff](tradeoff.png)" in paths["markdown"].read_text()
 
 
+def test_report_gives_the_sample_std_over_seeds_and_lists_the_failed_checks(tmp_path):
+    """Three finished seeds with known accuracies (eval.json of their weights), one with a failed sanity check."""
+    config = write_grid(tmp_path, 'name = "g"\nseeds = [0, 1, 2]\n'
+                                  'tables = [ { title = "T", columns = ["natural", "pgd10_linf@0.1"] } ]')
+    exp = load_experiment(config, runs_dir=tmp_path / "runs")
+    natural, robust = [0.80, 0.85, 0.93], [0.50, 0.60, 0.40]
+    failed = "a large attack (l-inf 0.5) drives accuracy below chance (0.5)"
+    for i, (run, nat, rob) in enumerate(zip(exp.runs, natural, robust, strict=True)):
+        run.run_dir.mkdir(parents=True)
+        (run.run_dir / "model.pt").write_bytes(b"weights of seed %d" % i)
+        weights = {"sha256": hashlib.sha256((run.run_dir / "model.pt").read_bytes()).hexdigest()}
+        (run.run_dir / "final.json").write_text(dumps({"test_acc": 0.1, "provenance": {"inputs": {
+            "config": run.config.identity(), "weights": weights}}}))
+        sanity = [{"check": failed, "passed": i != 1, "detail": "0.9"}, {"check": "other", "passed": True,
+                                                                         "detail": ""}]
+        (run.run_dir / "eval.json").write_text(dumps({
+            "n": 100, "columns": ["pgd10_linf@0.1"], "accuracy": {NATURAL: nat, "pgd10_linf@0.1": rob},
+            "attacks": {}, "correct": {}, "sanity": sanity, "settings": exp.eval_settings,
+            "provenance": {"inputs": {"weights": weights}}}))
+    paths = write_report(exp, tmp_path / "report", plots=False)
+    # mean 86 and 50 (percent); sample standard deviations (n - 1 = 2): √((36 + 1 + 49) / 2) = √43 = 6.557 and
+    # √((0 + 100 + 100) / 2) = 10 (the population's would be √(86 / 3) = 5.354 and √(200 / 3) = 8.165).
+    (row,) = json.loads(paths["json"].read_text())["tables"]["T"]
+    assert row["natural"]["mean"] == pytest.approx(86.0, rel=1e-12) and row["natural"]["n"] == 3
+    assert row["natural"]["std"] == pytest.approx(math.sqrt(43), rel=1e-12)
+    assert row["pgd10_linf@0.1"]["mean"] == pytest.approx(50.0, rel=1e-12)
+    assert row["pgd10_linf@0.1"]["std"] == pytest.approx(10.0, rel=1e-12)
+    md = paths["markdown"].read_text()
+    assert "| SGD ⚠ | 86.0 ± 6.6 | 50.0 ± 10.0 | 3/3 |" in md
+    assert f"- {exp.runs[1].run_dir.name}: {failed}" in md.split("⚠ failed sanity checks")[1]
+    assert exp.runs[0].run_dir.name + ":" not in md and "other" not in md  # only the check that failed, where
+    rows = list(csv.reader(paths["csv"].read_text().splitlines()))
+    assert rows[1][2:7] == ["natural", "Natural", "86.0", "6.5574", "3"]
+    assert rows[2][4:7] == ["50.0", "10.0", "3"]
+
+
 # --- The robust <= clean check sees the raw hits -----------------------------------------------------------
 
 
@@ -206,6 +245,148 @@ def test_evaluation_fails_an_attack_that_fixes_misclassified_points(monkeypatch)
     assert "robust <= clean: fgsm_linf@0.1" in failed, failed
     assert "4 of them wrong on the clean image" in failed["robust <= clean: fgsm_linf@0.1"]
     assert result["accuracy"]["fgsm_linf@0.1"] == result["accuracy"][NATURAL] == 8 / 12
+
+
+def test_evaluation_attacks_with_the_same_examples_whatever_ran_before(trained_run, monkeypatch):
+    """torchattacks' PGD draws its random start from torch's global generator: the evaluation seeds it around every
+    attack (and restores the caller's state), so two evaluations, with the columns in another order and after other
+    draws from the global generator, attack with the very same examples."""
+    loaded = _patched_loader(trained_run, device=torch.device("cpu"))
+    x, y = loaded.x[:32], loaded.y[:32]
+    real, recorded = evaluate_module.build_attack, {}
+
+    def recording(s, model, **kw):
+        attack = real(s, model, **kw)
+
+        def run(xb, yb, clean=None):
+            recorded.setdefault(s.label, []).append(attack(xb, yb, clean=clean))
+            return recorded[s.label][-1]
+        return run
+
+    monkeypatch.setattr(evaluate_module, "build_attack", recording)
+    columns, runs = ["pgd10_linf@8/255", "pgd10_l2@0.5"], []
+    for order, seed in ((columns, 1), (columns[::-1], 2)):
+        recorded.clear()
+        torch.manual_seed(seed)
+        state = torch.get_rng_state()
+        evaluate(loaded.model, x, y, order, num_classes=4, batch_size=16, progress=False)
+        assert torch.equal(torch.get_rng_state(), state)
+        runs.append(dict(recorded))
+    assert runs[0].keys() == runs[1].keys() and len(runs[0]) == 5  # 2 columns, 2 with twice the steps, 1 large
+    for label, batches in runs[0].items():
+        assert all(torch.equal(a, b) for a, b in zip(batches, runs[1][label], strict=True)), label
+
+
+# --- The checks must be able to fail: crafted attacks that each one has to flag ----------------------------------
+
+
+def _crafted(monkeypatch, make):
+    """build_attack replaced by ``make(spec) -> (x, y) -> x_adv`` (the evaluation's own checks stay)."""
+    def build(s, model, *, num_classes, seed, device, box):
+        attack = make(s)
+        return lambda x, y, clean=None: attack(x, y)
+
+    monkeypatch.setattr(evaluate_module, "build_attack", build)
+
+
+def _failed(result) -> dict[str, str]:
+    return {c["check"]: c["detail"] for c in result["sanity"] if not c["passed"]}
+
+
+MARGIN = 0.05  # FirstCoordinates' inputs: x = MARGIN one-hot(y), classified correctly by a margin MARGIN
+
+
+def _break(x, y, eps):
+    """The ℓ∞ move of size eps (> MARGIN) that makes FirstCoordinates pick class y + 1: every point wrong."""
+    k = x.shape[1]
+    return x + eps * (nn.functional.one_hot((y + 1) % 3, k) - nn.functional.one_hot(y, k)).float()
+
+
+def _vectors(n=12):
+    y = torch.arange(n) % 3
+    return MARGIN * nn.functional.one_hot(y, 3).float(), y
+
+
+@pytest.mark.parametrize(("images", "bad_move", "needle"), [
+    (False, lambda x, eps: x + 2 * eps, "largest perturbation 0.2"),  # over the ℓ∞ budget 0.1
+    (True, lambda x, eps: x + eps, "largest perturbation 0.1"),  # within budget, but out of [0, 1]
+], ids=["over_budget", "out_of_box"])
+def test_within_budget_check_fails_a_perturbation_over_budget_or_out_of_the_box(monkeypatch, images, bad_move,
+                                                                                 needle):
+    x, y = _vectors()
+    model = FirstCoordinates()
+    if images:  # (N, 1, 1, 3) images with pixels at 0.95 and 1.0: a move of +0.1 leaves [0, 1]
+        x, model = (0.95 + x).view(-1, 1, 1, 3), nn.Sequential(nn.Flatten(), FirstCoordinates())
+    _crafted(monkeypatch, lambda s: (lambda xb, yb: bad_move(xb, s.eps) if s.eps == 0.1 else xb))
+    result = evaluate(model, x, y, ["fgsm_linf@0.1"], num_classes=3, progress=False)
+    failed = _failed(result)
+    assert needle in failed["within budget and [0, 1]: fgsm_linf@0.1"] and not result["sanity_passed"]
+    # the honest control: the same evaluation with an attack that stays in budget and box passes that check
+    _crafted(monkeypatch, lambda s: (lambda xb, yb: xb))
+    assert "within budget and [0, 1]: fgsm_linf@0.1" not in _failed(
+        evaluate(model, x, y, ["fgsm_linf@0.1"], num_classes=3, progress=False))
+
+
+def test_within_budget_check_of_segmentation_fails_a_perturbation_over_budget(monkeypatch):
+    """The segmentation evaluation's twin of the check, with its PGD replaced by a move of twice the budget."""
+    from empirical.evaluation import segmentation
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 100, (4, 1, 6, 6), dtype=torch.uint8, generator=g)  # pixels <= 0.4: +0.2 stays in [0, 1]
+    y = torch.randint(0, 3, (4, 6, 6), generator=g)
+    sizes = torch.tensor([[6, 6]] * 4)
+    model = nn.Conv2d(1, 3, 1)
+    monkeypatch.setattr(segmentation, "pgd", lambda model, x, y, *, eps, **kw: (x + min(2 * eps, 0.2)))
+    result, _ = segmentation.evaluate_segmentation(model, x, y, sizes, ["fgsm_linf@0.1"], num_classes=3,
+                                                   progress=False)
+    assert not {c["check"]: c["passed"] for c in result["sanity"]}["within budget and [0, 1]: fgsm_linf@0.1"]
+    assert result["attacks"]["fgsm_linf@0.1"]["max_perturbation"] == pytest.approx(0.2, rel=1e-6)
+
+
+def test_exceeds_is_a_paired_test_in_one_direction():
+    """b exceeds a when (#b-only - #a-only) > 2 √(#discordant): strictly, and never in the other direction."""
+    def masks(only_stronger, only_weaker, both=3):
+        weaker = torch.tensor([False] * only_stronger + [True] * only_weaker + [True] * both)
+        stronger = torch.tensor([True] * only_stronger + [False] * only_weaker + [True] * both)
+        return weaker, stronger
+
+    for only_s, only_w, expected in [(5, 0, True), (4, 0, False), (10, 1, True), (9, 3, False), (0, 0, False),
+                                     (0, 10, False), (3, 3, False), (30, 12, True)]:
+        found = exceeds(*masks(only_s, only_w))
+        assert found.exceeds is expected, (only_s, only_w)
+        assert (found.only_stronger, found.only_weaker) == (only_s, only_w)
+    # 5 - 0 > 2 √5 = 4.47 and 4 - 0 = 2 √4; 10 - 1 = 9 > 2 √11 = 6.63, 9 - 3 = 6 <= 2 √12 = 6.93;
+    # 30 - 12 = 18 > 2 √42 = 12.96: the expectations above, from the formula.
+
+
+@pytest.mark.parametrize("direction", ["flagged", "honest"])
+def test_more_steps_check_flags_a_stronger_pgd_that_leaves_more_images_correct(monkeypatch, direction):
+    """PGD-10 breaks all 12 points; its sanity twin PGD-20 breaks none ("flagged") or all ("honest")."""
+    x, y = _vectors()
+    _crafted(monkeypatch, lambda s: (lambda xb, yb: _break(xb, yb, s.eps)
+                                     if s.steps == 10 or direction == "honest" else xb))
+    result = evaluate(FirstCoordinates(), x, y, ["pgd10_linf@0.1"], num_classes=3, progress=False)
+    name = "more PGD steps are not weaker: pgd10_linf@0.1 vs 20 steps"
+    assert name in {c["check"] for c in result["sanity"]}
+    if direction == "flagged":
+        assert _failed(result)[name] == "12 images survive only the stronger attack, 0 only the weaker"
+    else:
+        assert name not in _failed(result)
+
+
+@pytest.mark.parametrize("direction", ["flagged", "honest"])
+def test_accuracy_against_eps_check_flags_a_larger_budget_that_leaves_more_images_correct(monkeypatch, direction):
+    """FGSM at ε = 0.1 breaks every point; at ε = 0.2 it breaks none ("flagged") or every one ("honest")."""
+    x, y = _vectors()
+    _crafted(monkeypatch, lambda s: (lambda xb, yb: _break(xb, yb, 0.1)
+                                     if s.eps == 0.1 or (direction == "honest" and s.eps == 0.2) else xb))
+    result = evaluate(FirstCoordinates(), x, y, ["fgsm_linf@0.2", "fgsm_linf@0.1"], num_classes=3, progress=False)
+    name = f"{FAMILY_CHECK}: fgsm_linf@0.1 -> fgsm_linf@0.2"
+    assert name in {c["check"] for c in result["sanity"]}
+    if direction == "flagged":
+        assert _failed(result)[name] == "12 images survive only the stronger attack, 0 only the weaker"
+    else:
+        assert name not in _failed(result)
 
 
 # --- Extending an evaluation ---------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from empirical.experiments.grid import load_experiment
 from empirical.experiments.report import write_report
 from empirical.experiments.runner import run_experiment
 from empirical.models import build_model
+from empirical.training.config import TrainConfig
 from empirical.training.loop import TrainingDiverged, train
 from empirical.training.optimizers import ASAM_ETA, WeightPerturbation
 from empirical.training.runs import RunDir
@@ -27,11 +28,12 @@ METHODS = ("sgd", "adam", "sam", "asam", "esam", "pgd_at")
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_each_method_lowers_the_loss_on_a_fixed_batch(method):
+def test_each_method_lowers_the_loss_on_a_fixed_batch(method, monkeypatch):
     setup = build(tiny_cfg(method=method), tiny_images())
     x = setup.data.train_x[:64].float() / 255
     y = setup.data.train_y[:64]
     loss_fn = nn.CrossEntropyLoss()
+    climbs = _record_ascents(setup, x, y, monkeypatch) if setup.ctx.perturbation is not None else []
 
     def current_loss():
         setup.model.eval()
@@ -46,6 +48,49 @@ def test_each_method_lowers_the_loss_on_a_fixed_batch(method):
     # 25 steps on one fixed batch of 64 all but memorize it: after/before measured <= 6e-5 for every method over
     # 6 data and weight seeds. 1e-2 keeps a 100-fold margin, and still fails a step that merely halves the loss.
     assert current_loss() < 1e-2 * before
+    # A descent in place of SAM's ascent lowers the loss too: the SAM family must have climbed at every step.
+    assert len(climbs) == (25 if setup.ctx.perturbation is not None else 0)
+    for lower, higher in climbs:
+        assert higher > lower
+
+
+def _record_ascents(setup, x, y, monkeypatch) -> list[tuple[float, float]]:
+    """Wrap the perturbation's ascent: at each step, check that the offset e is the method's ascent direction with
+    radius ρ, measured against a gradient of the batch loss taken here, independently of the step's own backward
+    pass; record the batch loss at w and at w + e (batch statistics, running ones left alone)."""
+    pert, model, cfg = setup.ctx.perturbation, setup.model, setup.cfg
+    ascend, climbs = pert.ascend, []
+
+    def batch_loss():
+        with running_stats_frozen(model):
+            return nn.functional.cross_entropy(model(x), y)
+
+    def checked_ascend(generator=None):
+        params = pert.params
+        w = [p.detach().clone() for p in params]
+        g = torch.autograd.grad(batch_loss(), params)
+        with torch.no_grad():
+            lower = batch_loss().item()
+            ascend(generator)
+            higher = batch_loss().item()
+        climbs.append((lower, higher))
+        e = torch.cat([(p.detach() - b).ravel() for p, b in zip(params, w, strict=True)]).double()
+        g = torch.cat([t.ravel() for t in g]).double()
+        t = torch.cat([(b.abs() + ASAM_ETA).ravel() for b in w]).double() if pert.adaptive else torch.ones_like(g)
+        kept = (e != 0).double() if pert.keep_probability < 1 else torch.ones_like(g)
+        # SAM: e = ρ g / ||g||; ASAM: T⁻¹ e = ρ T g / ||T g||; ESAM: SAM's e on the kept weights, over β.
+        direction = t * g * kept
+        expected_norm = cfg.rho * (direction.norm() / (t * g).norm()).item() / pert.keep_probability
+        # e carries the float32 roundings of its formula and of w + e (a few u relative to ||w|| + ρ, as in the
+        # perturbation tests above: <= 1e-5 relative), and this gradient differs from the step's by reduction
+        # order only (float32, ~u per term): 1e-4 relative and 1 - cos <= 1e-6 are far below the difference a
+        # wrong sign (cos = -1) or a missing rescaling (1/β = 1.67) makes.
+        assert (e / t).norm().item() == pytest.approx(expected_norm, rel=1e-4)
+        cosine = nn.functional.cosine_similarity(e / t, direction, dim=0).item()
+        assert cosine == pytest.approx(1.0, abs=1e-6)
+
+    monkeypatch.setattr(pert, "ascend", checked_ascend)
+    return climbs
 
 
 def _params_and_grads(seed=0):
@@ -96,6 +141,34 @@ def test_asam_perturbation_has_adaptive_norm_rho():
     assert abs(torch.linalg.vector_norm(plain).item() - 0.5) > 1e-3
     pert.descend()
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
+
+
+def test_esam_perturbation_is_sams_on_a_random_fraction_over_keep_probability():
+    """ESAM's offset (Du et al. 2022): SAM's ρ g / ||g|| on the weights a Bernoulli(β) mask keeps, divided by β (so
+    that its expectation is SAM's); the mask comes from the generator passed to ``ascend``."""
+    beta, u = 0.6, 2.0**-24
+    model, _, _ = _params_and_grads()
+    before = torch.cat([p.detach().ravel() for p in model.parameters()])
+
+    def offset(pert, generator=None):
+        pert.ascend(generator)
+        e = torch.cat([p.detach().ravel() for p in model.parameters()]) - before
+        pert.descend()
+        return e
+
+    e_sam = offset(WeightPerturbation(model.parameters(), radius=0.37))
+    esam = WeightPerturbation(model.parameters(), radius=0.37, keep_probability=beta)
+    e = offset(esam, torch.Generator().manual_seed(0))
+    kept = e != 0
+    # 66 weights kept with probability 0.6: 39.6 expected, standard deviation 4.0; 5 of them either way.
+    assert 19 <= int(kept.sum()) <= 60
+    # Each offset carries the roundings of its formula (g * factor, the mask over β: 2u relative) and of w + e
+    # and of the test's subtraction (u |w + e| each): 8u (|w| + |e|) bounds both sides' together.
+    tolerance = 8 * u * (before.abs() + e.abs())
+    assert ((e - e_sam / beta).abs() <= tolerance)[kept].all()
+    assert (e_sam[kept].abs() * (1 / beta - 1) > tolerance[kept]).any()  # the test can see a missing 1/β
+    assert torch.equal(e, offset(esam, torch.Generator().manual_seed(0)))
+    assert not torch.equal(e, offset(esam, torch.Generator().manual_seed(1)))
 
 
 @pytest.mark.parametrize("adaptive", [False, True])
@@ -178,6 +251,50 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, method
     assert [r["epoch"] for r in rows] == [1, 2, 3]
 
 
+def test_each_epoch_draws_its_own_shuffle_augmentation_and_esam_masks(tmp_path, monkeypatch):
+    """The epochs of one run differ in batch order, augmentation and ESAM's masks (a generator seeded by the seed
+    alone would repeat them every epoch, and the resume tests above, comparing two runs with the same flaw, would
+    not notice); two runs with the same seed repeat each other exactly."""
+    data = tiny_images(n_train=64, n_test=16)
+    cfg = tiny_cfg(method="esam", epochs=2, augment="crop_flip")  # 2 steps of 32 per epoch
+    steps: list[dict] = []  # per step of the current run: its batch and the weights ESAM moved
+    ascend, esam = WeightPerturbation.ascend, STEPS["esam"]
+
+    def recording_ascend(self, generator=None):
+        before = [p.detach().clone() for p in self.params]
+        ascend(self, generator)
+        steps[-1]["moved"] = torch.cat([(p.detach() != b).ravel() for p, b in zip(self.params, before, strict=True)])
+
+    def recording_step(ctx, x, y, gen):
+        steps.append({"x": x.clone(), "y": y.clone()})
+        return esam(ctx, x, y, gen)
+
+    monkeypatch.setattr(WeightPerturbation, "ascend", recording_ascend)
+    monkeypatch.setitem(STEPS, "esam", recording_step)
+    runs = []
+    for name in ("first", "again"):
+        steps.clear()
+        train(cfg, tmp_path / name, progress=False, data=data)
+        runs.append([dict(step) for step in steps])
+    first, again = runs
+    assert len(first) == 4
+    for a, b in zip(first, again, strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in ("x", "y", "moved"))
+    labels = [torch.cat([s["y"] for s in first[i:i + 2]]) for i in (0, 2)]
+    assert torch.equal(labels[0].sort().values, labels[1].sort().values)  # one pass over the same data...
+    assert not torch.equal(labels[0], labels[1])  # ...in another order
+    # The same 64 images either way; augmented again, they are another set (a repeated crop and flip per image
+    # would give the same set in another order).
+    images = [{s["x"][j].numpy().tobytes() for s in first[i:i + 2] for j in range(len(s["x"]))} for i in (0, 2)]
+    assert images[0] != images[1]
+    # ESAM moves a fraction β = 0.6 of the weights; two independent masks agree on 0.6² + 0.4² = 52% of them, the
+    # same mask on all (but the few whose offset rounds away). Over the small CNN's 32,244 weights the standard
+    # deviation of either share is below 0.3%: 0.75 lies dozens of them from both.
+    moved = [first[i]["moved"] for i in (0, 2)]
+    assert all(0.5 < m.double().mean() < 0.7 for m in moved)
+    assert (moved[0] == moved[1]).double().mean() < 0.75
+
+
 def test_resume_refuses_a_different_configuration(tmp_path):
     data = tiny_images()
     train(tiny_cfg(), tmp_path / "run", progress=False, stop_after=1, data=data)
@@ -195,7 +312,17 @@ def test_finished_run_is_not_overwritten_unless_asked(tmp_path):
     with pytest.raises(SamatError, match="finished"):
         train(cfg, tmp_path / "run", resume=True, progress=False, data=data)
     assert (tmp_path / "run" / "model.pt").stat().st_mtime_ns == stamp
-    train(cfg, tmp_path / "run", overwrite=True, progress=False, data=data)
+    weights = torch.load(tmp_path / "run" / "model.pt")
+    torch.save({k: torch.zeros_like(v) for k, v in weights.items()}, tmp_path / "run" / "model.pt")
+    again = train(cfg, tmp_path / "run", overwrite=True, progress=False, data=data)
+    # Retrained from scratch: the weights of the same seed again (not the zeros left in the folder), one epoch's
+    # metrics (not appended to the old ones), and a summary that records the new weights.
+    retrained = torch.load(tmp_path / "run" / "model.pt")
+    assert retrained.keys() == weights.keys() and all(torch.equal(retrained[k], weights[k]) for k in weights)
+    assert again["status"] == "finished" and [r["epoch"] for r in RunDir(tmp_path / "run").read_metrics()] == [1]
+    final = json.loads((tmp_path / "run" / "final.json").read_text())
+    assert final["provenance"]["inputs"]["weights"]["sha256"] == hashlib.sha256(
+        (tmp_path / "run" / "model.pt").read_bytes()).hexdigest()
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path, monkeypatch):
@@ -303,7 +430,8 @@ def test_config_accepts_paths_numpy_integers_and_dataset_spellings(tmp_path):
 
     cfg = tiny_cfg(data_dir=tmp_path, epochs=np.int64(2), dataset="Fashion-MNIST", bf16=False, channels_last=None)
     assert cfg.data_dir == str(tmp_path) and type(cfg.epochs) is int and cfg.dataset == "fashion_mnist"
-    json.dumps(cfg.to_dict())  # serializable as it is saved in config.json
+    saved = json.loads(json.dumps(cfg.to_dict()))  # serializable as it is saved in config.json, and read back
+    assert TrainConfig.from_dict(saved) == cfg and saved["data_dir"] == str(tmp_path) and saved["epochs"] == 2
 
 
 def test_eps_strings_are_parsed_once_at_the_edge():

@@ -24,6 +24,7 @@ from gaussian_study.summary import summarize
 from theory import closed_form as cf
 from theory.lifted import LogisticModel
 from theory.model import GaussianModel
+from theory.numeric import sam_optimum, st_optimum
 
 Z = 4.0  # standard deviations of the sampling distribution allowed (two-sided p ~ 6e-5 per example)
 
@@ -93,6 +94,7 @@ def test_study_pipeline_on_a_quick_grid(tmp_path):
     found = verdicts.verdicts(summary)
     assert {v.claim for v in found} == set(verdicts.CLAIMS)
     assert {v.verdict for v in found} <= {"holds", "fails", "undecided"}
+    _check_idealized_sam_verdicts(found, p, eta, n, np.asarray(theory["rho"]))
     logistic = [v for v in found if v.claim in ("T1", "T2") and v.setting.startswith("logistic population")]
     assert len(logistic) == 2 and all(v.verdict == "holds" for v in logistic)  # well-specified: Thms 1, 2 exact
     assert "### T4" in report.markdown(found)
@@ -100,6 +102,23 @@ def test_study_pipeline_on_a_quick_grid(tmp_path):
     assert all(isinstance(r["W_R"], float) and 0 <= r["clean_accuracy"] <= 1 for r in rows)
     again = run(StudyGrid.quick(), tmp_path, log=lambda m: None)  # finished runs are reused, not retrained
     assert json.loads(again.read_text())["rows"] == rows
+
+
+def _check_idealized_sam_verdicts(found, p, eta, n, rho):
+    """T3-T5 in the papers' own model, against what the solver (not the verdict code) says of W_R^SAM / W_R* - 1
+    at each ρ: a rise bracketed away from 0 makes T3 hold; a rise bracketed away from Theorem 4's (2/3)ρ², and from
+    Theorem 2's rise at the ε_AT that Theorem 5 pairs with ρ, makes T4 and T5 fail (the rise is ρ²/(3n))."""
+    st, sam = st_optimum(p, eta, n), sam_optimum(p, eta, n, rho)
+    assert np.all(sam.found) and st.found
+    low, high = sam.lo / st.hi - 1, sam.hi / st.lo - 1  # the rise of W_R = w1 / n, bracketed
+    paired = cf.w_r_at(p, eta, n, cf.eps_at_claimed(rho, eta)) / cf.w_r_star(p, eta, n) - 1
+    expected = {"T3": "holds" if np.all(low > 0) else None,
+                "T4": "fails" if np.any((high < 2 / 3 * rho**2) | (low > 2 / 3 * rho**2)) else None,
+                "T5": "fails" if np.any((high < paired) | (low > paired)) else None}
+    assert None not in expected.values(), (low, high)  # the quick grid decides all three
+    setting = verdicts.THEORY_SAM[0][1]  # "idealized (papers' model: 0-1, SAM on w1 alone)"
+    got = {v.claim: v.verdict for v in found if v.setting == setting}
+    assert got == expected
 
 
 def test_study_command_refuses_missing_measurements_and_a_non_empty_publish_dir(tmp_path):

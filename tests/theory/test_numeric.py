@@ -140,9 +140,29 @@ def test_vectorized_solve_equals_pointwise(points):
         assert float(alone.lo) <= together.hi[i] and together.lo[i] <= float(alone.hi)
 
 
-def test_combined_sam_and_at_objective_runs():
-    opt = minimize_risk(0.8, 0.5, 4, attack_eps=0.1, sam_eps=0.3)
-    assert opt.found and float(opt.w1) > float(at_optimum(0.8, 0.5, 4, 0.1).w1)
+def brute_force_minimizer(p, eta, n, attack_eps, sam_eps, lo, hi, nodes):
+    """The best of ``nodes`` points spanning [lo, hi] for max_{|δ| <= ε_SAM} risk_{ε_AT}(w1 + δ), the inner max over
+    201 δ spanning [-ε_SAM, ε_SAM] (ends included); and the node spacing."""
+    w = np.linspace(lo, hi, nodes)
+    inner = log_risk(w[:, None] + sam_eps * np.linspace(-1, 1, 201), p, eta, n, attack_eps).value.max(axis=1)
+    return float(w[np.argmin(inner)]), (hi - lo) / (nodes - 1)
+
+
+@pytest.mark.parametrize(("p", "eta", "n", "attack_eps", "sam_eps"), [
+    (0.8, 0.5, 4, 0.0, 0.3), (0.8, 0.5, 4, 0.1, 0.3), (0.7, 1.0, 10, 0.0, 1.0), (0.9, 0.3, 2, 0.15, 0.05)])
+def test_sam_optimum_is_the_brute_force_minimizer_of_the_max_min_objective(p, eta, n, attack_eps, sam_eps):
+    """The solver's SAM optimum (with and without an attack) against a grid search of the max-min objective
+    (workshop eq. 19) over w1, independent of the solver's scan, inner maximization and bisection. The objective is
+    quasi-convex with a kink at its minimizer (where the two ends of the δ-interval trade places), so the best
+    node of a grid lies within one spacing of the minimizer: a coarse grid over [-10, 60] finds its cell, a fine
+    one over the 4 coarse cells around it places it; the solver's bracket must hold it to that spacing."""
+    opt = minimize_risk(p, eta, n, attack_eps=attack_eps, sam_eps=sam_eps)
+    assert opt.found
+    coarse, h = brute_force_minimizer(p, eta, n, attack_eps, sam_eps, -10.0, 60.0, 1401)
+    fine, h = brute_force_minimizer(p, eta, n, attack_eps, sam_eps, coarse - 2 * h, coarse + 2 * h, 4001)
+    assert float(opt.lo) - h <= fine <= float(opt.hi) + h, (fine, float(opt.lo), float(opt.hi))
+    if attack_eps:  # SAM on top of AT moves the optimum further out than AT alone
+        assert float(opt.lo) > float(at_optimum(p, eta, n, attack_eps).hi)
 
 
 @given(S.p, S.eta, st.integers(1, 30), st.floats(0.05, 1.0))
