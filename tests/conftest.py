@@ -13,12 +13,31 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 
 # Property tests replay a fixed, derandomized set of examples by default, so that a red suite always means a
 # reproducible failure, on every machine and in CI. SAMAT_HYPOTHESIS_PROFILE=explore draws new examples each
-# run; =thorough draws many more (minutes).
+# run; =thorough draws EXAMPLES_FACTOR times as many as the default, for every property test, including those
+# that set their own max_examples (minutes).
 settings.register_profile("default", deadline=None, max_examples=30, derandomize=True, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("explore", parent=settings.get_profile("default"), derandomize=False)
-settings.register_profile("thorough", parent=settings.get_profile("explore"), max_examples=500)
-settings.load_profile(os.environ.get("SAMAT_HYPOTHESIS_PROFILE") or "default")
+settings.register_profile("thorough", parent=settings.get_profile("explore"))
+EXAMPLES_FACTOR = {"default": 1, "explore": 1, "thorough": 20}
+PROFILE = os.environ.get("SAMAT_HYPOTHESIS_PROFILE") or "default"
+if PROFILE not in EXAMPLES_FACTOR:
+    raise pytest.UsageError(f"SAMAT_HYPOTHESIS_PROFILE={PROFILE} is invalid: it must be one of "
+                            f"{', '.join(EXAMPLES_FACTOR)}")
+settings.load_profile(PROFILE)
+
+
+def scale_examples(test, factor: int) -> None:
+    """Run the property test ``test`` (a function under @given) on ``factor`` times its max_examples, whether
+    the profile or its own @settings set them. Hypothesis reads a test's settings from this attribute when it runs
+    (hypothesis.core: wrapped_test._hypothesis_internal_use_settings); if a later version moves it, this fails
+    loudly rather than leaving the thorough profile a no-op again."""
+    key = "_hypothesis_internal_use_settings"
+    own = getattr(test, key, None)
+    if not isinstance(own, settings):
+        raise RuntimeError(f"cannot scale the examples of {test!r}: hypothesis no longer keeps a test's settings "
+                           f"in {key}; update tests/conftest.py.scale_examples")
+    setattr(test, key, settings(own, max_examples=own.max_examples * factor))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -31,7 +50,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         "slow": (config.getoption("--run-slow"), "slow test: run with --run-slow"),
         "gpu": (config.getoption("--run-gpu"), "needs a CUDA GPU: run with --run-gpu on a GPU machine"),
     }
+    scaled = set()
     for item in items:
+        test = getattr(getattr(item, "obj", None), "__func__", getattr(item, "obj", None))  # a method's function
+        if EXAMPLES_FACTOR[PROFILE] != 1 and getattr(test, "is_hypothesis_test", False) and id(test) not in scaled:
+            scaled.add(id(test))  # once per function, however many parametrized items share it
+            scale_examples(test, EXAMPLES_FACTOR[PROFILE])
         for marker, (enabled, reason) in skips.items():
             if marker in item.keywords and not enabled:
                 item.add_marker(pytest.mark.skip(reason=reason))
