@@ -7,6 +7,10 @@ import os
 # Before torch loads: its OpenMP threads wait passively, as under the samat command (samat/runtime.py); spinning
 # threads make the suite several times slower on a machine that other jobs share (docs/BENCHMARKS.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Under pytest-xdist (`pytest -n 2`) each worker is one process per core: one torch thread each, not one per core
+# in every worker (torch reads OMP_NUM_THREADS when it loads; the subprocesses the tests start inherit it).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
@@ -59,3 +63,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for marker, (enabled, reason) in skips.items():
             if marker in item.keywords and not enabled:
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _order_seed(config: pytest.Config) -> int | None:
+    """pytest-randomly's seed for this run's order, or None when it is off (``-p no:randomly``)."""
+    return getattr(config.option, "randomly_seed", None) if config.pluginmanager.has_plugin("randomly") else None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Print the order's seed under -q too (pytest-randomly prints it only in the header, which -q hides)."""
+    seed, reporter = _order_seed(session.config), session.config.pluginmanager.get_plugin("terminalreporter")
+    if seed is not None and reporter is not None and session.config.get_verbosity() < 0:
+        reporter.write_line(f"Using --randomly-seed={seed}")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """After a failure, how to replay the order it ran in."""
+    seed = _order_seed(config)
+    if seed is not None and exitstatus == pytest.ExitCode.TESTS_FAILED:
+        terminalreporter.write_line(f"tests ran in a random order: replay it with --randomly-seed={seed}")
