@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import zlib
 
 # Before torch loads: its OpenMP threads wait passively, as under the samat command (samat/runtime.py); spinning
 # threads make the suite several times slower on a machine that other jobs share (docs/BENCHMARKS.md).
@@ -82,3 +84,19 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     seed = _order_seed(config)
     if seed is not None and exitstatus == pytest.ExitCode.TESTS_FAILED:
         terminalreporter.write_line(f"tests ran in a random order: replay it with --randomly-seed={seed}")
+
+
+def torch_seed_for(config: pytest.Config, nodeid: str) -> int:
+    """The seed of torch's global RNG for the test ``nodeid``: its own, whatever ran before it in this process
+    (as pytest-randomly does for random and numpy), and new with each order seed."""
+    return ((_order_seed(config) or 0) + zlib.crc32(nodeid.encode())) % 2**63
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before its fixtures: torch's global RNG (weight initialization, unseeded torch.rand) restarts from the
+    test's own seed, so that what a test draws does not depend on the tests that ran before it. Only once torch
+    is loaded: the theory tests never load it."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(torch_seed_for(item.config, item.nodeid))
