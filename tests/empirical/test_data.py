@@ -13,7 +13,6 @@ import pickle
 import shutil
 import struct
 import tarfile
-import time
 import urllib.error
 from pathlib import Path
 
@@ -330,9 +329,7 @@ def test_fashion_mnist_labels_and_images_must_agree(tmp_path):
 @pytest.mark.skipif(not (D.FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists(),
                     reason="Fashion-MNIST not installed: apt-get install dataset-fashion-mnist")
 def test_real_fashion_mnist_from_the_debian_folder():
-    start = time.perf_counter()
-    ds = load_dataset("fashion_mnist")
-    seconds = time.perf_counter() - start
+    ds = load_dataset("fashion_mnist")  # how fast: bench/data_load.py (no timed unit tests)
     assert ds.train_x.shape == (60_000, 1, 28, 28) and ds.test_x.shape == (10_000, 1, 28, 28)
     assert ds.train_x.dtype == torch.uint8 and ds.train_y.dtype == torch.int64
     # The official split is balanced: 6000 and 1000 images per class.
@@ -340,7 +337,6 @@ def test_real_fashion_mnist_from_the_debian_folder():
     assert torch.bincount(ds.test_y).tolist() == [1000] * 10
     # The widely quoted normalization constants (0.2860, 0.3530).
     assert ds.mean == pytest.approx((0.2860,), abs=5e-5) and ds.std == pytest.approx((0.3530,), abs=5e-5)
-    assert seconds < 20
     assert D.data_shape("fashion_mnist") == D.DataShape(60_000, 10_000, ds.input_shape, ds.num_classes)
 
 
