@@ -76,6 +76,21 @@ TARGETS = {t.path.rsplit("/", 1)[1].removesuffix(".py"): t for t in (
 )}
 GROUPS = {g: [name for name, t in TARGETS.items() if t.group == g] for g in ("theory", "training", "evaluation")}
 DETECTED = {"killed", "timeout", "segfault"}  # a test failed, or the mutant made the tests hang or crash
+_DTYPE = re.compile(r",\s*dtype=(?:float|None)\s*\)|,\s*\)|np\.finfo\((?:np\.float64|None)\)")
+_STRING = re.compile(r"\"[^\"]*\"|'[^']*'")
+
+
+def classify(diff: str) -> tuple[str, str]:
+    """A survivor's class and why: ``equivalent`` (no input the code accepts behaves differently; left out of the
+    score), ``wording`` (only the text of a message changed) or ``untested``."""
+    removed = [line[1:] for line in diff.splitlines() if line.startswith("-")]
+    added = [line[1:] for line in diff.splitlines() if line.startswith("+")]
+    if removed and [_DTYPE.sub(")", x) for x in removed] == [_DTYPE.sub(")", x) for x in added]:
+        return "equivalent", ("dtype=float dropped, or np.finfo(None) (numpy's float64): for the floats and ints "
+                              "the callers pass, the next operation promotes to float64 all the same")
+    if removed and [_STRING.sub('""', x) for x in removed] == [_STRING.sub('""', x) for x in added]:
+        return "wording", "only the text of a message changes"
+    return "untested", ""
 
 
 def ensure_mutmut() -> None:
@@ -157,15 +172,23 @@ def run_target(name: str, target: Target, children: int, fresh: bool) -> dict:
     counts: dict[str, int] = {}
     for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1
-    survivors = [{"mutant": key, "status": status, "diff": diff_of(folder, key)}
-                 for key, status in sorted(statuses.items(), key=lambda kv: _natural(kv[0]))
-                 if status not in DETECTED]
+    survivors = []
+    diffs = diffs_of(folder, [key for key, status in statuses.items() if status not in DETECTED])
+    for key, status in sorted(statuses.items(), key=lambda kv: _natural(kv[0])):
+        if status not in DETECTED:
+            diff = diffs[key]
+            kind, why = classify(diff)
+            survivors.append({"mutant": key, "status": status, "class": kind, "why": why, "diff": diff})
     detected = sum(counts.get(s, 0) for s in DETECTED)
+    equivalent = sum(s["class"] == "equivalent" for s in survivors)
+    wording = sum(s["class"] == "wording" for s in survivors)
     return {"target": name, "module": target.path, "functions": list(target.functions), "tests": list(target.tests),
             "mutants": len(statuses), "killed": counts.get("killed", 0), "timeout": counts.get("timeout", 0),
             "survived": counts.get("survived", 0), "other": {s: c for s, c in counts.items()
                                                              if s not in ("killed", "timeout", "survived")},
-            "score": detected / len(statuses) if statuses else None, "seconds": round(seconds, 1),
+            "equivalent": equivalent, "wording": wording, "detected": detected,
+            "score": detected / (len(statuses) - equivalent) if len(statuses) > equivalent else None,
+            "seconds": round(seconds, 1),
             "survivors": survivors}
 
 
@@ -174,20 +197,33 @@ def _natural(key: str) -> tuple:
     return stem, int(number) if number.isdigit() else 0
 
 
-def diff_of(folder: Path, key: str) -> str:
-    """The mutant as a diff, without the file header lines."""
-    text = mutmut(folder, "show", key)
-    return "\n".join(line for line in text.splitlines()
-                     if line.startswith(("+", "-")) and not line.startswith(("+++", "---")))
+_DIFFS = """
+import json, sys
+from mutmut.mutation.diff_apply import find_mutant, get_diff_for_mutant
+print(json.dumps({k: get_diff_for_mutant(k, path=find_mutant(k).path) for k in sys.argv[1:]}))
+"""
+
+
+def diffs_of(folder: Path, keys: list[str]) -> dict[str, str]:
+    """The mutants as diffs, without the file header lines: mutmut's own diff (what ``mutmut show`` prints), in one
+    process rather than one ``mutmut show`` each (seconds apiece on a busy machine)."""
+    if not keys:
+        return {}
+    out = subprocess.run([sys.executable, "-c", _DIFFS, *keys], cwd=folder, capture_output=True, text=True, check=True)
+    return {k: "\n".join(line for line in text.splitlines()
+                         if line.startswith(("+", "-")) and not line.startswith(("+++", "---")))
+            for k, text in json.loads(out.stdout.strip().splitlines()[-1]).items()}
 
 
 def table(results: list[dict]) -> str:
-    rows = ["| module | mutants | killed | timeout | survived | other | score | time |", "|---" * 8 + "|"]
+    """Per module; the score is (killed + timed out) / (mutants - equivalent survivors)."""
+    rows = ["| module | mutants | killed | timeout | survived (equivalent, wording) | other | score | time |",
+            "|---" * 8 + "|"]
     for r in results:
         other = ", ".join(f"{c} {s}" for s, c in r["other"].items()) or "-"
         score = f"{100 * r['score']:.1f} %" if r["score"] is not None else "-"
-        rows.append(f"| {r['module']} | {r['mutants']} | {r['killed']} | {r['timeout']} | {r['survived']} | {other} "
-                    f"| {score} | {r['seconds']:.0f} s |")
+        rows.append(f"| {r['module']} | {r['mutants']} | {r['killed']} | {r['timeout']} | {r['survived']} "
+                    f"({r['equivalent']}, {r['wording']}) | {other} | {score} | {r['seconds']:.0f} s |")
     return "\n".join(rows)
 
 
@@ -196,11 +232,12 @@ def survivors_text(results: list[dict], markdown: bool) -> str:
     for r in results:
         for s in r["survivors"]:
             name = s["mutant"].removeprefix(r["module"].removesuffix(".py").replace("/", ".") + ".")
+            label = f"{s['status']}, {s['class']}" + (f": {s['why']}" if s["why"] else "")
             if markdown:
-                parts.append(f"- `{r['target']}: {name}` ({s['status']})\n\n  ```diff\n" +
+                parts.append(f"- `{r['target']}: {name}` ({label})\n\n  ```diff\n" +
                              "\n".join("  " + line for line in s["diff"].splitlines()) + "\n  ```")
             else:
-                parts.append(f"{r['target']}: {name} ({s['status']})\n" +
+                parts.append(f"{r['target']}: {name} ({label})\n" +
                              "\n".join("    " + line for line in s["diff"].splitlines()))
     return "\n".join(parts) if parts else "(none)"
 
@@ -230,7 +267,7 @@ def main() -> None:
         print(f"{name}: {TARGETS[name].path} against {' '.join(TARGETS[name].tests)}", flush=True)
         results.append(run_target(name, TARGETS[name], args.max_children, fresh=not args.resume))
         r = results[-1]
-        print(f"{name}: {r['mutants']} mutants, {r['killed'] + r['timeout']} detected, {len(r['survivors'])} not "
+        print(f"{name}: {r['mutants']} mutants, {r['detected']} detected, {len(r['survivors'])} not "
               f"({r['seconds']:.0f} s)", flush=True)
     wall = time.monotonic() - start
     info |= {"load_average_after": os.getloadavg()[0]}

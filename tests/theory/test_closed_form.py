@@ -48,7 +48,10 @@ def test_the_at_optimum_needs_eps_strictly_below_eta(function):
     for eps in (0.5, 0.75):  # eps = eta included: Theorem 2 has no optimum there
         with pytest.raises(ParameterError) as err:
             function(0.5, eps)
-        assert err.value.name == "eps"
+        assert (err.value.name, err.value.value) == ("eps", eps)
+    with pytest.raises(ParameterError) as err:  # a bad eta is named as such, not blamed on eps
+        function(-1.0, 0.0)
+    assert err.value.name == "eta"
     with pytest.raises(ParameterError) as err:
         function(0.5, -0.1)
     assert err.value.name == "eps"
