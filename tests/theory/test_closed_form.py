@@ -49,6 +49,7 @@ def test_the_at_optimum_needs_eps_strictly_below_eta(function):
         with pytest.raises(ParameterError) as err:
             function(0.5, eps)
         assert (err.value.name, err.value.value) == ("eps", eps)
+        assert err.value.valid.startswith("< eta")
     with pytest.raises(ParameterError) as err:  # a bad eta is named as such, not blamed on eps
         function(-1.0, 0.0)
     assert err.value.name == "eta"
