@@ -65,7 +65,8 @@ _STEP_TESTS = tuple(_TRAIN + t for t in (
     "test_second_pass_leaves_batchnorm_statistics_alone", "test_running_stats_frozen_restores_tracking"))
 TARGETS = {t.path.rsplit("/", 1)[1].removesuffix(".py"): t for t in (
     Target("theory", "theory/closed_form.py", ("tests/theory/test_closed_form.py",)),
-    Target("theory", "theory/objectives.py", ("tests/theory/test_model_objectives.py",)),
+    Target("theory", "theory/objectives.py", ("tests/theory/test_model_objectives.py",
+                                              "tests/theory/test_objectives_exact.py")),
     Target("theory", "theory/numeric.py", ("tests/theory/test_numeric.py",)),
     Target("training", "empirical/training/optimizers.py", _STEP_TESTS),
     Target("training", "empirical/training/steps.py", _STEP_TESTS),
