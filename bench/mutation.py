@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -135,13 +136,21 @@ def mutmut(folder: Path, *args: str, log: Path | None = None, heartbeat: str = "
     if log is None:
         return subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, check=True).stdout
     with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT)
-        start = time.monotonic()
-        while process.poll() is None:
-            time.sleep(2)
-            if time.monotonic() - start >= 60:  # a progress line a minute, terminal or not
-                start = time.monotonic()
-                print(f"  {heartbeat}: {last_progress(log)}", flush=True)
+        # its own process group, so that stopping this script (Ctrl-C, SIGTERM) also stops mutmut's forked workers
+        process = subprocess.Popen(command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        try:
+            start = time.monotonic()
+            while process.poll() is None:
+                time.sleep(2)
+                if time.monotonic() - start >= 60:  # a progress line a minute, terminal or not
+                    start = time.monotonic()
+                    print(f"  {heartbeat}: {last_progress(log)}", flush=True)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait()
     if process.returncode != 0:
         raise SystemExit(f"mutmut failed on {heartbeat} (exit {process.returncode}); see {log}")
     return log.read_text()
