@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import math
 
+import mpmath
 import numpy as np
 import pytest
 from scipy.stats import norm
 
+from theory.backend import mp_backend
 from theory.objectives import (
+    Bounded,
+    InnerMax,
     accuracy,
     class_thresholds,
     linear_log_risk,
@@ -81,3 +85,29 @@ def test_near_argmax_marks_the_maximum_and_not_the_far_lower_candidates():
     assert near[best]
     far = inner.candidate_log_values < inner.log_value - 1e-6
     assert far.any() and not near[far].any()
+
+
+def test_near_argmax_is_every_candidate_within_both_rounding_bounds_of_the_maximum():
+    # Danskin's active set: v_i >= max - err(max) - err_i, the bound itself included
+    err = 1e-10
+    values = np.array([0.0, -1.5e-10, -2e-10, -2.5e-10, -1e-9])  # -2e-10 = 0 - err - err exactly in float64
+    inner = InnerMax(np.array(0.0), np.array(err), np.zeros(5), values, np.full(5, err),
+                     Bounded(np.zeros(5), np.zeros(5)))
+    assert inner.near_argmax().tolist() == [True, True, True, False, False]
+
+
+def test_risk_accuracy_and_the_sam_loss_compute_in_the_backend_they_are_given():
+    # n = 100, eta = 1, w1 = 0: both classes err w.p. Phi(-10) ~ 7.6e-24, which 1 - accuracy loses in float64
+    bk = mp_backend(50)
+    with bk.context():
+        tail = mpmath.ncdf(-10)
+        assert abs(risk(0.0, 0.75, 1.0, 100, bk=bk) / tail - 1) < 1e-40
+        # 1 - accuracy cancels 24 of the 50 digits: good to ~1e-26 relative, where float64 keeps none
+        assert abs((1 - accuracy(0.0, 0.75, 1.0, 100, bk=bk)) / tail - 1) < 1e-20
+        sam = sam_log_risk(0.0, 0.75, 1.0, 100, 0.5, bk=bk)
+        assert np.asarray(sam.value).dtype == object  # mpf, not float64
+        assert abs(float(sam.value) - float(sam_log_risk(0.0, 0.75, 1.0, 100, 0.5).value)) < 1e-12
+        assert 0 < float(sam.error) < 1e-40
+        worst = 1 - sam_accuracy(0.0, 0.75, 1.0, 100, 0.5, bk=bk)
+        assert abs(worst / mpmath.exp(np.asarray(sam.value).item()) - 1) < 1e-20
+    assert 0 < float(sam_log_risk(0.0, 0.75, 1.0, 100, 0.5).error) < 1e-12
