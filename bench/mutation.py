@@ -64,14 +64,17 @@ _STEP_TESTS = tuple(_TRAIN + t for t in (
     "test_each_method_lowers_the_loss_on_a_fixed_batch", "test_sam_perturbation_has_norm_rho_and_is_undone_exactly",
     "test_asam_perturbation_has_adaptive_norm_rho", "test_sam_step_matches_pytorch_optimizer",
     "test_second_pass_leaves_batchnorm_statistics_alone", "test_running_stats_frozen_restores_tracking"))
+_SEED_TESTS = ("tests/empirical/test_optimizer_setup.py",
+               _TRAIN + "test_interrupted_and_resumed_run_ends_with_the_same_weights")
 TARGETS = {t.path.rsplit("/", 1)[1].removesuffix(".py"): t for t in (
     Target("theory", "theory/closed_form.py", ("tests/theory/test_closed_form.py",)),
     Target("theory", "theory/objectives.py", ("tests/theory/test_model_objectives.py",
                                               "tests/theory/test_objectives_exact.py")),
     Target("theory", "theory/numeric.py", ("tests/theory/test_numeric.py",)),
-    Target("training", "empirical/training/optimizers.py", _STEP_TESTS),
+    Target("training", "empirical/training/optimizers.py", _STEP_TESTS + (
+        "tests/empirical/test_optimizer_setup.py", _TRAIN + "test_learning_rate_schedule_is_piecewise_per_iteration")),
     Target("training", "empirical/training/steps.py", _STEP_TESTS),
-    Target("training", "empirical/training/setup.py", ("tests/empirical/test_train.py",),
+    Target("training", "empirical/training/setup.py", _SEED_TESTS,
            ("x_round_seed_*", "x_epoch_generator_*")),  # the training loop's seeding
     Target("evaluation", "empirical/evaluation/checks.py", ("tests/empirical/test_evaluate.py",)),
     Target("evaluation", "empirical/evaluation/evaluate.py", ("tests/empirical/test_evaluate.py",), _EVALUATE_CHECKS),
@@ -90,7 +93,10 @@ def classify(diff: str) -> tuple[str, str]:
     if removed and [_DTYPE.sub(")", x) for x in removed] == [_DTYPE.sub(")", x) for x in added]:
         return "equivalent", ("dtype=float dropped, or np.finfo(None) (numpy's float64): for the floats and ints "
                               "the callers pass, the next operation promotes to float64 all the same")
-    if removed and [_STRING.sub('""', x) for x in removed] == [_STRING.sub('""', x) for x in added]:
+    changed = {m for x in removed + added for m in _STRING.findall(x)} - (
+        {m for x in removed for m in _STRING.findall(x)} & {m for x in added for m in _STRING.findall(x)})
+    if (removed and [_STRING.sub('""', x) for x in removed] == [_STRING.sub('""', x) for x in added]
+            and all(" " in m for m in changed)):  # prose, not a key or a name
         return "wording", "only the text of a message changes"
     return "untested", ""
 
