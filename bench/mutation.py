@@ -85,11 +85,23 @@ _DTYPE = re.compile(r",\s*dtype=(?:float|None)\s*\)|,\s*\)|np\.finfo\((?:np\.flo
 _STRING = re.compile(r"\"[^\"]*\"|'[^']*'")
 
 
+# Equivalent mutants found by reading them, each with its reason: (text of the mutated line, why nothing changes).
+KNOWN_EQUIVALENT = [
+    ("return _arguments(w1, None, eta, n, eps, bk)",
+     "objectives._arguments does not use p (the thresholds depend on w and the attack only)"),
+    ("keep_probability: float = 2.0",
+     "a keep probability >= 1 draws no mask: 1.0 and 2.0 both mean plain SAM"),
+]
+
+
 def classify(diff: str) -> tuple[str, str]:
     """A survivor's class and why: ``equivalent`` (no input the code accepts behaves differently; left out of the
     score), ``wording`` (only the text of a message changed) or ``untested``."""
     removed = [line[1:] for line in diff.splitlines() if line.startswith("-")]
     added = [line[1:] for line in diff.splitlines() if line.startswith("+")]
+    for text, why in KNOWN_EQUIVALENT:
+        if any(text in x for x in added):
+            return "equivalent", why
     if removed and [_DTYPE.sub(")", x) for x in removed] == [_DTYPE.sub(")", x) for x in added]:
         return "equivalent", ("dtype=float dropped, or np.finfo(None) (numpy's float64): for the floats and ints "
                               "the callers pass, the next operation promotes to float64 all the same")
