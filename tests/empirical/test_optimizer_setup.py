@@ -76,3 +76,19 @@ def test_the_largest_seed_makes_generators_for_every_epoch():
 def test_the_epoch_generator_lives_on_the_runs_device():
     device = torch.device("cuda")
     assert epoch_generator(0, 1, device).device.type == "cuda"
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_update_is_fused_and_adams_step_counters_live_on_the_device():
+    device = torch.device("cuda")
+    model = nn.Linear(3, 2).to(device)
+    adam = build_optimizer(tiny_cfg(method="adam", lr=0.05), model.parameters())
+    model(torch.randn(4, 3, device=device)).sum().backward()
+    adam.step()  # Adam's state now holds its step counters
+    make_capturable(adam, device)
+    group = adam.param_groups[0]
+    assert (group["fused"], group["foreach"], group["capturable"]) == (True, False, True)
+    assert group["lr"].device.type == "cuda" and group["lr"].dtype == torch.float32
+    for state in adam.state.values():
+        assert state["step"].device.type == "cuda" and state["step"].dtype == torch.float32
+    adam.step()  # the fused, capturable update runs with them
