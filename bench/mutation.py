@@ -87,7 +87,7 @@ _STRING = re.compile(r"\"[^\"]*\"|'[^']*'")
 
 # Equivalent mutants found by reading them, each with its reason: (text of the mutated line, why nothing changes).
 KNOWN_EQUIVALENT = [
-    ("return _arguments(w1, None, eta, n, eps, bk)",
+    ("_arguments(w1, None, ",
      "objectives._arguments does not use p (the thresholds depend on w and the attack only)"),
     ("keep_probability: float = 2.0",
      "a keep probability >= 1 draws no mask: 1.0 and 2.0 both mean plain SAM"),
