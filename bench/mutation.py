@@ -73,7 +73,7 @@ TARGETS = {t.path.rsplit("/", 1)[1].removesuffix(".py"): t for t in (
     Target("theory", "theory/numeric.py", ("tests/theory/test_numeric.py",)),
     Target("training", "empirical/training/optimizers.py", _STEP_TESTS + (
         "tests/empirical/test_optimizer_setup.py", _TRAIN + "test_learning_rate_schedule_is_piecewise_per_iteration")),
-    Target("training", "empirical/training/steps.py", _STEP_TESTS),
+    Target("training", "empirical/training/steps.py", _STEP_TESTS + ("tests/empirical/test_step_contract.py",)),
     Target("training", "empirical/training/setup.py", _SEED_TESTS,
            ("x_round_seed_*", "x_epoch_generator_*")),  # the training loop's seeding
     Target("evaluation", "empirical/evaluation/checks.py", ("tests/empirical/test_evaluate.py",)),

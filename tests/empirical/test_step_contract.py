@@ -1,0 +1,60 @@
+"""What each training step is made of: the step each method gets, and PGD-AT's attack (its budget, steps, random
+start, generator, box and summed loss) and the batch it then trains on."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from empirical.training import steps
+from empirical.training.setup import build
+from empirical.vocabulary import Method
+from tests.empirical.helpers import tiny_cfg, tiny_images
+
+
+def test_each_method_gets_its_step():
+    expected = {"sgd": steps.standard_step, "adam": steps.standard_step, "sam": steps.sam_step,
+                "asam": steps.sam_step, "esam": steps.esam_step, "pgd_at": steps.adversarial_step}
+    assert {m.value: steps.step_for(m) for m in Method if m.value in expected} == expected
+
+
+def test_adversarial_training_steps_on_the_pgd_batch_of_its_configuration(monkeypatch):
+    setup = build(tiny_cfg(method="pgd_at", at_steps=2, at_eps=4 / 255), tiny_images())
+    x, y = setup.data.train_x[:16].float() / 255, setup.data.train_y[:16]
+    twin = copy.deepcopy(setup.ctx)  # the same weights and optimizer state, stepped by hand below
+    calls, trained = [], []
+    real_pgd, real_standard = steps.pgd, steps.standard_step
+
+    def recording_pgd(model, xs, ys, **kw):
+        calls.append(kw)
+        out = real_pgd(model, xs, ys, **kw)
+        calls[-1]["x_adv"] = out
+        return out
+
+    def recording_standard(ctx, xs, ys, gen):
+        trained.append(xs)
+        return real_standard(ctx, xs, ys, gen)
+
+    monkeypatch.setattr(steps, "pgd", recording_pgd)
+    monkeypatch.setattr(steps, "standard_step", recording_standard)
+    gen = torch.Generator().manual_seed(0)
+    setup.model.train()
+    steps.adversarial_step(setup.ctx, x, y, gen)
+    (kw,) = calls
+    cfg = setup.cfg
+    assert (kw["norm"], kw["eps"], kw["alpha"], kw["steps"]) == (cfg.at_norm, cfg.at_eps, cfg.pgd_step, cfg.at_steps)
+    assert kw["random_start"] is True and kw["generator"] is gen and kw["box"] == (0.0, 1.0)
+    logits = torch.randn(4, 10, generator=torch.Generator().manual_seed(1))
+    target = torch.arange(4)
+    assert kw["loss_fn"](logits, target).item() == pytest.approx(F.cross_entropy(logits, target, reduction="sum")
+                                                                 .item(), rel=1e-6)  # summed, float32 rounding
+    (batch,) = trained
+    assert batch is kw["x_adv"] and batch.shape == x.shape and not torch.equal(batch, x)
+    # the weights are those of one standard step on that batch, bit for bit
+    twin.model.train()
+    real_standard(twin, kw["x_adv"], y, None)
+    for a, b in zip(setup.model.parameters(), twin.model.parameters(), strict=True):
+        assert torch.equal(a, b)
