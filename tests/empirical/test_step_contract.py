@@ -58,3 +58,24 @@ def test_adversarial_training_steps_on_the_pgd_batch_of_its_configuration(monkey
     real_standard(twin, kw["x_adv"], y, None)
     for a, b in zip(setup.model.parameters(), twin.model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_step_reports_the_batch_loss_and_hits_before_its_update():
+    setup = build(tiny_cfg(method="sgd", lr=0.5), tiny_images())
+    x, y = setup.data.train_x[:32].float() / 255, setup.data.train_y[:32]
+    setup.model.eval()  # no dropout or batch statistics: the forward is the same before and inside the step
+    with torch.no_grad():
+        logits = setup.model(x)
+    loss, hits = steps.standard_step(setup.ctx, x, y, None)
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)  # float32 rounding
+    assert hits.item() == int((logits.argmax(dim=1) == y).sum())
+    assert 0 < hits.item() < len(y)  # an untrained model: the count tells right from wrong
+
+
+def test_the_loss_is_taken_in_float32_at_least():
+    logits = torch.randn(8, 10, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(8)
+    loss = steps._cross_entropy(logits.bfloat16(), y)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(F.cross_entropy(logits.bfloat16().float(), y).item(), rel=1e-6)
+    assert steps._cross_entropy(logits.double(), y).dtype == torch.float64
