@@ -79,3 +79,29 @@ def test_the_loss_is_taken_in_float32_at_least():
     assert loss.dtype == torch.float32
     assert loss.item() == pytest.approx(F.cross_entropy(logits.bfloat16().float(), y).item(), rel=1e-6)
     assert steps._cross_entropy(logits.double(), y).dtype == torch.float64
+
+
+@pytest.mark.parametrize(("gamma", "keep"), [(0.5, 8), (0.05, 1)])
+def test_esam_takes_its_second_gradient_on_the_examples_whose_loss_rises_most(monkeypatch, gamma, keep):
+    setup = build(tiny_cfg(method="esam", esam_gamma=gamma, rho=0.5), tiny_images())
+    x, y = setup.data.train_x[:16].float() / 255, setup.data.train_y[:16]
+    real_loss, seen = steps._loss, []
+
+    def recording_loss(ctx, xs, ys, reduction="mean"):
+        out = real_loss(ctx, xs, ys, reduction)
+        seen.append((xs, out[1].detach().float()))
+        return out
+
+    monkeypatch.setattr(steps, "_loss", recording_loss)
+    setup.model.train()
+    steps.esam_step(setup.ctx, x, y, torch.Generator().manual_seed(0))
+    (x0, at_w), (x1, at_w_e), (chosen_x, _) = seen
+    assert torch.equal(x0, x) and torch.equal(x1, x)
+    rise = F.cross_entropy(at_w_e, y, reduction="none") - F.cross_entropy(at_w, y, reduction="none")
+    expected = x[torch.topk(rise, keep).indices]
+    assert len(chosen_x) == keep  # ceil(gamma * batch)
+    assert sorted(map(_row_bytes, chosen_x)) == sorted(map(_row_bytes, expected))
+
+
+def _row_bytes(t: torch.Tensor) -> bytes:
+    return t.numpy().tobytes()
