@@ -105,3 +105,22 @@ def test_esam_takes_its_second_gradient_on_the_examples_whose_loss_rises_most(mo
 
 def _row_bytes(t: torch.Tensor) -> bytes:
     return t.numpy().tobytes()
+
+
+def test_adversarial_training_on_the_non_robust_features_leaves_x1_alone(monkeypatch):
+    # the Gaussian model's AT (W eq. 3-4): the attack moves x2..x_{n+1} only, within its l-inf budget
+    cfg = tiny_cfg(method="pgd_at", at_eps=0.3, at_steps=3).replace(
+        dataset="gaussian", model="linear", at_features="non_robust",
+        gaussian={"n": 4, "train_size": 64, "test_size": 64})
+    setup = build(cfg)
+    x, y = setup.data.train_x[:32], setup.data.train_y[:32]
+    trained, real_standard = [], steps.standard_step
+    monkeypatch.setattr(steps, "standard_step", lambda ctx, xs, ys, gen: trained.append(xs) or real_standard(
+        ctx, xs, ys, gen))
+    steps.adversarial_step(setup.ctx, x, y, torch.Generator().manual_seed(0))
+    (x_adv,) = trained
+    assert x_adv.shape == x.shape
+    assert torch.equal(x_adv[:, 0], x[:, 0])
+    moved = (x_adv[:, 1:] - x[:, 1:]).abs()
+    rounding = 2 * torch.finfo(x.dtype).eps * x.abs().max()  # of x + delta and (x + delta) - x in float32
+    assert moved.max() <= 0.3 + rounding and moved.max() > 0.15  # within the budget, and attacked
