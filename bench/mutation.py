@@ -132,7 +132,7 @@ def ensure_mutmut() -> None:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", *pins], check=True)
 
 
-def prepare(name: str, target: Target, fresh: bool) -> Path:
+def prepare(name: str, target: Target, fresh: bool, gpu: bool = False) -> Path:
     """The target's folder: links to the code and tests, and pyproject.toml with its [tool.mutmut] table."""
     folder = WORK / name
     if fresh and folder.exists():
@@ -147,7 +147,7 @@ def prepare(name: str, target: Target, fresh: bool) -> Path:
         "source_paths": list(PACKAGES),
         "only_mutate": [target.path],
         "pytest_add_cli_args_test_selection": list(target.tests),
-        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-p", "no:randomly"],
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-p", "no:randomly"] + (["--run-gpu"] if gpu else []),
         "use_git_change_detection": False,
         "debug": False,
     }
@@ -197,8 +197,8 @@ def last_progress(log: Path) -> str:
             f"{suspicious} suspicious")
 
 
-def run_target(name: str, target: Target, children: int, fresh: bool) -> dict:
-    folder = prepare(name, target, fresh)
+def run_target(name: str, target: Target, children: int, fresh: bool, gpu: bool = False) -> dict:
+    folder = prepare(name, target, fresh, gpu)
     start = time.monotonic()
     mutmut(folder, "run", "--max-children", str(children), *target.patterns, log=folder / "run.log",
            heartbeat=name)
@@ -289,6 +289,7 @@ def main() -> None:
                         help="mutants tested at once (default: the CPU count)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the results of an earlier run in .mutation/ (default: start fresh)")
+    parser.add_argument("--gpu", action="store_true", help="also run the tests marked gpu (on a CUDA machine)")
     parser.add_argument("--json", type=Path, help="also write the figures and survivors to this JSON file")
     parser.add_argument("--markdown", type=Path, help="also write them as markdown to this file")
     args = parser.parse_args()
@@ -304,7 +305,7 @@ def main() -> None:
     results = []
     for name in names:
         print(f"{name}: {TARGETS[name].path} against {' '.join(TARGETS[name].tests)}", flush=True)
-        results.append(run_target(name, TARGETS[name], args.max_children, fresh=not args.resume))
+        results.append(run_target(name, TARGETS[name], args.max_children, fresh=not args.resume, gpu=args.gpu))
         r = results[-1]
         print(f"{name}: {r['mutants']} mutants, {r['detected']} detected, {len(r['survivors'])} not "
               f"({r['seconds']:.0f} s)", flush=True)
