@@ -1,0 +1,333 @@
+"""Mutation testing of the core: how many small, plausible bugs does the test suite catch?
+
+mutmut (the version pinned in pyproject.toml's ``mutation`` extra, installed on first use) plants one change at a
+time in each function of the core modules (an operator, a constant, a comparison, an argument dropped), runs the
+tests that cover that function, and counts the mutant killed if one fails. Each target is one module with the
+tests that exercise it, so that a whole run fits on a small machine; ``--only`` runs some of them.
+
+    python bench/mutation.py                         # every target, fresh; prints scores and survivors
+    python bench/mutation.py --only theory           # a group (theory, training, evaluation) or a target
+    python bench/mutation.py --json m.json --markdown m.md
+
+Each target works in its own folder, .mutation/TARGET/ (git-ignored): a generated pyproject.toml with the
+target's [tool.mutmut] table, links to the packages and tests, and mutmut's copy of the tree in mutants/.
+Non-interactive; prints the wall time. Results are in docs/MUTATION.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import count, host
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / ".mutation"
+PACKAGES = ("core", "theory", "empirical", "gaussian_study", "samat")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One module under mutation: its file, the functions mutated (mutmut name globs, relative to the module) and
+    the tests that exercise them (pytest arguments: files or node ids)."""
+
+    group: str
+    path: str
+    tests: tuple[str, ...]
+    functions: tuple[str, ...] = ("*",)
+
+    @property
+    def module(self) -> str:
+        return self.path.removesuffix(".py").replace("/", ".")
+
+    @property
+    def patterns(self) -> list[str]:
+        return [f"{self.module}.{f}" for f in self.functions]
+
+
+_EVALUATE_CHECKS = ("xǁ_Evaluationǁcheck_*", "xǁ_Evaluationǁrobust_*", "xǁ_Evaluationǁresult_*",
+                    "x_stronger_pgd_*", "x_large_attack_*")
+_TRAIN = "tests/empirical/test_train.py::"
+_STEP_TESTS = tuple(_TRAIN + t for t in (
+    "test_each_method_lowers_the_loss_on_a_fixed_batch", "test_sam_perturbation_has_norm_rho_and_is_undone_exactly",
+    "test_asam_perturbation_has_adaptive_norm_rho", "test_sam_step_matches_pytorch_optimizer",
+    "test_second_pass_leaves_batchnorm_statistics_alone", "test_running_stats_frozen_restores_tracking"))
+_SEED_TESTS = ("tests/empirical/test_optimizer_setup.py",
+               _TRAIN + "test_interrupted_and_resumed_run_ends_with_the_same_weights")
+TARGETS = {t.path.rsplit("/", 1)[1].removesuffix(".py"): t for t in (
+    Target("theory", "theory/closed_form.py", ("tests/theory/test_closed_form.py",)),
+    Target("theory", "theory/objectives.py", ("tests/theory/test_model_objectives.py",
+                                              "tests/theory/test_objectives_exact.py")),
+    Target("theory", "theory/numeric.py", ("tests/theory/test_numeric.py",)),
+    Target("training", "empirical/training/optimizers.py", _STEP_TESTS + (
+        "tests/empirical/test_optimizer_setup.py", _TRAIN + "test_learning_rate_schedule_is_piecewise_per_iteration")),
+    Target("training", "empirical/training/steps.py", _STEP_TESTS + ("tests/empirical/test_step_contract.py",)),
+    Target("training", "empirical/training/setup.py", _SEED_TESTS,
+           ("x_round_seed_*", "x_epoch_generator_*")),  # the training loop's seeding
+    Target("evaluation", "empirical/evaluation/checks.py", ("tests/empirical/test_evaluate.py",)),
+    Target("evaluation", "empirical/evaluation/evaluate.py", ("tests/empirical/test_evaluate.py",), _EVALUATE_CHECKS),
+)}
+GROUPS = {g: [name for name, t in TARGETS.items() if t.group == g] for g in ("theory", "training", "evaluation")}
+DETECTED = {"killed", "timeout", "segfault"}  # a test failed, or the mutant made the tests hang or crash
+_DTYPE = re.compile(r",\s*dtype=(?:float|None)\s*\)|,\s*\)|np\.finfo\((?:np\.float64|None)\)")
+_STRING = re.compile(r"\"[^\"]*\"|'[^']*'")
+
+
+# Equivalent mutants found by reading them: (mutant name glob, text of the mutated line, why nothing changes).
+KNOWN_EQUIVALENT = [
+    ("theory.objectives.*", "_arguments(w1, None, ",
+     "objectives._arguments does not use p (the thresholds depend on w and the attack only)"),
+    ("*WeightPerturbation*__init__*", "keep_probability: float = 2.0",
+     "a keep probability >= 1 draws no mask: 1.0 and 2.0 both mean plain SAM"),
+    ("empirical.training.steps.*", "zero_grad(set_to_none=",
+     "gradients zeroed instead of freed: the next backward fills them the same, since every trainable parameter of "
+     "samat's models receives a gradient (SGD and Adam skip only parameters whose gradient is None)"),
+    ("empirical.training.steps.x_sam_step_*", "ctx.perturbation.ascend(None)",
+     "SAM and ASAM draw no mask (keep probability 1): the generator is ESAM's only"),
+    ("empirical.training.steps.x_adversarial_step_*", "return standard_step(ctx, x_adv, y, None)",
+     "standard_step does not use the generator"),
+    ("empirical.training.optimizers.x_make_capturable_*", "dtype=None, device=device)",
+     "torch.tensor(float) is float32 under torch's default dtype, which samat never changes"),
+    ("empirical.training.optimizers.x_make_capturable_*", "torch.tensor(float(group[\"lr\"]), device=device)",
+     "torch.tensor(float) is float32 under torch's default dtype, which samat never changes"),
+]
+
+
+def classify(diff: str, name: str = "") -> tuple[str, str]:
+    """A survivor's class and why: ``equivalent`` (no input the code accepts behaves differently; left out of the
+    score), ``wording`` (only the text of a message changed) or ``untested``."""
+    removed = [line[1:] for line in diff.splitlines() if line.startswith("-")]
+    added = [line[1:] for line in diff.splitlines() if line.startswith("+")]
+    for pattern, text, why in KNOWN_EQUIVALENT:
+        if fnmatch.fnmatch(name, pattern) and any(text in x for x in added):
+            return "equivalent", why
+    if removed and [_DTYPE.sub(")", x) for x in removed] == [_DTYPE.sub(")", x) for x in added]:
+        return "equivalent", ("dtype=float dropped, or np.finfo(None) (numpy's float64): for the floats and ints "
+                              "the callers pass, the next operation promotes to float64 all the same")
+    changed = {m for x in removed + added for m in _STRING.findall(x)} - (
+        {m for x in removed for m in _STRING.findall(x)} & {m for x in added for m in _STRING.findall(x)})
+    if (removed and [_STRING.sub('""', x) for x in removed] == [_STRING.sub('""', x) for x in added]
+            and all(" " in m for m in changed)):  # prose, not a key or a name
+        return "wording", "only the text of a message changes"
+    return "untested", ""
+
+
+def ensure_mutmut() -> None:
+    """Install the pinned mutmut of the ``mutation`` extra into this interpreter's environment if it is missing."""
+    pins = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["mutation"]
+    if importlib.util.find_spec("mutmut") is None:
+        print(f"installing {' '.join(pins)} (the mutation extra)", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *pins], check=True)
+
+
+def prepare(name: str, target: Target, fresh: bool, gpu: bool = False) -> Path:
+    """The target's folder: links to the code and tests, and pyproject.toml with its [tool.mutmut] table."""
+    folder = WORK / name
+    if fresh and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in (*PACKAGES, "tests"):
+        link = folder / entry
+        if not link.exists():
+            link.symlink_to(REPO / entry, target_is_directory=True)
+    table = {
+        # every package is copied (a package must be whole in mutants/), only the target's module is mutated
+        "source_paths": list(PACKAGES),
+        "only_mutate": [target.path],
+        "pytest_add_cli_args_test_selection": list(target.tests),
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-p", "no:randomly"] + (["--run-gpu"] if gpu else []),
+        "use_git_change_detection": False,
+        "debug": False,
+    }
+    lines = ["", "[tool.mutmut]"] + [f"{k} = {json.dumps(v)}" for k, v in table.items()]
+    text = (REPO / "pyproject.toml").read_text().rstrip("\n") + "\n" + "\n".join(lines) + "\n"
+    (folder / "pyproject.toml").write_text(text)
+    return folder
+
+
+def mutmut(folder: Path, *args: str, log: Path | None = None, heartbeat: str = "") -> str:
+    """Run ``python -m mutmut ARGS`` in ``folder`` (one thread per process: mutmut forks a worker per mutant)."""
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
+                        "PYTHONDONTWRITEBYTECODE": "1", "NO_COLOR": "1"}
+    command = [sys.executable, "-m", "mutmut", *args]
+    if log is None:
+        return subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, check=True).stdout
+    with log.open("w") as out:
+        # its own process group, so that stopping this script (Ctrl-C, SIGTERM) also stops mutmut's forked workers
+        process = subprocess.Popen(command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        try:
+            start = time.monotonic()
+            while process.poll() is None:
+                time.sleep(2)
+                if time.monotonic() - start >= 60:  # a progress line a minute, terminal or not
+                    start = time.monotonic()
+                    print(f"  {heartbeat}: {last_progress(log)}", flush=True)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait()
+    if process.returncode != 0:
+        raise SystemExit(f"mutmut failed on {heartbeat} (exit {process.returncode}); see {log}")
+    return log.read_text()
+
+
+_PROGRESS = re.compile(r"(\d+/\d+)\s+🎉 (\d+) 🫥 (\d+)\s+⏰ (\d+)\s+🤔 (\d+)\s+🙁 (\d+)")
+
+
+def last_progress(log: Path) -> str:
+    found = _PROGRESS.findall(log.read_text(errors="replace"))
+    if not found:
+        return "collecting the tests' coverage"
+    done, killed, untested, timeout, suspicious, survived = found[-1]
+    return (f"{done} mutants: {killed} killed, {survived} survived, {timeout} timed out, {untested} not covered, "
+            f"{suspicious} suspicious")
+
+
+def run_target(name: str, target: Target, children: int, fresh: bool, gpu: bool = False) -> dict:
+    folder = prepare(name, target, fresh, gpu)
+    start = time.monotonic()
+    mutmut(folder, "run", "--max-children", str(children), *target.patterns, log=folder / "run.log",
+           heartbeat=name)
+    seconds = time.monotonic() - start
+    statuses = {}
+    for line in mutmut(folder, "results", "--all", "true").splitlines():
+        key, _, status = line.strip().rpartition(": ")
+        if key and any(fnmatch.fnmatch(key, p) for p in target.patterns):
+            statuses[key] = status
+    counts: dict[str, int] = {}
+    for status in statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    survivors = []
+    diffs = diffs_of(folder, [key for key, status in statuses.items() if status not in DETECTED])
+    for key, status in sorted(statuses.items(), key=lambda kv: _natural(kv[0])):
+        if status not in DETECTED:
+            diff = diffs[key]
+            kind, why = classify(diff, key)
+            survivors.append({"mutant": key, "status": status, "class": kind, "why": why, "diff": diff})
+    detected = sum(counts.get(s, 0) for s in DETECTED)
+    equivalent = sum(s["class"] == "equivalent" for s in survivors)
+    wording = sum(s["class"] == "wording" for s in survivors)
+    return {"target": name, "module": target.path, "functions": list(target.functions), "tests": list(target.tests),
+            "mutants": len(statuses), "killed": counts.get("killed", 0), "timeout": counts.get("timeout", 0),
+            "survived": counts.get("survived", 0), "other": {s: c for s, c in counts.items()
+                                                             if s not in ("killed", "timeout", "survived")},
+            "equivalent": equivalent, "wording": wording, "detected": detected,
+            "score": detected / (len(statuses) - equivalent) if len(statuses) > equivalent else None,
+            "seconds": round(seconds, 1),
+            "survivors": survivors}
+
+
+def _natural(key: str) -> tuple:
+    stem, _, number = key.rpartition("__mutmut_")
+    return stem, int(number) if number.isdigit() else 0
+
+
+_DIFFS = """
+import json, sys
+from mutmut.mutation.diff_apply import find_mutant, get_diff_for_mutant
+print(json.dumps({k: get_diff_for_mutant(k, path=find_mutant(k).path) for k in sys.argv[1:]}))
+"""
+
+
+def diffs_of(folder: Path, keys: list[str]) -> dict[str, str]:
+    """The mutants as diffs, without the file header lines: mutmut's own diff (what ``mutmut show`` prints), in one
+    process rather than one ``mutmut show`` each (seconds apiece on a busy machine)."""
+    if not keys:
+        return {}
+    out = subprocess.run([sys.executable, "-c", _DIFFS, *keys], cwd=folder, capture_output=True, text=True, check=True)
+    return {k: "\n".join(line for line in text.splitlines()
+                         if line.startswith(("+", "-")) and not line.startswith(("+++", "---")))
+            for k, text in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+
+
+def table(results: list[dict]) -> str:
+    """Per module; the score is (killed + timed out) / (mutants - equivalent survivors)."""
+    rows = ["| module | mutants | killed | timeout | survived (equivalent, wording) | other | score | time |",
+            "|---" * 8 + "|"]
+    for r in results:
+        other = ", ".join(f"{c} {s}" for s, c in r["other"].items()) or "-"
+        score = f"{100 * r['score']:.1f} %" if r["score"] is not None else "-"
+        rows.append(f"| {r['module']} | {r['mutants']} | {r['killed']} | {r['timeout']} | {r['survived']} "
+                    f"({r['equivalent']}, {r['wording']}) | {other} | {score} | {r['seconds']:.0f} s |")
+    return "\n".join(rows)
+
+
+def survivors_text(results: list[dict], markdown: bool) -> str:
+    parts = []
+    for r in results:
+        for s in r["survivors"]:
+            name = s["mutant"].removeprefix(r["module"].removesuffix(".py").replace("/", ".") + ".")
+            label = f"{s['status']}, {s['class']}" + (f": {s['why']}" if s["why"] else "")
+            if markdown:
+                parts.append(f"- `{r['target']}: {name}` ({label})\n\n  ```diff\n" +
+                             "\n".join("  " + line for line in s["diff"].splitlines()) + "\n  ```")
+            else:
+                parts.append(f"{r['target']}: {name} ({label})\n" +
+                             "\n".join("    " + line for line in s["diff"].splitlines()))
+    return "\n".join(parts) if parts else "(none)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", action="append", choices=sorted(TARGETS) + sorted(GROUPS), metavar="NAME",
+                        help=f"a target ({', '.join(TARGETS)}) or group ({', '.join(GROUPS)}); repeatable")
+    parser.add_argument("--max-children", type=count(1), default=os.cpu_count() or 1,
+                        help="mutants tested at once (default: the CPU count)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the results of an earlier run in .mutation/ (default: start fresh)")
+    parser.add_argument("--gpu", action="store_true", help="also run the tests marked gpu (on a CUDA machine)")
+    parser.add_argument("--json", type=Path, help="also write the figures and survivors to this JSON file")
+    parser.add_argument("--markdown", type=Path, help="also write them as markdown to this file")
+    args = parser.parse_args()
+    names = [n for choice in (args.only or list(GROUPS)) for n in GROUPS.get(choice, [choice])]
+    names = list(dict.fromkeys(names))
+    ensure_mutmut()
+    from importlib.metadata import version
+
+    info = host() | {"mutmut": version("mutmut"), "max_children": args.max_children}
+    print(f"mutmut {info['mutmut']}, {args.max_children} workers, targets: {', '.join(names)} "
+          f"(load average {info['load_average_before']:.1f} on {info['cpus']} CPUs)", flush=True)
+    start = time.monotonic()
+    results = []
+    for name in names:
+        print(f"{name}: {TARGETS[name].path} against {' '.join(TARGETS[name].tests)}", flush=True)
+        results.append(run_target(name, TARGETS[name], args.max_children, fresh=not args.resume, gpu=args.gpu))
+        r = results[-1]
+        print(f"{name}: {r['mutants']} mutants, {r['detected']} detected, {len(r['survivors'])} not "
+              f"({r['seconds']:.0f} s)", flush=True)
+    wall = time.monotonic() - start
+    info |= {"load_average_after": os.getloadavg()[0]}
+    print()
+    print(table(results))
+    print()
+    print("Survivors (not killed, not timed out):")
+    print(survivors_text(results, markdown=False))
+    print(f"\nwall time {wall:.0f} s (load average {info['load_average_before']:.1f} before, "
+          f"{info['load_average_after']:.1f} after, {info['cpus']} CPUs)")
+    record = {"command": "python bench/mutation.py " + " ".join(sys.argv[1:]), "machine": info,
+              "wall_seconds": round(wall, 1), "targets": results}
+    if args.json:
+        args.json.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    if args.markdown:
+        args.markdown.write_text(f"Command: `{record['command'].strip()}`; mutmut {info['mutmut']}; wall time "
+                                 f"{wall:.0f} s; load average {info['load_average_before']:.1f} on {info['cpus']} "
+                                 f"CPUs.\n\n{table(results)}\n\nSurvivors:\n\n"
+                                 f"{survivors_text(results, markdown=True)}\n")
+
+
+if __name__ == "__main__":
+    main()
