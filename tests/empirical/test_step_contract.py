@@ -124,3 +124,19 @@ def test_adversarial_training_on_the_non_robust_features_leaves_x1_alone(monkeyp
     moved = (x_adv[:, 1:] - x[:, 1:]).abs()
     rounding = 2 * torch.finfo(x.dtype).eps * x.abs().max()  # of x + delta and (x + delta) - x in float32
     assert moved.max() <= 0.3 + rounding and moved.max() > 0.15  # within the budget, and attacked
+
+
+def test_esam_draws_its_mask_from_the_steps_generator_not_the_global_one():
+    """The same generator state gives the same ESAM update whatever torch's global generator holds (the mask is
+    reproducible from the run's seed alone); another generator state gives another update."""
+    results = []
+    for global_seed, step_seed in ((1, 0), (2, 0), (1, 7)):
+        setup = build(tiny_cfg(method="esam", rho=0.5), tiny_images())
+        x, y = setup.data.train_x[:32].float() / 255, setup.data.train_y[:32]
+        setup.model.train()
+        torch.manual_seed(global_seed)
+        steps.esam_step(setup.ctx, x, y, torch.Generator().manual_seed(step_seed))
+        results.append(torch.cat([p.detach().flatten() for p in setup.model.parameters()]))
+    same_generator, other_global, other_generator = results
+    assert torch.equal(same_generator, other_global)
+    assert not torch.equal(same_generator, other_generator)
