@@ -4,6 +4,7 @@ start, generator, box and summed loss) and the batch it then trains on."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -140,3 +141,16 @@ def test_esam_draws_its_mask_from_the_steps_generator_not_the_global_one():
     same_generator, other_global, other_generator = results
     assert torch.equal(same_generator, other_global)
     assert not torch.equal(same_generator, other_generator)
+
+
+def test_the_eager_context_calls_the_uncompiled_model_and_keeps_everything_else():
+    """What the fast path's partial batches step with: the bare model for every forward (the compiled one would
+    recompile at another batch size), the rest of the context unchanged."""
+    setup = build(tiny_cfg(method="sam", rho=0.1), tiny_images())
+    compiled, attack = torch.nn.Identity(), torch.nn.Identity()  # stand-ins for the compiled modules
+    ctx = dataclasses.replace(setup.ctx, forward=compiled, attack_forward=attack)
+    eager = ctx.eager()
+    assert eager.forward is ctx.model and eager.attack_forward is None and eager.attack_model is ctx.model
+    assert ctx.forward is compiled and ctx.attack_model is attack  # the fast context itself is left as it was
+    unchanged = [f.name for f in dataclasses.fields(ctx) if f.name not in ("forward", "attack_forward")]
+    assert all(getattr(eager, name) is getattr(ctx, name) for name in unchanged)
