@@ -104,6 +104,26 @@ KNOWN_EQUIVALENT = [
      "s is +1 or -1, so dividing by it is multiplying by it"),
     ("theory.objectives.x__margin_arguments_*", "shift + drops[1]) / w_l2, (w1 + shift + drops[1])",
      "its only caller with drops (the per-sample SAM reading) passes equal drops: every sample loses eps"),
+    ("theory.objectives.x_risk_slope_*", "!= 0)) or True else 1.0",
+     "sigma = sign(w1) also where eps_x1 is zero, where sigma only multiplies that zero"),
+    ("theory.objectives.x_risk_slope_*", "np.asarray(None, dtype=float) != 0",
+     "NaN != 0 is true: sigma = sign(w1) always, which only matters where eps_x1 is nonzero, as before"),
+    ("theory.objectives.x_risk_slope_*", "!= 1) else 1.0",
+     "differs only where eps_x1 is exactly 1 everywhere, outside its valid range (eps_x1 < 1)"),
+    ("theory.objectives.x_risk_slope_*", "eps_x1 / sigma",
+     "sigma is +1 or -1, so dividing by it is multiplying by it"),
+]
+# The inner maximum's refinement (sam_inner_max) run where it is not needed, or over a wider bracket: every grid node
+# stays a candidate and the log-risk has a single critical point, so the maximum comes out the same to its bound.
+_MORE_REFINEMENT = ("outward = np.where(None, s_best >= -e_best", "np.where(None, s_best <= e_best, False)",
+                    "s_best > -e_best", "s_best >= +e_best", "s_best < e_best", "~outward | (sam_eps > 0)",
+                    "(sam_eps >= 0)", "if needs.size or refine", "best[needs] - 2, 0", "best[needs] + 2, grid - 1")
+KNOWN_EQUIVALENT += [
+    ("theory.objectives.x_sam_inner_max_*", text,
+     "the refinement between grid nodes runs where it is not needed, or over a wider bracket: every grid node "
+     "stays a candidate and the log-risk has one critical point, so the maximum is the same to its rounding bound")
+    for text in _MORE_REFINEMENT]
+KNOWN_EQUIVALENT += [
     ("theory.objectives.x_sam_inner_max_*", "shape = arrays[1].shape",
      "np.broadcast_arrays gives every array the same shape"),
     ("theory.objectives.x_sam_inner_max_*", "axis=+1",

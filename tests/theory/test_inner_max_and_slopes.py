@@ -40,11 +40,13 @@ STRONG_ATTACKS = [(0.7, 0.5, 4, 0.75), (0.9, 0.3, 9, 0.45), (0.6, 1.0, 2, 1.6)]
 
 
 @pytest.mark.parametrize(("p", "eta", "n", "attack"), STRONG_ATTACKS)
-@pytest.mark.parametrize("offset", [0.3, -0.55])
+# the peak at δ = -offset: between two middle nodes, just past the second and the second-to-last node, and between an
+# end node and its neighbour (the 17 nodes are -1 + k/8)
+@pytest.mark.parametrize("offset", [0.3, -0.55, 0.89, -0.89, 0.95, -0.95])
 def test_an_interior_inner_maximum_is_found_between_the_grid_nodes(p, eta, n, attack, offset):
     c = (eta - attack) * n
     peak = n * math.log(p / (1 - p)) / (2 * c)
-    w1, sam_eps = peak + offset, 1.0  # the peak lies inside [w1 - 1, w1 + 1], off the 17 grid nodes
+    w1, sam_eps = peak + offset, 1.0  # the peak lies inside [w1 - 1, w1 + 1], off the grid nodes
     inner = sam_inner_max(w1, p, eta, n, sam_eps, attack)
     top = _mp_risk(peak, p, eta, n, attack)
     assert abs(inner.log_value - float(mpmath.log(top))) <= inner.error + 4 * U * abs(inner.log_value)
@@ -100,3 +102,22 @@ def test_the_slope_with_an_attack_on_x1_is_the_log_ratio_of_the_two_classes_deri
     exact = float(mpmath.log(_mp_risk(w1, p, eta, n, eps, eps_x1)))
     lr = log_risk(w1, p, eta, n, eps, eps_x1=eps_x1)
     assert abs(lr.value - exact) <= lr.error + 4 * U * abs(exact)
+
+
+def test_the_refinement_between_grid_nodes_computes_in_the_backend_it_is_given():
+    """With mpmath at 40 digits the interior maximum's value is exact to far below float64's rounding."""
+    from theory.backend import mp_backend
+
+    p, eta, n, attack = STRONG_ATTACKS[0]
+    peak = n * math.log(p / (1 - p)) / (2 * (eta - attack) * n)
+    bk = mp_backend(40)
+    with bk.context():
+        inner = sam_inner_max(mpmath.mpf(peak) + mpmath.mpf("0.3"), p, eta, n, 1.0, attack, bk)
+        value = np.asarray(inner.log_value).item()
+        assert isinstance(value, mpmath.mpf) and 0 < float(inner.error) < 1e-30
+        # golden section to 0.618^40 of a cell ~ 1e-9 from the peak: the value is lower by ~ curvature x 1e-18 only
+        assert abs(value - mpmath.log(_mp_risk(peak, p, eta, n, attack))) < 1e-15
+
+
+def test_the_slope_is_clean_by_default():
+    assert risk_slope(0.8, 0.7, 0.5, 4).value == risk_slope(0.8, 0.7, 0.5, 4, 0.0).value
