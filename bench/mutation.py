@@ -117,7 +117,8 @@ KNOWN_EQUIVALENT = [
 # stays a candidate and the log-risk has a single critical point, so the maximum comes out the same to its bound.
 _MORE_REFINEMENT = ("outward = np.where(None, s_best >= -e_best", "np.where(None, s_best <= e_best, False)",
                     "s_best > -e_best", "s_best >= +e_best", "s_best < e_best", "~outward | (sam_eps > 0)",
-                    "(sam_eps >= 0)", "if needs.size or refine", "best[needs] - 2, 0", "best[needs] + 2, grid - 1")
+                    "(sam_eps >= 0)", "if needs.size or refine", "best[needs] - 2, 0", "best[needs] + 2, grid - 1",
+                    "np.where(best == grid + 1, s_best")
 KNOWN_EQUIVALENT += [
     ("theory.objectives.x_sam_inner_max_*", text,
      "the refinement between grid nodes runs where it is not needed, or over a wider bracket: every grid node "

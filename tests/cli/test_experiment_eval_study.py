@@ -130,7 +130,7 @@ def test_eval_end_to_end_writes_columns_checks_and_the_weights_it_attacked(samat
     assert (fresh_run / "eval.json").read_bytes() == written
 
 
-@pytest.mark.slow  # the logistic population's SAM optimum takes ~18 s per ρ and the 12 figure files ~10 s
+# about 40 s on the 2-core machine beside another job: the logistic population's SAM optimum, whatever the grid
 def test_study_end_to_end_on_a_tiny_grid(samat, tmp_path, monkeypatch):
     """`samat study --quick` through the command, with --quick's grid made tinier (one model, one ρ, two seeds:
     14 runs): runs, measurements, summary, figures and verdicts, published; --report-only redoes the summary."""
