@@ -73,7 +73,8 @@ TARGETS = {t.path.rsplit("/", 1)[1].removesuffix(".py"): t for t in (
     Target("theory", "theory/objectives.py", ("tests/theory/test_model_objectives.py",
                                               "tests/theory/test_objectives_exact.py",
                                               "tests/theory/test_inner_max_and_slopes.py")),
-    Target("theory", "theory/numeric.py", ("tests/theory/test_numeric.py",)),
+    Target("theory", "theory/numeric.py", ("tests/theory/test_numeric.py",  # the full ball's two local minima:
+                                           "tests/theory/test_lifted.py::test_full_ball_at_closed_form_matches_the_numerical_optimum")),
     Target("training", "empirical/training/optimizers.py", _STEP_TESTS + (
         "tests/empirical/test_optimizer_setup.py", _TRAIN + "test_learning_rate_schedule_is_piecewise_per_iteration",
         _ESAM)),
@@ -149,6 +150,12 @@ KNOWN_EQUIVALENT += [
      "width"),
     ("theory.objectives.x_golden_section_max_*", "return np.where(fc > fd, c, d)",
      "only a tie goes the other way, between two points of the final bracket"),
+    ("empirical.evaluation.evaluate.*check_families*", "labels[1:], strict=None)",
+     "strict=None is as false as strict=False, zip's default"),
+    ("empirical.evaluation.evaluate.*check_families*", "zip(labels, labels[1:], )",
+     "strict=False is zip's default"),
+    ("empirical.evaluation.evaluate.x_large_attack_*", 'spec("PGD20_LINF")',
+     "attacks.specs.spec lower-cases the name it is given"),
     ("*WeightPerturbation*__init__*", "keep_probability: float = 2.0",
      "a keep probability >= 1 draws no mask: 1.0 and 2.0 both mean plain SAM"),
     ("empirical.training.steps.*", "zero_grad(set_to_none=",

@@ -529,3 +529,27 @@ def test_unreadable_run_files_make_the_report_fail_in_one_line_before_plotting(t
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and needle in err, err
         assert not (out / "curves.png").exists()
+
+
+@pytest.mark.parametrize(("survivors", "passes"), [(3, True), (4, False), (6, False)])
+def test_large_attack_check_needs_accuracy_strictly_below_chance(monkeypatch, survivors, passes):
+    """12 points of 3 classes (chance 1/3 = 4 points): the large attack leaves ``survivors`` correct. 3 of 12 is
+    below chance; exactly chance (4), or between chance and twice it (6), is what masked gradients look like."""
+    x, y = _vectors()
+    keep = torch.arange(len(y)) < survivors
+    _crafted(monkeypatch, lambda s: (lambda xb, yb: torch.where(keep[:, None], xb, _break(xb, yb, 0.1))))
+    result = evaluate(FirstCoordinates(), x, y, ["fgsm_linf@0.1"], num_classes=3, progress=False)
+    check = next(c for c in result["sanity"] if "large attack" in c["check"])
+    assert check["passed"] is passes
+    assert check["detail"] == f"{survivors / 12:.4f}"  # the accuracy it judged
+    assert "below chance (0.333)" in check["check"]
+    assert result["attacks"]["fgsm_linf@0.1"]["max_perturbation"] == pytest.approx(0.1, rel=1e-6)  # its record
+
+
+def test_accuracy_against_eps_compares_budgets_within_one_attack_and_norm(monkeypatch):
+    """FGSM breaks every point at 0.1 and PGD-10 none at 0.2: two families, so no eps check spans them (one that
+    did would flag PGD at 0.2 as stronger than FGSM at 0.1 yet leaving more points correct)."""
+    x, y = _vectors()
+    _crafted(monkeypatch, lambda s: (lambda xb, yb: _break(xb, yb, 0.1) if s.name.startswith("fgsm") else xb))
+    result = evaluate(FirstCoordinates(), x, y, ["fgsm_linf@0.1", "pgd10_linf@0.2"], num_classes=3, progress=False)
+    assert not any(c["check"].startswith(FAMILY_CHECK) for c in result["sanity"])
