@@ -6,7 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from core.results import write_json
+from core.results import atomic_write_text, write_json
 from gaussian_study.verdicts import CLAIMS, Verdict, verdicts
 
 
@@ -30,7 +30,7 @@ def write(summary: dict[str, Any], out: Path, summary_path: Path | None = None) 
     """verdicts.md and verdicts.json in ``out`` from the study's summary."""
     found = verdicts(summary)
     md, js = Path(out) / "verdicts.md", Path(out) / "verdicts.json"
-    md.write_text(markdown(found))
+    atomic_write_text(md, markdown(found))
     write_json(js, {"verdicts": [asdict(v) for v in found]},
                inputs={"summary": str(summary_path or Path(out) / "summary.json")})
     return md, js

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from core.results import provenance, write_json
+from core.results import atomic_write_text, provenance, write_json
 from theory.plots import FIGURES
 from theory.verify import DECISIVE, PER_SAMPLE, POPULATION, ClaimReport, Grid
 
@@ -151,7 +151,7 @@ def write_markdown(reports: list[ClaimReport], path: Path, grid: Grid, figures_d
     for r in reports:
         lines += _details(r)
     lines += _figures(path, figures_dir) + _method(grid)
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
 
 
 def _overview(reports: list[ClaimReport], seconds: float) -> list[str]:

@@ -13,7 +13,7 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
-from core.results import write_json
+from core.results import atomic_write_text, write_json
 from empirical.evaluation.columns import AVERAGE, NATURAL, column_spec
 from empirical.experiments.catalog import display_path
 from empirical.experiments.grid import Experiment, Table
@@ -120,8 +120,8 @@ def write_report(exp: Experiment, out_dir: str | Path, *, plots: bool = True,
         figures = [p for p in plot_experiment(exp, out) if p.suffix == ".png"]
         md += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
         paths |= {f"figure {p.stem}": p for p in figures}
-    paths["markdown"].write_text("\n".join(md))
-    paths["csv"].write_text(buffer.getvalue())
+    atomic_write_text(paths["markdown"], "\n".join(md))
+    atomic_write_text(paths["csv"], buffer.getvalue())
     write_json(paths["json"], {"tables": dump}, inputs=report_inputs(exp), indent=2)
     return paths
 
