@@ -14,7 +14,7 @@ from empirical.data import as_inputs
 from empirical.evaluation.columns import NATURAL, SANITY, column_spec, column_specs
 from empirical.evaluation.evaluate import evaluate
 from empirical.evaluation.segmentation import SEGMENTATION_COLUMNS, evaluate_segmentation_path
-from empirical.evaluation.store import read_evaluation, recorded_weights
+from empirical.evaluation.store import reusable_evaluation
 from empirical.evaluation.trained import eval_indices, load_trained, locate, trained_config
 from empirical.training.runs import EVALUATION, file_sha256
 from empirical.training.setup import resolve_device
@@ -73,14 +73,7 @@ def _evaluate_locked(run, weights: Path, path, specs, *, n_eval, seed, batch_siz
     out = run.path / "eval.json"
     settings = {"n_eval": n_eval, "seed": seed}
     sha = file_sha256(weights)
-    previous = None if overwrite else read_evaluation(out)
-    if previous is not None and recorded_weights(previous) != sha:
-        log(f"{out} was made for other weights than {weights} holds now (it was trained further, or another "
-            "checkpoint): evaluating again")
-        previous = None
-    if previous is not None and previous.get("settings") != settings:
-        raise SamatError(f"{out} was made with {previous.get('settings')}; pass --overwrite to redo it with "
-                         f"{settings}")
+    previous = reusable_evaluation(out, weights, sha, settings, overwrite=overwrite, log=log)
     todo = list(specs)
     if previous is not None:  # columns of an evaluation without per-image hits (older files) are redone
         earlier = previous.get("columns") or [c for c in previous["accuracy"] if c != NATURAL and SANITY not in c]

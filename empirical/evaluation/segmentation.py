@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from core.errors import ParameterError, SamatError
+from core.errors import ParameterError
 from core.results import atomic_write_bytes, provenance, write_json
 from empirical.attacks.build import evaluating
 from empirical.attacks.meter import PerturbationMeter
@@ -42,7 +42,7 @@ from empirical.attacks.specs import GRADIENT_ALGORITHMS, IMAGE_BOX, Algorithm, A
 from empirical.data import as_inputs
 from empirical.evaluation.checks import LARGE_EPS, Check, exceeds
 from empirical.evaluation.columns import NATURAL, SANITY, column_specs
-from empirical.evaluation.store import read_evaluation, recorded_weights
+from empirical.evaluation.store import reusable_evaluation
 from empirical.evaluation.trained import Loaded, eval_indices, load_trained, locate, trained_config
 from empirical.pixelwise import confusion, iou, logits_of, mean_iou, pixel_loss, predicted_confusion, size_batches
 from empirical.training.runs import file_sha256
@@ -234,14 +234,7 @@ def evaluate_segmentation_path(path: str | Path, columns: list[str], *, n_eval: 
     out = run.path / "eval.json"
     settings = {"n_eval": n_eval, "seed": seed}
     sha = file_sha256(weights)
-    previous = None if overwrite else read_evaluation(out)
-    if previous is not None and recorded_weights(previous) != sha:
-        log(f"{out} was made for other weights than {weights} holds now (it was trained further, or another "
-            "checkpoint): evaluating again")
-        previous = None
-    if previous is not None and previous.get("settings") != settings:
-        raise SamatError(f"{out} was made with {previous.get('settings')}; pass --overwrite to redo it with "
-                         f"{settings}")
+    previous = reusable_evaluation(out, weights, sha, settings, overwrite=overwrite, log=log)
     if previous is not None and all(c in previous.get("miou", {}) for c in specs):
         log(f"{out}: all {len(specs)} columns already evaluated (--overwrite redoes them)")
         return previous

@@ -4,6 +4,7 @@ are a hex bitmask, so that an evaluation can be extended and its checks recomput
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +52,19 @@ def recorded_weights(evaluation: dict) -> str | None:
     """The SHA-256 of the weights an evaluation attacked, as its provenance records it (None: not recorded)."""
     weights = evaluation.get("provenance", {}).get("inputs", {}).get("weights")
     return weights.get("sha256") if isinstance(weights, dict) else None
+
+
+def reusable_evaluation(out: Path, weights: Path, weights_sha256: str, settings: dict, *, overwrite: bool,
+                        log: Callable[[str], None]) -> dict | None:
+    """The evaluation in ``out`` that a new one may extend: None with ``overwrite``, where there is none, or where it
+    attacked other weights than ``weights`` holds now (said in the log; it is redone). One made with other
+    settings is a :class:`SamatError` (the two cannot be merged)."""
+    previous = None if overwrite else read_evaluation(out)
+    if previous is not None and recorded_weights(previous) != weights_sha256:
+        log(f"{out} was made for other weights than {weights} holds now (it was trained further, or another "
+            "checkpoint): evaluating again")
+        return None
+    if previous is not None and previous.get("settings") != settings:
+        raise SamatError(f"{out} was made with {previous.get('settings')}; pass --overwrite to redo it with "
+                         f"{settings}")
+    return previous

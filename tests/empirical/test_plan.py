@@ -12,26 +12,18 @@ from empirical.experiments.grid import load_experiment
 from empirical.experiments.plan import EVAL_BATCH, _at_size, duration, format_plan, plan_experiment
 from empirical.training.throughput import StepTiming
 from samat.cli import main
-from tests.empirical.helpers import write_grid
+from tests.empirical.helpers import GAUSSIAN_GRID_BASE, SGD_RUN, write_grid
 
-# 128 steps per epoch, 1024 test images.
-BASE = """[base]
-dataset = "gaussian"
-model = "linear"
-epochs = 2
-batch_size = 64
-gaussian = { p = 0.8, eta = 0.3, n = 6, train_size = 8192, test_size = 1024 }
-"""
-RUNS = """[[run]]
-label = "SGD"
-method = "sgd"
-
+# The grid tests' Gaussian base with 128 steps per epoch and 1024 test images; SGD and PGD-AT.
+BASE = GAUSSIAN_GRID_BASE.replace("train_size = 512, test_size = 512", "train_size = 8192, test_size = 1024")
+RUNS = SGD_RUN + """
 [[run]]
 label = "AT"
 method = "pgd_at"
 at_eps = 0.1
 at_steps = 3
 """
+assert BASE != GAUSSIAN_GRID_BASE
 
 
 # A fake clock: what each timed thing "takes" is a fixed part plus a part proportional to its size, as on a CPU
