@@ -49,23 +49,34 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
 
 
 @contextmanager
+def parameters_frozen(model: nn.Module) -> Iterator[None]:
+    """The parameters do not require gradients for the block (restored after): PGD's passes need the input's
+    gradient only. Eager autograd skips the weight gradients anyway; a compiled model's backward graph would
+    compute them all unless the parameters are frozen."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@contextmanager
 def evaluating(model: nn.Module) -> Iterator[None]:
     """Eval mode and frozen parameters for the block; every module's mode and requires_grad restored after.
 
     Freezing matters: torchattacks' FAB calls ``.backward()``, which would otherwise add to parameters' .grad.
     """
     modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
     try:
-        yield
+        with parameters_frozen(model):
+            yield
     finally:
         for m, mode in modes:
             m.training = mode
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 class BuiltAttack:

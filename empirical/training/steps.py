@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from empirical.attacks.build import parameters_frozen
 from empirical.attacks.pgd import pgd
 from empirical.training.config import TrainConfig
 from empirical.training.optimizers import WeightPerturbation
@@ -68,21 +69,6 @@ def running_stats_frozen(model: nn.Module) -> Iterator[None]:
     finally:
         for m in norms:
             m.track_running_stats = True
-
-
-@contextlib.contextmanager
-def parameters_frozen(model: nn.Module) -> Iterator[None]:
-    """The parameters do not require gradients for the block (restored after): PGD's passes need the input's
-    gradient only. Eager autograd skips the weight gradients anyway; a compiled model's backward graph would
-    compute them all unless the parameters are frozen."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 class _FixedPrefix(nn.Module):
