@@ -19,16 +19,16 @@ ULPS = 1e-14
 
 
 def test_log_odds_is_ln_p_over_one_minus_p():
-    assert cf.log_odds(0.75) == pytest.approx(LN3, rel=ULPS)
-    assert cf.log_odds(np.array([0.75, 0.9])) == pytest.approx([LN3, math.log(9.0)], rel=ULPS)
+    assert cf.log_odds(0.75) == pytest.approx(LN3, rel=ULPS, abs=0)
+    assert cf.log_odds(np.array([0.75, 0.9])) == pytest.approx([LN3, math.log(9.0)], rel=ULPS, abs=0)
 
 
 def test_theorems_1_and_2_and_their_n_dimensional_forms():
     # W eq. 8/11, eq. 12; D eq. 8, eq. 10 at p = 3/4 (log-odds ln 3)
-    assert cf.w1_star(0.75, 0.5) == pytest.approx(LN3, rel=ULPS)
-    assert cf.w_r_star(0.75, 0.5, 4) == pytest.approx(LN3 / 4, rel=ULPS)
-    assert cf.w1_at(0.75, 0.5, 0.25) == pytest.approx(2 * LN3, rel=ULPS)
-    assert cf.w_r_at(0.75, 0.5, 4, 0.25) == pytest.approx(2 * LN3 / 4, rel=ULPS)
+    assert cf.w1_star(0.75, 0.5) == pytest.approx(LN3, rel=ULPS, abs=0)
+    assert cf.w_r_star(0.75, 0.5, 4) == pytest.approx(LN3 / 4, rel=ULPS, abs=0)
+    assert cf.w1_at(0.75, 0.5, 0.25) == pytest.approx(2 * LN3, rel=ULPS, abs=0)
+    assert cf.w_r_at(0.75, 0.5, 4, 0.25) == pytest.approx(2 * LN3 / 4, rel=ULPS, abs=0)
 
 
 @pytest.mark.parametrize("call", [
@@ -63,12 +63,12 @@ def test_theorem3_is_a_strict_inequality():
 
 
 def test_theorem4_and_theorem5_as_printed():
-    assert cf.THEOREM4_COEFFICIENT == pytest.approx(2 / 3, rel=ULPS)
-    assert cf.w1_sam_claimed(3.0, 0.5) == pytest.approx(3.0 * (1 + 0.5**2 * 2 / 3), rel=ULPS)
-    assert cf.theorem5_lhs(0.3) == pytest.approx(2 + 3 / 0.09, rel=ULPS)
+    assert cf.THEOREM4_COEFFICIENT == pytest.approx(2 / 3, rel=ULPS, abs=0)
+    assert cf.w1_sam_claimed(3.0, 0.5) == pytest.approx(3.0 * (1 + 0.5**2 * 2 / 3), rel=ULPS, abs=0)
+    assert cf.theorem5_lhs(0.3) == pytest.approx(2 + 3 / 0.09, rel=ULPS, abs=0)
     # 2 + 3/eps_sam^2 = 2 eta / eps_at  <=>  eps_at = 2 eta / (2 + 3/eps_sam^2)
-    assert cf.eps_at_claimed(0.5, 0.7) == pytest.approx(2 * 0.7 / 14, rel=ULPS)
-    assert cf.eps_at_claimed(np.array([0.5, 1.0]), 1.0) == pytest.approx([2 / 14, 2 / 5], rel=ULPS)
+    assert cf.eps_at_claimed(0.5, 0.7) == pytest.approx(2 * 0.7 / 14, rel=ULPS, abs=0)
+    assert cf.eps_at_claimed(np.array([0.5, 1.0]), 1.0) == pytest.approx([2 / 14, 2 / 5], rel=ULPS, abs=0)
 
 
 def _exact_w1_at(p, eta, eps):

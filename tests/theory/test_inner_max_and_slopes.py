@@ -54,7 +54,7 @@ def test_an_interior_inner_maximum_is_found_between_the_grid_nodes(p, eta, n, at
     curvature = -float(mpmath.diff(lambda w: mpmath.log(_mp_risk(w, p, eta, n, attack)), peak, 2))
     best = inner.candidates[np.argmax(inner.candidate_log_values)]
     assert curvature > 0
-    assert abs(best - (peak - w1)) <= 4 * math.sqrt(2 * (inner.error + 4 * U * abs(inner.log_value)) / curvature)
+    assert abs(best - (peak - w1)) <= math.sqrt(2 * (inner.error + 4 * U * abs(inner.log_value)) / curvature)
 
 
 def test_the_inner_maximum_broadcasts_as_separate_calls_and_its_candidates_carry_their_slopes():
