@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from core.results import git_state
+from core.errors import SamatError
+from core.results import atomic_write_text, check_writable_folder, git_state
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -56,6 +60,24 @@ def count(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def output_file(text: str) -> Path:
+    """Argument type of ``--json FILE`` and the like: a file whose folder can be written, checked before the work
+    (a benchmark may run for minutes before it writes)."""
+    path = Path(text)
+    try:
+        check_writable_folder(path.parent, "folder")
+    except SamatError as err:
+        raise argparse.ArgumentTypeError(f"{text}: {err}") from None
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder: name a file")
+    return path
+
+
+def write_record(path: Path, record: Any) -> None:
+    """A benchmark's figures as JSON, written atomically (a reader never sees half a file)."""
+    atomic_write_text(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
 
 
 def run(main: Callable[[], int]) -> None:

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import host
+from common import host, output_file, write_record
 
 RUN_LINE = re.compile(r"^\[(\d+)/(\d+)\] (.+), seed \d+ -> (\S+)")
 TARGET_SECONDS = {"classification": 600, "segmentation": 300}
@@ -85,7 +85,7 @@ def details(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--json", type=output_file, help="also write the figures to this JSON file")
     parser.add_argument("--task", choices=tuple(TARGET_SECONDS), default="classification",
                         help="which demo: classification (default) or segmentation")
     args = parser.parse_args(argv)
@@ -119,9 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             inside = ", ".join(f"{k} {v:.1f} s" for k, v in top) + (" (largest three)" if len(top) == 3 else "")
         print(f"| {row['stage']} | {row['seconds']:.1f} | {inside} |")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"command": command, "machine": info, "seconds": total,
-                       "target_seconds": target, "stages": rows, "demo_stdout": stdout}, fh, indent=2)
+        write_record(args.json, {"command": command, "machine": info, "seconds": total, "target_seconds": target,
+                                 "stages": rows, "demo_stdout": stdout})
     return 0
 
 

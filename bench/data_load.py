@@ -12,10 +12,9 @@ constants), never how fast.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
-from common import count, host, run
+from common import count, host, output_file, run, write_record
 
 
 def main() -> int:
@@ -23,7 +22,7 @@ def main() -> int:
     parser.add_argument("--dataset", default="fashion_mnist")
     parser.add_argument("--data-dir", default=None, help="the dataset's folder (default: its usual place)")
     parser.add_argument("--repeats", type=count(1), default=3)
-    parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--json", type=output_file, help="also write the figures here")
     args = parser.parse_args()
     from empirical.data import load_dataset  # torch: after the arguments, so that --help is instant
 
@@ -38,8 +37,7 @@ def main() -> int:
     record["images"] = images
     print(f"machine: {record['machine']}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(record, f, indent=2)
+        write_record(args.json, record)
     return 0
 
 

@@ -30,7 +30,7 @@ from empirical.evaluation.cost import BOUNDS, calibration_images, calibration_mo
 from empirical.evaluation.evaluate import attacks_run
 from empirical.training.setup import resolve_device
 
-from common import count, machine, run
+from common import count, machine, output_file, run, write_record
 
 PER = 10_000
 TARGETS = {BOUNDS[1]: 600.0, BOUNDS[0]: 240.0}  # seconds per 10,000 images on one H100/H200 (the issue's)
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--columns", nargs="+", default=[s.label for s in PAPER_COLUMNS], metavar="COLUMN",
                         help="attack columns (default: D Table 2's; the sanity attacks follow)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", help="also write every figure to this JSON file")
+    parser.add_argument("--json", type=output_file, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
     column_specs(args.columns)  # a bad column is a one-line error before anything runs
     device = resolve_device(args.device)
@@ -130,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{info['load_average_before']:.2f} before, {info['load_average_after']:.2f} after\n")
     print(markdown(result))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
+        write_record(args.json, result)
     return 0
 
 

@@ -31,7 +31,10 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import count, host
+from core.errors import SamatError
+from core.results import atomic_write_text
+
+from common import count, host, output_file, run, write_record
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".mutation"
@@ -191,12 +194,22 @@ def classify(diff: str, name: str = "") -> tuple[str, str]:
     return "untested", ""
 
 
+def _checked(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run that fails in one line (the command and the last line it printed), not a traceback."""
+    try:
+        return subprocess.run(command, check=True, **kwargs)
+    except subprocess.CalledProcessError as err:
+        said = (err.stderr or err.stdout or "").strip().splitlines()
+        raise SamatError(f"{' '.join(command[:4])} ... failed (exit {err.returncode})"
+                         + (f": {said[-1]}" if said else "")) from None
+
+
 def ensure_mutmut() -> None:
     """Install the pinned mutmut of the ``mutation`` extra into this interpreter's environment if it is missing."""
     pins = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["mutation"]
     if importlib.util.find_spec("mutmut") is None:
         print(f"installing {' '.join(pins)} (the mutation extra)", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *pins], check=True)
+        _checked([sys.executable, "-m", "pip", "install", "-q", *pins])
 
 
 def prepare(name: str, target: Target, fresh: bool, gpu: bool = False) -> Path:
@@ -230,7 +243,7 @@ def mutmut(folder: Path, *args: str, log: Path | None = None, heartbeat: str = "
                         "PYTHONDONTWRITEBYTECODE": "1", "NO_COLOR": "1"}
     command = [sys.executable, "-m", "mutmut", *args]
     if log is None:
-        return subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, check=True).stdout
+        return _checked(command, cwd=folder, env=env, capture_output=True, text=True).stdout
     with log.open("w") as out:
         # its own process group, so that stopping this script (Ctrl-C, SIGTERM) also stops mutmut's forked workers
         process = subprocess.Popen(command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -315,7 +328,7 @@ def diffs_of(folder: Path, keys: list[str]) -> dict[str, str]:
     process rather than one ``mutmut show`` each (seconds apiece on a busy machine)."""
     if not keys:
         return {}
-    out = subprocess.run([sys.executable, "-c", _DIFFS, *keys], cwd=folder, capture_output=True, text=True, check=True)
+    out = _checked([sys.executable, "-c", _DIFFS, *keys], cwd=folder, capture_output=True, text=True)
     return {k: "\n".join(line for line in text.splitlines()
                          if line.startswith(("+", "-")) and not line.startswith(("+++", "---")))
             for k, text in json.loads(out.stdout.strip().splitlines()[-1]).items()}
@@ -348,7 +361,7 @@ def survivors_text(results: list[dict], markdown: bool) -> str:
     return "\n".join(parts) if parts else "(none)"
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", choices=sorted(TARGETS) + sorted(GROUPS), metavar="NAME",
                         help=f"a target ({', '.join(TARGETS)}) or group ({', '.join(GROUPS)}); repeatable")
@@ -357,8 +370,8 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true",
                         help="keep the results of an earlier run in .mutation/ (default: start fresh)")
     parser.add_argument("--gpu", action="store_true", help="also run the tests marked gpu (on a CUDA machine)")
-    parser.add_argument("--json", type=Path, help="also write the figures and survivors to this JSON file")
-    parser.add_argument("--markdown", type=Path, help="also write them as markdown to this file")
+    parser.add_argument("--json", type=output_file, help="also write the figures and survivors to this JSON file")
+    parser.add_argument("--markdown", type=output_file, help="also write them as markdown to this file")
     args = parser.parse_args()
     names = [n for choice in (args.only or list(GROUPS)) for n in GROUPS.get(choice, [choice])]
     names = list(dict.fromkeys(names))
@@ -388,13 +401,13 @@ def main() -> None:
     record = {"command": "python bench/mutation.py " + " ".join(sys.argv[1:]), "machine": info,
               "wall_seconds": round(wall, 1), "targets": results}
     if args.json:
-        args.json.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+        write_record(args.json, record)
     if args.markdown:
-        args.markdown.write_text(f"Command: `{record['command'].strip()}`; mutmut {info['mutmut']}; wall time "
-                                 f"{wall:.0f} s; load average {info['load_average_before']:.1f} on {info['cpus']} "
-                                 f"CPUs.\n\n{table(results)}\n\nSurvivors:\n\n"
-                                 f"{survivors_text(results, markdown=True)}\n")
+        atomic_write_text(args.markdown, f"Command: `{record['command'].strip()}`; mutmut {info['mutmut']}; wall "
+                          f"time {wall:.0f} s; load average {info['load_average_before']:.1f} on {info['cpus']} "
+                          f"CPUs.\n\n{table(results)}\n\nSurvivors:\n\n{survivors_text(results, markdown=True)}\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

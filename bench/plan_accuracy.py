@@ -17,7 +17,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from common import count, machine, run
+from common import count, machine, output_file, run, write_record
 
 SMALL_GRID = """[experiment]
 name = "plan accuracy"
@@ -48,7 +48,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("experiment", nargs="?", help="an experiment TOML file (default: the small Gaussian grid)")
     parser.add_argument("--threads", type=count(1), default=1, help="torch's CPU threads (default 1)")
-    parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--json", type=output_file, help="also write the figures here")
     args = parser.parse_args()
     import torch  # after the arguments, so that --help is instant
 
@@ -66,8 +66,9 @@ def main() -> int:
         plan = plan_experiment(exp, torch.device("cpu"))
         run_experiment(exp, progress=False, log=lambda m: None)
         trained = sum(json.loads((r.run_dir / "final.json").read_text())["seconds"] for r in exp.runs)
-        attacked = sum(a["seconds"] for r in exp.runs
-                       for a in json.loads((r.run_dir / "eval.json").read_text())["attacks"].values())
+        evaluations = [r.run_dir / "eval.json" for r in exp.runs]  # none where the grid has no attack columns
+        attacked = sum(a["seconds"] for e in evaluations if e.exists()
+                       for a in json.loads(e.read_text())["attacks"].values())
     predicted = sum(r.seeds * r.train_seconds for r in plan.runs)
     low, high = (plan.total(b) for b in BOUNDS)
     record = {"machine": machine(torch.device("cpu")), "experiment": exp.title, "training_seconds": trained,
@@ -80,7 +81,7 @@ def main() -> int:
           f"(within 2x of the range: {0.5 * low <= trained + attacked <= 2 * high})")
     print(f"calibration: {plan.calibration_seconds:.1f} s; machine: {record['machine']}")
     if args.json:
-        Path(args.json).write_text(json.dumps(record, indent=2))
+        write_record(args.json, record)
     return 0
 
 

@@ -32,7 +32,7 @@ from torch.profiler import ProfilerActivity, profile
 from empirical.training.setup import resolve_device
 from empirical.training.throughput import Clock, train_loop_step
 
-from common import count, machine, run
+from common import count, machine, output_file, run, write_record
 from train_throughput import LABELS, METHODS, VARIANTS, our_config, synthetic_cifar
 
 # Kinds of work, by a pattern of the operator's or kernel's name (first match wins).
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=count(1), help="untimed steps first (default 10; 1 with --quick)")
     parser.add_argument("--steps", type=count(1), help="timed, then profiled steps (default 20; 2 with --quick)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", help="also write every figure to this JSON file")
+    parser.add_argument("--json", type=output_file, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
@@ -155,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{info['load_average_before']:.2f} before, {info['load_average_after']:.2f} after\n")
     print(markdown(results, device))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"command": command.strip(), "machine": info, "results": results}, fh, indent=2)
+        write_record(args.json, {"command": command.strip(), "machine": info, "results": results})
     return 0
 
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from theory import closed_form as cf
 from theory.numeric import Z_NODES, at_optimum, sam_optimum, sam_optimum_equal_endpoints, st_optimum
 
-from common import count, host
+from common import count, host, output_file, write_record
 
 
 def points(count: int, seed: int = 0):
@@ -69,7 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--points", type=count(1), default=10_000)
     parser.add_argument("--rtol", type=float, default=1e-8)
-    parser.add_argument("--json", type=str, default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--json", type=output_file, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
     P, E, N, ES = points(args.points)
     EA = 0.5 * E
@@ -102,8 +102,7 @@ def main() -> None:
     }
     print(json.dumps(result, indent=2))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
+        write_record(args.json, result)
 
 
 if __name__ == "__main__":

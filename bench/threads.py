@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import host, run
+from common import host, output_file, run, write_record
 
 REPO = Path(__file__).resolve().parents[1]
 BUSY_LOOP = "while True: pass"
@@ -71,7 +71,7 @@ def main() -> int:
     parser.add_argument("--policies", default="default,passive", help="OMP_WAIT_POLICY values (default both)")
     parser.add_argument("--repeats", type=int, default=2, help="repetitions of the whole set (default 2)")
     parser.add_argument("--images", type=int, default=12000, help="training images (default 12000, as the demo)")
-    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--json", type=output_file, help="also write the figures to this JSON file")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -96,8 +96,7 @@ def main() -> int:
                  == (t, c, p)]
         print(f"| {t} | {c} | {p} | {', '.join(f'{s:.1f}' for s in times)} | {min(times):.1f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"command": "python bench/threads.py", "machine": info, "rows": rows},
-                                              indent=2))
+        write_record(args.json, {"command": "python bench/threads.py", "machine": info, "rows": rows})
     return 0
 
 

@@ -56,7 +56,7 @@ from empirical.training.loop import train
 from empirical.training.setup import build, resolve_device
 from empirical.training.throughput import time_calls, time_steps
 
-from common import CIFAR_MEAN, CIFAR_STD, count, machine, random_images, run
+from common import CIFAR_MEAN, CIFAR_STD, count, machine, output_file, random_images, run, write_record
 
 METHODS = {"st": "sgd", "sam": "sam", "at": "pgd_at"}
 LABELS = {"st": "ST (SGD)", "sam": "SAM", "at": "AT-PGD10"}
@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--acc-batch-size", type=count(1), default=128)
     parser.add_argument("--acc-augment", default="crop_flip", choices=("none", "crop", "crop_flip"))
     parser.add_argument("--data-dir", help="Fashion-MNIST's folder for the accuracy runs (default: the Debian one)")
-    parser.add_argument("--json", help="also write every figure to this JSON file")
+    parser.add_argument("--json", type=output_file, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
 
     device = resolve_device(args.device)
@@ -568,8 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n`{command.strip()}` — {note}\n")
     print(markdown(rows, peak_note, accuracy, targets))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
+        write_record(args.json, result)
     return 0
 
 

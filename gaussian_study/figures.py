@@ -5,11 +5,13 @@ against the exact worst case, and convergence with the sample size."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from core.results import atomic_write_bytes
 from gaussian_study.statistics import interval
 from theory import closed_form as cf
 
@@ -186,7 +188,7 @@ def figures(summary: dict[str, Any], out: Path) -> list[Path]:
     for name, draw in FIGURES.items():
         fig = draw(summary, plt)
         for ext in ("png", "pdf"):
-            fig.savefig(out / f"{name}.{ext}", dpi=130)
+            atomic_write_bytes(out / f"{name}.{ext}", partial(fig.savefig, format=ext, dpi=130))
             written.append(out / f"{name}.{ext}")
         plt.close(fig)
     return written

@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from core.results import write_json
+from core.results import atomic_write_bytes, write_json
 from theory import closed_form as cf
 from theory import symbolic as sym
 from theory.numeric import (
@@ -365,7 +366,7 @@ def make_all(out: Path, progress: Callable[[str], None] | None = None) -> list[P
         fig = fig_def.draw(json.loads(data_path.read_text()), plt)
         for ext in FORMATS:
             path = out / f"{fig_def.name}.{ext}"
-            fig.savefig(path, dpi=130)
+            atomic_write_bytes(path, partial(fig.savefig, format=ext, dpi=130))
             written.append(path)
         plt.close(fig)
         written.append(data_path)

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import textwrap
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from core.results import write_json
+from core.results import atomic_write_bytes, write_json
 from empirical.evaluation.columns import NATURAL, column_specs
 from empirical.experiments.grid import Experiment
 from empirical.experiments.results import mean_std, run_results
@@ -134,7 +135,7 @@ def plot_experiment(exp: Experiment, out_dir: str | Path) -> list[Path]:
         if fig is None:
             continue
         for ext in ("png", "pdf"):
-            fig.savefig(out / f"{name}.{ext}", dpi=130)
+            atomic_write_bytes(out / f"{name}.{ext}", partial(fig.savefig, format=ext, dpi=130))
             written.append(out / f"{name}.{ext}")
         plt.close(fig)
     inputs = {"experiment": str(exp.source)}
