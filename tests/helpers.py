@@ -13,3 +13,10 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python -m samat ARGS`` in a fresh interpreter at the repository root; output captured as text."""
     return subprocess.run([sys.executable, "-m", "samat", *args], capture_output=True, text=True, cwd=REPO,
                           timeout=timeout)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (lock files aside), by its path relative to it: to show that a command rewrote
+    nothing."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.name.endswith(".lock")}

@@ -15,9 +15,9 @@ from empirical.evaluation.columns import NATURAL, SANITY, column_spec
 from empirical.evaluation.store import unpack_mask
 from empirical.experiments.report import column_title
 from empirical.training.runs import file_sha256
-from tests.cli.conftest import GAUSSIAN
+from tests.empirical.helpers import GAUSSIAN_GRID_BASE, SGD_RUN, write_grid
+from tests.helpers import snapshot
 
-GAUSSIAN_TOML = ", ".join(f"{k} = {v}" for k, v in GAUSSIAN.items())
 COLUMNS = ("natural", "pgd10_linf@0.1")
 LABELS = {"SGD": "sgd", "SAM (ρ=0.1)": "sam-rho-0.1"}
 U = 2.0**-53
@@ -25,21 +25,16 @@ CSV_HALF_UNIT = 0.5e-4 + 1e-12  # table.csv's rounding to 4 decimals, and the de
 
 
 def _write_grid(folder):
-    path = folder / "grid.toml"
-    path.write_text(f'[experiment]\nname = "tiny"\ntitle = "Tiny grid"\nseeds = [0, 1]\nn_eval = 256\n'
-                    f'columns = {json.dumps(list(COLUMNS))}\n\n[base]\ndataset = "gaussian"\nmodel = "linear"\n'
-                    f'epochs = 1\nbatch_size = 64\ngaussian = {{ {GAUSSIAN_TOML} }}\n\n'
-                    '[[run]]\nlabel = "SGD"\nmethod = "sgd"\n\n[[run]]\nlabel = "SAM (ρ=0.1)"\nmethod = "sam"\n'
-                    'rho = 0.1\n')
-    return path
+    """The grid tests' Gaussian base at one epoch, SGD and SAM, two seeds, the natural and one PGD column."""
+    experiment = (f'name = "tiny"\ntitle = "Tiny grid"\nseeds = [0, 1]\nn_eval = 256\n'
+                  f'columns = {json.dumps(list(COLUMNS))}')
+    sam = '\n[[run]]\nlabel = "SAM (ρ=0.1)"\nmethod = "sam"\nrho = 0.1\n'
+    one_epoch = GAUSSIAN_GRID_BASE.replace("epochs = 2", "epochs = 1")
+    return write_grid(folder, experiment, runs=SGD_RUN + sam, base=one_epoch)
 
 
 def _runs():
     return [f"runs/tiny/{name}-seed{seed}" for name in LABELS.values() for seed in (0, 1)]
-
-
-def _snapshot(folder) -> dict[str, bytes]:
-    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
 
 
 def test_experiment_run_status_report_on_a_tiny_grid(samat, tmp_path, monkeypatch):
@@ -55,11 +50,11 @@ def test_experiment_run_status_report_on_a_tiny_grid(samat, tmp_path, monkeypatc
     assert status.out.splitlines() == [f"finished  {run}  (evaluated: 1/1 attack columns)" for run in _runs()]
     assert status.err == "tiny: 4 finished\n"
 
-    before = _snapshot(tmp_path / "runs")
+    before = snapshot(tmp_path / "runs")
     again = samat("experiment", "run", grid)  # a second run does nothing: nothing trained, evaluated or rewritten
     assert again.code == 0 and "tiny: 4 runs, 4 already finished" in again.err
     assert "epoch" not in again.err and "evaluating" not in again.err
-    assert _snapshot(tmp_path / "runs") == before
+    assert snapshot(tmp_path / "runs") == before
 
     report = samat("experiment", "report", grid, "--out", "rep")
     assert report.code == 0, report.err
@@ -162,8 +157,8 @@ def test_study_end_to_end_on_a_tiny_grid(samat, tmp_path, monkeypatch):
     assert len(published) == 15 and "summary.json" in published and "measurements.json" not in published
     assert all((publish / name).read_bytes() == (out / name).read_bytes() for name in published)
 
-    runs = _snapshot(out / "runs")
+    runs = snapshot(out / "runs")
     report = samat("study", "--out", out, "--report-only")
-    assert report.code == 0 and "gaussian study" not in report.err and _snapshot(out / "runs") == runs
+    assert report.code == 0 and "gaussian study" not in report.err and snapshot(out / "runs") == runs
     again = json.loads((out / "verdicts.json").read_text())["verdicts"]
     assert again == verdicts  # the same measurements, the same verdicts

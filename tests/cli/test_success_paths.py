@@ -21,6 +21,7 @@ from empirical.data import FASHION_MNIST_FILES
 from samat import demo
 from samat.cli import main
 from tests.empirical.test_data import idx_bytes
+from tests.helpers import snapshot
 from theory import closed_form as cf
 from theory import plots, verify
 from theory.numeric import st_optimum
@@ -172,11 +173,6 @@ def tiny_demo(tmp_path, monkeypatch):
     torch.set_num_threads(threads)
 
 
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.name.endswith(".lock")}
-
-
 def _check_demo_output(out: Path, printed: str) -> None:
     """What `samat demo` printed and wrote: the verdicts in words, the table, and where everything is."""
     theory, experiment = out / "theory", out / "fashion-mnist"
@@ -217,12 +213,12 @@ def test_demo_writes_theory_and_experiment_and_keeps_what_is_finished(tiny_demo,
     _check_demo_output(out, printed)
     assert "drawing figures" in err and "verifying Theorems" in err and err.count("epoch 1/1") == 4
 
-    before = _snapshot(out)
+    before = snapshot(out)
     code, again, err = _main("demo", "--out", out)  # finished parts are kept: nothing is trained or drawn again
     assert code == 0, err
     assert "figures already in" in err and "report already in" in err and "4 already finished" in err
     assert "epoch 1/1" not in err and "evaluating" not in err
-    kept = {name: data for name, data in _snapshot(out).items() if name.startswith("theory/") or "/runs/" in name}
+    kept = {name: data for name, data in snapshot(out).items() if name.startswith("theory/") or "/runs/" in name}
     assert kept == {name: data for name, data in before.items() if name in kept} and len(kept) > 20
     assert again.splitlines()[:-1] == printed.splitlines()[:-1]
 
@@ -233,7 +229,7 @@ def test_demo_writes_theory_and_experiment_and_keeps_what_is_finished(tiny_demo,
     assert (out / "theory" / "figures" / "sam_coefficient.pdf").read_bytes().startswith(PDF)
 
     # --force keeps the earlier results until the new ones are done: interrupted, it gives them back
-    before = _snapshot(out)
+    before = snapshot(out)
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -241,4 +237,4 @@ def test_demo_writes_theory_and_experiment_and_keeps_what_is_finished(tiny_demo,
     monkeypatch.setattr(plots, "make_all", interrupted)
     code, _, err = _main("demo", "--out", out, "--force")
     assert code == 130 and err.endswith(f"the earlier results are back in {out}\nsamat demo: interrupted\n")
-    assert _snapshot(out) == before and sorted(p.name for p in out.parent.iterdir()) == ["demo", "fashion"]
+    assert snapshot(out) == before and sorted(p.name for p in out.parent.iterdir()) == ["demo", "fashion"]
