@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class SamatError(Exception):
     """Base class for errors that the CLI reports as one line (no traceback), with ``exit_code``."""
@@ -35,3 +38,23 @@ class Interrupted(SamatError):
     """The user interrupted the work (Ctrl-C); what was saved is kept. Exit code 130, as shells expect."""
 
     exit_code = 130
+
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # no space left on the device; the user's disk quota used up
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` says the disk (or the user's quota) is full."""
+    return isinstance(err, OSError) and err.errno in FULL_ERRNOS
+
+
+class DiskFull(SamatError):
+    """No space left where samat writes: one line that says "disk full", names the path, what was kept and what to
+    do. Raised before the work where a check can tell (:func:`core.results.check_free_space`), and by every write
+    that finds the disk full (a result file's previous version is then intact: writes are atomic)."""
+
+    def __init__(self, path: str | os.PathLike, *, kept: str = "nothing was replaced",
+                 then: str = "run the command again", detail: str = "") -> None:
+        self.path = path
+        what = detail or f"cannot write {os.fspath(path)}"
+        super().__init__(f"disk full: {what}; {kept}: free some space and {then}")

@@ -8,7 +8,8 @@ The operating system releases the lock when its holder ends, however it ends (SI
 down on NFSv4), so a dead holder never leaves a stale lock: there is nothing to detect or break by hand. The
 pid and host in the file are for people, and are cleared on release. Locking works across machines on
 filesystems whose flock is shared between clients (NFSv4, and Lustre or BeeGFS mounted with ``flock``); a
-filesystem without locks is a one-line error, never a silent pass.
+filesystem without locks is a one-line error, never a silent pass. A full disk, where the holder cannot write who
+it is, is one too (:class:`core.errors.DiskFull`): the lock is not taken, and nothing has started.
 
 Locks are reentrant within a process: code that already holds a folder's lock (an experiment runner that
 claimed a run) may call code that takes it again (training, evaluation).
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core.errors import SamatError
+from core.errors import DiskFull, SamatError, is_disk_full
 
 PROBE_RETRY_SECONDS = 0.5  # how long a claim waits out a holder that has not said who it is (a status probe)
 
@@ -147,6 +148,9 @@ class FolderLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
+            if is_disk_full(err):
+                raise DiskFull(self.path.parent, kept="nothing was started",
+                               detail=f"cannot lock {self.folder}: cannot create {self.path.parent}") from None
             raise SamatError(f"cannot lock {self.folder}: cannot create {self.path.parent} "
                              f"({err.strerror or type(err).__name__})") from None
         return self.path.parent.resolve() / self.path.name
@@ -155,6 +159,9 @@ class FolderLock:
         try:
             return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
+            if is_disk_full(err):
+                raise DiskFull(self.path, kept="nothing was started",
+                               detail=f"cannot lock {self.folder}: cannot create {self.path}") from None
             raise SamatError(f"cannot lock {self.folder}: cannot open {self.path} "
                              f"({err.strerror or type(err).__name__})") from None
 
@@ -181,8 +188,15 @@ class FolderLock:
         info = {"purpose": self.purpose, "pid": os.getpid(), "host": socket.gethostname(),
                 "since": datetime.now(UTC).isoformat(timespec="seconds"), "job": cluster_job()}
         data = json.dumps(info).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+        except OSError as err:
+            if is_disk_full(err):
+                raise DiskFull(self.path, kept="nothing was started",
+                               detail=f"cannot lock {self.folder}: cannot write who holds it into {self.path}") \
+                    from None
+            raise
 
 
 def holder_of(folder: str | os.PathLike) -> Holder | None:

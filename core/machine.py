@@ -1,4 +1,4 @@
-"""What the machine has to spare right now: memory."""
+"""What the machine has to spare: memory right now, and the cores this process may use."""
 
 from __future__ import annotations
 
@@ -18,6 +18,15 @@ def available_memory() -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (which a cluster's job or a container restricts), or
+    the machine's count where the system has no affinity (macOS)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def human_bytes(n: float) -> str:

@@ -11,6 +11,10 @@ JSON object written by :func:`write_json`, which adds the key ``"provenance"``:
 ``packages`` lists the versions of the numerical packages the process has imported (torch only where it was
 used). Files are replaced atomically (a temporary file in the same folder, flushed to disk, then renamed),
 so a reader never sees half a file and an interrupted write leaves the old file intact.
+
+A full disk is one line, :class:`core.errors.DiskFull`, naming the file: checked before the work where a command
+knows what it will write (:func:`check_writable_folder` asks for :data:`ROOM` free, :func:`check_free_space` for
+more), and raised by every write that finds no space left, with the previous version of the file intact.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -29,10 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from core import VERSION
-from core.errors import SamatError
+from core.errors import DiskFull, SamatError, is_disk_full
+from core.machine import human_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("numpy", "scipy", "sympy", "mpmath", "matplotlib", "torch", "torchattacks")
+ROOM = 1 << 20  # bytes free that a command asks for before its work: its result files (JSON, Markdown, a figure's
+# PNG and PDF are each under 0.4 MB) written beside their previous versions
 
 
 def temporary_path(path: Path) -> Path:
@@ -45,7 +53,7 @@ def atomic_write_bytes(path: Path, write: Callable[[Path], Any]) -> None:
     """Write via a temporary file in the same folder, flushed to disk, then renamed over ``path``.
 
     ``write(tmp)`` writes the temporary file; if anything fails, the temporary file is removed, ``path`` keeps
-    its old content, and the error is raised.
+    its old content, and the error is raised: a full disk as :class:`DiskFull` naming ``path``.
     """
     path = Path(path)
     tmp = temporary_path(path)
@@ -54,14 +62,40 @@ def atomic_write_bytes(path: Path, write: Callable[[Path], Any]) -> None:
         with tmp.open("rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(err):
+            raise DiskFull(path, kept=f"the previous {path.name} is intact" if path.exists()
+                           else "nothing was replaced") from None
         raise
 
 
-def check_writable_folder(folder: str | os.PathLike, name: str) -> Path:
-    """Make ``folder`` if needed and check that a file can be written in it: before the work, not after. A
-    folder that is a file, or cannot be made or written, is a one-line SamatError naming ``name`` (the option)."""
+def free_bytes(folder: str | os.PathLike) -> int | None:
+    """Bytes that users may still write on the filesystem of ``folder`` (or of its nearest existing parent, when
+    it does not exist yet); None when the system does not say."""
+    folder = Path(folder).absolute()
+    for place in (folder, *folder.parents):
+        if place.exists():
+            try:
+                return shutil.disk_usage(place).free
+            except OSError:
+                return None
+    return None
+
+
+def check_free_space(folder: str | os.PathLike, need: int = ROOM, *, what: str = "the results") -> None:
+    """Before the work: :class:`DiskFull` when the filesystem of ``folder`` has less than ``need`` bytes free
+    (``what`` says what needs them)."""
+    free = free_bytes(folder)
+    if free is not None and free < need:
+        raise DiskFull(folder, kept="nothing was started",
+                       detail=f"{human_bytes(free)} free in {folder}, {human_bytes(need)} needed for {what}")
+
+
+def check_writable_folder(folder: str | os.PathLike, name: str, need: int = ROOM) -> Path:
+    """Make ``folder`` if needed and check that a file can be written in it, and that ``need`` bytes are free
+    there: before the work, not after. A folder that is a file, or cannot be made or written, is a one-line
+    SamatError naming ``name`` (the option); a full disk is :class:`DiskFull`."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise SamatError(f"{name} {folder} is a file, not a folder: choose another {name}")
@@ -71,9 +105,12 @@ def check_writable_folder(folder: str | os.PathLike, name: str) -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
+        if is_disk_full(err):
+            raise DiskFull(folder, kept="nothing was started", detail=f"cannot write in {name} {folder}") from None
         where = f" ({err.filename})" if err.filename and Path(err.filename) != folder else ""
         raise SamatError(f"cannot write in {name} {folder}: {err.strerror or type(err).__name__}{where}; "
                          f"choose another {name}") from None
+    check_free_space(folder, need)
     return folder
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.errors import SamatError
+from core.errors import DiskFull, SamatError, is_disk_full
 from samat import (
     __version__,
     demo,
@@ -75,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{args.prog}: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # a write that no layer expected to fail: the disk is full all the same
+        if not is_disk_full(err):
+            raise
+        full = DiskFull(err.filename or "a file", kept="the command stopped")
+        print(f"{args.prog}: error: {full}", file=sys.stderr)
+        return full.exit_code
 
 
 if __name__ == "__main__":

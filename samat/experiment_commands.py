@@ -92,13 +92,16 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
     from empirical.experiments.report import terminal_text, write_report
     from empirical.experiments.runner import run_experiment
 
+    if args.launcher != "here":
+        resources = _resources(args)  # before the grid is read: a bad request is refused at once
+    elif args.gpus is not None or args.mem is not None or args.partition or args.account or args.qos \
+            or args.constraint or args.max_parallel:
+        raise SamatError("--partition, --gpus, --mem, --account, --qos, --constraint and --max-parallel go with "
+                         "--launcher slurm")
     exp = _experiment(args)
     check_writable_folder(exp.runs[0].run_dir.parent, "--runs-dir")
     if args.launcher != "here":
-        return _launch(args, exp)
-    if args.gpus is not None or args.partition or args.account or args.qos or args.constraint or args.max_parallel:
-        raise SamatError("--partition, --gpus, --account, --qos, --constraint and --max-parallel go with "
-                         "--launcher slurm")
+        return _launch(args, exp, resources)
     use_cpu_threads(_say)
     run_experiment(exp, progress=not args.no_progress, evaluate=not args.no_eval, overwrite=args.overwrite, log=_say)
     if args.report:
@@ -107,14 +110,20 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _launch(args: argparse.Namespace, exp) -> int:
-    from empirical.experiments.catalog import resolve
-    from empirical.experiments.launch import GridRef, Resources, parse_time, submit
+def _resources(args: argparse.Namespace):
+    """What each task of the array asks for (each request checked in its range)."""
+    from empirical.experiments.launch import Resources, parse_time
 
-    resources = Resources(time_min=parse_time(args.time), gpus=args.gpus if args.gpus is not None else
-                          (1 if args.launcher == "slurm" else 0), cpus=args.cpus, mem_gb=args.mem,
-                          partition=args.partition, account=args.account, qos=args.qos, constraint=args.constraint,
-                          max_parallel=args.max_parallel)
+    return Resources(time_min=parse_time(args.time), gpus=args.gpus if args.gpus is not None else
+                     (1 if args.launcher == "slurm" else 0), cpus=args.cpus, mem_gb=args.mem,
+                     partition=args.partition, account=args.account, qos=args.qos, constraint=args.constraint,
+                     max_parallel=args.max_parallel)
+
+
+def _launch(args: argparse.Namespace, exp, resources) -> int:
+    from empirical.experiments.catalog import resolve
+    from empirical.experiments.launch import GridRef, submit
+
     ref = GridRef(str(resolve(args.config).resolve()), str(args.runs_dir.resolve()), overrides(args.set),
                   args.seeds, evaluate=not args.no_eval, overwrite=args.overwrite)
     if not args.overwrite:

@@ -11,6 +11,7 @@ or a ``samat experiment run`` on another node) leaves it alone, so no run is tra
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ParameterError, SamatError
+from core.numbers import is_int
 from core.results import read_json, write_json
 from empirical.experiments.grid import Experiment, load_experiment, trained_as_asked
 from empirical.experiments.results import missing_columns
@@ -26,6 +28,7 @@ from empirical.experiments.runner import run_experiment
 from empirical.training.runs import RunDir
 
 LAUNCHERS = ("slurm", "local")
+MIN_MEM_GB = 1 / 1024  # submitit asks Slurm for int(GB * 1024) MB: less would be --mem=0, all of a node's memory
 QUEUED = ("PENDING", "REQUEUED", "CONFIGURING", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED")
 _TIME = re.compile(r"(?:(\d+)-)?(\d+):(\d{1,2})(?::(\d{1,2}))?")
 
@@ -58,6 +61,26 @@ class Resources:
     constraint: str | None = None
     max_parallel: int | None = None  # --array=...%N: at most N tasks at once
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Each request in its range, named by its flag: checked before anything is submitted."""
+        def whole(value: Any, least: int) -> bool:
+            return is_int(value) and value >= least
+
+        checks = (
+            ("--time", self.time_min, whole(self.time_min, 1), "a time limit of at least 1 minute"),
+            ("--gpus", self.gpus, whole(self.gpus, 0), "an integer >= 0 (GPUs per task)"),
+            ("--cpus", self.cpus, whole(self.cpus, 1), "an integer >= 1 (CPUs per task)"),
+            ("--mem", self.mem_gb, self.mem_gb is None or (isinstance(self.mem_gb, int | float)
+                                                           and not isinstance(self.mem_gb, bool)
+                                                           and MIN_MEM_GB <= self.mem_gb < math.inf),
+             "a finite number of GB >= 1/1024 (1 MB; Slurm reads 0 as all of a node's memory)"),
+            ("--max-parallel", self.max_parallel, self.max_parallel is None or whole(self.max_parallel, 1),
+             "an integer >= 1 (tasks at once)"),
+        )
+        for flag, value, ok, valid in checks:
+            if not ok:
+                raise ParameterError(flag, value, valid)
 
     def parameters(self, launcher: str, name: str) -> dict[str, Any]:
         """submitit's parameters: the common ones, and the slurm_* ones for Slurm."""

@@ -79,11 +79,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, overwr
                 raise
 
 
-def _prepare_run(run: RunDir, cfg: TrainConfig, world: World, *, resume: bool, overwrite: bool) -> dict | None:
-    """Rank 0 prepares the run directory; the others learn its verdict and read the same checkpoint."""
+def _prepare_run(run: RunDir, cfg: TrainConfig, world: World, model: torch.nn.Module, *, resume: bool,
+                 overwrite: bool) -> dict | None:
+    """Rank 0 checks that the disk has room for the run and prepares the run directory; the others learn its
+    verdict and read the same checkpoint."""
     message, state = None, None
     if world.is_main:
         try:
+            run.check_room(model)
             state = run.prepare(cfg, resume=resume, overwrite=overwrite)
         except SamatError as err:
             if not world.distributed:
@@ -126,7 +129,7 @@ def _train(cfg: TrainConfig, run: RunDir, world: World, *, resume: bool, overwri
     # so are a model that does not fit the data and a fast path the device cannot take (before --overwrite
     # sets the old run aside)
     setup = build(cfg, data, world)
-    state = _prepare_run(run, cfg, world, resume=resume, overwrite=overwrite)
+    state = _prepare_run(run, cfg, world, setup.model, resume=resume, overwrite=overwrite)
     history: list[dict] = []
     start_epoch = 0
     if state is not None:

@@ -15,7 +15,6 @@ new run has written its first checkpoint; a new run that fails before that gives
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -26,9 +25,17 @@ from typing import Any
 
 import torch
 
-from core.errors import ParameterError, SamatError
+from core.errors import DiskFull, ParameterError, SamatError, is_disk_full
 from core.locks import FolderLock, Holder, holder_of
-from core.results import atomic_write_bytes, atomic_write_text, json_safe, temporary_path, write_json
+from core.results import (
+    ROOM,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_free_space,
+    json_safe,
+    temporary_path,
+    write_json,
+)
 from empirical.training.config import TrainConfig
 
 TRAINING, EVALUATION, CLAIM = "samat train", "samat eval", "samat experiment run"  # what a lock's holder does
@@ -64,17 +71,15 @@ def load_torch(path: Path, fix: str) -> Any:
                          f"{fix}") from None
 
 
-def disk_error(err: OSError | RuntimeError, path: Path) -> str:
-    """What went wrong writing ``path``: "the disk is full" when it is (torch reports ENOSPC as a RuntimeError)."""
-    full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
-    if not full:
-        try:
-            full = shutil.disk_usage(path.parent).free < (64 << 20)
-        except OSError:
-            pass
-    if full:
-        return f"the disk is full (writing {path.name})"
-    return f"cannot write {path.name} ({getattr(err, 'strerror', None) or str(err).strip()[:120]})"
+def _disk_full(err: OSError | RuntimeError, path: Path) -> bool:
+    """Whether a failed write of ``path`` found the disk full: ENOSPC or EDQUOT, or (torch's zip writer reports
+    ENOSPC as a RuntimeError without its errno) less than 64 MB left on its filesystem."""
+    if is_disk_full(err):
+        return True
+    try:
+        return isinstance(err, RuntimeError) and shutil.disk_usage(path.parent).free < (64 << 20)
+    except OSError:
+        return False
 
 
 class RunDir:
@@ -163,6 +168,8 @@ class RunDir:
         try:
             return self._prepare(cfg, resume=resume, overwrite=overwrite)
         except OSError as err:
+            if is_disk_full(err):
+                raise DiskFull(err.filename or self.path, kept="nothing was started") from None
             reason = err.strerror or type(err).__name__
             if err.filename and Path(err.filename) != self.path:
                 reason += f" ({err.filename})"
@@ -222,6 +229,13 @@ class RunDir:
         return True
 
     # --- writing ---------------------------------------------------------------------------------------------------
+    def check_room(self, model: torch.nn.Module) -> None:
+        """Before training: :class:`DiskFull` unless the disk has room for what the run will write: a checkpoint
+        (the weights and up to two optimizer buffers per weight, as Adam's moments) beside the current one, then
+        model.pt, and the JSON files (ROOM)."""
+        weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        check_free_space(self.path.parent, 4 * weights + ROOM, what=f"the checkpoints and weights of {self.path}")
+
     def write_config(self, cfg: TrainConfig, record: dict[str, Any]) -> None:
         write_json(self.config, {"config": cfg.to_dict()}, provenance_record=record, indent=2)
 
@@ -240,13 +254,19 @@ class RunDir:
             self.metrics, "".join(json.dumps(row) + "\n" for row in history)), kept="the checkpoint is intact")
 
     def _writing(self, path: Path, write: Callable[[], None], kept: str) -> None:
+        """``write()`` of ``path``; a failure is one line saying what is ``kept`` and how to go on."""
         try:
             write()
+        except DiskFull:  # from core.results' atomic write, which knows only the file
+            raise DiskFull(path, kept=kept, then="continue with --resume") from None
         except (OSError, RuntimeError) as err:
             if isinstance(err, RuntimeError) and not _is_write_failure(err):
                 raise
-            raise SamatError(f"{disk_error(err, path)} in {self.path}; {kept}: free some space and continue "
-                             "with --resume") from None
+            if _disk_full(err, path):
+                raise DiskFull(path, kept=kept, then="continue with --resume") from None
+            reason = getattr(err, "strerror", None) or str(err).strip()[:120]
+            raise SamatError(f"cannot write {path.name} ({reason}) in {self.path}; {kept}: free some space and "
+                             "continue with --resume") from None
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics.exists():

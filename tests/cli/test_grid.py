@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from core.errors import ParameterError
 from empirical.experiments.grid import load_experiment
 from empirical.experiments.launch import Resources, parse_time
 from empirical.experiments.state import run_states
@@ -59,6 +60,26 @@ def test_slurm_resources_and_time_limits(tmp_path):
                       constraint="a100", max_parallel=3).parameters("slurm", "samat-g")
     assert asked["slurm_partition"] == "gpu" and asked["gpus_per_node"] == 2 and asked["slurm_array_parallelism"] == 3
     submitit.AutoExecutor(folder=tmp_path / "%j", cluster="local").update_parameters(**asked)  # names it knows
+
+
+@pytest.mark.parametrize("option, value, needle", [
+    ("--gpus", "-1", "--gpus=-1 is invalid: --gpus must be an integer >= 0 (GPUs per task)"),
+    ("--mem", "-5", "--mem=-5.0 is invalid: --mem must be a finite number of GB >= 1/1024"),
+    ("--mem", "0.0001", "--mem=0.0001 is invalid"),  # submitit would ask for --mem=0MB: all of a node's memory
+    ("--mem", "inf", "--mem=inf is invalid"),
+    ("--time", "0", "--time=0 is invalid"),
+])
+def test_the_launchers_requests_are_checked_before_anything(samat, tmp_path, option, value, needle):
+    grid = _grid(tmp_path, labels=1, epochs=1, seeds="[0]")
+    for launcher in ("slurm", "local"):
+        result = samat("experiment", "run", grid, "--runs-dir", tmp_path / "runs", "--launcher", launcher, option,
+                       value)
+        result.one_line_error(needle, "experiment run")
+    assert not (tmp_path / "runs").exists()  # nothing submitted, no folder made
+    with pytest.raises(ParameterError, match="--gpus=-1 is invalid"):
+        Resources(gpus=-1)
+    with pytest.raises(ParameterError, match="--max-parallel=0 is invalid"):
+        Resources(max_parallel=0)
 
 
 def test_status_shows_queued_running_and_failed_jobs(tmp_path):

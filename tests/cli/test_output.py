@@ -111,3 +111,39 @@ def test_threads_are_torchs_unless_chosen_and_wait_passively(monkeypatch):
     monkeypatch.setenv("SAMAT_THREADS", "many")
     with pytest.raises(ParameterError, match="SAMAT_THREADS"):
         runtime.chosen_threads()
+
+
+@pytest.mark.parametrize("threads", ["9", "1000", "5000", "100000"])
+def test_threads_beyond_four_per_core_are_refused(monkeypatch, threads):
+    """100000 threads ran out of memory, 5000 crashed OpenMP, 1000 on 2 cores ran 80 times slower."""
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
+    monkeypatch.setenv("SAMAT_THREADS", "8")
+    assert runtime.chosen_threads() == 8
+    monkeypatch.setenv("SAMAT_THREADS", threads)
+    with pytest.raises(ParameterError, match=rf"^SAMAT_THREADS={threads} is invalid: SAMAT_THREADS must be an "
+                                             r"integer in \[1, 8\] \(CPU threads for torch: at most 4 per core, "
+                                             r"and this process may use 2\)$"):
+        runtime.chosen_threads()
+
+
+def test_more_threads_than_cores_is_a_warning(monkeypatch):
+    import torch
+
+    before, said = torch.get_num_threads(), []
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
+    try:
+        for threads in ("2", "3"):
+            monkeypatch.setenv("SAMAT_THREADS", threads)
+            assert runtime.use_cpu_threads(said.append) == int(threads)
+    finally:
+        torch.set_num_threads(before)
+    assert said == ["warning: SAMAT_THREADS=3 is more than the 2 cores this process may use: the threads take turns "
+                    "on them, which gains nothing and can be much slower"]
+
+
+def test_samat_threads_beyond_reason_is_one_line_before_the_work(samat, tmp_path, monkeypatch):
+    monkeypatch.setenv("SAMAT_THREADS", "100000")
+    result = samat("train", "--dataset", "gaussian", "--model", "linear", "--epochs", "1", "--runs-dir",
+                   tmp_path / "runs")
+    result.one_line_error("SAMAT_THREADS=100000 is invalid", "train")
+    assert not any((tmp_path / "runs").iterdir())

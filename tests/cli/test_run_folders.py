@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from core.errors import SamatError
+from core.errors import DiskFull, SamatError
 from core.locks import LockHeld
 from empirical.evaluation.run import evaluate_path
 from empirical.evaluation.store import recorded_weights
@@ -209,6 +209,8 @@ def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path, mon
         if str(path).endswith(".checkpoint.pt.tmp"):
             saves.append(path)
             if len(saves) == 2:  # the second epoch's checkpoint finds the disk full
+                monkeypatch.setattr(runs_module.shutil, "disk_usage",
+                                    lambda p: SimpleNamespace(total=10**9, used=10**9, free=0))
                 Path(path).write_bytes(b"PK\x03\x04 partial")
                 if failure == "ENOSPC":
                     raise OSError(errno.ENOSPC, "No space left on device")
@@ -216,10 +218,9 @@ def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path, mon
         return real_save(obj, path, *a, **kw)
 
     monkeypatch.setattr(runs_module.torch, "save", save)
-    monkeypatch.setattr(runs_module.shutil, "disk_usage", lambda p: SimpleNamespace(total=10**9, used=10**9, free=0))
-    with pytest.raises(SamatError, match=r"the disk is full \(writing checkpoint.pt\).*the last checkpoint \(after "
-                                         r"epoch 1\) is intact: free some space and continue with --resume"):
+    with pytest.raises(DiskFull, match=rf"^disk full: cannot write {run / 'checkpoint.pt'}; the last checkpoint "
+                                       r"\(after epoch 1\) is intact: free some space and continue with --resume$"):
         train(gaussian_cfg(epochs=3), run, **QUIET)
     assert RunDir(run).read_checkpoint()["epoch"] == 1 and not (run / ".checkpoint.pt.tmp").exists()
-    monkeypatch.setattr(runs_module.torch, "save", real_save)
+    monkeypatch.undo()
     assert train(gaussian_cfg(epochs=3), run, resume=True, **QUIET)["epochs"] == 3
