@@ -1,23 +1,28 @@
 """A grid as a job array: one task per unfinished run, through submitit (optional: ``pip install samat[slurm]``).
 
 ``submit`` sends the array to Slurm (or, for trying it out and for the tests, to submitit's local executor, which
-runs the tasks as background processes on this machine) and records it in ``<runs_dir>/<name>/launch.json``.
-Each task runs :func:`run_task`: it loads the experiment again from its file, claims its run by taking the run's
-lock (:mod:`.runner`), trains and evaluates it. A task whose run is held by another process (an earlier array,
-or a ``samat experiment run`` on another node) leaves it alone, so no run is trained twice. ``job_states`` tells
-``samat experiment status`` which runs are queued, and which tasks ended without finishing their run.
+runs the tasks as background processes on this machine) and records the latest task of each run in
+``<runs_dir>/<name>/launch.json``. The tasks import the source tree that submitted them. Each task runs
+:func:`run_task`: it loads the experiment again from its file, claims its run by taking the run's lock
+(:mod:`.runner`), trains and evaluates it. A task whose run is held by another process (an earlier array, or a
+``samat experiment run`` on another node) leaves it alone, so no run is trained twice. ``job_states`` tells
+``samat experiment status`` the state of each run's task as Slurm reports it (``squeue``, then ``sacct``): queued,
+running, or how it ended.
 """
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import math
 import os
 import re
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from core.errors import ParameterError, SamatError
 from core.numbers import is_int
@@ -29,6 +34,7 @@ from empirical.training.runs import RunDir
 
 LAUNCHERS = ("slurm", "local")
 MIN_MEM_GB = 1 / 1024  # submitit asks Slurm for int(GB * 1024) MB: less would be --mem=0, all of a node's memory
+GONE = "GONE"  # a Slurm job that the controller no longer knows (and no accounting records)
 QUEUED = ("PENDING", "REQUEUED", "CONFIGURING", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED")
 _TIME = re.compile(r"(?:(\d+)-)?(\d+):(\d{1,2})(?::(\d{1,2}))?")
 
@@ -115,10 +121,20 @@ class GridRef:
 
 def run_task(ref: GridRef, index: int) -> dict:
     """One task of the array: claim run ``index`` of the grid, train and evaluate it (see :mod:`.runner`)."""
+    _use_task_cpus()
     exp = ref.load()
     say = lambda m: print(m, flush=True)  # noqa: E731 - into the task's log file
     return run_experiment(exp, progress=False, evaluate=ref.evaluate, overwrite=ref.overwrite, only=[index],
                           log=say)[0]
+
+
+def _use_task_cpus() -> None:
+    """torch's CPU threads in a task: SAMAT_THREADS where the submitting shell set it (checked there), else the
+    CPUs the task was given (SLURM_CPUS_PER_TASK): where Slurm does not bind tasks to cores, torch would start one
+    thread per core of the whole node."""
+    wanted = os.environ.get("SAMAT_THREADS", "").strip() or os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
+    if wanted.isdigit() and int(wanted) >= 1:
+        torch.set_num_threads(int(wanted))
 
 
 def _submitit():
@@ -145,16 +161,19 @@ def submit(exp: Experiment, ref: GridRef, *, launcher: str, resources: Resources
         log(f"{exp.name}: every run is finished; nothing to submit")
         return []
     folder = Path(folder or exp.runs[0].run_dir.parent / "jobs")
+    earlier = _recorded_tasks(exp)  # before submitting: a corrupt record fails here, with nothing sent
     try:
         executor = submitit.AutoExecutor(folder=folder / "%j", cluster=launcher)
         executor.update_parameters(**resources.parameters(launcher, f"samat-{exp.name}"))
-        jobs = executor.map_array(run_task, [ref] * len(todo), todo)
+        with _tasks_import_this_code():
+            jobs = executor.map_array(run_task, [ref] * len(todo), todo)
     except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as err:  # no sbatch, a rejected job
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise SamatError(f"could not submit {exp.name} to {launcher}: {reason}") from None
-    record = {"launcher": launcher, "folder": str(folder.resolve()),
-              "tasks": [{"run": str(exp.runs[i].run_dir), "job": job.job_id, "pid": _pid(job)}
-                        for i, job in zip(todo, jobs, strict=True)]}
+    tasks = {str(exp.runs[i].run_dir): {"run": str(exp.runs[i].run_dir), "job": job.job_id, "pid": _pid(job),
+                                        "launcher": launcher, "folder": str(folder.resolve())}
+             for i, job in zip(todo, jobs, strict=True)}
+    record = {"tasks": [task for run, task in earlier.items() if run not in tasks] + list(tasks.values())}
     write_json(record_path(exp), record, inputs={"experiment": str(exp.source), "resources": vars(resources)},
                indent=2)
     log(f"{exp.name}: submitted {len(jobs)} task(s) to {launcher} (jobs {jobs[0].job_id}"
@@ -163,45 +182,128 @@ def submit(exp: Experiment, ref: GridRef, *, launcher: str, resources: Resources
     return jobs
 
 
+@contextlib.contextmanager
+def _tasks_import_this_code():
+    """While submitting, this source tree comes first on PYTHONPATH, which sbatch (--export=ALL, its default) and
+    the local executor pass on to the tasks: they import the code that submitted them, not another installation
+    of samat that the job's Python would find first."""
+    root = str(Path(sys.modules[__name__.split(".")[0]].__file__).resolve().parents[1])
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([root, *([before] if before else [])])
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
 def _pid(job) -> int | None:
     process = getattr(job, "_process", None)  # the local executor's job controller
     return process.pid if process is not None else None
 
 
-def job_states(exp: Experiment) -> dict[str, tuple[str, str]]:
-    """Run folder -> (job id, state) for the runs of the last launch (empty without one). States as Slurm names
-    them (PENDING, RUNNING, COMPLETED, FAILED, TIMEOUT...); for the local executor FINISHED, RUNNING or ENDED."""
+def _recorded_tasks(exp: Experiment) -> dict[str, dict]:
+    """Run folder -> its latest task (job id, launcher, job folder) from launch.json; empty without one."""
     path = record_path(exp)
     if not path.exists():
         return {}
     try:
         record = read_json(path)
-        tasks, launcher, folder = record["tasks"], record["launcher"], Path(record["folder"])
+        tasks = {}
+        for task in record["tasks"]:  # records before the merge kept the launcher and folder once, for all
+            task = {"launcher": record.get("launcher"), "folder": record.get("folder")} | task
+            if task["launcher"] not in LAUNCHERS or not isinstance(task["folder"], str):
+                raise ValueError(task)
+            tasks[str(task["run"])] = task | {"job": str(task["job"])}
     except (OSError, ValueError, KeyError, TypeError):
-        raise SamatError(f"{path} is corrupt: delete it (it only records the last launch)") from None
-    states = {}
-    for task in tasks:
-        states[task["run"]] = (task["job"], _state(launcher, folder, task))
+        raise SamatError(f"{path} is corrupt: delete it (it only records the launched jobs)") from None
+    return tasks
+
+
+def job_states(exp: Experiment) -> dict[str, tuple[str, str]]:
+    """Run folder -> (job id, state) of the latest task launched for each run (empty without a launch). States
+    as Slurm names them (PENDING, RUNNING, COMPLETED, CANCELLED, FAILED, TIMEOUT...), GONE for a job that Slurm
+    no longer knows (ended before MinJobAge, on a cluster without accounting), UNKNOWN where Slurm cannot be
+    asked; for the local executor FINISHED, RUNNING or ENDED."""
+    tasks = _recorded_tasks(exp)
+    slurm = slurm_states([t["job"] for t in tasks.values() if t["launcher"] == "slurm"])
+    return {run: (task["job"], slurm.get(task["job"], "UNKNOWN") if task["launcher"] == "slurm"
+                  else _local_state(Path(task["folder"]), task)) for run, task in tasks.items()}
+
+
+def _local_state(folder: Path, task: dict) -> str:
+    job_folder = folder / str(task["job"]).split("_")[0]
+    if any(job_folder.glob(f"{task['job']}*_result.pkl")):
+        return "FINISHED"
+    pid = task.get("pid")
+    try:
+        os.kill(int(pid), 0)
+        return "RUNNING"
+    except (TypeError, ValueError, OSError):
+        return "ENDED"
+
+
+_ARRAY = re.compile(r"(\d+)_\[([\d,\-]+)(?:%\d+)?\]")  # 12_[0-3,7%2]: tasks of an array not started yet
+
+
+def _job_ids(text: str) -> list[str]:
+    """The job ids in one id as squeue and sacct write it: 12, 12_3, or a range of array tasks, 12_[0-3,7%2]."""
+    m = _ARRAY.fullmatch(text)
+    if not m:
+        return [text]
+    ids = []
+    for part in m.group(2).split(","):
+        first, _, last = part.partition("-")
+        ids += [f"{m.group(1)}_{i}" for i in range(int(first), int(last or first) + 1)]
+    return ids
+
+
+def _ask_slurm(command: list[str]) -> list[tuple[str, str]] | None:
+    """(job id, state) lines of squeue or sacct; None when the command is missing or fails."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    rows = []
+    for line in done.stdout.splitlines():
+        job, _, state = line.strip().partition("|")
+        if job and state:
+            rows += [(one, state.split()[0]) for one in _job_ids(job)]  # "CANCELLED by 0": CANCELLED
+    return rows
+
+
+def slurm_states(jobs: list[str]) -> dict[str, str]:
+    """The state of each Slurm job (array tasks as 12_3): from squeue while the controller knows it (queued,
+    running, and ended within its MinJobAge), else from sacct (the accounting database), else GONE (Slurm
+    answered, but knows it no more); jobs that cannot be asked (no squeue, no controller) are left out."""
+    if not jobs:
+        return {}
+    arrays = sorted({job.split("_")[0] for job in jobs})
+    states: dict[str, str] = {}
+    for array in arrays:  # one at a time: squeue fails on the whole list when one id is unknown
+        rows = _ask_slurm(["squeue", "-h", "-r", "--states=all", "-j", array, "-o", "%i|%T"])
+        if rows is None:  # an array the controller no longer knows, or no Slurm to ask
+            if not _slurm_answers():
+                return states
+            continue
+        states |= dict(rows)
+    missing = [job for job in jobs if job not in states]
+    if missing:
+        rows = _ask_slurm(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(sorted(set(
+            job.split("_")[0] for job in missing)))]) or []
+        states |= {job: state for job, state in rows if job in missing}
+        states |= {job: GONE for job in missing if job not in states}
     return states
 
 
-def _state(launcher: str, folder: Path, task: dict) -> str:
-    if launcher == "local":
-        job_folder = folder / str(task["job"]).split("_")[0]
-        if any(job_folder.glob(f"{task['job']}*_result.pkl")):
-            return "FINISHED"
-        pid = task.get("pid")
-        try:
-            os.kill(int(pid), 0)
-            return "RUNNING"
-        except (TypeError, ValueError, OSError):
-            return "ENDED"
-    quiet = logging.getLogger("submitit")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # without sacct submitit warns on every call; the state is then UNKNOWN
+def _slurm_answers() -> bool:
+    """Whether the Slurm controller answers (scontrol ping)."""
     try:
-        return str(_submitit().SlurmJob(folder=folder / "%j", job_id=str(task["job"])).state)
-    except Exception:  # noqa: BLE001 - sacct missing or failing: the state is unknown, not an error
-        return "UNKNOWN"
-    finally:
-        quiet.setLevel(level)
+        done = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0 and "UP" in done.stdout

@@ -1,9 +1,9 @@
 """Where each run of a grid stands, for ``samat experiment status``.
 
-new (nothing yet), partial (resumable), running (someone holds its lock: who, where, which job), queued (a job of
-the last launch waits for it), failed (that job ended and the run is not finished), finished (trained as the
-experiment asks; with its evaluation's coverage), stale (trained with another configuration than the experiment
-asks for now), unreadable (its record is corrupt).
+new (nothing yet), partial (resumable), running (someone holds its lock: who, where, which job), queued or starting
+(the latest job launched for it waits, or has just started), failed (that job ended and the run is not finished),
+finished (trained as the experiment asks; with its evaluation's coverage and its job's final state), stale
+(trained with another configuration than the experiment asks for now), unreadable (its record is corrupt).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from core.errors import SamatError
 from empirical.evaluation.columns import column_specs
 from empirical.experiments.grid import UNREADABLE, Experiment, RunSpec, staleness
-from empirical.experiments.launch import QUEUED
+from empirical.experiments.launch import GONE, QUEUED
 from empirical.experiments.results import missing_columns
 from empirical.training.runs import RunDir
 
@@ -41,15 +41,19 @@ def run_state(exp: Experiment, spec: RunSpec, job: tuple[str, str] | None = None
     if why:
         return RunState(spec, "stale", why + "; samat experiment run --overwrite retrains it")
     if run.finished:
-        return RunState(spec, "finished", _evaluation(exp, run))
+        done = f"job {job[0]} {job[1]}" if job is not None else ""
+        return RunState(spec, "finished", "; ".join(part for part in (_evaluation(exp, run), done) if part))
     if job is not None:
         job_id, state = job
         if state in QUEUED:
-            return RunState(spec, "queued", f"job {job_id}")
+            return RunState(spec, "queued", f"job {job_id} {state}")
         if state == "RUNNING":
-            return RunState(spec, "starting", f"job {job_id}")
+            return RunState(spec, "starting", f"job {job_id} RUNNING")
         if state != "UNKNOWN":
-            return RunState(spec, "failed", f"job {job_id} ended {state} without finishing it; see its log")
+            how = "(Slurm no longer knows how)" if state == GONE else state
+            left = "its checkpoint" if run.has_checkpoint else "nothing"
+            return RunState(spec, "failed", f"job {job_id} ended {how} without finishing it, leaving {left}; "
+                            "samat experiment run picks it up again; see the job's log")
     return RunState(spec, "partial" if run.has_checkpoint else "new",
                     f"job {job[0]}: state unknown" if job else "")
 

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from core.errors import ParameterError
 from empirical.experiments.grid import load_experiment
-from empirical.experiments.launch import Resources, parse_time
+from empirical.experiments.launch import Resources, _tasks_import_this_code, parse_time, slurm_states
 from empirical.experiments.state import run_states
 from empirical.training.runs import RunDir
 from tests.cli.conftest import GAUSSIAN
@@ -86,10 +88,65 @@ def test_status_shows_queued_running_and_failed_jobs(tmp_path):
     exp = load_experiment(_grid(tmp_path, labels=1, epochs=1), runs_dir=tmp_path / "runs")
     first, second = (str(s.run_dir) for s in exp.runs)
     states = run_states(exp, {first: ("77_0", "PENDING"), second: ("77_1", "TIMEOUT")})
+    again = "samat experiment run picks it up again; see the job's log"
     assert [(s.status, s.detail) for s in states] == [
-        ("queued", "job 77_0"), ("failed", "job 77_1 ended TIMEOUT without finishing it; see its log")]
+        ("queued", "job 77_0 PENDING"),
+        ("failed", f"job 77_1 ended TIMEOUT without finishing it, leaving nothing; {again}")]
+    states = run_states(exp, {first: ("78_0", "RUNNING"), second: ("78_1", "GONE")})
+    assert [(s.status, s.detail) for s in states] == [
+        ("starting", "job 78_0 RUNNING"),
+        ("failed", f"job 78_1 ended (Slurm no longer knows how) without finishing it, leaving nothing; {again}")]
     with RunDir(exp.runs[0].run_dir).lock("samat experiment run"):
         assert run_states(exp)[0].status == "running"
+
+
+def test_the_tasks_import_the_code_that_submits_them(monkeypatch):
+    """sbatch and the local executor pass the environment on: this tree first on PYTHONPATH, then the caller's."""
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    with _tasks_import_this_code():
+        assert os.environ["PYTHONPATH"] == f"{REPO}{os.pathsep}/elsewhere"
+    assert os.environ["PYTHONPATH"] == "/elsewhere"
+    monkeypatch.delenv("PYTHONPATH")
+    with _tasks_import_this_code():
+        assert os.environ["PYTHONPATH"] == str(REPO)
+    assert "PYTHONPATH" not in os.environ
+
+
+def fake_slurm(folder, monkeypatch, *, squeue: dict[str, str], sacct: str | None, up: bool = True) -> Path:
+    """squeue, sacct and scontrol on PATH that answer as a cluster would: ``squeue`` maps an array id to its
+    lines (an unknown id fails, as Slurm's does); ``sacct`` None fails as without accounting. Each call is
+    logged to calls.txt."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir()
+    cases = "".join(f'  *"-j {job} "*) printf "%s" {shlex.quote(out)} ;;\n' for job, out in squeue.items())
+    scripts = {
+        "squeue": f'args="$* "\ncase "$args" in\n{cases}  *) echo "slurm_load_jobs error: Invalid job id '
+                  'specified" >&2; exit 1 ;;\nesac',
+        "sacct": (f"printf '%s' {shlex.quote(sacct)}" if sacct is not None
+                  else 'echo "Slurm accounting storage is disabled" >&2; exit 1'),
+        "scontrol": 'echo "Slurmctld(primary) at vm is UP"' if up else 'echo "down" >&2; exit 1',
+    }
+    for name, body in scripts.items():
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >> {folder}/calls.txt\n{body}\n')
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return folder / "calls.txt"
+
+
+def test_slurm_states_come_from_squeue_then_sacct(tmp_path, monkeypatch):
+    calls = fake_slurm(tmp_path, monkeypatch, squeue={
+        "12": "12_[3-4%1]|PENDING\n12_0|CANCELLED\n12_1|RUNNING\n",  # a pending range, as squeue -r may still show
+    }, sacct="13_0|COMPLETED\n13_1|CANCELLED by 0\n13_[2-3]|CANCELLED by 0\n")
+    asked = ["12_0", "12_1", "12_3", "12_4", "13_0", "13_1", "13_3", "14_0"]
+    assert slurm_states(asked) == {"12_0": "CANCELLED", "12_1": "RUNNING", "12_3": "PENDING", "12_4": "PENDING",
+                                   "13_0": "COMPLETED", "13_1": "CANCELLED", "13_3": "CANCELLED", "14_0": "GONE"}
+    lines = calls.read_text().splitlines()
+    assert sum(line.startswith("sacct ") for line in lines) == 1 and "-j 13,14" in lines[-1]  # one call for all
+    calls.unlink()
+    monkeypatch.undo()
+    (tmp_path / "down").mkdir()
+    fake_slurm(tmp_path / "down", monkeypatch, squeue={}, sacct=None, up=False)
+    assert slurm_states(["12_0"]) == {}  # no controller to ask: unknown, not gone
 
 
 def test_the_launcher_runs_the_grid_as_a_job_array(samat, tmp_path, monkeypatch):
