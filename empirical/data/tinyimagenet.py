@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from core.errors import SamatError
+from core.errors import DiskFull, SamatError
 from core.results import atomic_write_bytes
 from empirical.data.dataset import Dataset, LoadRequest, image_dataset
 from empirical.vocabulary import Augment
@@ -114,7 +114,7 @@ def load_tinyimagenet(request: LoadRequest) -> Dataset:
         arrays = {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
         try:
             _write_cache(cache, arrays, wnids)
-        except OSError as e:  # a read-only data folder: decode again next time
+        except (OSError, DiskFull) as e:  # a read-only data folder, a full disk: decode again next time
             warnings.warn(f"could not cache the decoded TinyImageNet at {cache} ({e})", stacklevel=2)
     return image_dataset("tinyimagenet", (arrays["train_x"], arrays["train_y"]),
                          (arrays["test_x"], arrays["test_y"]), len(wnids), Augment.CROP_FLIP)
