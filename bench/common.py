@@ -35,7 +35,7 @@ def machine(device) -> dict:
         info |= {"gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda,
                  "cudnn": torch.backends.cudnn.version(), "cudnn_benchmark": torch.backends.cudnn.benchmark,
                  "tf32_convolutions": torch.backends.cudnn.allow_tf32,
-                 "matmul_precision": torch.get_float32_matmul_precision()}
+                 "tf32_matmuls": torch.backends.cuda.matmul.allow_tf32}
     return info
 
 

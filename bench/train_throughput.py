@@ -17,7 +17,7 @@ The baseline is the loop most research code has: a torch ``DataLoader`` over a D
 pads, crops, flips and normalizes each image on the CPU (torchvision's RandomCrop(32, 4, reflect) +
 RandomHorizontalFlip + ToTensor + Normalize, written out without torchvision), pinned memory and worker
 processes on CUDA, fp32 (with PyTorch's default TF32 convolutions; cudnn.benchmark and "high" matmul
-precision are set once for both loops, so neither depends on which runs first), normalization outside
+precision (TF32) are set once for both loops, so neither depends on which runs first), normalization outside
 the model, ``.item()`` on the loss and accuracy every step; SAM as davda54/sam (per-parameter loops, BN
 momentum set to 0 for the second pass); PGD as Wong et al. / Rice et al. (in normalized units,
 ``loss.backward()`` for the input gradient, which also fills the parameters' gradients, model in train mode).
@@ -53,6 +53,7 @@ from empirical.data import Dataset, load_dataset
 from empirical.models import build_model
 from empirical.training.config import TrainConfig
 from empirical.training.loop import train
+from empirical.training.precision import set_tf32
 from empirical.training.setup import build, resolve_device
 from empirical.training.throughput import time_calls, time_steps
 
@@ -517,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
                      "takes longer than the measurement)")
     if cuda:  # for both loops, whichever runs first (build() would set them for ours only)
         torch.backends.cudnn.benchmark = True
-        torch.set_float32_matmul_precision("high")
+        set_tf32(True)
 
     info = machine(device)
     command = "python bench/train_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)

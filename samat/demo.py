@@ -160,7 +160,7 @@ def _experiment(exp_dir: Path, *, segmentation: bool = False, overrides: dict | 
     from empirical.experiments import catalog
     from empirical.experiments.grid import load_experiment
     from empirical.experiments.report import write_report
-    from empirical.experiments.runner import run_experiment
+    from empirical.experiments.runner import failures, run_experiment
 
     # The files' presence only (as the loader finds them, gzipped or not): training loads the data once, later.
     folder = Path((overrides or {}).get("data_dir") or FASHION_MNIST_DIR)
@@ -184,6 +184,10 @@ def _experiment(exp_dir: Path, *, segmentation: bool = False, overrides: dict | 
         # cores are shared with other work (docs/BENCHMARKS.md); SAMAT_THREADS chooses otherwise.
         torch.set_num_threads(1)
     use_cpu_threads(_say)
-    run_experiment(exp, progress=sys.stderr.isatty(), log=_say)
+    outcomes = run_experiment(exp, progress=sys.stderr.isatty(), log=_say)
+    if (failed := failures(outcomes)) and any(exp.finished(label) for label in exp.labels):
+        write_report(exp, exp_dir, log=_say)  # what did finish
+    if failed:
+        raise failed
     paths = write_report(exp, exp_dir, log=_say)
     return paths["markdown"]

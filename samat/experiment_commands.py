@@ -90,7 +90,7 @@ def _experiment(args: argparse.Namespace):
 def cmd_experiment_run(args: argparse.Namespace) -> int:
     from core.results import check_writable_folder
     from empirical.experiments.report import terminal_text, write_report
-    from empirical.experiments.runner import run_experiment
+    from empirical.experiments.runner import failures, run_experiment
 
     if args.launcher != "here":
         resources = _resources(args)  # before the grid is read: a bad request is refused at once
@@ -103,10 +103,13 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
     if args.launcher != "here":
         return _launch(args, exp, resources)
     use_cpu_threads(_say)
-    run_experiment(exp, progress=not args.no_progress, evaluate=not args.no_eval, overwrite=args.overwrite, log=_say)
-    if args.report:
+    outcomes = run_experiment(exp, progress=not args.no_progress, evaluate=not args.no_eval,
+                              overwrite=args.overwrite, log=_say)
+    if args.report and any(exp.finished(label) for label in exp.labels):
         paths = write_report(exp, args.report, log=_say)
         print(terminal_text(paths["markdown"].read_text()))
+    if failed := failures(outcomes):
+        raise failed
     return 0
 
 

@@ -63,7 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from empirical.training.loop import train
     from empirical.training.runs import run_path
     from empirical.training.segmentation import backbone_note
-    from empirical.training.setup import resolve_device
+    from empirical.training.setup import fast_path, resolve_device
     from empirical.vocabulary import DatasetName, Task
 
     values = read_document(args.config, "config file") if args.config else {}
@@ -78,12 +78,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig.from_dict(values)
     DatasetName.parse(cfg.dataset, "dataset")  # a name the command line can load (code may pass its own data)
     run_dir = run_path(args.runs_dir, args.name or cfg.default_name())
-    resolve_device(cfg.device)  # a device this machine lacks fails here, before anything is said or written
+    device = resolve_device(cfg.device)  # a device this machine lacks fails here, before anything is said or written
+    path = fast_path(cfg, device, World.from_environment())  # and a CUDA graph where none can be taken
     check_writable_folder(args.runs_dir, "--runs-dir")
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     use_cpu_threads(say)
     length = f"{cfg.epochs} epochs" if cfg.iterations is None else f"{cfg.iterations} iterations"
-    say(f"training {run_dir} ({cfg.method} on {cfg.dataset}/{cfg.model}, {length})")
+    say(f"training {run_dir} ({cfg.method} on {cfg.dataset}/{cfg.model}, {length}; {path.describe()})")
     if cfg.model.task is Task.SEGMENTATION and (note := backbone_note(cfg.model, cfg.segmentation_spec)):
         say(note)
     summary = train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,

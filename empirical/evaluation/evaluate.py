@@ -27,6 +27,7 @@ from empirical.evaluation.checks import FAMILY_CHECK, LARGE_EPS, Check, exceeds,
 from empirical.evaluation.columns import NATURAL, SANITY, column_spec
 from empirical.evaluation.store import pack_mask, unpack_mask
 from empirical.inference import correct_mask
+from empirical.training.precision import tf32
 
 
 @contextlib.contextmanager
@@ -37,12 +38,8 @@ def attack_precision(device: torch.device) -> Iterator[None]:
     if device.type != "cuda":
         yield
         return
-    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
-    try:
+    with tf32(True):
         yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def stronger_pgd(s: AttackSpec) -> AttackSpec:

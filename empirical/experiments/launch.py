@@ -29,7 +29,7 @@ from core.numbers import is_int
 from core.results import read_json, write_json
 from empirical.experiments.grid import Experiment, load_experiment, trained_as_asked
 from empirical.experiments.results import missing_columns
-from empirical.experiments.runner import run_experiment
+from empirical.experiments.runner import failures, run_experiment
 from empirical.training.runs import RunDir
 
 LAUNCHERS = ("slurm", "local")
@@ -120,12 +120,16 @@ class GridRef:
 
 
 def run_task(ref: GridRef, index: int) -> dict:
-    """One task of the array: claim run ``index`` of the grid, train and evaluate it (see :mod:`.runner`)."""
+    """One task of the array: claim run ``index`` of the grid, train and evaluate it (see :mod:`.runner`); a
+    failed run (recorded with its reason) fails the task."""
     _use_task_cpus()
     exp = ref.load()
     say = lambda m: print(m, flush=True)  # noqa: E731 - into the task's log file
-    return run_experiment(exp, progress=False, evaluate=ref.evaluate, overwrite=ref.overwrite, only=[index],
-                          log=say)[0]
+    outcomes = run_experiment(exp, progress=False, evaluate=ref.evaluate, overwrite=ref.overwrite, only=[index],
+                              log=say)
+    if failed := failures(outcomes):
+        raise failed
+    return outcomes[0]
 
 
 def _use_task_cpus() -> None:

@@ -157,8 +157,13 @@ def _attack_key(s: AttackSpec) -> tuple:
     return (s.algorithm, s.norm, s.steps) if s.algorithm in GRADIENT_ALGORITHMS else (s,)
 
 
-def calibrate_training(cfg: TrainConfig, shape: DataShape, device: torch.device, cal: Calibration) -> TrainingCost:
-    """Time the run's step and its epoch's test pass (see :func:`_at_size`)."""
+def calibrate_training(cfg: TrainConfig, shape: DataShape, device: torch.device, cal: Calibration,
+                       notice: Log | None = None) -> TrainingCost:
+    """Time the run's step and its epoch's test pass (see :func:`_at_size`). Each measurement compiles afresh,
+    as a run does: dynamo's compiled code is reset before it, so that the models and batch sizes calibrated before
+    neither pile up entries in its cache (after ``torch._dynamo.config.recompile_limit`` of them it would run the
+    model eagerly, without a word, and the figure would be eager's) nor spare this one its compilation.
+    ``notice``: where a line saying the fast path is off goes."""
     cuda = device.type == "cuda"
     augment = cfg.augment or ("crop_flip" if len(shape.input_shape) == 3 else "none")
     timings: list[StepTiming] = []
@@ -166,8 +171,9 @@ def calibrate_training(cfg: TrainConfig, shape: DataShape, device: torch.device,
     def step(batch: int) -> float:
         data = synthetic_images(batch * (cal.warmup + cal.steps), 1, shape.input_shape, shape.num_classes,
                                 augment=augment)
+        torch._dynamo.reset()
         timings.append(time_steps(_calibration_config(cfg, device, batch), data, warmup=cal.warmup,
-                                  steps=cal.steps))
+                                  steps=cal.steps, notice=notice))
         return timings[-1].seconds_per_step
 
     def test_pass(n: int) -> float:
@@ -213,6 +219,13 @@ def plan_experiment(exp: Experiment, device: torch.device, *, calibration: Calib
                     log: Log = lambda m: None) -> GridPlan:
     """Calibrate on ``device`` and predict every run's training and evaluation time (see the module)."""
     cal = calibration or Calibration.for_device(device)
+    said: set[str] = set()
+
+    def notice(message: str) -> None:  # once per message, not once per calibrated step
+        if message not in said:
+            said.add(message)
+            log(message)
+
     t0 = time.perf_counter()
     plan = GridPlan(exp, torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU", [])
     steps: dict[str, TrainingCost] = {}
@@ -225,7 +238,7 @@ def plan_experiment(exp: Experiment, device: torch.device, *, calibration: Calib
         key = _step_key(cfg, shape)
         if key not in steps:
             log(f"calibrating training: {key}")
-            steps[key] = calibrate_training(cfg, shape, device, cal)
+            steps[key] = calibrate_training(cfg, shape, device, cal, notice)
         eval_seconds = {b: 0.0 for b in BOUNDS} if specs else {}
         n_eval = min(exp.n_eval, shape.test)
         for attack_label, s in specs.items():
@@ -301,8 +314,10 @@ def format_plan(plan: GridPlan) -> str:
         t = c.timing
         how = " + ".join([f"compiled ({t.compile})"] * bool(t.compile) + ["CUDA graph"] * t.cuda_graph) or "eager"
         scaled = f", timed at batch {t.batch_size} and scaled" if t.batch_size != c.batch_size else ""
+        how = "eager: the fast path was off" if t.step_path == "eager" and (t.compile or t.cuda_graph) else how
         lines.append(f"- {key}: {1e3 * c.step_seconds:,.1f} ms per step ({how}{scaled}); test pass "
-                     f"{duration(c.test_seconds)}; warm-up overhead {duration(c.overhead_seconds)} per run")
+                     f"{duration(c.test_seconds)}; warm-up overhead (compilation, capture) "
+                     f"{duration(c.overhead_seconds)} per run")
     for label, a in plan.attacks.items():
         scaled = f" (timed on {a.measured_batch} images per batch, scaled)" if a.measured_batch != EVAL_BATCH else ""
         lines.append(f"- {label}: {_span(a.seconds_for(1000, low), a.seconds_for(1000, high))} per 1,000 images "

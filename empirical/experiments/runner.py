@@ -5,14 +5,21 @@ of a Slurm job array): each claims a run by taking its lock, trains and evaluate
 that another process holds is skipped, so none is trained twice. A run trained with another configuration
 than the experiment now asks for (stale) is never skipped as done nor silently reused: it is retrained only
 with ``overwrite``.
+
+A run that fails (an error while training or evaluating it: a diverged loss, a full disk, a CUDA error) does not
+stop the grid: its one-line reason is recorded beside its folder (``runs/.<name>.failed.json``, with the
+traceback), ``samat experiment status`` shows it, the next runs go on, and :func:`failures` names the failed runs
+at the end (``samat experiment run`` then exits with code 1). The next ``samat experiment run`` tries them again.
+Ctrl-C stops the grid.
 """
 
 from __future__ import annotations
 
 import json
+import traceback
 from collections.abc import Callable, Iterable
 
-from core.errors import SamatError
+from core.errors import Interrupted, SamatError
 from core.locks import LockHeld
 from empirical.evaluation.columns import column_specs
 from empirical.evaluation.run import evaluate_path
@@ -65,14 +72,58 @@ def run_experiment(exp: Experiment, *, progress: bool = True, evaluate: bool = T
         where = f"[{i + 1}/{len(exp.runs)}] {spec.label}, seed {spec.config.seed} -> {spec.run_dir}"
         try:
             with run.lock(CLAIM):
-                outcome = _claimed(exp, spec, run, where, cache, progress=progress, evaluate=evaluate,
-                                   overwrite=overwrite, log=log)
+                try:
+                    outcome = _claimed(exp, spec, run, where, cache, progress=progress, evaluate=evaluate,
+                                       overwrite=overwrite, log=log)
+                except Interrupted:
+                    raise
+                except Exception as err:  # noqa: BLE001 - one run's failure is recorded; the grid goes on
+                    outcome = _failed(run, where, err, log)
+                else:
+                    run.clear_failure()
         except LockHeld as held:
             who = held.holder.describe() if held.holder else "another process"
             log(f"{where}: skipped, {who} has it")
             outcome = {"status": "skipped (held by another process)"}
         outcomes.append({"run": str(spec.run_dir)} | outcome)
     return outcomes
+
+
+class RunsFailed(SamatError):
+    """Some runs of a grid failed (each recorded with its reason); the others were done."""
+
+    exit_code = 1
+
+
+def failures(outcomes: list[dict]) -> RunsFailed | None:
+    """The error naming the failed runs of ``run_experiment``'s outcomes (None: none failed)."""
+    failed = [o for o in outcomes if o["status"] == "failed"]
+    if not failed:
+        return None
+    shown = "; ".join(f"{o['run']} ({o['reason']})" for o in failed[:3]) + ("; ..." if len(failed) > 3 else "")
+    return RunsFailed(f"{len(failed)} of {len(outcomes)} runs failed: {shown}. `samat experiment status` lists "
+                      "them; `samat experiment run` tries them again")
+
+
+def one_line(err: BaseException) -> str:
+    """An error as one line: a SamatError's message, else its type and the first line of its message."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if isinstance(err, SamatError):
+        return " ".join(lines) or type(err).__name__
+    text = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _failed(run: RunDir, where: str, err: Exception, log: Log) -> dict:
+    """Record why a run failed (under its lock) and say so in one line."""
+    reason = one_line(err)
+    details = traceback.format_exception(err)
+    try:
+        run.record_failure(reason, [line for chunk in details for line in chunk.rstrip().splitlines()])
+    except OSError as write_error:  # a full disk: the reason is still said and returned
+        log(f"{where}: could not record the failure ({write_error.strerror or write_error})")
+    log(f"{where}: failed: {reason}; the grid goes on")
+    return {"status": "failed", "reason": reason}
 
 
 def _claimed(exp: Experiment, spec: RunSpec, run: RunDir, where: str, cache: dict, *, progress: bool,

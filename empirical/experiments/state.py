@@ -1,9 +1,10 @@
 """Where each run of a grid stands, for ``samat experiment status``.
 
 new (nothing yet), partial (resumable), running (someone holds its lock: who, where, which job), queued or starting
-(the latest job launched for it waits, or has just started), failed (that job ended and the run is not finished),
-finished (trained as the experiment asks; with its evaluation's coverage and its job's final state), stale
-(trained with another configuration than the experiment asks for now), unreadable (its record is corrupt).
+(the latest job launched for it waits, or has just started), failed (the last try in a grid failed, with its reason;
+or that job ended and the run is not finished), finished (trained as the experiment asks; with its evaluation's
+coverage and its job's final state), stale (trained with another configuration than the experiment asks for now),
+unreadable (its record is corrupt).
 """
 
 from __future__ import annotations
@@ -40,9 +41,12 @@ def run_state(exp: Experiment, spec: RunSpec, job: tuple[str, str] | None = None
         return RunState(spec, "unreadable", why)
     if why:
         return RunState(spec, "stale", why + "; samat experiment run --overwrite retrains it")
-    if run.finished:
+    failure = run.read_failure()
+    if run.finished and failure is None:
         done = f"job {job[0]} {job[1]}" if job is not None else ""
         return RunState(spec, "finished", "; ".join(part for part in (_evaluation(exp, run), done) if part))
+    if failure is not None:
+        return RunState(spec, "failed", f"{failure}; samat experiment run tries it again")
     if job is not None:
         job_id, state = job
         if state in QUEUED:

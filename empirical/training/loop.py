@@ -35,7 +35,6 @@ from empirical.inference import clean_accuracy, correct_mask
 from empirical.training import distributed, segmentation
 from empirical.training.config import TrainConfig
 from empirical.training.distributed import World
-from empirical.training.optimizers import set_learning_rate
 from empirical.training.runs import TRAINING, RunDir
 from empirical.training.setup import Setup, build, epoch_generator, load_data, resolve_device, round_seed
 from empirical.vocabulary import Task
@@ -128,7 +127,7 @@ def _train(cfg: TrainConfig, run: RunDir, world: World, *, resume: bool, overwri
         data = load_data(cfg)
     # so are a model that does not fit the data and a fast path the device cannot take (before --overwrite
     # sets the old run aside)
-    setup = build(cfg, data, world)
+    setup = build(cfg, data, world, notice=lambda message: _notice(run, world, log, progress, message))
     state = _prepare_run(run, cfg, world, setup.model, resume=resume, overwrite=overwrite)
     history: list[dict] = []
     start_epoch = 0
@@ -166,6 +165,20 @@ def _train(cfg: TrainConfig, run: RunDir, world: World, *, resume: bool, overwri
         raise Interrupted(f"interrupted; {run.path} {kept}") from None
     bar.close()
     return _finish(setup, run, history, time.perf_counter() - run_start)
+
+
+def _notice(run: RunDir, world: World, log: Callable[[str], None] | None, progress: bool, message: str) -> None:
+    """A line the run must say whether or not there is a progress bar (the fast path given up): to ``log`` without
+    a bar, above the bar with one, on stderr when neither; once, by rank 0."""
+    if not world.is_main:
+        return
+    line = f"  {run.name}: {message}"
+    if progress and sys.stderr.isatty():
+        tqdm.write(line, file=sys.stderr)
+    elif log is not None:
+        log(line)
+    else:
+        print(line, file=sys.stderr, flush=True)
 
 
 def _progress_line(cfg: TrainConfig, run: RunDir, row: dict) -> str:
@@ -213,7 +226,8 @@ def _epoch(setup: Setup, run: RunDir, epoch: int, steps_per_epoch: int, bar: tqd
     t1 = time.perf_counter()
     test = _test_scores(setup)
     return {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "train_loss": loss_total / count,
-            "train_acc": correct / count, **test, "lr": lr, "train_seconds": train_seconds,
+            "train_acc": correct / count, **test, "lr": lr, "step_path": setup.step_path,
+            "train_seconds": train_seconds,
             "eval_seconds": time.perf_counter() - t1, "seconds": time.perf_counter() - t0}
 
 
@@ -229,7 +243,7 @@ def _batches(setup: Setup, run: RunDir, stream: BatchStream, gen: torch.Generato
     for i, (x, y) in enumerate(stream):
         lr = cfg.learning_rate * cfg.lr_factor((epoch * steps_per_epoch + i) / total_steps)
         if lr != lr_set:  # piecewise constant: set (a device write on the fast path) only when it changes
-            set_learning_rate(ctx.optimizer, lr)
+            setup.set_learning_rate(lr)
             lr_set = lr
         if world.distributed:
             if len(y) < world.size:  # a last batch too small to give every rank an example
@@ -258,7 +272,9 @@ def _finish(setup: Setup, run: RunDir, history: list[dict], seconds_this_call: f
                **{k: history[-1][k] for k in ("test_miou",) if k in history[-1]}, "test_acc": history[-1]["test_acc"],
                "train_acc": history[-1]["train_acc"], "train_loss": history[-1]["train_loss"],
                "seconds": sum(r["seconds"] for r in history), "seconds_this_call": seconds_this_call,
-               "device": str(setup.device)}
+               "device": str(setup.device), "step_path": _step_path(history)}
+    if setup.fallback is not None:
+        summary["fast_path_off"] = setup.fallback
     if world.distributed:
         summary["world_size"] = world.size
     if world.is_main:
@@ -266,6 +282,13 @@ def _finish(setup: Setup, run: RunDir, history: list[dict], seconds_this_call: f
         run.write_metrics(history)
     distributed.barrier(world)  # every rank returns once the run directory is complete
     return summary | {"history": history}
+
+
+def _step_path(history: list[dict]) -> str:
+    """What trained the run's full batches: "graph", "compiled" or "eager"; "mixed" when a resumed run's epochs
+    differ (each epoch's row in metrics.jsonl says which)."""
+    paths = {row["step_path"] for row in history if "step_path" in row}
+    return paths.pop() if len(paths) == 1 else ("mixed" if paths else "unrecorded")
 
 
 def _check_and_show(loss_sum: torch.Tensor, correct_sum: torch.Tensor, count: int, bar: tqdm, epoch: int,

@@ -119,6 +119,21 @@ def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> N
                 state["step"] = state["step"].to(device=device, dtype=torch.float32)
 
 
+def make_eager(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Undo :func:`make_capturable` (the fast path was given up): the learning rate ``lr`` as a Python float, the
+    update PyTorch's default for the device (not fused), Adam's step counters back on the CPU. The optimizer then
+    steps exactly as one that was never made capturable."""
+    for group in optimizer.param_groups:
+        group["lr"] = float(lr)
+        if "fused" in group:
+            group["fused"], group["foreach"] = None, None
+        if "capturable" in group:
+            group["capturable"] = False
+    for state in optimizer.state.values():
+        if isinstance(state.get("step"), torch.Tensor):
+            state["step"] = state["step"].to(device="cpu", dtype=torch.float32)
+
+
 def build_perturbation(cfg: TrainConfig, params: Iterable[torch.nn.Parameter]) -> WeightPerturbation | None:
     """The SAM-family perturbation for the configured method, or None for the other methods."""
     ascent = cfg.method.ascent

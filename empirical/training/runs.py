@@ -91,6 +91,7 @@ class RunDir:
         self.weights = self.path / "model.pt"
         self.final = self.path / "final.json"
         self.replaced = self.path.parent / f".{self.path.name}.replaced"  # the old run while --overwrite starts
+        self.failure = self.path.parent / f".{self.path.name}.failed.json"  # why a grid's last try at it failed
         self._replacing = False
 
     @property
@@ -285,6 +286,23 @@ class RunDir:
 
     def read_final(self) -> dict[str, Any]:
         return json.loads(self.final.read_text())
+
+    # --- a grid's failed tries (beside the folder, which may not exist yet) ----------------------------------------
+    def record_failure(self, reason: str, details: list[str]) -> None:
+        """Why training or evaluating this run failed in a grid (one line), and the traceback's lines. Call it
+        holding the run's lock."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(self.failure, {"reason": reason, "traceback": details}, indent=2)
+
+    def read_failure(self) -> str | None:
+        """The reason of the last recorded failure (None: none recorded, or the record is unreadable)."""
+        try:
+            return str(json.loads(self.failure.read_text())["reason"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None if not self.failure.exists() else "failed (its record cannot be read)"
+
+    def clear_failure(self) -> None:
+        self.failure.unlink(missing_ok=True)
 
 
 def _is_write_failure(err: RuntimeError) -> bool:

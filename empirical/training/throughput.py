@@ -15,7 +15,6 @@ from empirical.data import BatchStream, Dataset
 from empirical.inference import clean_accuracy
 from empirical.training.config import TrainConfig
 from empirical.training.loop import LOG_EVERY
-from empirical.training.optimizers import set_learning_rate
 from empirical.training.setup import Setup, build
 
 
@@ -76,6 +75,8 @@ class StepTiming:
     cuda_graph: bool
     bf16: bool
     channels_last: bool
+    step_path: str = "eager"  # what the timed steps ran: "graph", "compiled" or "eager" (the fast path given up)
+    fallback: str | None = None  # why the fast path was given up
 
     @property
     def seconds_per_step(self) -> float:
@@ -101,19 +102,20 @@ def synthetic_images(n_train: int, n_test: int, shape: tuple[int, ...], num_clas
     return Dataset(name, x[:n_train], y[:n_train], x[n_train:], y[n_train:], num_classes, mean, std, augment)
 
 
-def train_loop_step(cfg: TrainConfig, data: Dataset, *, seed: int = 0
+def train_loop_step(cfg: TrainConfig, data: Dataset, *, seed: int = 0, notice: Callable[[str], None] | None = None
                     ) -> tuple[Setup, Iterator, Callable[[int, torch.Tensor, torch.Tensor], None]]:
     """A setup for ``cfg``, its endless stream of shuffled, augmented batches, and ``one_step(i, x, y)``: step i
     of the method as ``train()`` runs it (channels_last, losses summed on the device, the host reading them every
-    LOG_EVERY steps), at the schedule's first learning rate. The model is in train mode."""
-    setup = build(cfg, data)
+    LOG_EVERY steps), at the schedule's first learning rate. The model is in train mode. ``notice``: where the line
+    saying the fast path is off goes (default: stderr)."""
+    setup = build(cfg, data) if notice is None else build(cfg, data, notice=notice)
     ctx, step = setup.ctx, setup.step
     gen = torch.Generator(device=setup.device).manual_seed(seed)
     stream = BatchStream(setup.data.train_x, setup.data.train_y, cfg.batch_size, shuffle=True,
                          augment=setup.augment, generator=gen, drop_last=True)
     loss_sum = torch.zeros((), dtype=torch.float64, device=setup.device)
     correct_sum = torch.zeros((), dtype=torch.long, device=setup.device)
-    set_learning_rate(ctx.optimizer, cfg.learning_rate * cfg.lr_factor(0.0))
+    setup.set_learning_rate(cfg.learning_rate * cfg.lr_factor(0.0))
 
     def one_step(i: int, x: torch.Tensor, y: torch.Tensor) -> None:
         nonlocal loss_sum, correct_sum
@@ -129,13 +131,14 @@ def train_loop_step(cfg: TrainConfig, data: Dataset, *, seed: int = 0
     return setup, forever(stream), one_step
 
 
-def time_steps(cfg: TrainConfig, data: Dataset, *, warmup: int, steps: int, seed: int = 0) -> StepTiming:
+def time_steps(cfg: TrainConfig, data: Dataset, *, warmup: int, steps: int, seed: int = 0,
+               notice: Callable[[str], None] | None = None) -> StepTiming:
     """``steps`` steps of ``cfg``'s method as ``train()`` runs them (:func:`train_loop_step`), after ``warmup``
-    untimed ones."""
-    setup, batches, one_step = train_loop_step(cfg, data, seed=seed)
+    untimed ones (the first of which compiles and captures)."""
+    setup, batches, one_step = train_loop_step(cfg, data, seed=seed, notice=notice)
     warm, seconds = time_calls(setup.device, warmup, steps, batches, one_step)
     return StepTiming(steps, seconds, warmup, warm, cfg.batch_size, setup.compile_backend, setup.cuda_graph,
-                      setup.bf16, setup.channels_last)
+                      setup.bf16, setup.channels_last, setup.step_path, setup.fallback)
 
 
 def time_test_pass(setup: Setup, n_images: int) -> float:

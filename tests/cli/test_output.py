@@ -147,3 +147,21 @@ def test_samat_threads_beyond_reason_is_one_line_before_the_work(samat, tmp_path
                    tmp_path / "runs")
     result.one_line_error("SAMAT_THREADS=100000 is invalid", "train")
     assert not any((tmp_path / "runs").iterdir())
+
+
+def test_train_names_the_step_it_takes_in_its_first_line(samat, tmp_path, monkeypatch):
+    """The first line says which step trains the full batches; where the fast path is off, the next line says why
+    and how to skip it, and final.json records what ran."""
+    from empirical.training import setup
+
+    common = ("train", "--dataset", "gaussian", "--model", "linear", "--epochs", "1", "--no-progress", "--runs-dir",
+              tmp_path, "--set", f"gaussian={json.dumps(GAUSSIAN)}")
+    plain = samat(*common, "--name", "plain")
+    assert plain.code == 0 and plain.err.splitlines()[0].endswith("(sgd on gaussian/linear, 1 epochs; eager step)")
+    monkeypatch.setattr(setup, "inductor_missing", lambda device: "no C++ compiler was found (simulated)")
+    asked = samat(*common, "--name", "asked", "--compile")
+    first, second = asked.err.splitlines()[:2]
+    assert asked.code == 0 and first.endswith("1 epochs; eager step)"), asked.err
+    assert second == "  asked: fast path off: no C++ compiler was found (simulated); training on the eager step " \
+                     "(--set compile=false --set cuda_graph=false skips the fast path)"
+    assert json.loads((tmp_path / "asked" / "final.json").read_text())["step_path"] == "eager"

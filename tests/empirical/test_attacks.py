@@ -43,6 +43,7 @@ from empirical.attacks.stadv import StAdv, bilinear_warp, flow_smoothness
 from empirical.data import load_dataset, to_float_images
 from empirical.data.fashion_mnist import FASHION_MNIST_DIR, FASHION_MNIST_FILES
 from empirical.evaluation.checks import exceeds
+from empirical.training.precision import tf32
 from empirical.vocabulary import Norm
 
 RANDOMIZED = ("pgd10_linf", "pgd10_l2", "autoattack_l2", "pixle")  # attacks that draw random numbers
@@ -759,15 +760,11 @@ def test_tf32_attacks_give_the_robust_accuracy_of_float32(trained_200, name):
     model, x, y = trained_200
     model, x, y = copy.deepcopy(model).cuda(), x.cuda(), y.cuda()
     s = spec(name).at(128 / 255) if spec(name).norm is Norm.L2 else spec(name)
-    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     robust = {}
-    try:
-        for tf32 in (True, False):
-            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+    for enabled in (True, False):
+        with tf32(enabled):
             x_adv = build_attack(s, model, num_classes=10, seed=0, device="cuda")(x, y)
-            robust[tf32] = float((accuracy(model, x_adv, y) & accuracy(model, x, y)).float().mean())
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+            robust[enabled] = float((accuracy(model, x_adv, y) & accuracy(model, x, y)).float().mean())
     assert abs(robust[True] - robust[False]) <= aa_tolerance(200), robust
 
 

@@ -203,3 +203,96 @@ def test_cuda_defaults_take_the_fast_path():
     setup = _build(tiny_cfg(device="cuda"))
     assert setup.compile_backend == "inductor" and setup.cuda_graph and isinstance(setup.step, FastStep)
     assert all(isinstance(g["lr"], torch.Tensor) and g["fused"] for g in setup.ctx.optimizer.param_groups)
+
+
+# --- The fast path falls back: a failure while compiling or capturing, or inductor missing its compiler ----------
+
+
+def _failing_after(monkeypatch, backend: str, graphs: int) -> list[int]:
+    """Make ``backend`` compile ``graphs`` graphs as usual and raise on the next one (a compile failure in the middle
+    of a step: SAM's second pass, after its first pass moved BatchNorm's statistics and its ascent the weights)."""
+    from torch._dynamo.backends import registry
+
+    real, calls = registry.lookup_backend(backend), []
+
+    def failing(gm, example_inputs, **kw):
+        calls.append(1)
+        if len(calls) > graphs:
+            raise RuntimeError("simulated compiler failure\n(second line of the compiler's message)")
+        return real(gm, example_inputs, **kw)
+
+    monkeypatch.setitem(registry._COMPILER_FNS, backend, failing)
+    return calls
+
+
+def _run(cfg: TrainConfig, folder, data) -> tuple[dict, list[str], dict]:
+    """Train ``cfg`` into ``folder``; the final summary, the lines the run said, and its weights."""
+    said: list[str] = []
+    summary = train(cfg, folder, progress=False, data=data, log=said.append)
+    return summary, said, torch.load(RunDir(folder).weights)
+
+
+def _assert_fell_back(tmp_path, fast: TrainConfig, data, needle: str) -> None:
+    """The run with ``fast`` completes on the eager step: it says so once, records "eager" and ends on the weights
+    of the run that never tried the fast path, bit for bit."""
+    summary, said, weights = _run(fast, tmp_path / "fast", data)
+    _, _, eager = _run(fast.replace(compile=False, cuda_graph=False), tmp_path / "eager", data)
+    notices = [line for line in said if "fast path off" in line]
+    assert len(notices) == 1 and needle in notices[0] and "--set compile=false --set cuda_graph=false" in notices[0]
+    assert "\n" not in notices[0]
+    final = RunDir(tmp_path / "fast").read_final()
+    assert final["step_path"] == "eager" and needle in final["fast_path_off"]
+    assert summary["status"] == "finished" and all(r["step_path"] == "eager" for r in
+                                                   RunDir(tmp_path / "fast").read_metrics())
+    assert weights.keys() == eager.keys() and all(torch.equal(weights[k], eager[k]) for k in weights)
+
+
+@pytest.mark.parametrize("method", ["sam", "pgd_at"])
+def test_a_compile_failure_mid_step_falls_back_to_the_eager_step(fresh_dynamo, monkeypatch, tmp_path, method):
+    """The first pass compiles; the second variant (SAM's frozen-statistics pass, PGD's attack pass) fails. What the
+    first pass changed (BatchNorm statistics, the ascent, the generator's draws) is put back."""
+    calls = _failing_after(monkeypatch, "aot_eager", graphs=1)
+    _assert_fell_back(tmp_path, tiny_cfg(method=method, compile="aot_eager", epochs=2), tiny_images(n_train=80),
+                      "compiling the model failed (BackendCompilerFailed")
+    assert len(calls) == 2  # one graph compiled, the second failed, and nothing was compiled after that
+
+
+@pytest.mark.parametrize("method", ["adam", "pgd_at"])
+def test_a_capture_failure_after_the_warm_up_falls_back_to_the_eager_step(monkeypatch, tmp_path, method):
+    """The CUDA-graph path, simulated on the CPU: the optimizer made capturable (the learning rate a float32 tensor),
+    then a capture that fails after its warm-up steps moved the weights, Adam's moments and PGD's generator. The
+    fallback puts all of it back and the optimizer as the eager step has it (the exact learning rate 0.05, which
+    float32 cannot hold), so the weights are a plain run's bit for bit."""
+    from empirical.training import fast, setup
+
+    class FailingCapture:
+        def __init__(self, step, ctx, x, y, gen, warmup):
+            for _ in range(warmup):
+                step(ctx, x, y, gen)
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing (simulated)")
+
+    monkeypatch.setattr(fast, "_CapturedStep", FailingCapture)
+    monkeypatch.setattr(setup, "fast_path", lambda cfg, device, world: setup.FastPath(None, True))
+    _assert_fell_back(tmp_path, tiny_cfg(method=method, epochs=2), tiny_images(n_train=80),
+                      "capturing the step as a CUDA graph failed (RuntimeError: CUDA error")
+
+
+def test_inductor_without_its_compiler_trains_on_the_eager_step(monkeypatch, tmp_path):
+    from empirical.training import setup
+
+    monkeypatch.setattr(setup, "inductor_missing", lambda device: "no C++ compiler was found (simulated)")
+    _assert_fell_back(tmp_path, tiny_cfg(method="sgd", compile="inductor", epochs=1), tiny_images(n_train=80),
+                      "no C++ compiler was found (simulated)")
+    assert RunDir(tmp_path / "fast").load_config().compile == "inductor"  # what was asked stays recorded
+
+
+def test_the_compiled_path_is_recorded_and_shown(fresh_dynamo, tmp_path):
+    from empirical.training.setup import FastPath
+
+    summary, said, _ = _run(tiny_cfg(method="sgd", compile="aot_eager", epochs=1), tmp_path / "run",
+                            tiny_images(n_train=80))
+    assert summary["step_path"] == RunDir(tmp_path / "run").read_final()["step_path"] == "compiled"
+    assert not any("fast path off" in line for line in said) and "fast_path_off" not in summary
+    assert FastPath("inductor", True).describe() == "CUDA-graph step (compiled with inductor)"
+    assert FastPath(None, True).describe() == "CUDA-graph step" and FastPath(None, False).describe() == "eager step"
+    assert FastPath("aot_eager", False).describe() == "compiled step (aot_eager)"

@@ -7,7 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from empirical.training.optimizers import build_optimizer, build_perturbation, make_capturable, set_learning_rate
+from empirical.training.optimizers import (
+    build_optimizer,
+    build_perturbation,
+    make_capturable,
+    make_eager,
+    set_learning_rate,
+)
 from empirical.training.setup import epoch_generator, round_seed
 from tests.empirical.helpers import tiny_cfg
 
@@ -48,6 +54,29 @@ def test_the_fast_paths_learning_rate_is_a_tensor_changed_in_place():
     assert "fused" not in optimizer.param_groups[0] or not optimizer.param_groups[0]["fused"]  # CUDA only
     set_learning_rate(optimizer, 0.01)
     assert optimizer.param_groups[0]["lr"] is lr and lr.item() == pytest.approx(0.01, rel=1e-7)
+
+
+@pytest.mark.parametrize("method", ["sgd", "adam"])
+def test_make_eager_gives_back_the_optimizer_that_was_never_made_capturable(method):
+    """After a fallback from the CUDA-graph path: the groups' settings of a fresh optimizer (the exact learning
+    rate, not its float32 rounding; the update not fused; Adam not capturable) and Adam's step counters on the CPU.
+    The CUDA settings are written by hand here, as make_capturable writes them on a GPU."""
+    model = nn.Linear(3, 2)
+    fresh = build_optimizer(tiny_cfg(method=method, lr=0.05), model.parameters())
+    used = build_optimizer(tiny_cfg(method=method, lr=0.05), model.parameters())
+    model(torch.randn(4, 3)).sum().backward()
+    used.step()
+    make_capturable(used, torch.device("cpu"))
+    for group in used.param_groups:
+        group["fused"], group["foreach"] = True, False
+        if "capturable" in group:
+            group["capturable"] = True
+    make_eager(used, 0.05)
+    strip = lambda groups: [{k: v for k, v in g.items() if k != "params"} for g in groups]  # noqa: E731
+    assert strip(used.param_groups) == strip(fresh.param_groups) and type(used.param_groups[0]["lr"]) is float
+    steps = [s["step"] for s in used.state.values() if "step" in s]
+    assert all(t.device.type == "cpu" and t.dtype == torch.float32 for t in steps)
+    assert len(steps) == (2 if method == "adam" else 0)
 
 
 def test_set_learning_rate_on_plain_groups():

@@ -49,7 +49,7 @@ def fake_clock(monkeypatch):
     """The planner's timers replaced by the fake clock; returns the attacks timed, as (label, bound, batch)."""
     timed = []
 
-    def time_steps(cfg, data, *, warmup, steps):
+    def time_steps(cfg, data, *, warmup, steps, notice=None):
         one = step_seconds(cfg.method.adversarial, cfg.batch_size)
         return StepTiming(steps, steps * one, warmup, warmup * one + WARMUP_OVERHEAD, cfg.batch_size, None, False,
                           False, False)
@@ -143,3 +143,33 @@ def test_plan_bad_input_is_one_line(capsys, args, needle):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("samat experiment plan: error:") and needle in err, err
+
+
+def test_each_calibration_compiles_afresh_and_nothing_piles_up_in_dynamos_cache(tmp_path, monkeypatch):
+    """The plan calibrates several steps and batch sizes in one process. Each measurement starts from an empty
+    dynamo cache for the model's forward (no entries left by the ones before: past the recompile limit dynamo
+    would run the model eagerly and the figure would be eager's), and each one really ran compiled."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    from empirical.models.linear import LinearClassifier
+
+    forward = LinearClassifier.forward.__code__
+    entries_before, timings, real = [], [], plan_module.time_steps
+
+    def counting(cfg, data, **kw):
+        entries_before.append(len(_debug_get_cache_entry_list(forward)))
+        timings.append(real(cfg, data, **kw))
+        return timings[-1]
+
+    monkeypatch.setattr(plan_module, "time_steps", counting)
+    torch._dynamo.reset()
+    try:
+        exp = load_experiment(write_grid(tmp_path, 'name = "p"\nseeds = [0]', RUNS), runs_dir=tmp_path / "runs",
+                              overrides={"compile": "aot_eager", "device": "cpu"})
+        plan_experiment(exp, torch.device("cpu"))
+        after = len(_debug_get_cache_entry_list(forward))
+    finally:
+        torch._dynamo.reset()
+    assert len(entries_before) >= 4 and entries_before == [0] * len(entries_before)  # 2 steps x 2 or more batches
+    assert all(t.step_path == "compiled" and t.compile == "aot_eager" for t in timings)
+    assert 1 <= after <= 2  # the last calibration's variants only (AT: its attack's pass and the training pass)
