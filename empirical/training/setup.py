@@ -100,18 +100,18 @@ def _cpp_compiler() -> bool:
 
 
 def inductor_missing(device: torch.device) -> str | None:
-    """What inductor lacks to compile for ``device`` on this machine (None: nothing). On CUDA: triton, a C compiler
-    and Python's headers (Triton compiles a small C launcher at run time); on a CPU: a C++ compiler."""
+    """What inductor lacks to compile for ``device`` on this machine (None: nothing). On CUDA: Triton, and the C
+    compiler and Python's headers that Triton builds its launcher with at run time; on a CPU: a C++ compiler and
+    Python's headers (inductor's CPU kernels are C++ modules that include Python.h)."""
     if device.type == "cuda":
         if not _triton():
             return "triton is not installed (inductor's GPU kernels are Triton kernels)"
         if _c_compiler() is None:
             return "no C compiler was found (gcc, clang or $CC; Triton compiles its launcher with it)"
-        if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
-            return "Python's headers (Python.h) are missing (Triton compiles its launcher against them)"
-        return None
-    if not _cpp_compiler():
-        return "no C++ compiler was found (g++ or $CXX; inductor's CPU backend compiles with it)"
+    elif not _cpp_compiler():
+        return "no C++ compiler was found (g++ or $CXX; inductor's CPU backend compiles its kernels with it)"
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
+        return "Python's headers (Python.h) are missing (inductor builds its kernels against them)"
     return None
 
 
