@@ -1,10 +1,14 @@
 """Fashion-MNIST from its four official idx files, by default from the Debian package
-``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``)."""
+``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``), or from the folder that the environment variable
+``SAMAT_FASHION_MNIST`` names (read when samat is imported: on a machine without the package, e.g. the GPU
+machine, which gets the files in a folder of its own, everything that looks in the default place looks there:
+training, the demo, and the tests that need the real data)."""
 
 from __future__ import annotations
 
 import gzip
 import math
+import os
 import zlib
 from pathlib import Path
 
@@ -14,7 +18,9 @@ from core.errors import SamatError
 from empirical.data.dataset import Dataset, LoadRequest, check_labels, image_dataset
 from empirical.vocabulary import Augment
 
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
+DEBIAN_FOLDER = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
+FOLDER_VARIABLE = "SAMAT_FASHION_MNIST"  # another folder of the four files, in place of the Debian one
+FASHION_MNIST_DIR = Path(os.environ.get(FOLDER_VARIABLE) or DEBIAN_FOLDER)
 
 FASHION_MNIST_FILES = {
     "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",

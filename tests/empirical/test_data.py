@@ -12,6 +12,8 @@ import os
 import pickle
 import shutil
 import struct
+import subprocess
+import sys
 import tarfile
 import urllib.error
 from pathlib import Path
@@ -35,6 +37,7 @@ from empirical.data import (
     tinyimagenet,
     to_float_images,
 )
+from tests.helpers import REPO
 
 Z = 5.0  # standard errors for Monte Carlo comparisons: a false alarm has probability ~6e-7
 
@@ -713,3 +716,16 @@ def test_batches_stay_on_the_gpu():
     x3 = x.expand(-1, 3, -1, -1).contiguous().cuda()
     for xb, yb in BatchStream(x3, y.cuda(), 16, shuffle=True, augment="crop_flip", generator=g):
         assert xb.is_cuda and yb.is_cuda and xb.dtype == torch.float32
+
+
+def test_the_environment_names_another_fashion_mnist_folder(tmp_path):
+    """SAMAT_FASHION_MNIST (what the GPU suite sets for its tests) is where the default place is, for the loader
+    and for everything that looks there."""
+    write_fashion(tmp_path, gz=True)
+    code = ("from empirical.data import FASHION_MNIST_DIR, load_dataset; d = load_dataset('fashion_mnist'); "
+            "print(FASHION_MNIST_DIR, len(d.train_y), len(d.test_y))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env=os.environ | {"SAMAT_FASHION_MNIST": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    folder, n_train, n_test = done.stdout.split()
+    assert folder == str(tmp_path) and (int(n_train), int(n_test)) > (0, 0)

@@ -6,7 +6,6 @@ import csv
 import hashlib
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +13,7 @@ from torch import nn
 
 from core.errors import ParameterError, SamatError
 from core.results import dumps
+from empirical.data.fashion_mnist import FASHION_MNIST_DIR
 from empirical.evaluation import evaluate as evaluate_module
 from empirical.evaluation.checks import FAMILY_CHECK, exceeds, robust_within_clean
 from empirical.evaluation.columns import NATURAL, attack_columns, column_spec
@@ -137,8 +137,8 @@ def test_eval_cli_bad_input_is_one_line(tmp_path, extra, needle):
 
 
 def test_checkpoint_of_another_architecture_is_one_line(tmp_path):
-    if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists():
-        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    if not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"needs Fashion-MNIST in {FASHION_MNIST_DIR} (apt-get install dataset-fashion-mnist)")
     cfg = tiny_cfg(epochs=1).replace(dataset="fashion_mnist", train_subset=256, test_subset=64)
     train(cfg, tmp_path / "run", progress=False)
     for arch in ("prn18", "deit_tiny"):

@@ -5,6 +5,7 @@ segmentation demo's pipeline (train, attack, tabulate, draw) on a tiny setting."
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +21,9 @@ from empirical.training.loop import train
 from empirical.training.runs import RunDir
 from empirical.training.steps import STEPS
 from empirical.vocabulary import Norm
+from empirical.training.setup import build
 from tests.empirical.helpers import tiny_images
+from tests.empirical.test_fast import CAPTURE_FAILED, ERROR_RATIO, assert_fell_back, simulate_a_failing_capture
 from tests.empirical.test_data import write_fashion
 
 SEG = {"width": 0.5, "aspp_channels": 8, "atrous_rates": [1, 2], "output_stride": 8}  # dropout 0.1 stays on
@@ -174,6 +177,70 @@ def test_segmentation_trains_on_the_gpu_with_bf16_and_channels_last(tmp_path):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["provenance"]["bf16"] and config["provenance"]["channels_last"]
     assert np.isfinite(summary["train_loss"]) and 0 <= summary["test_miou"] <= 1
+
+
+def test_a_failed_capture_puts_back_the_dropout_draws_of_its_warm_up(monkeypatch, tmp_path):
+    """DeepLab's dropout draws from the default generator (the CPU's here, the device's on CUDA): the warm-up's
+    draws are undone with the rest, so the run falls back onto a plain run's weights, bit for bit."""
+    simulate_a_failing_capture(monkeypatch)
+    assert_fell_back(tmp_path, seg_cfg(method="sgd"), tiny_segmentation(), CAPTURE_FAILED)
+
+
+def _weights_distance(a: Path, b: Path) -> float:
+    x, y = torch.load(a / "model.pt"), torch.load(b / "model.pt")
+    return max(float((x[k].double() - y[k].double()).abs().max()) for k in x if x[k].is_floating_point())
+
+
+@pytest.mark.gpu
+def test_the_captures_warm_up_leaves_the_default_cuda_generator_as_an_eager_step_leaves_it():
+    """Finding 6, exactly: after the first full batch (warm-up, capture, first replay) and a second one, DeepLab's
+    dropout has drawn from the device's default generator what two eager steps draw, no more."""
+    data = tiny_segmentation()
+    states = []
+    for graph in (False, True):
+        setup = build(seg_cfg(method="sgd", device="cuda", compile=False, cuda_graph=graph), data)
+        setup.model.train()
+        setup.set_learning_rate(setup.cfg.learning_rate)
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        batches = iter(setup.train_stream(gen))
+        torch.manual_seed(0)  # the default generators, CUDA's included
+        for _ in range(2):
+            setup.step(setup.ctx, *next(batches), gen)
+        assert setup.step_path == ("graph" if graph else "eager")
+        states.append(torch.cuda.get_rng_state())
+    assert torch.equal(*states)
+
+
+@pytest.mark.gpu
+def test_a_resumed_segmentation_run_on_the_graph_path_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    """Resumed after its first round, a run captures its step again at the second round's first batch; the
+    warm-up's dropout draws are undone, so it ends where an uninterrupted run ends. Two uninterrupted runs differ
+    by the GPU's nondeterministic sums (atomic adds in the backward of the upsampling): the resumed run may differ
+    from one of them by ERROR_RATIO times that (another order of the same sums, see test_fast.py), and a resumed run
+    whose warm-up draws are not undone (the finding) must be further off than that."""
+    data = tiny_segmentation()
+    cfg = seg_cfg(method="sgd", device="cuda", compile=False)  # the graph path; bf16 and channels_last as default
+
+    def resumed(folder: Path) -> Path:
+        train(cfg, folder, progress=False, stop_after=1, data=data)
+        train(cfg, folder, resume=True, progress=False, data=data)
+        return folder
+
+    for name in ("straight", "again"):
+        train(cfg, tmp_path / name, progress=False, data=data)
+    fixed = resumed(tmp_path / "resumed")
+    with monkeypatch.context() as patch:  # the warm-up's draws left in place, as before the fix
+        from empirical.training import fast
+
+        patch.setattr(fast.torch.cuda, "set_rng_state", lambda state, device=None: None)
+        broken = resumed(tmp_path / "broken")
+    noise = _weights_distance(tmp_path / "straight", tmp_path / "again")
+    scale = max(float(t.abs().max()) for t in torch.load(tmp_path / "straight" / "model.pt").values()
+                if t.is_floating_point())
+    allowed = ERROR_RATIO * max(noise, 2.0**-24 * scale)
+    assert RunDir(fixed).read_final()["step_path"] == "graph"
+    assert _weights_distance(fixed, tmp_path / "straight") <= allowed
+    assert _weights_distance(broken, tmp_path / "straight") > allowed  # the test can tell the finding apart
 
 
 @pytest.mark.parametrize(("name", "table", "rows"), [("stanford_background", "D Table 8", 11),
