@@ -30,7 +30,7 @@ from empirical.training.loop import train
 from empirical.training.optimizers import make_capturable, set_learning_rate
 from empirical.training.precision import tf32
 from empirical.training.runs import RunDir
-from empirical.training.setup import Setup, build
+from empirical.training.setup import Setup, build, resolve_device
 from tests.empirical.helpers import tiny_cfg, tiny_images
 from tests.empirical.test_cuda_options_on_cpu import DEFAULT_METHODS, SMOOTH, steps_within_bf16_rounding
 
@@ -80,7 +80,7 @@ def assert_rounding_close(cfg: TrainConfig, fast: TrainConfig, batches, path: st
     kernels and the graph's (fused update, other algorithms), and that Adam's first step, lr * g / |g|, turns into
     a flipped sign wherever a gradient is near zero. In float32 such flips need a gradient within float32's
     rounding of zero. Returns the fast setup."""
-    precision = tf32(False) if torch.device(cfg.device).type == "cuda" else contextlib.nullcontext()
+    precision = tf32(False) if resolve_device(cfg.device).type == "cuda" else contextlib.nullcontext()
     reference = _reference(cfg, batches)
     with precision:
         eager = _trajectory(_build(cfg.replace(compile=False, cuda_graph=False)), batches)
