@@ -120,8 +120,8 @@ def _failed(run: RunDir, where: str, err: Exception, log: Log) -> dict:
     details = traceback.format_exception(err)
     try:
         run.record_failure(reason, [line for chunk in details for line in chunk.rstrip().splitlines()])
-    except OSError as write_error:  # a full disk: the reason is still said and returned
-        log(f"{where}: could not record the failure ({write_error.strerror or write_error})")
+    except (OSError, SamatError) as write_error:  # a full disk: the reason is still said and returned
+        log(f"{where}: could not record the failure ({getattr(write_error, 'strerror', None) or write_error})")
     log(f"{where}: failed: {reason}; the grid goes on")
     return {"status": "failed", "reason": reason}
 
