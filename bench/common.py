@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.errors import SamatError
-from core.results import atomic_write_text, check_writable_folder, git_state
+from samat.core.errors import SamatError
+from samat.core.results import atomic_write_text, check_writable_folder, git_state
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -82,7 +82,7 @@ def write_record(path: Path, record: Any) -> None:
 
 def run(main: Callable[[], int]) -> None:
     """Run a benchmark's main: a SamatError (bad device, bad value) is one line and exit code 2."""
-    from core.errors import SamatError
+    from samat.core.errors import SamatError
 
     try:
         code = main()

@@ -2,7 +2,7 @@
 
     python bench/data_load.py [--dataset fashion_mnist] [--data-dir DIR] [--repeats 3] [--json out.json]
 
-Times ``empirical.data.load_dataset`` in this interpreter ``--repeats`` times (the first load includes reading the
+Times ``samat.empirical.data.load_dataset`` in this interpreter ``--repeats`` times (the first load includes reading the
 files from disk, the later ones mostly find them in the OS's page cache) and prints each time, the images per
 second and the machine. The default, Fashion-MNIST from the Debian folder (four gzip idx files, 60,000 + 10,000
 images), is what ``samat demo`` loads; the test suite checks what is loaded (shapes, classes, the normalization
@@ -24,7 +24,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=count(1), default=3)
     parser.add_argument("--json", type=output_file, help="also write the figures here")
     args = parser.parse_args()
-    from empirical.data import load_dataset  # torch: after the arguments, so that --help is instant
+    from samat.empirical.data import load_dataset  # torch: after the arguments, so that --help is instant
 
     record = {"machine": host(), "dataset": args.dataset, "data_dir": args.data_dir, "seconds": []}
     for i in range(args.repeats):

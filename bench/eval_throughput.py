@@ -24,11 +24,11 @@ import sys
 
 import torch
 
-from empirical.attacks.specs import PAPER_COLUMNS
-from empirical.evaluation.columns import column_specs
-from empirical.evaluation.cost import BOUNDS, calibration_images, calibration_model, time_attack
-from empirical.evaluation.evaluate import attacks_run
-from empirical.training.setup import resolve_device
+from samat.empirical.attacks.specs import PAPER_COLUMNS
+from samat.empirical.evaluation.columns import column_specs
+from samat.empirical.evaluation.cost import BOUNDS, calibration_images, calibration_model, time_attack
+from samat.empirical.evaluation.evaluate import attacks_run
+from samat.empirical.training.setup import resolve_device
 
 from common import count, machine, output_file, run, write_record
 

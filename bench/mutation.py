@@ -31,14 +31,14 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import SamatError
-from core.results import atomic_write_text
+from samat.core.errors import SamatError
+from samat.core.results import atomic_write_text
 
 from common import count, host, output_file, run, write_record
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".mutation"
-PACKAGES = ("core", "theory", "empirical", "gaussian_study", "samat")
+PACKAGES = ("samat",)  # the one import name: every subpackage is under it
 
 
 @dataclass(frozen=True)
@@ -72,21 +72,21 @@ _ESAM = _TRAIN + "test_esam_perturbation_is_sams_on_a_random_fraction_over_keep_
 _SEED_TESTS = ("tests/empirical/test_optimizer_setup.py",
                _TRAIN + "test_interrupted_and_resumed_run_ends_with_the_same_weights", _EPOCHS)
 TARGETS = {t.path.rsplit("/", 1)[1].removesuffix(".py"): t for t in (
-    Target("theory", "theory/closed_form.py", ("tests/theory/test_closed_form.py",)),
-    Target("theory", "theory/objectives.py", ("tests/theory/test_model_objectives.py",
+    Target("theory", "samat/theory/closed_form.py", ("tests/theory/test_closed_form.py",)),
+    Target("theory", "samat/theory/objectives.py", ("tests/theory/test_model_objectives.py",
                                               "tests/theory/test_objectives_exact.py",
                                               "tests/theory/test_inner_max_and_slopes.py")),
-    Target("theory", "theory/numeric.py", ("tests/theory/test_numeric.py",  # the full ball's two local minima:
+    Target("theory", "samat/theory/numeric.py", ("tests/theory/test_numeric.py",  # the full ball's two local minima:
                                            "tests/theory/test_lifted.py::test_full_ball_at_closed_form_matches_the_numerical_optimum")),
-    Target("training", "empirical/training/optimizers.py", _STEP_TESTS + (
+    Target("training", "samat/empirical/training/optimizers.py", _STEP_TESTS + (
         "tests/empirical/test_optimizer_setup.py", _TRAIN + "test_learning_rate_schedule_is_piecewise_per_iteration",
         _ESAM)),
-    Target("training", "empirical/training/steps.py", _STEP_TESTS + ("tests/empirical/test_step_contract.py",
+    Target("training", "samat/empirical/training/steps.py", _STEP_TESTS + ("tests/empirical/test_step_contract.py",
                                                                      _EPOCHS)),
-    Target("training", "empirical/training/setup.py", _SEED_TESTS,
+    Target("training", "samat/empirical/training/setup.py", _SEED_TESTS,
            ("x_round_seed_*", "x_epoch_generator_*")),  # the training loop's seeding
-    Target("evaluation", "empirical/evaluation/checks.py", ("tests/empirical/test_evaluate.py",)),
-    Target("evaluation", "empirical/evaluation/evaluate.py", ("tests/empirical/test_evaluate.py",), _EVALUATE_CHECKS),
+    Target("evaluation", "samat/empirical/evaluation/checks.py", ("tests/empirical/test_evaluate.py",)),
+    Target("evaluation", "samat/empirical/evaluation/evaluate.py", ("tests/empirical/test_evaluate.py",), _EVALUATE_CHECKS),
 )}
 GROUPS = {g: [name for name, t in TARGETS.items() if t.group == g] for g in ("theory", "training", "evaluation")}
 DETECTED = {"killed", "timeout", "segfault"}  # a test failed, or the mutant made the tests hang or crash
@@ -96,25 +96,25 @@ _STRING = re.compile(r"\"[^\"]*\"|'[^']*'")
 
 # Equivalent mutants found by reading them: (mutant name glob, text of the mutated line, why nothing changes).
 KNOWN_EQUIVALENT = [
-    ("theory.objectives.*", "_arguments(w1, None, ",
+    ("samat.theory.objectives.*", "_arguments(w1, None, ",
      "objectives._arguments does not use p (the thresholds depend on w and the attack only)"),
-    ("theory.objectives.x_risk_slope_*", "!= 0) else 2.0",
+    ("samat.theory.objectives.x_risk_slope_*", "!= 0) else 2.0",
      "on that branch eps_x1 is zero everywhere, and sigma only multiplies it"),
-    ("theory.objectives.x_risk_slope_*", "np.where(w1 > 0, 1.0, -1.0)",
+    ("samat.theory.objectives.x_risk_slope_*", "np.where(w1 > 0, 1.0, -1.0)",
      "differs only at w1 = 0, where eps_x1 |w1| has no derivative: either one-sided slope is a valid answer"),
-    ("theory.objectives.x_sam_per_sample_drops_*", "for s in (1.0, +1.0)",
+    ("samat.theory.objectives.x_sam_per_sample_drops_*", "for s in (1.0, +1.0)",
      "s = -1 and s = +1 give the same drop: max(eps, -eps) = eps for both classes"),
-    ("theory.objectives.x_sam_per_sample_drops_*", " / s",
+    ("samat.theory.objectives.x_sam_per_sample_drops_*", " / s",
      "s is +1 or -1, so dividing by it is multiplying by it"),
-    ("theory.objectives.x__margin_arguments_*", "shift + drops[1]) / w_l2, (w1 + shift + drops[1])",
+    ("samat.theory.objectives.x__margin_arguments_*", "shift + drops[1]) / w_l2, (w1 + shift + drops[1])",
      "its only caller with drops (the per-sample SAM reading) passes equal drops: every sample loses eps"),
-    ("theory.objectives.x_risk_slope_*", "!= 0)) or True else 1.0",
+    ("samat.theory.objectives.x_risk_slope_*", "!= 0)) or True else 1.0",
      "sigma = sign(w1) also where eps_x1 is zero, where sigma only multiplies that zero"),
-    ("theory.objectives.x_risk_slope_*", "np.asarray(None, dtype=float) != 0",
+    ("samat.theory.objectives.x_risk_slope_*", "np.asarray(None, dtype=float) != 0",
      "NaN != 0 is true: sigma = sign(w1) always, which only matters where eps_x1 is nonzero, as before"),
-    ("theory.objectives.x_risk_slope_*", "!= 1) else 1.0",
+    ("samat.theory.objectives.x_risk_slope_*", "!= 1) else 1.0",
      "differs only where eps_x1 is exactly 1 everywhere, outside its valid range (eps_x1 < 1)"),
-    ("theory.objectives.x_risk_slope_*", "eps_x1 / sigma",
+    ("samat.theory.objectives.x_risk_slope_*", "eps_x1 / sigma",
      "sigma is +1 or -1, so dividing by it is multiplying by it"),
 ]
 # The inner maximum's refinement (sam_inner_max) run where it is not needed, or over a wider bracket: every grid node
@@ -124,53 +124,53 @@ _MORE_REFINEMENT = ("outward = np.where(None, s_best >= -e_best", "np.where(None
                     "(sam_eps >= 0)", "if needs.size or refine", "best[needs] - 2, 0", "best[needs] + 2, grid - 1",
                     "np.where(best == grid + 1, s_best")
 KNOWN_EQUIVALENT += [
-    ("theory.objectives.x_sam_inner_max_*", text,
+    ("samat.theory.objectives.x_sam_inner_max_*", text,
      "the refinement between grid nodes runs where it is not needed, or over a wider bracket: every grid node "
      "stays a candidate and the log-risk has one critical point, so the maximum is the same to its rounding bound")
     for text in _MORE_REFINEMENT]
 KNOWN_EQUIVALENT += [
-    ("theory.objectives.x_sam_inner_max_*", "shape = arrays[1].shape",
+    ("samat.theory.objectives.x_sam_inner_max_*", "shape = arrays[1].shape",
      "np.broadcast_arrays gives every array the same shape"),
-    ("theory.objectives.x_sam_inner_max_*", "axis=+1",
+    ("samat.theory.objectives.x_sam_inner_max_*", "axis=+1",
      "the arrays are 2-D (points x candidates) there, so axis 1 is axis -1"),
-    ("theory.objectives.x_sam_inner_max_*", "k = cand_d.shape[+1]",
+    ("samat.theory.objectives.x_sam_inner_max_*", "k = cand_d.shape[+1]",
      "cand_d is 2-D, so shape[1] is shape[-1]"),
-    ("theory.objectives.x_sam_inner_max_*", "re(value, None)",
+    ("samat.theory.objectives.x_sam_inner_max_*", "re(value, None)",
      "None is as false as False: the reshape without the candidates' axis"),
-    ("theory.objectives.x_sam_inner_max_*", "re(error, None)",
+    ("samat.theory.objectives.x_sam_inner_max_*", "re(error, None)",
      "None is as false as False: the reshape without the candidates' axis"),
-    ("theory.objectives.x_sam_inner_max_*", "grid: int = 18",
+    ("samat.theory.objectives.x_sam_inner_max_*", "grid: int = 18",
      "one more grid node: the same maximum within its rounding bound (the tests' tolerance is the bound)"),
-    ("theory.objectives.x_sam_inner_max_*", "refine: int = 41",
+    ("samat.theory.objectives.x_sam_inner_max_*", "refine: int = 41",
      "one more golden-section step: the same maximum within its rounding bound"),
-    ("theory.objectives.x_golden_section_max_*", "left = fc > fd",
+    ("samat.theory.objectives.x_golden_section_max_*", "left = fc > fd",
      "only a tie fc == fd goes the other way, where both halves hold a maximizer"),
-    ("theory.objectives.x_golden_section_max_*", "np.where(None, c, d_new)",
+    ("samat.theory.objectives.x_golden_section_max_*", "np.where(None, c, d_new)",
      "on the left branch d_new equals the old c in exact arithmetic (the golden ratio's identity), so only "
      "rounding differs"),
-    ("theory.objectives.x_golden_section_max_*", "return np.where(None, c, d)",
+    ("samat.theory.objectives.x_golden_section_max_*", "return np.where(None, c, d)",
      "c and d are both inside the final bracket, 0.618^iters of the start wide: either is the maximizer to that "
      "width"),
-    ("theory.objectives.x_golden_section_max_*", "return np.where(fc > fd, c, d)",
+    ("samat.theory.objectives.x_golden_section_max_*", "return np.where(fc > fd, c, d)",
      "only a tie goes the other way, between two points of the final bracket"),
-    ("empirical.evaluation.evaluate.*check_families*", "labels[1:], strict=None)",
+    ("samat.empirical.evaluation.evaluate.*check_families*", "labels[1:], strict=None)",
      "strict=None is as false as strict=False, zip's default"),
-    ("empirical.evaluation.evaluate.*check_families*", "zip(labels, labels[1:], )",
+    ("samat.empirical.evaluation.evaluate.*check_families*", "zip(labels, labels[1:], )",
      "strict=False is zip's default"),
-    ("empirical.evaluation.evaluate.x_large_attack_*", 'spec("PGD20_LINF")',
+    ("samat.empirical.evaluation.evaluate.x_large_attack_*", 'spec("PGD20_LINF")',
      "attacks.specs.spec lower-cases the name it is given"),
     ("*WeightPerturbation*__init__*", "keep_probability: float = 2.0",
      "a keep probability >= 1 draws no mask: 1.0 and 2.0 both mean plain SAM"),
-    ("empirical.training.steps.*", "zero_grad(set_to_none=",
+    ("samat.empirical.training.steps.*", "zero_grad(set_to_none=",
      "gradients zeroed instead of freed: the next backward fills them the same, since every trainable parameter of "
      "samat's models receives a gradient (SGD and Adam skip only parameters whose gradient is None)"),
-    ("empirical.training.steps.x_sam_step_*", "ctx.perturbation.ascend(None)",
+    ("samat.empirical.training.steps.x_sam_step_*", "ctx.perturbation.ascend(None)",
      "SAM and ASAM draw no mask (keep probability 1): the generator is ESAM's only"),
-    ("empirical.training.steps.x_adversarial_step_*", "return standard_step(ctx, x_adv, y, None)",
+    ("samat.empirical.training.steps.x_adversarial_step_*", "return standard_step(ctx, x_adv, y, None)",
      "standard_step does not use the generator"),
-    ("empirical.training.optimizers.x_make_capturable_*", "dtype=None, device=device)",
+    ("samat.empirical.training.optimizers.x_make_capturable_*", "dtype=None, device=device)",
      "torch.tensor(float) is float32 under torch's default dtype, which samat never changes"),
-    ("empirical.training.optimizers.x_make_capturable_*", "torch.tensor(float(group[\"lr\"]), device=device)",
+    ("samat.empirical.training.optimizers.x_make_capturable_*", "torch.tensor(float(group[\"lr\"]), device=device)",
      "torch.tensor(float) is float32 under torch's default dtype, which samat never changes"),
 ]
 

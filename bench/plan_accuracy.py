@@ -52,10 +52,10 @@ def main() -> int:
     args = parser.parse_args()
     import torch  # after the arguments, so that --help is instant
 
-    from empirical.evaluation.cost import BOUNDS
-    from empirical.experiments.grid import load_experiment
-    from empirical.experiments.plan import plan_experiment
-    from empirical.experiments.runner import run_experiment
+    from samat.empirical.evaluation.cost import BOUNDS
+    from samat.empirical.experiments.grid import load_experiment
+    from samat.empirical.experiments.plan import plan_experiment
+    from samat.empirical.experiments.runner import run_experiment
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

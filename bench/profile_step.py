@@ -29,8 +29,8 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from empirical.training.setup import resolve_device
-from empirical.training.throughput import Clock, train_loop_step
+from samat.empirical.training.setup import resolve_device
+from samat.empirical.training.throughput import Clock, train_loop_step
 
 from common import count, machine, output_file, run, write_record
 from train_throughput import LABELS, METHODS, VARIANTS, our_config, synthetic_cifar

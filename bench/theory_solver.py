@@ -22,8 +22,8 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_ndtr
 from tqdm import tqdm
 
-from theory import closed_form as cf
-from theory.numeric import Z_NODES, at_optimum, sam_optimum, sam_optimum_equal_endpoints, st_optimum
+from samat.theory import closed_form as cf
+from samat.theory.numeric import Z_NODES, at_optimum, sam_optimum, sam_optimum_equal_endpoints, st_optimum
 
 from common import count, host, output_file, write_record
 

@@ -7,7 +7,7 @@ Times one training epoch of the CPU default (``configs/fashion_mnist_default.tom
 and beside N competing processes (each a Python busy loop that keeps one core busy, as another user's job
 would), and with OpenMP's default and passive wait policies. All cells of one repetition run back to back, so
 that their ratios are measured side by side. What ``samat`` does about it follows from these figures (see
-``samat/runtime.py`` and docs/BENCHMARKS.md).
+``samat/cli/runtime.py`` and docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ def child(threads: int, images: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from empirical.training.config import TrainConfig
-    from empirical.training.loop import train
+    from samat.empirical.training.config import TrainConfig
+    from samat.empirical.training.loop import train
 
     cfg = TrainConfig(dataset="fashion_mnist", model="small_cnn", train_subset=images, test_subset=500, epochs=1,
                       batch_size=128, device="cpu")

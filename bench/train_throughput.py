@@ -4,7 +4,7 @@ our loop against a baseline loop written the common way, timed in one run on one
     python bench/train_throughput.py [--loops eager,graph,compile,ours,baseline] [--json out.json]   # CUDA (minutes)
     python bench/train_throughput.py --quick                           # CPU: a few steps of batch 32 (minutes)
 
-Our loop is empirical.training's, timed by ``empirical.training.throughput.time_steps``: ``build()`` (bf16
+Our loop is empirical.training's, timed by ``samat.empirical.training.throughput.time_steps``: ``build()`` (bf16
 autocast, channels_last, cudnn.benchmark on CUDA) and the step as ``train()`` runs it, the synthetic dataset
 resident on the device as uint8, cut, converted and augmented (crop + flip) a batch at a time there by
 ``BatchStream``, losses summed on the device and read by the host every LOG_EVERY steps. Its variants
@@ -30,7 +30,7 @@ before and after is recorded). FLOPs come from torch.utils.flop_counter on one s
 of our loop (batch 2, scaled linearly: convolutions and matrix products are linear in the batch); the
 achieved fraction of the device's bf16 dense peak uses these "model FLOPs" for both loops.
 
-"Equal accuracy": a short run of each method with ``empirical.training.loop.train`` and with the baseline loop,
+"Equal accuracy": a short run of each method with ``samat.empirical.training.loop.train`` and with the baseline loop,
 same seed and initial weights, on Fashion-MNIST (synthetic learnable images when it is missing): the
 train loss per epoch and the test accuracy side by side.
 """
@@ -49,13 +49,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from empirical.data import Dataset, load_dataset
-from empirical.models import build_model
-from empirical.training.config import TrainConfig
-from empirical.training.loop import train
-from empirical.training.precision import set_tf32
-from empirical.training.setup import build, resolve_device
-from empirical.training.throughput import time_calls, time_steps
+from samat.empirical.data import Dataset, load_dataset
+from samat.empirical.models import build_model
+from samat.empirical.training.config import TrainConfig
+from samat.empirical.training.loop import train
+from samat.empirical.training.precision import set_tf32
+from samat.empirical.training.setup import build, resolve_device
+from samat.empirical.training.throughput import time_calls, time_steps
 
 from common import CIFAR_MEAN, CIFAR_STD, count, machine, output_file, random_images, run, write_record
 

@@ -1,3 +1,3 @@
-from samat.cli import main
+from samat.cli.main import main
 
 raise SystemExit(main())

@@ -6,7 +6,7 @@ import os
 import sys
 import zlib
 
-# Before torch loads: its OpenMP threads wait passively, as under the samat command (samat/runtime.py); spinning
+# Before torch loads: its OpenMP threads wait passively, as under the samat command (samat/cli/runtime.py); spinning
 # threads make the suite several times slower on a machine that other jobs share (docs/BENCHMARKS.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Under pytest-xdist (`pytest -n 2`) each worker is one process per core: one torch thread each, not one per core

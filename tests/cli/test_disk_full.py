@@ -12,9 +12,9 @@ import os
 import pytest
 import torch
 
-from core.errors import DiskFull
-from core.results import ROOM
-from empirical.training.runs import RunDir
+from samat.core.errors import DiskFull
+from samat.core.results import ROOM
+from samat.empirical.training.runs import RunDir
 from tests.cli.conftest import GAUSSIAN
 from tests.helpers import NO_SPACE, fail_fsync_of, report_free, snapshot
 
@@ -50,10 +50,10 @@ def test_zero_bytes_free_the_lock_is_disk_full_in_one_line(samat, tmp_path, fres
 
 @pytest.mark.parametrize("command", ["train", "eval", "experiment run", "theory verify", "theory plot"])
 def test_four_kb_free_is_refused_before_the_work(samat, tmp_path, fresh_run, monkeypatch, command):
-    import empirical.evaluation.run as evaluation
-    import empirical.training.loop as loop
-    import theory.plots as plots
-    import theory.verify as verify
+    import samat.empirical.evaluation.run as evaluation
+    import samat.empirical.training.loop as loop
+    import samat.theory.plots as plots
+    import samat.theory.verify as verify
 
     def work(*a, **kw):
         raise AssertionError("the work started")
@@ -79,7 +79,7 @@ def test_train_that_cannot_write_config_json_says_disk_full(samat, tmp_path, mon
 
 
 def test_train_without_room_for_its_checkpoints_stops_before_the_first_epoch(samat, tmp_path, monkeypatch):
-    import empirical.training.runs as runs
+    import samat.empirical.training.runs as runs
 
     real, asked = runs.check_free_space, []
 
@@ -131,7 +131,7 @@ def test_theory_outputs_that_find_the_disk_full_keep_the_previous_ones(samat, tm
 
 
 def test_a_full_disk_nobody_expected_is_still_one_line(samat, tmp_path, monkeypatch):
-    import theory.plots as plots
+    import samat.theory.plots as plots
 
     def make_all(out, progress=None):
         raise OSError(errno.ENOSPC, "No space left on device", str(out / "cache"))

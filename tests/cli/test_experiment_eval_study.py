@@ -11,10 +11,10 @@ import statistics
 
 import pytest
 
-from empirical.evaluation.columns import NATURAL, SANITY, column_spec
-from empirical.evaluation.store import unpack_mask
-from empirical.experiments.report import column_title
-from empirical.training.runs import file_sha256
+from samat.empirical.evaluation.columns import NATURAL, SANITY, column_spec
+from samat.empirical.evaluation.store import unpack_mask
+from samat.empirical.experiments.report import column_title
+from samat.empirical.training.runs import file_sha256
 from tests.empirical.helpers import GAUSSIAN_GRID_BASE, SGD_RUN, write_grid
 from tests.helpers import snapshot
 
@@ -131,8 +131,8 @@ def test_eval_end_to_end_writes_columns_checks_and_the_weights_it_attacked(samat
 def test_study_end_to_end_on_a_tiny_grid(samat, tmp_path, monkeypatch):
     """`samat study --quick` through the command, with --quick's grid made tinier (one model, one ρ, two seeds:
     14 runs): runs, measurements, summary, figures and verdicts, published; --report-only redoes the summary."""
-    from gaussian_study.grid import StudyGrid
-    from gaussian_study.verdicts import CLAIMS
+    from samat.gaussian_study.grid import StudyGrid
+    from samat.gaussian_study.verdicts import CLAIMS
 
     tiny = StudyGrid(models=((0.8, 0.5, 4),), seeds=(0, 1), rhos=(0.1,), at_fractions=(0.25,), train_size=1000,
                      test_size=1000, epochs=2, convergence_sizes=(500,), convergence_epochs=2)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ParameterError
-from empirical.experiments.grid import load_experiment
-from empirical.experiments.launch import Resources, _tasks_import_this_code, parse_time, slurm_states
-from empirical.experiments.state import run_states
-from empirical.training.runs import RunDir
+from samat.core.errors import ParameterError
+from samat.empirical.experiments.grid import load_experiment
+from samat.empirical.experiments.launch import Resources, _tasks_import_this_code, parse_time, slurm_states
+from samat.empirical.experiments.state import run_states
+from samat.empirical.training.runs import RunDir
 from tests.cli.conftest import GAUSSIAN
 from tests.helpers import REPO
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from empirical.experiments.grid import load_experiment
-from empirical.training.runs import RunDir
+from samat.empirical.experiments.grid import load_experiment
+from samat.empirical.training.runs import RunDir
 from tests.empirical.helpers import write_grid
 
 RUNS = """[[run]]

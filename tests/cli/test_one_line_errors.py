@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 
-from empirical.attacks.specs import parse_attack
-from empirical.training.config import TrainConfig
+from samat.empirical.attacks.specs import parse_attack
+from samat.empirical.training.config import TrainConfig
 from tests.cli.conftest import GAUSSIAN
 
 SEED_RANGE = "an integer in [0, 2**63 - 1]"

@@ -11,11 +11,11 @@ import re
 
 import pytest
 
-from core.errors import ParameterError
-from empirical.attacks.specs import parse_attack
-from samat import runtime
-from samat.cli import build_parser
-from samat.demo import _theory_summary, readable
+from samat.core.errors import ParameterError
+from samat.empirical.attacks.specs import parse_attack
+from samat.cli import runtime
+from samat.cli.main import build_parser
+from samat.cli.demo import _theory_summary, readable
 from tests.cli.conftest import GAUSSIAN
 
 GAUSSIAN_TOML = ", ".join(f"{k} = {v}" for k, v in GAUSSIAN.items())
@@ -152,7 +152,7 @@ def test_samat_threads_beyond_reason_is_one_line_before_the_work(samat, tmp_path
 def test_train_names_the_step_it_takes_in_its_first_line(samat, tmp_path, monkeypatch):
     """The first line says which step trains the full batches; where the fast path is off, the next line says why
     and how to skip it, and final.json records what ran."""
-    from empirical.training import setup
+    from samat.empirical.training import setup
 
     common = ("train", "--dataset", "gaussian", "--model", "linear", "--epochs", "1", "--no-progress", "--runs-dir",
               tmp_path, "--set", f"gaussian={json.dumps(GAUSSIAN)}")

@@ -17,13 +17,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from core.errors import DiskFull, SamatError
-from core.locks import LockHeld
-from empirical.evaluation.run import evaluate_path
-from empirical.evaluation.store import recorded_weights
-from empirical.training import runs as runs_module
-from empirical.training.loop import train
-from empirical.training.runs import RunDir, file_sha256
+from samat.core.errors import DiskFull, SamatError
+from samat.core.locks import LockHeld
+from samat.empirical.evaluation.run import evaluate_path
+from samat.empirical.evaluation.store import recorded_weights
+from samat.empirical.training import runs as runs_module
+from samat.empirical.training.loop import train
+from samat.empirical.training.runs import RunDir, file_sha256
 from tests.cli.conftest import GAUSSIAN, gaussian_cfg
 from tests.helpers import REPO
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from empirical.experiments.grid import load_experiment
-from empirical.training.runs import RunDir
+from samat.empirical.experiments.grid import load_experiment
+from samat.empirical.training.runs import RunDir
 from tests.cli.conftest import GAUSSIAN
 from tests.helpers import REPO
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from empirical.data import Dataset
-from empirical.training.config import TrainConfig
+from samat.empirical.data import Dataset
+from samat.empirical.training.config import TrainConfig
 from tests.helpers import REPO, run_cli
 
 __all__ = ["GAUSSIAN_GRID_BASE", "REPO", "SGD_RUN", "run_cli", "tiny_cfg", "tiny_images", "write_grid"]

@@ -23,12 +23,12 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from torch import nn
 
-from core.errors import ParameterError
-from empirical.attacks.build import build_attack, seeded
-from empirical.attacks.crosscheck import crosscheck_autoattack
-from empirical.attacks.meter import UNIT_ROUNDOFF, PerturbationMeter, norm_tolerance, perturbation_report
-from empirical.attacks.pgd import pgd, project, sample_ball
-from empirical.attacks.specs import (
+from samat.core.errors import ParameterError
+from samat.empirical.attacks.build import build_attack, seeded
+from samat.empirical.attacks.crosscheck import crosscheck_autoattack
+from samat.empirical.attacks.meter import UNIT_ROUNDOFF, PerturbationMeter, norm_tolerance, perturbation_report
+from samat.empirical.attacks.pgd import pgd, project, sample_ball
+from samat.empirical.attacks.specs import (
     PAPER_COLUMNS,
     REGISTRY,
     SAM_ALONE_COLUMNS,
@@ -39,12 +39,12 @@ from empirical.attacks.specs import (
     parse_eps,
     spec,
 )
-from empirical.attacks.stadv import StAdv, bilinear_warp, flow_smoothness
-from empirical.data import load_dataset, to_float_images
-from empirical.data.fashion_mnist import FASHION_MNIST_DIR, FASHION_MNIST_FILES
-from empirical.evaluation.checks import exceeds
-from empirical.training.precision import tf32
-from empirical.vocabulary import Norm
+from samat.empirical.attacks.stadv import StAdv, bilinear_warp, flow_smoothness
+from samat.empirical.data import load_dataset, to_float_images
+from samat.empirical.data.fashion_mnist import FASHION_MNIST_DIR, FASHION_MNIST_FILES
+from samat.empirical.evaluation.checks import exceeds
+from samat.empirical.training.precision import tf32
+from samat.empirical.vocabulary import Norm
 
 RANDOMIZED = ("pgd10_linf", "pgd10_l2", "autoattack_l2", "pixle")  # attacks that draw random numbers
 ULP1 = 2 * UNIT_ROUNDOFF  # spacing of float32 just below 1.0 ... 2.0

@@ -1,4 +1,4 @@
-"""Corrupt TinyImageNet files, through the loader in empirical/data: a damaged cache is named in one warning and
+"""Corrupt TinyImageNet files, through the loader in samat/empirical/data: a damaged cache is named in one warning and
 rebuilt from the JPEGs; a broken JPEG is a one-line SamatError naming it, and through `samat train` one error line
 and exit code 2, never a traceback."""
 
@@ -10,9 +10,9 @@ import warnings
 import pytest
 import torch
 
-from core.errors import SamatError
-from empirical.data import load_dataset, tinyimagenet
-from samat.cli import main
+from samat.core.errors import SamatError
+from samat.empirical.data import load_dataset, tinyimagenet
+from samat.cli.main import main
 from tests.empirical.test_data import write_tinyimagenet
 
 CACHE = "tiny-imagenet-200.npz"

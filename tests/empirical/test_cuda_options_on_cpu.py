@@ -21,9 +21,9 @@ import math
 import pytest
 import torch
 
-from empirical.training.loop import train
-from empirical.training.runs import RunDir
-from empirical.training.setup import Setup, build
+from samat.empirical.training.loop import train
+from samat.empirical.training.runs import RunDir
+from samat.empirical.training.setup import Setup, build
 from tests.empirical.helpers import tiny_cfg, tiny_images
 
 BF16_U = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits)

@@ -23,9 +23,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.errors import ParameterError, SamatError
-from empirical import data as D
-from empirical.data import (
+from samat.core.errors import ParameterError, SamatError
+from samat.empirical import data as D
+from samat.empirical.data import (
     BatchStream,
     Dataset,
     GaussianSpec,
@@ -443,7 +443,7 @@ def test_gaussian_dataset_matches_the_model():
         assert abs(y.double().mean().item() - 0.5) <= Z * 0.5 / np.sqrt(len(y))
 
     # The same samples as theory.model.GaussianModel.sample with the spec's seeds.
-    from theory.model import GaussianModel
+    from samat.theory.model import GaussianModel
 
     x, y = GaussianModel(0.7, 0.3, 4).sample(5_000, 4)
     np.testing.assert_array_equal(ds.test_x.numpy(), x.astype(np.float32))
@@ -681,8 +681,8 @@ def test_stream_checks_its_arguments_once_not_per_batch(monkeypatch):
 
 
 def test_every_dataset_name_has_a_loader_and_the_gaussian_table_its_fields():
-    from empirical.data.gaussian import GAUSSIAN_FIELDS
-    from empirical.vocabulary import DatasetName, Task
+    from samat.empirical.data.gaussian import GAUSSIAN_FIELDS
+    from samat.empirical.vocabulary import DatasetName, Task
 
     assert list(D.DATASETS) == list(DatasetName)
     assert GAUSSIAN_FIELDS == ("p", "eta", "n", "train_size", "test_size", "seed")
@@ -722,7 +722,7 @@ def test_the_environment_names_another_fashion_mnist_folder(tmp_path):
     """SAMAT_FASHION_MNIST (what the GPU suite sets for its tests) is where the default place is, for the loader
     and for everything that looks there."""
     write_fashion(tmp_path, gz=True)
-    code = ("from empirical.data import FASHION_MNIST_DIR, load_dataset; d = load_dataset('fashion_mnist'); "
+    code = ("from samat.empirical.data import FASHION_MNIST_DIR, load_dataset; d = load_dataset('fashion_mnist'); "
             "print(FASHION_MNIST_DIR, len(d.train_y), len(d.test_y))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
                           env=os.environ | {"SAMAT_FASHION_MNIST": str(tmp_path)})

@@ -28,15 +28,15 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from core.errors import ParameterError
-from empirical.data import Dataset, GaussianSpec, load_dataset
-from empirical.training.config import TrainConfig
-from empirical.training.distributed import World, average_batchnorm_statistics
-from empirical.training.loop import train
-from empirical.training.setup import build
-from empirical.training.steps import STEPS
+from samat.core.errors import ParameterError
+from samat.empirical.data import Dataset, GaussianSpec, load_dataset
+from samat.empirical.training.config import TrainConfig
+from samat.empirical.training.distributed import World, average_batchnorm_statistics
+from samat.empirical.training.loop import train
+from samat.empirical.training.setup import build
+from samat.empirical.training.steps import STEPS
 from tests.empirical.helpers import tiny_images
-from theory.objectives import accuracy, linear_log_risk
+from samat.theory.objectives import accuracy, linear_log_risk
 
 REPO = Path(__file__).resolve().parents[2]
 WORLD_SIZE = 2

@@ -11,23 +11,23 @@ import pytest
 import torch
 from torch import nn
 
-from core.errors import ParameterError, SamatError
-from core.results import dumps
-from empirical.data.fashion_mnist import FASHION_MNIST_DIR
-from empirical.evaluation import evaluate as evaluate_module
-from empirical.evaluation.checks import FAMILY_CHECK, exceeds, robust_within_clean
-from empirical.evaluation.columns import NATURAL, attack_columns, column_spec
-from empirical.evaluation.evaluate import evaluate
-from empirical.evaluation.run import evaluate_path
-from empirical.evaluation.store import unpack_mask
-from empirical.evaluation.trained import Loaded, eval_indices, load_trained
-from empirical.experiments.grid import load_experiment
-from empirical.experiments.report import write_report
-from empirical.experiments.runner import run_experiment
-from empirical.models import build_model
-from empirical.training.loop import train
-from empirical.training.runs import RunDir
-from samat.cli import main
+from samat.core.errors import ParameterError, SamatError
+from samat.core.results import dumps
+from samat.empirical.data.fashion_mnist import FASHION_MNIST_DIR
+from samat.empirical.evaluation import evaluate as evaluate_module
+from samat.empirical.evaluation.checks import FAMILY_CHECK, exceeds, robust_within_clean
+from samat.empirical.evaluation.columns import NATURAL, attack_columns, column_spec
+from samat.empirical.evaluation.evaluate import evaluate
+from samat.empirical.evaluation.run import evaluate_path
+from samat.empirical.evaluation.store import unpack_mask
+from samat.empirical.evaluation.trained import Loaded, eval_indices, load_trained
+from samat.empirical.experiments.grid import load_experiment
+from samat.empirical.experiments.report import write_report
+from samat.empirical.experiments.runner import run_experiment
+from samat.empirical.models import build_model
+from samat.empirical.training.loop import train
+from samat.empirical.training.runs import RunDir
+from samat.cli.main import main
 from tests.empirical.helpers import SGD_RUN, run_cli, tiny_cfg, tiny_images, write_grid
 
 CHEAP = ["fgsm_linf@2/255", "pgd10_linf@2/255", "pgd10_linf@8/255", "pgd10_l2@64/255"]
@@ -45,7 +45,7 @@ def _load(run_dir):
 
 
 def test_eval_json_holds_numbers_and_passing_sanity_checks(trained_run, monkeypatch):
-    monkeypatch.setattr("empirical.evaluation.run.load_trained", _patched_loader)
+    monkeypatch.setattr("samat.empirical.evaluation.run.load_trained", _patched_loader)
     result = evaluate_path(trained_run, CHEAP, n_eval=64, seed=0, progress=False, log=lambda m: None)
     saved = json.loads((trained_run / "eval.json").read_text())
     assert saved["accuracy"] == result["accuracy"]
@@ -65,7 +65,7 @@ def test_eval_json_holds_numbers_and_passing_sanity_checks(trained_run, monkeypa
 
 
 def test_existing_evaluation_is_extended_not_redone(trained_run, monkeypatch):
-    monkeypatch.setattr("empirical.evaluation.run.load_trained", _patched_loader)
+    monkeypatch.setattr("samat.empirical.evaluation.run.load_trained", _patched_loader)
     evaluate_path(trained_run, CHEAP[:1], n_eval=64, seed=0, overwrite=True, progress=False, log=lambda m: None)
     first = json.loads((trained_run / "eval.json").read_text())
     calls = []
@@ -329,7 +329,7 @@ def test_within_budget_check_fails_a_perturbation_over_budget_or_out_of_the_box(
 
 def test_within_budget_check_of_segmentation_fails_a_perturbation_over_budget(monkeypatch):
     """The segmentation evaluation's twin of the check, with its PGD replaced by a move of twice the budget."""
-    from empirical.evaluation import segmentation
+    from samat.empirical.evaluation import segmentation
 
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 100, (4, 1, 6, 6), dtype=torch.uint8, generator=g)  # pixels <= 0.4: +0.2 stays in [0, 1]
@@ -394,7 +394,7 @@ def test_accuracy_against_eps_check_flags_a_larger_budget_that_leaves_more_image
 
 def test_extending_an_evaluation_recomputes_the_checks_across_columns(trained_run, monkeypatch):
     """@2/255, then @8/255, then @4/255: the checks are those of one evaluation of all three, each once."""
-    monkeypatch.setattr("empirical.evaluation.run.load_trained", _patched_loader)
+    monkeypatch.setattr("samat.empirical.evaluation.run.load_trained", _patched_loader)
     columns = ["pgd10_linf@2/255", "pgd10_linf@8/255", "pgd10_linf@4/255"]
     for k in range(1, 4):
         evaluate_path(trained_run, columns[:k], n_eval=64, seed=0, overwrite=k == 1, progress=False,
@@ -417,14 +417,14 @@ def test_extending_an_evaluation_recomputes_the_checks_across_columns(trained_ru
 
 
 def test_a_complete_evaluation_loads_nothing(trained_run, monkeypatch):
-    monkeypatch.setattr("empirical.evaluation.run.load_trained", _patched_loader)
+    monkeypatch.setattr("samat.empirical.evaluation.run.load_trained", _patched_loader)
     first = evaluate_path(trained_run, CHEAP[:2], n_eval=64, seed=0, overwrite=True, progress=False,
                           log=lambda m: None)
 
     def refuse(*args, **kwargs):
         raise AssertionError("load_trained called for a complete evaluation")
 
-    monkeypatch.setattr("empirical.evaluation.run.load_trained", refuse)
+    monkeypatch.setattr("samat.empirical.evaluation.run.load_trained", refuse)
     logged = []
     assert evaluate_path(trained_run, CHEAP[1:2], n_eval=64, seed=0, progress=False, log=logged.append) == first
     assert "already evaluated" in logged[0]
@@ -458,7 +458,7 @@ def test_image_attacks_on_vectors_are_refused_before_attacking(gaussian_run, mon
     def no_attack(*args, **kwargs):
         raise AssertionError("an attack was built before the columns were checked against the data")
 
-    monkeypatch.setattr("empirical.evaluation.evaluate.build_attack", no_attack)
+    monkeypatch.setattr("samat.empirical.evaluation.evaluate.build_attack", no_attack)
     with pytest.raises(ParameterError, match=f"attack={column} is invalid.*vector data"):
         evaluate_path(gaussian_run, ["fgsm_linf@0.1", column], n_eval=16, progress=False, log=lambda m: None)
     with pytest.raises(SamatError, match="--crosscheck"):

@@ -23,14 +23,14 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from core.errors import ParameterError
-from empirical.training.config import TrainConfig
-from empirical.training.fast import FastStep
-from empirical.training.loop import train
-from empirical.training.optimizers import make_capturable, set_learning_rate
-from empirical.training.precision import tf32
-from empirical.training.runs import RunDir
-from empirical.training.setup import Setup, build, resolve_device
+from samat.core.errors import ParameterError
+from samat.empirical.training.config import TrainConfig
+from samat.empirical.training.fast import FastStep
+from samat.empirical.training.loop import train
+from samat.empirical.training.optimizers import make_capturable, set_learning_rate
+from samat.empirical.training.precision import tf32
+from samat.empirical.training.runs import RunDir
+from samat.empirical.training.setup import Setup, build, resolve_device
 from tests.empirical.helpers import tiny_cfg, tiny_images
 from tests.empirical.test_cuda_options_on_cpu import DEFAULT_METHODS, SMOOTH, steps_within_bf16_rounding
 
@@ -301,7 +301,7 @@ def test_a_compile_failure_mid_step_falls_back_to_the_eager_step(fresh_dynamo, m
 def simulate_a_failing_capture(monkeypatch) -> None:
     """The CUDA-graph path on the CPU: the optimizer made capturable (the learning rate a float32 tensor), and a
     capture that fails after its warm-up steps moved the weights, the optimizer's state and the generators."""
-    from empirical.training import fast, setup
+    from samat.empirical.training import fast, setup
 
     class FailingCapture:
         def __init__(self, step, ctx, x, y, gen, warmup):
@@ -326,7 +326,7 @@ def test_a_capture_failure_after_the_warm_up_falls_back_to_the_eager_step(monkey
 
 
 def test_inductor_without_its_compiler_trains_on_the_eager_step(monkeypatch, tmp_path):
-    from empirical.training import setup
+    from samat.empirical.training import setup
 
     monkeypatch.setattr(setup, "inductor_missing", lambda device: "no C++ compiler was found (simulated)")
     assert_fell_back(tmp_path, tiny_cfg(method="sgd", compile="inductor", epochs=1), tiny_images(n_train=80),
@@ -335,7 +335,7 @@ def test_inductor_without_its_compiler_trains_on_the_eager_step(monkeypatch, tmp
 
 
 def test_the_compiled_path_is_recorded_and_shown(fresh_dynamo, tmp_path):
-    from empirical.training.setup import FastPath
+    from samat.empirical.training.setup import FastPath
 
     summary, said, _ = _run(tiny_cfg(method="sgd", compile="aot_eager", epochs=1), tmp_path / "run",
                             tiny_images(n_train=80))

@@ -18,8 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from core.errors import ParameterError
-from empirical.models import (
+from samat.core.errors import ParameterError
+from samat.empirical.models import (
     BUILDERS,
     Architecture,
     DeiT,
@@ -28,8 +28,8 @@ from empirical.models import (
     build_model,
     count_parameters,
 )
-from empirical.models.deit import Attention
-from empirical.vocabulary import Task
+from samat.empirical.models.deit import Attention
+from samat.empirical.vocabulary import Task
 from tests.helpers import REPO
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
@@ -279,7 +279,7 @@ import torch
 
 cuda_calls, lazy_init = [], torch.cuda._lazy_init
 torch.cuda._lazy_init = lambda: cuda_calls.append(1) or lazy_init()
-import empirical.models as M
+import samat.empirical.models as M
 
 for arch in M.Architecture:
     shape = (5,) if arch == "linear" else (3, 32, 32)

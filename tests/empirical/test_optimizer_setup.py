@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from empirical.training.optimizers import (
+from samat.empirical.training.optimizers import (
     build_optimizer,
     build_perturbation,
     make_capturable,
     make_eager,
     set_learning_rate,
 )
-from empirical.training.setup import epoch_generator, round_seed
+from samat.empirical.training.setup import epoch_generator, round_seed
 from tests.empirical.helpers import tiny_cfg
 
 

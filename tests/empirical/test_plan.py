@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from empirical.evaluation.cost import BOUNDS, AlwaysRobust, AttackTiming
-from empirical.experiments import plan as plan_module
-from empirical.experiments.grid import load_experiment
-from empirical.experiments.plan import EVAL_BATCH, _at_size, duration, format_plan, plan_experiment
-from empirical.training.throughput import StepTiming
-from samat.cli import main
+from samat.empirical.evaluation.cost import BOUNDS, AlwaysRobust, AttackTiming
+from samat.empirical.experiments import plan as plan_module
+from samat.empirical.experiments.grid import load_experiment
+from samat.empirical.experiments.plan import EVAL_BATCH, _at_size, duration, format_plan, plan_experiment
+from samat.empirical.training.throughput import StepTiming
+from samat.cli.main import main
 from tests.empirical.helpers import GAUSSIAN_GRID_BASE, SGD_RUN, write_grid
 
 # The grid tests' Gaussian base with 128 steps per epoch and 1024 test images; SGD and PGD-AT.
@@ -151,7 +151,7 @@ def test_each_calibration_compiles_afresh_and_nothing_piles_up_in_dynamos_cache(
     would run the model eagerly and the figure would be eager's), and each one really ran compiled."""
     from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
-    from empirical.models.linear import LinearClassifier
+    from samat.empirical.models.linear import LinearClassifier
 
     forward = LinearClassifier.forward.__code__
     entries_before, timings, real = [], [], plan_module.time_steps

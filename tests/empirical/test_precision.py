@@ -1,4 +1,4 @@
-"""One TF32 API throughout (empirical/training/precision.py): the state it sets reads back the same through both of
+"""One TF32 API throughout (samat/empirical/training/precision.py): the state it sets reads back the same through both of
 PyTorch's APIs, whatever the order of training, evaluation and tests; mixing the two APIs, as the code did before,
 leaves a state that torch refuses to read (which inductor does); and nothing else in the project sets TF32."""
 
@@ -7,12 +7,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from empirical.evaluation.evaluate import attack_precision
-from empirical.training.precision import set_tf32, tf32, tf32_state
+from samat.empirical.evaluation.evaluate import attack_precision
+from samat.empirical.training.precision import set_tf32, tf32, tf32_state
 from tests.helpers import REPO
 
 MIXED = """
@@ -65,7 +66,7 @@ SETTERS = re.compile(r"set_float32_matmul_precision\(|allow_tf32\s*=(?!=)|fp32_p
 
 
 def test_nothing_else_sets_tf32():
-    here = {REPO / "empirical" / "training" / "precision.py", REPO / "tests" / "empirical" / "test_precision.py"}
+    here = {REPO / "samat" / "empirical" / "training" / "precision.py", Path(__file__).resolve()}
     files = [p for p in REPO.rglob("*.py") if ".venv" not in p.parts and p not in here]
     offenders = [f"{p.relative_to(REPO)}:{i}" for p in files
                  for i, line in enumerate(p.read_text().splitlines(), 1) if SETTERS.search(line)]

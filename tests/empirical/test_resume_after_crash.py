@@ -13,10 +13,10 @@ import signal
 import pytest
 import torch
 
-from core.errors import Interrupted, SamatError
-from empirical.training.loop import train
-from empirical.training.runs import RunDir, file_sha256
-from empirical.training.steps import STEPS
+from samat.core.errors import Interrupted, SamatError
+from samat.empirical.training.loop import train
+from samat.empirical.training.runs import RunDir, file_sha256
+from samat.empirical.training.steps import STEPS
 from tests.empirical.helpers import tiny_cfg, tiny_images
 
 EPOCHS, STEPS_PER_EPOCH = 3, 8  # tiny_images: 256 training images in batches of 32

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from core.errors import SamatError
-from empirical.data import IGNORE_INDEX, BatchStream, JointAugment, SegmentationDataset, load_dataset
-from empirical.data.segmentation.scenes import ITEM_THRESHOLD, make_scenes
-from empirical.data.segmentation.stanford_background import STANFORD_CLASSES, stanford_split
-from empirical.data.segmentation.voc import VOC_CLASSES
+from samat.core.errors import SamatError
+from samat.empirical.data import IGNORE_INDEX, BatchStream, JointAugment, SegmentationDataset, load_dataset
+from samat.empirical.data.segmentation.scenes import ITEM_THRESHOLD, make_scenes
+from samat.empirical.data.segmentation.stanford_background import STANFORD_CLASSES, stanford_split
+from samat.empirical.data.segmentation.voc import VOC_CLASSES
 from tests.empirical.helpers import run_cli
 
 STANFORD_SIZES = [(12, 16), (10, 16), (12, 14), (12, 16), (11, 15)]  # (H, W): the real images vary in size too

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from empirical.data import IGNORE_INDEX
-from empirical.evaluation.segmentation import miou_exceeds
-from empirical.pixelwise import confusion, iou, mean_iou, pixel_accuracy_sum, pixel_loss
+from samat.empirical.data import IGNORE_INDEX
+from samat.empirical.evaluation.segmentation import miou_exceeds
+from samat.empirical.pixelwise import confusion, iou, mean_iou, pixel_accuracy_sum, pixel_loss
 
 IGN = IGNORE_INDEX
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.errors import ParameterError
-from empirical.models import DeepLabOptions, Normalize, build_model, count_parameters, load_backbone
-from empirical.training.segmentation import SegmentationSpec, load_backbone_weights
+from samat.core.errors import ParameterError
+from samat.empirical.models import DeepLabOptions, Normalize, build_model, count_parameters, load_backbone
+from samat.empirical.training.segmentation import SegmentationSpec, load_backbone_weights
 
 TINY = {"width": 0.25, "aspp_channels": 8}
 SEGMENTERS = ("deeplabv3_resnet50", "deeplabv3_mobilenetv2", "deeplabv3_small")

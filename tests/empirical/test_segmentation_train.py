@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import ParameterError, SamatError
-from empirical.attacks.meter import norm_tolerance
-from empirical.data import IGNORE_INDEX, SegmentationDataset
-from empirical.evaluation.segmentation import evaluate_segmentation
-from empirical.models import build_model
-from empirical.training.config import TrainConfig
-from empirical.training.loop import train
-from empirical.training.runs import RunDir
-from empirical.training.steps import STEPS
-from empirical.vocabulary import Norm
-from empirical.training.setup import build
+from samat.core.errors import ParameterError, SamatError
+from samat.empirical.attacks.meter import norm_tolerance
+from samat.empirical.data import IGNORE_INDEX, SegmentationDataset
+from samat.empirical.evaluation.segmentation import evaluate_segmentation
+from samat.empirical.models import build_model
+from samat.empirical.training.config import TrainConfig
+from samat.empirical.training.loop import train
+from samat.empirical.training.runs import RunDir
+from samat.empirical.training.steps import STEPS
+from samat.empirical.vocabulary import Norm
+from samat.empirical.training.setup import build
 from tests.empirical.helpers import tiny_images
 from tests.empirical.test_fast import CAPTURE_FAILED, ERROR_RATIO, assert_fell_back, simulate_a_failing_capture
 from tests.empirical.test_data import write_fashion
@@ -141,7 +141,7 @@ def test_pgd_on_the_per_pixel_loss_respects_its_budget_and_lowers_miou(trained):
 
 
 def test_the_segmentation_demo_trains_attacks_tabulates_and_draws(tmp_path):
-    from samat.demo import _experiment
+    from samat.cli.demo import _experiment
 
     write_fashion(tmp_path / "fashion", gz=True)
     tiny = {"data_dir": str(tmp_path / "fashion"), "train_subset": 32, "test_subset": 8, "iterations": 2,
@@ -165,7 +165,7 @@ def test_the_segmentation_demo_trains_attacks_tabulates_and_draws(tmp_path):
         bad = tmp_path / "mixed.toml"
         bad.write_text('[base]\ndataset = "fashion_scenes"\nmodel = "deeplabv3_small"\n[[run]]\nlabel = "a"\n'
                        '[[run]]\nlabel = "b"\ndataset = "fashion_mnist"\nmodel = "small_cnn"\n')
-        from empirical.experiments.grid import load_experiment
+        from samat.empirical.experiments.grid import load_experiment
 
         load_experiment(bad)
 
@@ -230,7 +230,7 @@ def test_a_resumed_segmentation_run_on_the_graph_path_ends_as_an_uninterrupted_o
         train(cfg, tmp_path / name, progress=False, data=data)
     fixed = resumed(tmp_path / "resumed")
     with monkeypatch.context() as patch:  # the warm-up's draws left in place, as before the fix
-        from empirical.training import fast
+        from samat.empirical.training import fast
 
         patch.setattr(fast.torch.cuda, "set_rng_state", lambda state, device=None: None)
         broken = resumed(tmp_path / "broken")
@@ -246,8 +246,8 @@ def test_a_resumed_segmentation_run_on_the_graph_path_ends_as_an_uninterrupted_o
 @pytest.mark.parametrize(("name", "table", "rows"), [("stanford_background", "D Table 8", 11),
                                                      ("voc2012", "D Table 9", 12)])
 def test_the_papers_segmentation_grids_load_with_their_numbers(tmp_path, name, table, rows):
-    from empirical.experiments import catalog
-    from empirical.experiments.grid import load_experiment
+    from samat.empirical.experiments import catalog
+    from samat.empirical.experiments.grid import load_experiment
 
     exp = load_experiment(catalog.resolve(name), runs_dir=tmp_path)
     assert len(exp.labels) == rows and exp.columns == ("natural", "pgd10_linf@1/255", "pgd10_l2@1")

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from empirical.training import steps
-from empirical.training.setup import build
-from empirical.vocabulary import Method
+from samat.empirical.training import steps
+from samat.empirical.training.setup import build
+from samat.empirical.vocabulary import Method
 from tests.empirical.helpers import tiny_cfg, tiny_images
 
 

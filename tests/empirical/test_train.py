@@ -11,17 +11,17 @@ import pytest
 import torch
 from torch import nn
 
-from core.errors import ParameterError, SamatError
-from empirical.experiments.grid import load_experiment
-from empirical.experiments.report import write_report
-from empirical.experiments.runner import run_experiment
-from empirical.models import build_model
-from empirical.training.config import TrainConfig
-from empirical.training.loop import TrainingDiverged, train
-from empirical.training.optimizers import ASAM_ETA, WeightPerturbation
-from empirical.training.runs import RunDir
-from empirical.training.setup import build
-from empirical.training.steps import STEPS, running_stats_frozen
+from samat.core.errors import ParameterError, SamatError
+from samat.empirical.experiments.grid import load_experiment
+from samat.empirical.experiments.report import write_report
+from samat.empirical.experiments.runner import run_experiment
+from samat.empirical.models import build_model
+from samat.empirical.training.config import TrainConfig
+from samat.empirical.training.loop import TrainingDiverged, train
+from samat.empirical.training.optimizers import ASAM_ETA, WeightPerturbation
+from samat.empirical.training.runs import RunDir
+from samat.empirical.training.setup import build
+from samat.empirical.training.steps import STEPS, running_stats_frozen
 from tests.empirical.helpers import SGD_RUN, run_cli, tiny_cfg, tiny_images, write_grid
 
 METHODS = ("sgd", "adam", "sam", "asam", "esam", "pgd_at")
@@ -516,7 +516,7 @@ at_features = "non_robust"
     ("x = ", ".toml", "is not valid TOML"),
 ])
 def test_train_config_file_that_cannot_be_read_is_one_line(tmp_path, capsys, content, suffix, needle):
-    from samat.cli import main
+    from samat.cli.main import main
 
     path = tmp_path / f"config{suffix}"
     path.write_text(content)

@@ -10,21 +10,21 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from empirical.attacks.build import build_attack
-from empirical.attacks.specs import spec
-from empirical.models import build_model
-from empirical.training.config import TrainConfig
-from empirical.training.loop import train
-from gaussian_study import report, verdicts
-from gaussian_study.driver import run
-from gaussian_study.figures import figures
-from gaussian_study.grid import StudyGrid
-from gaussian_study.measure import float32_ambiguous, trained_weights
-from gaussian_study.summary import summarize
-from theory import closed_form as cf
-from theory.lifted import LogisticModel
-from theory.model import GaussianModel
-from theory.numeric import sam_optimum, st_optimum
+from samat.empirical.attacks.build import build_attack
+from samat.empirical.attacks.specs import spec
+from samat.empirical.models import build_model
+from samat.empirical.training.config import TrainConfig
+from samat.empirical.training.loop import train
+from samat.gaussian_study import report, verdicts
+from samat.gaussian_study.driver import run
+from samat.gaussian_study.figures import figures
+from samat.gaussian_study.grid import StudyGrid
+from samat.gaussian_study.measure import float32_ambiguous, trained_weights
+from samat.gaussian_study.summary import summarize
+from samat.theory import closed_form as cf
+from samat.theory.lifted import LogisticModel
+from samat.theory.model import GaussianModel
+from samat.theory.numeric import sam_optimum, st_optimum
 
 Z = 4.0  # standard deviations of the sampling distribution allowed (two-sided p ~ 6e-5 per example)
 
@@ -59,7 +59,7 @@ def test_trained_at_robust_feature_weight_is_theorem_2(tmp_path_factory, p, eta,
 @given(st.floats(0.6, 0.95), st.floats(0.1, 1.0), st.integers(1, 10), st.floats(0.01, 0.6), st.integers(0, 1000))
 @settings(max_examples=15, deadline=None)
 def test_pgd_on_a_linear_model_reaches_the_exact_worst_case(p, eta, n, eps, seed):
-    """empirical.attacks' PGD without the [0, 1] box, on a linear model, attains margin - ε||w||_1 exactly."""
+    """samat.empirical.attacks' PGD without the [0, 1] box, on a linear model, attains margin - ε||w||_1 exactly."""
     x, y = GaussianModel(p, eta, n).sample(512, seed=seed)
     model = build_model("linear", input_shape=(n + 1,), num_classes=2)
     with torch.no_grad():
@@ -123,7 +123,7 @@ def _check_idealized_sam_verdicts(found, p, eta, n, rho):
 
 def test_study_command_refuses_missing_measurements_and_a_non_empty_publish_dir(tmp_path):
     """One line and exit code 2, before any work: nothing stored to report on; a folder it would overwrite."""
-    from samat.cli import main
+    from samat.cli.main import main
 
     assert main(["study", "--out", str(tmp_path / "none"), "--report-only"]) == 2
     (tmp_path / "docs").mkdir()

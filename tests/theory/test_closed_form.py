@@ -11,8 +11,8 @@ import mpmath
 import numpy as np
 import pytest
 
-from core.errors import ParameterError
-from theory import closed_form as cf
+from samat.core.errors import ParameterError
+from samat.theory import closed_form as cf
 
 LN3 = math.log(3.0)  # log-odds of p = 3/4
 ULPS = 1e-14

@@ -15,7 +15,7 @@ import mpmath
 import numpy as np
 import pytest
 
-from theory.objectives import log_risk, risk_slope, sam_inner_max
+from samat.theory.objectives import log_risk, risk_slope, sam_inner_max
 
 U = np.finfo(float).eps / 2
 
@@ -106,7 +106,7 @@ def test_the_slope_with_an_attack_on_x1_is_the_log_ratio_of_the_two_classes_deri
 
 def test_the_refinement_between_grid_nodes_computes_in_the_backend_it_is_given():
     """With mpmath at 40 digits the interior maximum's value is exact to far below float64's rounding."""
-    from theory.backend import mp_backend
+    from samat.theory.backend import mp_backend
 
     p, eta, n, attack = STRONG_ATTACKS[0]
     peak = n * math.log(p / (1 - p)) / (2 * (eta - attack) * n)

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from scipy import optimize, special
 
 from tests.theory import strategies as S
-from theory import closed_form as cf
-from theory import symbolic as sym
-from theory.lifted import (
+from samat.theory import closed_form as cf
+from samat.theory import symbolic as sym
+from samat.theory.lifted import (
     SAM_FATOL,
     LogisticModel,
     _newton_distance,
@@ -25,9 +25,9 @@ from theory.lifted import (
     sam_all_weights_optimum,
     sam_scale_curve,
 )
-from theory.model import GaussianModel
-from theory.numeric import at_optimum
-from theory.objectives import linear_log_risk, log_risk
+from samat.theory.model import GaussianModel
+from samat.theory.numeric import at_optimum
+from samat.theory.objectives import linear_log_risk, log_risk
 
 MC = 40_000
 U = np.finfo(float).eps / 2

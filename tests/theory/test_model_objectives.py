@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.errors import ParameterError
+from samat.core.errors import ParameterError
 from tests.theory import strategies as S
-from theory.backend import mp_backend
-from theory.model import GaussianModel, robust_feature_weight, sample_accuracy, validate
-from theory.objectives import (
+from samat.theory.backend import mp_backend
+from samat.theory.model import GaussianModel, robust_feature_weight, sample_accuracy, validate
+from samat.theory.objectives import (
     accuracy,
     class_thresholds,
     golden_section_max,

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.theory import strategies as S
-from theory import closed_form as cf
-from theory import symbolic as sym
-from theory.backend import FLOAT64, mp_backend
-from theory.numeric import (
+from samat.theory import closed_form as cf
+from samat.theory import symbolic as sym
+from samat.theory.backend import FLOAT64, mp_backend
+from samat.theory.numeric import (
     at_optimum,
     equal_robustness_at_budget,
     minimize_risk,
@@ -22,7 +22,7 @@ from theory.numeric import (
     sam_per_sample_optimum,
     st_optimum,
 )
-from theory.objectives import log_risk, risk_slope, sam_per_sample_log_risk
+from samat.theory.objectives import log_risk, risk_slope, sam_per_sample_log_risk
 
 U = np.finfo(float).eps / 2
 
@@ -252,7 +252,7 @@ def test_per_sample_has_no_finite_optimum_from_eps_equal_eta_n(p, eta, n, ratio)
 
 
 def test_invalid_input_is_rejected_before_solving():
-    from core.errors import ParameterError
+    from samat.core.errors import ParameterError
 
     with pytest.raises(ParameterError, match="p=0.4"):
         st_optimum(0.4, 0.5, 1)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from theory.backend import mp_backend
-from theory.objectives import (
+from samat.theory.backend import mp_backend
+from samat.theory.objectives import (
     Bounded,
     InnerMax,
     accuracy,

@@ -8,9 +8,9 @@ import sympy as sp
 from hypothesis import given, settings
 
 from tests.theory import strategies as S
-from theory import closed_form as cf
-from theory import symbolic as sym
-from theory.numeric import equal_robustness_at_budget, sam_optimum_equal_endpoints, st_optimum
+from samat.theory import closed_form as cf
+from samat.theory import symbolic as sym
+from samat.theory.numeric import equal_robustness_at_budget, sam_optimum_equal_endpoints, st_optimum
 
 
 @given(S.p, S.eta)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from samat.cli import main
+from samat.cli.main import main
 from tests.helpers import REPO, run_cli
-from theory import closed_form, verify
+from samat.theory import closed_form, verify
 
 POP, PS = f"({verify.POPULATION})", f"({verify.PER_SAMPLE})"
 

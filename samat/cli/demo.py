@@ -1,0 +1,193 @@
+"""``samat demo``: the main job on the embedded default, end to end.
+
+1. the theory: figures and the verification of Theorems 1-5 (seconds);
+2. the embedded default experiment (configs/fashion_mnist_default.toml): ST, SAM and AT of a small CNN on
+   real Fashion-MNIST, trained, attacked and tabulated with plots (minutes on 2 CPU cores).
+
+``samat demo --task segmentation`` runs the segmentation default instead (configs/segmentation_default.toml):
+ST, SAM and AT of a small DeepLabv3 on scenes of Fashion-MNIST items, scored by mIoU clean and under PGD, with
+a figure of predictions (minutes on 2 CPU cores, on one thread; no theory part).
+
+Finished parts are kept: a second run only redoes what is missing (or everything with --force).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from samat.core.errors import SamatError
+from samat.core.results import check_writable_folder
+from samat.cli.runtime import chosen_threads, use_cpu_threads
+
+
+def add_command(sub) -> None:
+    demo = sub.add_parser("demo", help="run the main job on the embedded default (theory, then Fashion-MNIST)",
+                          description="Verify Theorems 1-5 with figures, then train, attack and tabulate the "
+                          "default Fashion-MNIST experiment; everything goes to OUT/ (default results/demo).")
+    demo.add_argument("--out", type=Path, default=Path("results/demo"), metavar="DIR", help="output directory")
+    demo.add_argument("--theory-only", action="store_true", help="skip the training experiment")
+    demo.add_argument("--task", choices=("classification", "segmentation"), default="classification",
+                      help="classification (default: theory, then Fashion-MNIST) or segmentation (the Fashion-MNIST "
+                      "scenes experiment only)")
+    demo.add_argument("--force", action="store_true",
+                      help="redo everything (the earlier results are kept until the new ones are done)")
+    demo.set_defaults(func=cmd_demo)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    if args.task == "segmentation" and args.theory_only:
+        raise SamatError("--theory-only and --task segmentation exclude each other (the segmentation demo has no "
+                         "theory part)")
+    aside = out.with_name(f".{out.name}.replaced")  # --force keeps the old results until the new ones are done
+    if args.force and out.exists():
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(out, aside)
+    try:
+        code = _demo(args, out)
+    except BaseException:
+        if aside.exists() and args.force:
+            shutil.rmtree(out, ignore_errors=True)
+            os.replace(aside, out)
+            _say(f"the earlier results are back in {out}")
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    return code
+
+
+def _demo(args: argparse.Namespace, out: Path) -> int:
+    from samat.empirical.experiments.report import terminal_text
+
+    t0 = time.perf_counter()
+    check_writable_folder(out, "--out")
+    if args.task == "segmentation":
+        table = _experiment(out / "segmentation", segmentation=True)
+        print(terminal_text(table.read_text()).strip() + f"\n\nexperiment report: {table} (with figures)")
+        print(f"done in {time.perf_counter() - t0:.0f} s")
+        return 0
+    theory_md = _theory(out / "theory")
+    lines = [_theory_summary(out / "theory" / "verification.json"), f"theory report: {theory_md}"]
+    if not args.theory_only:
+        table = _experiment(out / "fashion-mnist")
+        runs = out / "fashion-mnist" / "runs"
+        lines += ["", terminal_text(table.read_text()).strip(), "",
+                  f"experiment report: {table} (with figures); its runs: samat experiment status "
+                  f"fashion_mnist_default --runs-dir {runs}"]
+    print("\n".join(lines))
+    print(f"done in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def _theory(theory_dir: Path) -> Path:
+    from samat.theory import plots, report, verify
+
+    figures = theory_dir / "figures"
+    md = theory_dir / "verification.md"
+    existing = plots.existing_outputs(figures)
+    if len(existing) == len(plots.outputs(figures)):
+        _say(f"[theory] figures already in {figures}/ (kept)")
+    else:  # none yet, or some: an interrupted demo drew only the first figures
+        _say(f"[theory] drawing figures into {figures}/" + (" (some were missing)" if existing else ""))
+        plots.make_all(figures, progress=lambda m: _say(f"  {m}"))
+    if md.exists() and (theory_dir / "verification.json").exists():
+        _say(f"[theory] report already in {theory_dir}/ (kept)")
+    else:
+        _say(f"[theory] verifying Theorems 1-5 into {theory_dir}/")
+        t1 = time.perf_counter()
+        reports = verify.run(verify.Grid(), progress=lambda m: _say(f"  {m}"))
+        report.write_verification_json(reports, theory_dir / "verification.json", verify.Grid())
+        report.write_markdown(reports, md, verify.Grid(), figures, time.perf_counter() - t1)
+    return md
+
+
+def _theory_summary(json_path: Path) -> str:
+    """The verdicts in words: one line per claim, its corrected form (sympy's, in the papers' notation)."""
+    import json
+
+    lines = []
+    for r in json.loads(json_path.read_text())["claims"]:
+        err = "" if r["max_rel_error"] is None else f" (max rel. error {r['max_rel_error']:.2g})"
+        reading = f", SAM read as {r['reading']}" if r.get("reading") else ""
+        line = f"{r['theorem']}  {r['title']}{reading}: {r['verdict']}{err}"
+        if r["corrected"]:
+            line += (f"; corrected form {readable(r['corrected'])}, which {r['corrected_verdict']}"
+                     if r["corrected_verdict"] else f"; corrected form {readable(r['corrected'])}")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+_NOTATION = (("**2", "²"), ("**3", "³"), ("**4", "⁴"), ("*", "·"), ("eps_SAM", "ε_SAM"), ("eps_AT", "ε_AT"),
+             ("eps", "ε"), ("eta", "η"), ("w1star", "w1*"))
+
+
+def readable(expression: str) -> str:
+    """A sympy expression in the papers' notation: w1* for ln(p/(1-p))/(2η), ε, η, squares as ², products as ·."""
+    import sympy
+
+    p, eta = sympy.symbols("p eta", positive=True)
+    w1star = sympy.Symbol("w1star", positive=True)
+    try:
+        expr = sympy.sympify(expression, locals={"p": p, "eta": eta})
+    except (sympy.SympifyError, TypeError, SyntaxError):
+        return expression
+    ratio = sympy.log(p) - sympy.log(1 - p)  # = 2 η w1* (Theorem 1)
+    expr = sympy.expand(expr.subs(ratio, 2 * eta * w1star)).subs(ratio, 2 * eta * w1star)
+    factored = sympy.factor_terms(expr)  # w1*·(1 + ...) where w1* is a common factor, not 2·(...)
+    text = str(factored if factored.as_coeff_Mul()[0] == 1 else expr)
+    for code, symbol in _NOTATION:
+        text = text.replace(code, symbol)
+    return text
+
+
+def _experiment(exp_dir: Path, *, segmentation: bool = False, overrides: dict | None = None,
+                n_eval: int | None = None, columns: tuple[str, ...] | None = None) -> Path:
+    """Run the packaged default experiment (or the segmentation default) into ``exp_dir`` and write its report;
+    returns the report's Markdown file. ``overrides`` (configuration fields) apply to every run, ``n_eval``
+    replaces the experiment's number of evaluation images and ``columns`` its table's columns (the tests run a
+    tiny setting)."""
+    from samat.empirical.data import FASHION_MNIST_DIR, FASHION_MNIST_FILES
+    from samat.empirical.experiments import catalog
+    from samat.empirical.experiments.grid import load_experiment
+    from samat.empirical.experiments.report import write_report
+    from samat.empirical.experiments.runner import failures, run_experiment
+
+    # The files' presence only (as the loader finds them, gzipped or not): training loads the data once, later.
+    folder = Path((overrides or {}).get("data_dir") or FASHION_MNIST_DIR)
+    missing = [f"{stem}.gz" for stem in FASHION_MNIST_FILES.values()
+               if not any((folder / name).is_file() for name in (f"{stem}.gz", stem))]
+    if missing:
+        raise SamatError(f"the default experiment needs Fashion-MNIST (missing {', '.join(missing)} in "
+                         f"{folder}); install it with `apt-get install dataset-fashion-mnist` "
+                         "(bash .ci/setup does)" + ("" if segmentation else " or use --theory-only"))
+    name = catalog.SEGMENTATION_DEFAULT if segmentation else catalog.DEFAULT
+    exp = load_experiment(catalog.resolve(name), runs_dir=exp_dir / "runs", overrides=overrides)
+    if n_eval is not None:
+        exp = dataclasses.replace(exp, n_eval=n_eval)
+    if columns is not None:
+        exp = dataclasses.replace(exp, tables=tuple(dataclasses.replace(t, columns=columns) for t in exp.tables))
+    _say(f"[experiment] {exp.title}: {len(exp.runs)} runs into {exp_dir}/runs")
+    if segmentation and chosen_threads() is None:
+        import torch
+
+        # One thread: the small network's convolutions gain little from a second one, and lose 3x when the two
+        # cores are shared with other work (docs/BENCHMARKS.md); SAMAT_THREADS chooses otherwise.
+        torch.set_num_threads(1)
+    use_cpu_threads(_say)
+    outcomes = run_experiment(exp, progress=sys.stderr.isatty(), log=_say)
+    if (failed := failures(outcomes)) and any(exp.finished(label) for label in exp.labels):
+        write_report(exp, exp_dir, log=_say)  # what did finish
+    if failed:
+        raise failed
+    paths = write_report(exp, exp_dir, log=_say)
+    return paths["markdown"]

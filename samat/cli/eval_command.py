@@ -1,0 +1,78 @@
+"""``samat eval``: clean and robust accuracy of a trained model, into its eval.json."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from samat.cli.argtypes import arg_positive_int, arg_seed
+from samat.cli.runtime import use_cpu_threads
+
+
+def add_command(sub) -> None:
+    ev = sub.add_parser("eval", help="clean and robust accuracy of a trained model; writes eval.json",
+                        description="Evaluate a run directory (or a model.pt / checkpoint.pt) under the papers' "
+                        "attacks, on a seeded subset of the test set, with sanity checks; writes eval.json in "
+                        "the run directory.")
+    ev.add_argument("path", type=Path, metavar="RUN_DIR|CHECKPOINT",
+                    help="a run directory (runs/<name>), or a model.pt / checkpoint.pt (eval.json goes beside it)")
+    ev.add_argument("--attacks", nargs="+", metavar="ATTACK",
+                    help="attacks as name[@eps[,eps...]], e.g. pgd10_linf@1/255,2/255 autoattack_l2 stadv "
+                    "(default: the duality paper's Table 2 columns; for segmentation, Tables 8-9's "
+                    "pgd10_linf@1/255 and pgd10_l2@1)")
+    ev.add_argument("--n-eval", type=arg_positive_int, default=1000, help="test images (default 1000)")
+    ev.add_argument("--seed", type=arg_seed, default=0,
+                    help="seed of the test subset and the attacks, an integer in [0, 2**63 - 1] (default 0)")
+    ev.add_argument("--batch-size", type=arg_positive_int, default=256,
+                    help="images attacked at once (default 256; lower it if the GPU runs out of memory)")
+    ev.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda or cuda:N")
+    ev.add_argument("--data-dir", help="where the dataset lives (default: the run's)")
+    ev.add_argument("--model", help="architecture, for a checkpoint outside a run directory")
+    ev.add_argument("--dataset", help="dataset, for a checkpoint outside a run directory")
+    ev.add_argument("--crosscheck", action="store_true",
+                    help="also run the reference AutoAttack (pyautoattack) on the same images and compare")
+    ev.add_argument("--overwrite", action="store_true", help="redo an existing evaluation")
+    ev.add_argument("--no-progress", action="store_true",
+                    help="no progress bars (without a terminal there are none: one line per attack instead)")
+    ev.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from samat.empirical.evaluation.columns import NATURAL, SANITY, column_spec, column_specs
+    from samat.empirical.evaluation.run import evaluate_path
+    from samat.empirical.evaluation.trained import locate
+
+    if args.attacks:
+        column_specs(args.attacks)  # bad attacks and a missing run fail before anything is said
+    locate(args.path)
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    use_cpu_threads(say)
+    result = evaluate_path(args.path, args.attacks, n_eval=args.n_eval, seed=args.seed, batch_size=args.batch_size,
+                           device=args.device, data_dir=args.data_dir, model=args.model, dataset=args.dataset,
+                           crosscheck=args.crosscheck, overwrite=args.overwrite, progress=not args.no_progress,
+                           log=say)
+
+    def title(key: str) -> str:
+        if key == NATURAL:
+            return "Natural"
+        return column_spec(key.removesuffix(SANITY)).title + (SANITY if key.endswith(SANITY) else "")
+
+    segmentation = "miou" in result
+    scores = result["miou"] if segmentation else result["accuracy"]  # segmentation: mIoU (D eq. 15)
+    rows = [(title(k), v, result["accuracy"].get(k)) for k, v in scores.items()]
+    width = max(len(t) for t, _, _ in rows)
+    if segmentation:
+        print(f"{'':{width}s}  {'mIoU':>8s}  pixel accuracy")
+    for name, value, pixels in rows:
+        extra = f"  {100 * pixels:6.2f} %" if segmentation and pixels is not None else ""
+        print(f"{name:{width}s}  {100 * value:6.2f} %{extra}")
+    failed = [c for c in result["sanity"] if not c["passed"]]
+    print(f"sanity checks: {len(result['sanity']) - len(failed)}/{len(result['sanity'])} passed"
+          + "".join(f"\n  FAILED {c['check']}: {c['detail']}" for c in failed))
+    if "crosscheck" in result:
+        cc = result["crosscheck"]
+        print(f"AutoAttack cross-check on {cc['n']} images: torchattacks "
+              f"{100 * cc['robust_accuracy_torchattacks']:.2f} %, reference "
+              f"{100 * cc['robust_accuracy_reference']:.2f} % ({cc['disagreements']} images disagree)")
+    return 0

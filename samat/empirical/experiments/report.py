@@ -1,0 +1,133 @@
+"""An experiment's report: table.md (one table per paper table, the paper's numbers beside ours), table.csv
+(long format, numbers as numbers) and table.json, with the figures of :mod:`.plots`.
+
+Columns carry readable titles ("PGD-10 ℓ∞ 1/255"); table.csv keeps the machine-readable column id beside the
+title. Only runs trained as the experiment asks for count, and only evaluations of their final weights; the
+others are listed under the tables, never shown as current.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+from samat.core.results import atomic_write_text, write_json
+from samat.empirical.evaluation.columns import AVERAGE, NATURAL, column_spec
+from samat.empirical.experiments.catalog import display_path
+from samat.empirical.experiments.grid import Experiment, Table
+from samat.empirical.experiments.plots import plot_experiment
+from samat.empirical.experiments.results import collect, report_inputs
+
+CSV_DECIMALS = 4  # percentages in table.csv: accuracies over n images are multiples of 100/n, means over seeds
+
+
+def _cell(stat: dict) -> str:
+    if stat["mean"] is None:
+        return "—"
+    text = f"{stat['mean']:.1f}"
+    if stat["std"] is not None:
+        text += f" ± {stat['std']:.1f}"
+    return text
+
+
+def column_title(column: str) -> str:
+    """A column for people: "Natural", "Average", "PGD-10 ℓ∞ 1/255"."""
+    return {NATURAL: "Natural", AVERAGE: "Average"}.get(column) or column_spec(column).title
+
+
+def markdown_table(table: Table, rows: list[dict]) -> str:
+    """Ours (mean ± std over seeds), with the paper's number beside it in each column that has one."""
+    with_paper = [c for c in table.columns if table.from_paper and any(r[c]["paper"] is not None for r in rows)]
+    header = ["Method"]
+    for c in table.columns:
+        header += [column_title(c)] + (["paper"] if c in with_paper else [])
+    header.append("seeds")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [r["label"] + (" ⚠" if r["failed_checks"] else "")]
+        for c in table.columns:
+            cells.append(_cell(r[c]))
+            if c in with_paper:
+                cells.append("—" if r[c]["paper"] is None else f"{r[c]['paper']:.1f}")
+        cells.append(f"{r['seeds_done']}/{r['seeds']}")
+        lines.append("| " + " | ".join(cells) + " |")
+    flagged = [w for r in rows for w in r["failed_checks"]]
+    if flagged:
+        lines += ["", "⚠ failed sanity checks (the numbers of these rows are suspect):"]
+        lines += [f"- {w}" for w in dict.fromkeys(flagged)]
+    return "\n".join(lines)
+
+
+def _round(value: float | None) -> float | str:
+    return "" if value is None else round(value, CSV_DECIMALS)
+
+
+def csv_rows(table: Table, rows: list[dict]) -> list[list]:
+    out = []
+    for r in rows:
+        for c in table.columns:
+            s = r[c]
+            out.append([table.title, r["label"], c, column_title(c), _round(s["mean"]), _round(s["std"]), s["n"],
+                        _round(s["paper"])])
+    return out
+
+
+def _left_out(exp: Experiment, rows: list[dict]) -> list[str]:
+    """The lines under the tables that list what does not count: stale runs and evaluations."""
+    lines = []
+    stale = exp.stale()
+    if stale:
+        lines += ["", f"Not counted: {len(stale)} run(s) trained with another configuration than the experiment "
+                  "asks for now (stale); `samat experiment run --overwrite` retrains them:"]
+        lines += [f"- `{spec.run_dir.name}`: {why}" for spec, why in stale]
+    evaluations = list(dict.fromkeys(w for r in rows for w in r["stale_evaluations"]))
+    if evaluations:
+        lines += ["", "Robust columns not counted (their evaluation is not of the final weights or settings):"]
+        lines += [f"- {w}" for w in evaluations]
+    return lines
+
+
+def write_report(exp: Experiment, out_dir: str | Path, *, plots: bool = True,
+                 log: Callable[[str], None] = lambda m: None) -> dict[str, Path]:
+    """table.md (one table per paper table), table.csv (long format: numbers as numbers), table.json, figures.
+    What is left out (stale runs, stale evaluations) is listed in table.md and told to ``log``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = [f"# {exp.title}", "",
+          f"Experiment `{exp.name}` from `{display_path(exp.source)}`: {exp.task.metric} in percent, mean ± std over "
+          "the finished seeds (the last column counts them); the paper's numbers stand beside ours where the table "
+          "is the paper's.", ""]
+    records, dump, all_rows = [], {}, []
+    single = len(exp.tables) == 1 and exp.tables[0].title == exp.title
+    for table in exp.tables:
+        rows = collect(exp, table)
+        md += ([] if single else [f"## {table.title}", ""]) + [markdown_table(table, rows), ""]
+        records += csv_rows(table, rows)
+        dump[table.title] = rows
+        all_rows += rows
+    left_out = _left_out(exp, all_rows)
+    if left_out:
+        md += left_out[1:] + [""]
+        log(f"{out / 'table.md'} lists runs or evaluations that are stale and not counted")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["table", "label", "column", "title", "mean", "std", "n", "paper"])
+    writer.writerows(records)
+    paths = {"markdown": out / "table.md", "csv": out / "table.csv", "json": out / "table.json"}
+    if plots:
+        figures = [p for p in plot_experiment(exp, out) if p.suffix == ".png"]
+        md += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
+        paths |= {f"figure {p.stem}": p for p in figures}
+    atomic_write_text(paths["markdown"], "\n".join(md))
+    atomic_write_text(paths["csv"], buffer.getvalue())
+    write_json(paths["json"], {"tables": dump}, inputs=report_inputs(exp), indent=2)
+    return paths
+
+
+def terminal_text(markdown: str) -> str:
+    """table.md for a terminal: the tables and notes, without the figures' image links (the files are listed
+    apart)."""
+    head, _, _ = markdown.partition("\n## Figures")
+    return head.rstrip() + "\n"

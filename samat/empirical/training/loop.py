@@ -1,0 +1,310 @@
+"""One training loop for every method: SGD, Adam, SAM, ASAM, ESAM and PGD adversarial training.
+
+The method only changes the *step* (what happens to one batch); data, schedule, checkpoints and
+metrics are shared. The same code runs on CPU (tests) and CUDA (experiments), where it switches on
+bf16 autocast, channels_last, cudnn.benchmark and the fast step (the model compiled and each full
+batch's step replayed as one CUDA graph, :mod:`samat.empirical.training.fast`). Inside an epoch it never
+waits for the GPU: losses and accuracies accumulate on the device, and the host reads them every
+LOG_EVERY steps (for the progress bar and the NaN check) and at the end of the epoch.
+
+Every random choice (shuffling, augmentation, ESAM's masks, PGD's random start) is drawn from a
+generator seeded by (seed, epoch), so a run interrupted after any epoch and resumed ends with
+exactly the weights of an uninterrupted run. A run counted in iterations (``iterations``) has rounds of
+``eval_every`` iterations in place of epochs: tested, logged and checkpointed after each.
+
+Launched by torchrun with several processes, the same loop trains data-parallel (DDP): each rank
+trains on its slice of every global batch; see :mod:`samat.empirical.training.distributed`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from samat.core.errors import Interrupted, SamatError
+from samat.core.results import provenance
+from samat.empirical.data import BatchStream, Dataset
+from samat.empirical.inference import clean_accuracy, correct_mask
+from samat.empirical.training import distributed, segmentation
+from samat.empirical.training.config import TrainConfig
+from samat.empirical.training.distributed import World
+from samat.empirical.training.runs import TRAINING, RunDir
+from samat.empirical.training.setup import Setup, build, epoch_generator, load_data, resolve_device, round_seed
+from samat.empirical.vocabulary import Task
+
+LOG_EVERY = 50  # steps between host reads of the running loss (progress bar, NaN check)
+
+
+class TrainingDiverged(SamatError):
+    """The loss became NaN or inf; the last good checkpoint is kept."""
+
+    exit_code = 3
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True, stop_after: int | None = None, data: Dataset | None = None,
+          log: Callable[[str], None] | None = None) -> dict:
+    """Train one run into ``run_dir``; returns the final summary (or a partial one with ``stop_after``).
+
+    The process holds the run's lock from start to end: a second writer gets a one-line error naming it.
+    ``stop_after`` ends the call after that many epochs, leaving a resumable run (as an interruption would);
+    ``data`` reuses an already loaded dataset. ``progress`` shows a progress bar on a terminal; without one (or
+    without ``progress``), ``log`` (if given) gets one line per epoch. Under torchrun (WORLD_SIZE > 1) it joins
+    the process group and trains data-parallel; every rank returns the same summary and rank 0 writes
+    ``run_dir`` (see :mod:`samat.empirical.training.distributed`).
+    """
+    run = RunDir(run_dir)
+    with distributed.process_group(resolve_device(cfg.device)) as world:
+        lock = run.lock(TRAINING) if world.is_main else contextlib.nullcontext()
+        with lock:
+            try:
+                return _train(cfg, run, world, resume=resume, overwrite=overwrite, progress=progress,
+                              stop_after=stop_after, data=data, log=log)
+            except SamatError as err:
+                if not run.abort_replacement():
+                    raise
+                restored = SamatError(f"{err}; the run that --overwrite was to replace is back in {run.path}")
+                restored.exit_code = err.exit_code
+                raise restored from None
+            except BaseException:
+                run.abort_replacement()
+                raise
+
+
+def _prepare_run(run: RunDir, cfg: TrainConfig, world: World, model: torch.nn.Module, *, resume: bool,
+                 overwrite: bool) -> dict | None:
+    """Rank 0 checks that the disk has room for the run and prepares the run directory; the others learn its
+    verdict and read the same checkpoint."""
+    message, state = None, None
+    if world.is_main:
+        try:
+            run.check_room(model)
+            state = run.prepare(cfg, resume=resume, overwrite=overwrite)
+        except SamatError as err:
+            if not world.distributed:
+                raise
+            message = str(err)
+    distributed.agree(world, message)
+    if not world.is_main and run.has_checkpoint and resume:
+        state = run.read_checkpoint()
+    return state
+
+
+def _test_accuracy(setup: Setup) -> float:
+    """Clean test accuracy; data-parallel: BN statistics averaged over replicas, test set split across them."""
+    cfg, world, data = setup.cfg, setup.world, setup.data
+    kw = dict(batch_size=cfg.eval_batch_size, bf16=setup.bf16, channels_last=setup.channels_last)
+    if not world.distributed:
+        return clean_accuracy(setup.model, data.test_x, data.test_y, **kw)
+    distributed.average_batchnorm_statistics(setup.model, world)
+    x, y = world.shard(data.test_x, data.test_y)
+    correct = correct_mask(setup.model, x, y, **kw).sum() if len(y) else torch.zeros((), device=setup.device)
+    correct = world.sum(correct.to(torch.float64))
+    return float(correct) / len(data.test_y) if len(data.test_y) else 0.0
+
+
+def _test_scores(setup: Setup) -> dict[str, float]:
+    """The round's test scores: accuracy; for segmentation pixel accuracy and mIoU (each rank scores the whole
+    test set, after the replicas' BatchNorm statistics are averaged)."""
+    if setup.data.task is not Task.SEGMENTATION:
+        return {"test_acc": _test_accuracy(setup)}
+    if setup.world.distributed:
+        distributed.average_batchnorm_statistics(setup.model, setup.world)
+    return segmentation.test_scores(setup.model, setup.data, batch_size=setup.cfg.eval_batch_size, bf16=setup.bf16,
+                                    channels_last=setup.channels_last)
+
+
+def _train(cfg: TrainConfig, run: RunDir, world: World, *, resume: bool, overwrite: bool, progress: bool,
+           stop_after: int | None, data: Dataset | None, log: Callable[[str], None] | None) -> dict:
+    if data is None:  # before the run directory is touched: a bad name, folder or subset leaves it alone
+        data = load_data(cfg)
+    # so are a model that does not fit the data and a fast path the device cannot take (before --overwrite
+    # sets the old run aside)
+    setup = build(cfg, data, world, notice=lambda message: _notice(run, world, log, progress, message))
+    state = _prepare_run(run, cfg, world, setup.model, resume=resume, overwrite=overwrite)
+    history: list[dict] = []
+    start_epoch = 0
+    if state is not None:
+        setup.load_state(state)
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+    elif world.is_main:
+        run.write_config(cfg, _provenance(setup))
+    steps_per_epoch = len(setup.train_stream(None))  # per round: an epoch, or eval_every iterations
+    show_bar = progress and world.is_main and sys.stderr.isatty()
+    bar = tqdm(total=cfg.rounds * steps_per_epoch, initial=start_epoch * steps_per_epoch,
+               disable=not show_bar, unit="step", desc=run.name, dynamic_ncols=True, leave=False)
+    say = log if (log is not None and world.is_main and not show_bar) else None
+    run_start = time.perf_counter()
+    saved = start_epoch  # the epochs in the checkpoint on disk (not those trained: a write may be interrupted)
+    try:
+        for epoch in range(start_epoch, cfg.rounds):
+            if stop_after is not None and epoch - start_epoch >= stop_after:
+                return {"status": "partial", "epochs_done": epoch, "history": history}
+            row = _epoch(setup, run, epoch, steps_per_epoch, bar)
+            history.append(row)
+            if world.is_main:
+                run.save_checkpoint({"epoch": epoch + 1, "history": history, "model": setup.model.state_dict(),
+                                     "optimizer": setup.ctx.optimizer.state_dict(), "config": cfg.identity()})
+            saved = epoch + 1
+            if world.is_main:
+                run.write_metrics(history)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_acc']:.3f}")
+            if say:
+                say(_progress_line(cfg, run, row))
+    except KeyboardInterrupt:
+        bar.close()
+        kept = f"keeps its checkpoint after epoch {saved}: continue with --resume" if saved else \
+            "has no finished epoch yet: start it again"
+        raise Interrupted(f"interrupted; {run.path} {kept}") from None
+    bar.close()
+    return _finish(setup, run, history, time.perf_counter() - run_start)
+
+
+def _notice(run: RunDir, world: World, log: Callable[[str], None] | None, progress: bool, message: str) -> None:
+    """A line the run must say whether or not there is a progress bar (the fast path given up): to ``log`` without
+    a bar, above the bar with one, on stderr when neither; once, by rank 0."""
+    if not world.is_main:
+        return
+    line = f"  {run.name}: {message}"
+    if progress and sys.stderr.isatty():
+        tqdm.write(line, file=sys.stderr)
+    elif log is not None:
+        log(line)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _progress_line(cfg: TrainConfig, run: RunDir, row: dict) -> str:
+    """One line per round, for logs without a terminal."""
+    if cfg.iterations is None:
+        where = f"epoch {row['epoch']}/{cfg.epochs}"
+    else:
+        where = f"iteration {row['step']}/{cfg.iterations}"
+    test = f"test accuracy {100 * row['test_acc']:.1f} %"
+    if "test_miou" in row:
+        test = f"test mIoU {100 * row['test_miou']:.1f} %, pixel accuracy {100 * row['test_acc']:.1f} %"
+    return (f"  {run.name}: {where}, train loss {row['train_loss']:.3f}, train accuracy {100 * row['train_acc']:.1f} "
+            f"%, {test} ({row['seconds']:.1f} s)")
+
+
+def _provenance(setup: Setup) -> dict:
+    """The run's provenance: code and machine, and how it executes (device, precision, data)."""
+    device, world = setup.device, setup.world
+    extra = {"device": str(device), "bf16": setup.bf16, "channels_last": setup.channels_last,
+             "compile": setup.compile_backend, "cuda_graph": setup.cuda_graph, "data": setup.data.describe()}
+    if device.type == "cuda":
+        extra |= {"gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda}
+    if world.distributed:
+        extra["world_size"] = world.size
+    return provenance(**extra)
+
+
+def _epoch(setup: Setup, run: RunDir, epoch: int, steps_per_epoch: int, bar: tqdm) -> dict:
+    """Train one epoch, then measure the test accuracy; the epoch's row of metrics."""
+    cfg, world, device = setup.cfg, setup.world, setup.device
+    t0 = time.perf_counter()
+    gen = epoch_generator(cfg.seed, epoch, device)
+    torch.manual_seed(round_seed(cfg.seed, epoch))  # the global generator (dropout) restarts every round too
+    # Data-parallel: the batches come from a generator of their own, so that every rank cuts the same
+    # global batches whatever the step draws (PGD's start, ESAM's masks) from ``gen`` for its shard.
+    data_gen = epoch_generator(cfg.seed, epoch, device) if world.distributed else gen
+    stream = setup.train_stream(data_gen)
+    setup.model.train()
+    loss_sum, correct_sum, count, lr = _batches(setup, run, stream, gen, epoch, steps_per_epoch, bar)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    train_seconds = time.perf_counter() - t0
+    loss_total, correct, count = _check_and_show(loss_sum, correct_sum, count, bar, epoch, run, steps_per_epoch,
+                                                 world)
+    t1 = time.perf_counter()
+    test = _test_scores(setup)
+    return {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "train_loss": loss_total / count,
+            "train_acc": correct / count, **test, "lr": lr, "step_path": setup.step_path,
+            "train_seconds": train_seconds,
+            "eval_seconds": time.perf_counter() - t1, "seconds": time.perf_counter() - t0}
+
+
+def _batches(setup: Setup, run: RunDir, stream: BatchStream, gen: torch.Generator, epoch: int, steps_per_epoch: int,
+             bar: tqdm) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+    """The steps of one epoch. Losses and accuracies accumulate on the device (Σ loss * batch size, Σ correct);
+    the host reads them only every LOG_EVERY steps. Returns them, the examples counted and the last lr."""
+    cfg, ctx, world, device, step = setup.cfg, setup.ctx, setup.world, setup.device, setup.step
+    total_steps = cfg.rounds * steps_per_epoch
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct_sum = torch.zeros((), dtype=torch.float64, device=device)  # segmentation: a sum of pixel accuracies
+    count, lr, lr_set = 0, cfg.learning_rate, None
+    for i, (x, y) in enumerate(stream):
+        lr = cfg.learning_rate * cfg.lr_factor((epoch * steps_per_epoch + i) / total_steps)
+        if lr != lr_set:  # piecewise constant: set (a device write on the fast path) only when it changes
+            setup.set_learning_rate(lr)
+            lr_set = lr
+        if world.distributed:
+            if len(y) < world.size:  # a last batch too small to give every rank an example
+                bar.update(1)
+                continue
+            shard_x, shard_y = world.shard(x, y)
+            setup.shard_weight.set(len(shard_y), len(y))
+            x, y = shard_x, shard_y
+        if setup.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        loss, correct = step(ctx, x, y, gen)
+        loss_sum += loss.double() * len(y)
+        correct_sum += correct
+        count += len(y)
+        bar.update(1)
+        if (i + 1) % LOG_EVERY == 0:
+            _check_and_show(loss_sum, correct_sum, count, bar, epoch, run, i + 1, world)
+    return loss_sum, correct_sum, count, lr
+
+
+def _finish(setup: Setup, run: RunDir, history: list[dict], seconds_this_call: float) -> dict:
+    """Write the final weights and summary (rank 0), and return the summary with the history."""
+    cfg, world = setup.cfg, setup.world
+    summary = {"status": "finished", "epochs": cfg.epochs if cfg.iterations is None else None,
+               "iterations": history[-1]["step"],
+               **{k: history[-1][k] for k in ("test_miou",) if k in history[-1]}, "test_acc": history[-1]["test_acc"],
+               "train_acc": history[-1]["train_acc"], "train_loss": history[-1]["train_loss"],
+               "seconds": sum(r["seconds"] for r in history), "seconds_this_call": seconds_this_call,
+               "device": str(setup.device), "step_path": _step_path(history)}
+    if setup.fallback is not None:
+        summary["fast_path_off"] = setup.fallback
+    if world.distributed:
+        summary["world_size"] = world.size
+    if world.is_main:
+        run.finish(setup.model.state_dict(), summary, cfg)
+        run.write_metrics(history)
+    distributed.barrier(world)  # every rank returns once the run directory is complete
+    return summary | {"history": history}
+
+
+def _step_path(history: list[dict]) -> str:
+    """What trained the run's full batches: "graph", "compiled" or "eager"; "mixed" when a resumed run's epochs
+    differ (each epoch's row in metrics.jsonl says which)."""
+    paths = {row["step_path"] for row in history if "step_path" in row}
+    return paths.pop() if len(paths) == 1 else ("mixed" if paths else "unrecorded")
+
+
+def _check_and_show(loss_sum: torch.Tensor, correct_sum: torch.Tensor, count: int, bar: tqdm, epoch: int,
+                    run: RunDir, step: int, world: World) -> tuple[float, float, int]:
+    """The one host read: running loss and accuracy (summed over ranks) for the bar, and the NaN/inf check."""
+    if world.distributed:
+        totals = world.sum(torch.stack([loss_sum, correct_sum.double(),
+                                        torch.tensor(float(count), dtype=torch.float64, device=loss_sum.device)]))
+        loss_sum, correct, count = float(totals[0]), float(totals[1]), int(totals[2])
+    else:
+        loss_sum, correct = float(loss_sum), float(correct_sum)
+    if not math.isfinite(loss_sum):
+        raise TrainingDiverged(
+            f"the training loss became {loss_sum} in epoch {epoch + 1} (by step {step}) of {run.path}; stopped, and "
+            f"kept the checkpoint of epoch {epoch}" + ("" if epoch else " (none: it failed in the first epoch)")
+            + ": lower the learning rate or rho and retrain with --overwrite"
+        )
+    bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / max(count, 1):.3f}", acc=f"{correct / max(count, 1):.3f}")
+    return loss_sum, correct, count
