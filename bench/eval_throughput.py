@@ -4,6 +4,8 @@
     python bench/eval_throughput.py [--json out.json]     # CUDA: 2 batches of 256 images per attack and model
     python bench/eval_throughput.py --quick               # CPU: 2 batches of 2 images (minutes)
 
+With ``--json`` the file is written as each attack ends (``"complete": false`` until the end).
+
 Every attack runs as `samat eval` runs it (empirical.evaluation.evaluate.attack_in_batches: fp32 with TF32 on
 CUDA, batched, seeded) on ``--batches`` full batches (at least 2) of ``--batch-size`` images (default 256, the
 evaluation's batch), timed on the device. Per 10,000 images is ceil(10,000 / batch) times the measured seconds
@@ -36,8 +38,9 @@ PER = 10_000
 TARGETS = {BOUNDS[1]: 600.0, BOUNDS[0]: 240.0}  # seconds per 10,000 images on one H100/H200 (the issue's)
 
 
-def measure(bound: str, args: argparse.Namespace, device: torch.device) -> dict:
-    """Every attack of D Table 2's columns (and the sanity attacks) on the bound's model, timed."""
+def measure(bound: str, args: argparse.Namespace, device: torch.device, done=lambda partial: None) -> dict:
+    """Every attack of D Table 2's columns (and the sanity attacks) on the bound's model, timed; ``done(figures so
+    far)`` after each attack."""
     model = calibration_model("prn18", (3, 32, 32), 10, device, bound=bound, seed=args.seed)
     n = args.batches * args.batch_size
     x, y = calibration_images(model, n, (3, 32, 32), device, bound=bound, seed=args.seed)
@@ -49,6 +52,7 @@ def measure(bound: str, args: argparse.Namespace, device: torch.device) -> dict:
                           "robust_accuracy": t.robust_accuracy}
         print(f"[{bound}] {label}: {t.images} images in {t.seconds:.1f} s, {t.seconds_for(PER):,.0f} s per "
               f"{PER:,}, robust accuracy {t.robust_accuracy:.3f}", file=sys.stderr, flush=True)
+        done({"images": n, "attacks": attacks, "per_10000_seconds": None})
     total = sum(a["per_10000_seconds"] for a in attacks.values())
     return {"images": n, "attacks": attacks, "per_10000_seconds": total}
 
@@ -120,8 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"command": command.strip(), "machine": info, "batch_size": args.batch_size,
                     "batches": args.batches, "columns": args.columns,
                     "columns_name": "D Table 2" if paper else "The columns above", "bounds": {}}
+    def partial(bound: str, figures: dict) -> None:  # as each attack ends: a run stopped later keeps them
+        if args.json:
+            write_record(args.json, result | {"bounds": result["bounds"] | {bound: figures}, "complete": False})
+
     for bound in bounds:
-        result["bounds"][bound] = measure(bound, args, device)
+        result["bounds"][bound] = measure(bound, args, device, lambda figures, b=bound: partial(b, figures))
+    result["complete"] = True
     result["targets"] = check_targets(result, device) if paper else []
     info["load_average_after"] = os.getloadavg()[0]
     where = info.get("gpu", f"{info['cpu']}, {info['cpus']} CPUs, {info['threads']} threads")

@@ -11,7 +11,10 @@ resident on the device as uint8, cut, converted and augmented (crop + flip) a ba
 (``--loops``): "ours" is what ``train()`` does on the device (CUDA: the model compiled with inductor and each
 step replayed as one CUDA graph, empirical.training.fast; CPU: eager), "eager" the step without either (the
 loop before the fast path), "graph" the CUDA graph of the eager kernels, "compile" the compiled model
-without the graph. The warm-up steps include compilation and graph capture; their seconds are in the JSON.
+without the graph. The warm-up steps include compilation and graph capture: what they took beyond steady-state
+steps is reported apart ("compile + capture", once per run), and the throughput is the steady state's. With
+``--json`` the file is written as each method ends (``"complete": false`` until the end), so a run stopped early
+keeps the figures of the methods it finished.
 
 The baseline is the loop most research code has: a torch ``DataLoader`` over a Dataset that converts,
 pads, crops, flips and normalizes each image on the CPU (torchvision's RandomCrop(32, 4, reflect) +
@@ -257,7 +260,14 @@ def time_ours(method: str, args: argparse.Namespace, data: Dataset, device: torc
     t = time_steps(our_config(method, args, device, **VARIANTS[loop]), data, warmup=args.warmup, steps=steps,
                    seed=args.seed)
     return {"steps": steps, "seconds": t.seconds, "warmup_seconds": t.warmup_seconds, "bf16": t.bf16,
-            "channels_last": t.channels_last, "compile": t.compile, "cuda_graph": t.cuda_graph}
+            "channels_last": t.channels_last, "compile": t.compile, "cuda_graph": t.cuda_graph,
+            "step_path": t.step_path, "fast_path_off": t.fallback}
+
+
+def setup_seconds(timed: dict, warmup: int) -> float:
+    """What the warm-up took beyond ``warmup`` steady-state steps: compilation, CUDA-graph capture, cuDNN's search
+    (reported apart from the steady-state throughput)."""
+    return max(0.0, timed["warmup_seconds"] - warmup * timed["seconds"] / timed["steps"])
 
 
 def time_baseline(method: str, args: argparse.Namespace, data: Dataset, device: torch.device, steps: int) -> dict:
@@ -343,7 +353,8 @@ def accuracy_config(method: str, data: Dataset, args: argparse.Namespace, device
                       batch_size=args.acc_batch_size, augment=args.acc_augment, data_dir=args.data_dir)
 
 
-def equal_accuracy(args: argparse.Namespace, device: torch.device) -> dict:
+def equal_accuracy(args: argparse.Namespace, device: torch.device, done=lambda partial: None) -> dict:
+    """The equal-accuracy runs, method by method; ``done(result so far)`` after each."""
     data = accuracy_data(args)
     out = {"dataset": data.name, "model": args.acc_model, "epochs": args.acc_epochs,
            "batch_size": args.acc_batch_size, "augment": args.acc_augment, "methods": {}}
@@ -362,6 +373,7 @@ def equal_accuracy(args: argparse.Namespace, device: torch.device) -> dict:
         print(f"[accuracy] {LABELS[method]}: ours loss {_fmt_list(out['methods'][method]['ours']['train_loss'])} "
               f"acc {ours['test_acc']:.4f}; baseline loss {_fmt_list(out['methods'][method]['baseline']['train_loss'])}"
               f" acc {base['test_acc']:.4f}", file=sys.stderr, flush=True)
+        done(out)
     return out
 
 
@@ -383,6 +395,7 @@ class Row:
     flops_per_image: float
     peak: float | None
     how: str = ""  # what our loop ran: compiled (backend), CUDA graph, or eager
+    setup: float = 0.0  # seconds of the warm-up beyond its steady-state steps: compilation, capture
 
     @property
     def label(self) -> str:
@@ -406,7 +419,8 @@ def markdown(rows: list[Row], peak_note: str, accuracy: dict | None, targets: li
     lines = []
     if rows:  # nothing was timed with --accuracy-only
         lines += ["| Method | Loop | images/s | s per 50k epoch | vs ST (same loop) | over eager | over baseline | "
-                  "model TFLOP/s | of bf16 peak |", "|---|---|---|---|---|---|---|---|---|"]
+                  "model TFLOP/s | of bf16 peak | compile + capture (s, once) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         st = by.get(("st", r.loop))
         ratio = f"{r.epoch_seconds / st.epoch_seconds:.2f}" if st and r.method != "st" else "—"
@@ -417,7 +431,7 @@ def markdown(rows: list[Row], peak_note: str, accuracy: dict | None, targets: li
         speedup = f"**{other.epoch_seconds / r.epoch_seconds:.2f}x**" if r.loop != "baseline" and other else "—"
         frac = f"{100 * r.tflops / r.peak:.1f}%" if r.peak else "unknown"
         lines.append(f"| {LABELS[r.method]} | {r.label} | {r.images_per_s:,.1f} | {r.epoch_seconds:,.1f} | {ratio} | "
-                     f"{over_eager} | {speedup} | {r.tflops:.3g} | {frac} |")
+                     f"{over_eager} | {speedup} | {r.tflops:.3g} | {frac} | {r.setup:,.1f} |")
     if rows:
         flops = {r.method: r.flops_per_image for r in rows}
         lines += ["", f"Peak: {peak_note}. Model FLOPs per image and step (forward + backward passes of our step): "
@@ -549,15 +563,24 @@ def main(argv: list[str] | None = None) -> int:
                 how = "" if loop == "baseline" else " + ".join(
                     [f"compiled ({timed['compile']})"] * bool(timed["compile"]) + ["CUDA graph"] * timed["cuda_graph"]
                 ) or "eager"
-                row = Row(method, loop, steps, timed["seconds"], args.batch_size, flops, peak, how)
+                if loop != "baseline" and timed["step_path"] == "eager" and how != "eager":
+                    how = "eager: the fast path was off"
+                setup = setup_seconds(timed, args.warmup)
+                row = Row(method, loop, steps, timed["seconds"], args.batch_size, flops, peak, how, setup)
                 rows.append(row)
                 result["rows"].append(timed | {"method": method, "loop": loop, "images_per_s": row.images_per_s,
                                                "epoch_seconds": row.epoch_seconds, "flops_per_image": flops,
-                                               "tflops": row.tflops})
+                                               "tflops": row.tflops, "setup_seconds": setup})
                 print(f"[timing] {LABELS[method]} {row.label}: {row.images_per_s:,.1f} images/s, "
-                      f"{row.epoch_seconds:,.1f} s per 50k epoch", file=sys.stderr, flush=True)
-    accuracy = None if args.skip_accuracy else equal_accuracy(args, device)
+                      f"{row.epoch_seconds:,.1f} s per 50k epoch at steady state; compile + capture {setup:,.1f} s "
+                      "once", file=sys.stderr, flush=True)
+            if args.json:  # as each method ends: a run stopped later keeps these figures
+                write_record(args.json, result | {"complete": False})
+    accuracy = None if args.skip_accuracy else equal_accuracy(
+        args, device, lambda partial: args.json and write_record(args.json, result | {"accuracy": partial,
+                                                                                       "complete": False}))
     result["accuracy"] = accuracy
+    result["complete"] = True
     info["load_average_after"] = os.getloadavg()[0]
     targets = check_targets(rows, device)
     result["targets"] = [dict(target=a, measured=b, verdict=c) for a, b, c in targets]

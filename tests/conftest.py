@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import zlib
+from pathlib import Path
 
 # Before torch loads: its OpenMP threads wait passively, as under the samat command (samat/cli/runtime.py); spinning
 # threads make the suite several times slower on a machine that other jobs share (docs/BENCHMARKS.md).
@@ -100,3 +102,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.manual_seed(torch_seed_for(item.config, item.nodeid))
+
+
+# SAMAT_CURRENT_TEST=FILE: the test running now, written when it starts and emptied when it ends, so that whoever
+# has to stop a long pytest (bench/gpu_suite.py at its time limit) can say which test it stopped in.
+CURRENT_TEST = os.environ.get("SAMAT_CURRENT_TEST")
+
+
+def pytest_runtest_logstart(nodeid: str, location) -> None:
+    if CURRENT_TEST:
+        Path(CURRENT_TEST).write_text(f"{nodeid}\t{time.time():.1f}\n")
+
+
+def pytest_runtest_logfinish(nodeid: str, location) -> None:
+    if CURRENT_TEST:
+        Path(CURRENT_TEST).write_text("")
