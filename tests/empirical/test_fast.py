@@ -311,7 +311,8 @@ def simulate_a_failing_capture(monkeypatch) -> None:
 
     monkeypatch.setattr(fast, "_CapturedStep", FailingCapture)
     # a configuration with cuda_graph=false (the plain run compared with) keeps the eager step
-    monkeypatch.setattr(setup, "fast_path", lambda cfg, device, world: setup.FastPath(None, cfg.cuda_graph is not False))
+    monkeypatch.setattr(setup, "fast_path",
+                        lambda cfg, device, world: setup.FastPath(None, cfg.cuda_graph is not False))
 
 
 CAPTURE_FAILED = "capturing the step as a CUDA graph failed (RuntimeError: CUDA error"

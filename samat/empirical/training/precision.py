@@ -7,11 +7,11 @@ allow_tf32`` (with ``torch.set_float32_matmul_precision``), and since 2.9 the ``
 leaves a state that PyTorch refuses to read back: after ``set_float32_matmul_precision("high")`` (which also
 switches the CPU's oneDNN matmuls) and ``cuda.matmul.allow_tf32 = False``, ``torch.get_float32_matmul_precision()``
 raises; so it does after ``cuda.matmul.fp32_precision = "tf32"`` alone, and so does ``cuda.matmul.allow_tf32``.
-Inductor itself still reads the old getters (2.13: ``get_float32_matmul_precision()`` in its autotuning
-caches; earlier releases: ``cuda.matmul.allow_tf32`` in the matmul padding that is on by default), and the project
-supports torch >= 2.4, which has only the old flags. The two per-backend flags, set together, are the one spelling under which
-both APIs read back the same state on every supported version (tests/empirical/test_precision.py checks it); the
-rest of the code never touches TF32 otherwise.
+Inductor itself still reads the old getters (2.13: ``get_float32_matmul_precision()`` in its autotuning caches;
+earlier releases: ``cuda.matmul.allow_tf32`` in the matmul padding that is on by default), and the project supports
+torch >= 2.4, which has only the old flags. The two per-backend flags, set together, are the one spelling under
+which both APIs read back the same state on every supported version (tests/empirical/test_precision.py checks it);
+the rest of the code never touches TF32 otherwise.
 """
 
 from __future__ import annotations
