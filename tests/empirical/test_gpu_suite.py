@@ -59,6 +59,60 @@ def test_a_gpu_test_skipped_for_its_data_fails_the_tests_part(tmp_path):
     assert "status" not in suite.judge_tests(tmp_path / "tests.xml")  # skipped by its marker: the dry run's case
 
 
+def _bench(name: str):
+    """A bench script as a module (they import ``common`` from their own folder)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+
+
+class Stopped(Exception):
+    """What a part stopped at its limit looks like from inside: the work ends in the middle."""
+
+
+def test_the_training_bench_writes_each_method_as_it_ends(tmp_path, monkeypatch):
+    bench = _bench("train_throughput")
+    timed = []
+
+    def time_ours(method, args, data, device, steps, loop="ours"):
+        if method == "sam":
+            raise Stopped
+        timed.append(method)
+        return {"steps": steps, "seconds": 0.5, "warmup_seconds": 2.0, "bf16": False, "channels_last": False,
+                "compile": "inductor", "cuda_graph": True, "step_path": "graph", "fast_path_off": None}
+
+    monkeypatch.setattr(bench, "time_ours", time_ours)
+    monkeypatch.setattr(bench, "count_flops", lambda method, args: 1e9)
+    out = tmp_path / "train.json"
+    with pytest.raises(Stopped):
+        bench.main(["--device", "cpu", "--quick", "--methods", "st,sam", "--loops", "ours", "--skip-accuracy",
+                    "--warmup", "1", "--steps", "2", "--json", str(out)])
+    record = json.loads(out.read_text())
+    assert timed == ["st"] and record["complete"] is False and [r["method"] for r in record["rows"]] == ["st"]
+    assert record["rows"][0]["setup_seconds"] == 2.0 - 1 * 0.5 / 2  # the warm-up beyond one steady-state step
+
+
+def test_the_evaluation_bench_writes_each_attack_as_it_ends(tmp_path, monkeypatch):
+    bench = _bench("eval_throughput")
+    from empirical.evaluation.cost import AttackTiming
+
+    def time_attack(label, s, model, x, y, *, num_classes, batch_size, seed):
+        if label.startswith("pixle"):
+            raise Stopped
+        return AttackTiming(label, len(y), batch_size, 1.5, 0.25)
+
+    monkeypatch.setattr(bench, "time_attack", time_attack)
+    out = tmp_path / "eval.json"
+    with pytest.raises(Stopped):
+        bench.main(["--device", "cpu", "--quick", "--bounds", "falls at once", "--columns", "fgsm_linf@1/255",
+                    "pixle", "--json", str(out)])
+    record = json.loads(out.read_text())
+    assert record["complete"] is False
+    assert list(record["bounds"]["falls at once"]["attacks"]) == ["fgsm_linf@1/255"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("quick", [False, True], ids=["full", "quick"])
 def test_gpu_suite_runs_every_part_on_the_cpu(tmp_path, quick):
