@@ -96,7 +96,7 @@ def test_the_training_bench_writes_each_method_as_it_ends(tmp_path, monkeypatch)
 
 def test_the_evaluation_bench_writes_each_attack_as_it_ends(tmp_path, monkeypatch):
     bench = _bench("eval_throughput")
-    from empirical.evaluation.cost import AttackTiming
+    from samat.empirical.evaluation.cost import AttackTiming
 
     def time_attack(label, s, model, x, y, *, num_classes, batch_size, seed):
         if label.startswith("pixle"):
