@@ -5,5 +5,8 @@
 - :mod:`.runner`: train and evaluate what is unfinished;
 - :mod:`.results`: the saved results gathered, mean and std over seeds;
 - :mod:`.report`: table.md, table.csv, table.json; :mod:`.plots`: the figures;
-- :mod:`.plan`: the predicted device time of every run and of the grid (``samat experiment plan``).
+- :mod:`.plan`: the predicted device time of every run and of the grid (``samat experiment plan``);
+- :mod:`.duality_grid`: the duality grid kind (ladders of SAM radii and AT budgets, and ST); :mod:`.duality`: its
+  map from the runs' per-image hits (the computation is :mod:`samat.theory.duality_map`); :mod:`.duality_report`: its
+  table, figure and duality.json.
 """

@@ -21,6 +21,8 @@ then aggregated into tables shaped like the papers', with the papers' numbers be
 
 Without ``tables``, one table of ``columns`` (default: natural accuracy only) is written. ``n_eval`` (default
 1000) and ``eval_seed`` (default 0) in ``[experiment]`` choose the evaluation's test subset and attack seed.
+``kind = "duality"`` makes the runs from a ``[duality]`` table of SAM radii and AT budgets instead of ``[[run]]``
+entries (:mod:`.duality_grid`), and its report adds the duality map (:mod:`.duality`).
 Everything is validated when the file is loaded, before any run trains.
 """
 
@@ -36,6 +38,7 @@ from samat.core.numbers import SEED_RANGE, is_seed
 from samat.empirical.attacks.specs import GRADIENT_ALGORITHMS
 from samat.empirical.evaluation.columns import NATURAL, column_specs
 from samat.empirical.evaluation.run import DEFAULT_N_EVAL
+from samat.empirical.experiments.duality_grid import KIND, KINDS, DualityLadder, read_ladder
 from samat.empirical.training.config import TrainConfig, read_document
 from samat.empirical.training.runs import RunDir
 from samat.empirical.vocabulary import DatasetName, Task
@@ -68,6 +71,7 @@ class Experiment:
     n_eval: int = DEFAULT_N_EVAL  # test images of the evaluation
     eval_seed: int = 0  # seed of the evaluation's subset and attacks
     extra: dict[str, Any] = field(default_factory=dict)
+    duality: DualityLadder | None = None  # kind = "duality": the ladders the runs were made from (.duality_grid)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -154,6 +158,7 @@ def load_experiment(path: str | Path, *, runs_dir: str | Path = "runs", override
     seeds = tuple(seeds) if seeds is not None else reader.seeds(head)
     tables = reader.tables(head, title)
     image_only = reader.image_only_columns(tables)
+    ladder, doc = reader.kind(head, doc, tables)
     runs, labels = reader.runs(doc, tables, seeds, overrides or {}, image_only, Path(runs_dir) / name)
     tasks = {r.config.model.task for r in runs}
     if len(tasks) > 1:
@@ -161,7 +166,8 @@ def load_experiment(path: str | Path, *, runs_dir: str | Path = "runs", override
     return Experiment(name, title, seeds, tables, labels, runs, reader.path,
                       head.get("n_eval", DEFAULT_N_EVAL), head.get("eval_seed", 0),
                       {k: v for k, v in head.items()
-                       if k not in ("name", "title", "seeds", "tables", "columns", "n_eval", "eval_seed")})
+                       if k not in ("name", "title", "seeds", "tables", "columns", "n_eval", "eval_seed", "kind")},
+                      ladder)
 
 
 @dataclass(frozen=True)
@@ -211,6 +217,24 @@ class _Reader:
         if not is_seed(head.get("eval_seed", 0)):
             raise ParameterError("eval_seed", head["eval_seed"], f"{SEED_RANGE} (in [experiment] of {self.path})")
         return tuple(tables)
+
+    def kind(self, head: dict, doc: dict, tables: tuple[Table, ...]) -> tuple[DualityLadder | None, dict]:
+        """A duality grid's ladders, and the document with the [[run]] entries they make (.duality_grid)."""
+        kind = head.get("kind", KINDS[0])
+        if kind not in KINDS:
+            raise ParameterError("kind", kind, f"one of {', '.join(KINDS)} (in [experiment] of {self.path})")
+        if kind != KIND:
+            if "duality" in doc:
+                raise SamatError(f'{self.path}: [duality] needs kind = "{KIND}" in [experiment]')
+            return None, doc
+        if doc.get("run"):
+            raise SamatError(f"{self.path}: a duality experiment makes its runs from [duality] (rho and at_eps); "
+                             "remove its [[run]] entries")
+        if not column_specs(c for t in tables for c in t.columns):
+            raise ParameterError("columns", list(tables[0].columns), "at least one attack column besides natural, "
+                                 f'e.g. ["natural", "pgd10_linf@1/255"] (in [experiment] of {self.path})')
+        ladder = read_ladder(doc.get("duality"), self.path)
+        return ladder, doc | {"run": [{"label": r.label} | r.fields for r in ladder.rungs]}
 
     def image_only_columns(self, tables: tuple[Table, ...]) -> list[str]:
         """The attack columns that attack images only (every column is parsed here, once)."""

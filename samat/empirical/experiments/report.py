@@ -15,7 +15,9 @@ from pathlib import Path
 
 from samat.core.results import atomic_write_text, write_json
 from samat.empirical.evaluation.columns import AVERAGE, NATURAL, column_spec
+from samat.empirical.experiments import duality_report
 from samat.empirical.experiments.catalog import display_path
+from samat.empirical.experiments.duality import duality_map, readiness
 from samat.empirical.experiments.grid import Experiment, Table
 from samat.empirical.experiments.plots import plot_experiment
 from samat.empirical.experiments.results import collect, report_inputs
@@ -92,7 +94,11 @@ def _left_out(exp: Experiment, rows: list[dict]) -> list[str]:
 def write_report(exp: Experiment, out_dir: str | Path, *, plots: bool = True,
                  log: Callable[[str], None] = lambda m: None) -> dict[str, Path]:
     """table.md (one table per paper table), table.csv (long format: numbers as numbers), table.json, figures.
-    What is left out (stale runs, stale evaluations) is listed in table.md and told to ``log``."""
+    What is left out (stale runs, stale evaluations) is listed in table.md and told to ``log``. A duality grid adds
+    its map (:mod:`.duality_report`: a section of table.md, duality.json and its figure); it needs every run
+    evaluated, which is checked before anything is written."""
+    if exp.duality is not None:
+        readiness(exp)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# {exp.title}", "",
@@ -107,6 +113,11 @@ def write_report(exp: Experiment, out_dir: str | Path, *, plots: bool = True,
         records += csv_rows(table, rows)
         dump[table.title] = rows
         all_rows += rows
+    duality: dict[str, Path] = {}
+    if exp.duality is not None:
+        section, duality = duality_report.write(duality_map(exp), exp.runs[0].config.dataset, out, exp.title,
+                                                report_inputs(exp), plots=plots)
+        md += [section]
     left_out = _left_out(exp, all_rows)
     if left_out:
         md += left_out[1:] + [""]
@@ -116,8 +127,10 @@ def write_report(exp: Experiment, out_dir: str | Path, *, plots: bool = True,
     writer.writerow(["table", "label", "column", "title", "mean", "std", "n", "paper"])
     writer.writerows(records)
     paths = {"markdown": out / "table.md", "csv": out / "table.csv", "json": out / "table.json"}
+    paths |= {k: p for k, p in duality.items() if not k.startswith("figure")}
     if plots:
         figures = [p for p in plot_experiment(exp, out) if p.suffix == ".png"]
+        figures += [p for k, p in duality.items() if k.startswith("figure")]
         md += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
         paths |= {f"figure {p.stem}": p for p in figures}
     atomic_write_text(paths["markdown"], "\n".join(md))
