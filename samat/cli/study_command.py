@@ -23,6 +23,9 @@ def add_command(sub) -> None:
     study.add_argument("--publish", type=Path, metavar="DIR",
                        help="also copy the figures, summary.json and verdicts.md to DIR (e.g. docs/study)")
     study.add_argument("--force", action="store_true", help="with --publish: replace files already in DIR")
+    study.add_argument("--duality", action="store_true",
+                       help="instead: the duality map on the Gaussian model (ST, a ladder of SAM radii and of AT "
+                       "budgets, trained and measured exactly, beside theory's curves) into DIR/duality")
     study.set_defaults(func=cmd_study)
 
 
@@ -36,6 +39,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if args.publish and args.publish.is_dir() and any(args.publish.iterdir()) and not args.force:
         raise SamatError(f"--publish {args.publish} is not empty; pass --force to replace its files")
+    if args.duality:
+        return _duality(args, say)
     measurements = args.out / "measurements.json"
     if not args.report_only:
         measurements = run(StudyGrid.quick() if args.quick else StudyGrid(), args.out, log=say)
@@ -46,6 +51,28 @@ def cmd_study(args: argparse.Namespace) -> int:
     paths += write(summary, args.out)
     paths.append(args.out / "summary.json")
     print(f"wrote {len(paths)} files in {args.out}/: the verdicts are in {args.out / 'verdicts.md'}")
+    if args.publish:
+        args.publish.mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            shutil.copyfile(path, args.publish / path.name)
+        print(f"copied them to {args.publish}/")
+    return 0
+
+
+def _duality(args: argparse.Namespace, say) -> int:
+    from samat.gaussian_study.duality import DualityGrid, run, summarize
+    from samat.gaussian_study.duality_figure import write
+
+    out = args.out / "duality"
+    grid = DualityGrid.quick() if args.quick else DualityGrid()
+    measurements = out / "measurements.json"
+    if not args.report_only:
+        measurements = run(grid, out, log=say)
+    elif not measurements.exists():
+        raise SamatError(f"{measurements} does not exist: run `samat study --duality --out {args.out}` first")
+    paths = write(summarize(grid, measurements), out, measurements)
+    print((out / "duality.md").read_text())
+    print(f"wrote {len(paths)} files in {out}/")
     if args.publish:
         args.publish.mkdir(parents=True, exist_ok=True)
         for path in paths:

@@ -42,7 +42,7 @@ class Job:
     kind: str = "sweep"  # or "convergence"
 
 
-def _config(grid: StudyGrid, model, seed: int, size: int, epochs: int, **method) -> TrainConfig:
+def run_config(grid: StudyGrid, model, seed: int, size: int, epochs: int, **method) -> TrainConfig:
     p, eta, n = model
     return TrainConfig(dataset="gaussian", model="linear", gaussian={"p": p, "eta": eta, "n": n, "train_size": size,
                        "test_size": grid.test_size, "seed": seed}, epochs=epochs, batch_size=grid.batch_size,
@@ -65,11 +65,11 @@ def jobs(grid: StudyGrid, out: Path) -> list[Job]:
             methods.append((f"at-all-eps{e:g}", "at_all", e, {"method": "pgd_at", "at_eps": e, "at_steps": 5}))
         for seed in grid.seeds:
             for label, method, param, kw in methods:
-                cfg = _config(grid, model, seed, grid.train_size, grid.epochs, **kw)
+                cfg = run_config(grid, model, seed, grid.train_size, grid.epochs, **kw)
                 todo.append(Job(key, label, method, param, cfg, out / key / f"{label}-seed{seed}", model))
             for size in grid.convergence_sizes:
                 for label, method, param, kw in (methods[0], methods[-2]):  # ST, and AT at the largest ε
-                    cfg = _config(grid, model, seed, size, grid.convergence_epochs, **kw)
+                    cfg = run_config(grid, model, seed, size, grid.convergence_epochs, **kw)
                     todo.append(Job(key, label, method, param, cfg,
                                     out / key / "convergence" / f"{label}-n{size}-seed{seed}", model, "convergence"))
     return todo
