@@ -129,7 +129,8 @@ def test_verify_writes_report_and_refuses_to_overwrite(tmp_path):
 
 
 def test_theory_never_imports_torch():
-    code = ("import sys, theory.verify, theory.report, theory.plots, theory.solve, samat.cli; "
+    code = ("import sys, samat.theory.verify, samat.theory.report, samat.theory.plots, samat.theory.solve, "
+            "samat.theory.duality_map, samat.theory.duality_exact, samat.cli; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
