@@ -86,7 +86,8 @@ TARGETS = {t.path.rsplit("/", 1)[1].removesuffix(".py"): t for t in (
     Target("training", "samat/empirical/training/setup.py", _SEED_TESTS,
            ("x_round_seed_*", "x_epoch_generator_*")),  # the training loop's seeding
     Target("evaluation", "samat/empirical/evaluation/checks.py", ("tests/empirical/test_evaluate.py",)),
-    Target("evaluation", "samat/empirical/evaluation/evaluate.py", ("tests/empirical/test_evaluate.py",), _EVALUATE_CHECKS),
+    Target("evaluation", "samat/empirical/evaluation/evaluate.py", ("tests/empirical/test_evaluate.py",),
+           _EVALUATE_CHECKS),
 )}
 GROUPS = {g: [name for name, t in TARGETS.items() if t.group == g] for g in ("theory", "training", "evaluation")}
 DETECTED = {"killed", "timeout", "segfault"}  # a test failed, or the mutant made the tests hang or crash

@@ -21,9 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+from samat.cli.runtime import chosen_threads, use_cpu_threads
 from samat.core.errors import SamatError
 from samat.core.results import check_writable_folder
-from samat.cli.runtime import chosen_threads, use_cpu_threads
 
 
 def add_command(sub) -> None:

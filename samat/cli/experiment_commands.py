@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from samat.core.errors import SamatError
 from samat.cli.argtypes import arg_positive_int, number, overrides, seeds
 from samat.cli.runtime import use_cpu_threads
+from samat.core.errors import SamatError
 
 DEMO_RUNS = Path("results/demo/fashion-mnist/runs")  # where `samat demo` keeps the default experiment's runs
 

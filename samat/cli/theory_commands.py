@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+from samat.cli.argtypes import integer, ranged
 from samat.core.errors import SamatError
 from samat.core.results import check_writable_folder
-from samat.cli.argtypes import integer, ranged
 from samat.theory.model import EPS_RANGE, ETA_RANGE, N_RANGE, P_RANGE
 
 arg_p = ranged("p", P_RANGE, lambda v: 0.5 < v < 1)

@@ -8,6 +8,6 @@
     models, data  the networks, and the datasets with device-side batching
     vocabulary    the typed vocabularies: methods, norms, datasets, architectures, augmentations
 
-It may import :mod:`samat.theory` (the Gaussian model as a dataset) and :mod:`samat.core`; never :mod:`samat.gaussian_study` or
-:mod:`samat`. See docs/ARCHITECTURE.md.
+It may import :mod:`samat.theory` (the Gaussian model as a dataset) and :mod:`samat.core`; never
+:mod:`samat.gaussian_study` or :mod:`samat.cli`. See docs/ARCHITECTURE.md.
 """

@@ -116,8 +116,8 @@ def minimize_risk(p, eta, n, *, attack_eps=0.0, sam_eps=0.0, attack_x1: bool = F
     """argmin over w1 of max_{|δ| <= sam_eps} risk_{attack_eps}(w1 + δ), vectorized.
 
     ``attack_x1`` lets the attack perturb x1 too (the full ℓ∞ ball; budgets < 1, without SAM).
-    ``per_sample`` reads SAM as printed (the worst δ per sample, :func:`samat.theory.objectives.sam_per_sample_log_risk`;
-    without an attack) instead of the population max-min.
+    ``per_sample`` reads SAM as printed (the worst δ per sample,
+    :func:`samat.theory.objectives.sam_per_sample_log_risk`; without an attack) instead of the population max-min.
     ``rtol`` > 0 stops the bisection once the bracket is that narrow relative to |w1| (for
     benchmarks at a stated accuracy); by default it runs until rounding decides.
     """

@@ -231,9 +231,10 @@ def _method(grid: Grid) -> list[str]:
               "shift of εn); SAM's inner maximum over |δ| ≤ ε is taken numerically (grid plus golden-section "
               "refinement, with a KKT check at the interval ends). SAM read per sample: each sample's margin is "
               "linear in δ, so its worst δ is an end of the interval, which lowers every margin by ε.",
-              "* **Optima** (`samat/theory/numeric.py`): a log-spaced scan brackets the minimizer, then bisection on the "
-              "sign of the one-sided derivative (Danskin's theorem for SAM) shrinks the bracket while every sign is "
-              "larger than its rounding bound. The bracket width is the accuracy used in every tolerance above.",
+              "* **Optima** (`samat/theory/numeric.py`): a log-spaced scan brackets the minimizer, then bisection on "
+              "the sign of the one-sided derivative (Danskin's theorem for SAM) shrinks the bracket while every "
+              "sign is larger than its rounding bound. The bracket width is the accuracy used in every tolerance "
+              "above.",
               "* **Where float64 runs out**: where the SAM objective is flat to rounding, the root of "
               "u(w - ε) = u(w + ε) (W eq. 20) is used instead, computed by Gauss-Legendre quadrature of u' so that "
               "nothing cancels; it is only used after agreeing with the direct solve wherever both resolve (see the "

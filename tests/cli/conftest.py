@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from samat.cli.main import main
 from samat.empirical.training.config import TrainConfig
 from samat.empirical.training.loop import train
-from samat.cli.main import main
 
 # A linear model on the papers' Gaussian data: trains in about a second on one core.
 GAUSSIAN = {"p": 0.8, "eta": 0.3, "n": 6, "train_size": 512, "test_size": 512}

@@ -11,11 +11,11 @@ import re
 
 import pytest
 
+from samat.cli import runtime
+from samat.cli.demo import _theory_summary, readable
+from samat.cli.main import build_parser
 from samat.core.errors import ParameterError
 from samat.empirical.attacks.specs import parse_attack
-from samat.cli import runtime
-from samat.cli.main import build_parser
-from samat.cli.demo import _theory_summary, readable
 from tests.cli.conftest import GAUSSIAN
 
 GAUSSIAN_TOML = ", ".join(f"{k} = {v}" for k, v in GAUSSIAN.items())

@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 import torch
 
-from samat.empirical.data import FASHION_MNIST_FILES
 from samat.cli import demo
 from samat.cli.main import main
-from tests.empirical.test_data import idx_bytes
-from tests.helpers import snapshot
+from samat.empirical.data import FASHION_MNIST_FILES
 from samat.theory import closed_form as cf
 from samat.theory import plots, verify
 from samat.theory.numeric import st_optimum
 from samat.theory.objectives import accuracy
+from tests.empirical.test_data import idx_bytes
+from tests.helpers import snapshot
 
 PNG, PDF = b"\x89PNG\r\n\x1a\n", b"%PDF-"
 FIGURE_KEYS = {  # the series each figure's data holds, besides provenance, p and eta
@@ -48,7 +48,8 @@ def _main(*args) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def drawn(tmp_path_factory):
-    """`samat theory plot` once (every figure of samat/theory/plots.py: about 15 s of CPU): the folder and the output."""
+    """`samat theory plot` once (every figure of samat/theory/plots.py: about 15 s of CPU): the folder and the
+    output."""
     folder = tmp_path_factory.mktemp("theory") / "figures"
     return folder, _main("theory", "plot", "--out", folder)
 

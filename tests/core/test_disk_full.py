@@ -16,8 +16,16 @@ import pytest
 
 from samat.core.errors import DiskFull, SamatError
 from samat.core.locks import FolderLock, holder_of
-from samat.core.results import ROOM, atomic_write_bytes, check_free_space, check_writable_folder, temporary_path, write_json
+from samat.core.results import (
+    ROOM,
+    atomic_write_bytes,
+    check_free_space,
+    check_writable_folder,
+    temporary_path,
+    write_json,
+)
 from tests.helpers import NO_SPACE, fail_fsync_of, report_free
+
 
 def test_a_lock_that_cannot_record_its_holder_is_disk_full_and_not_taken(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "pwrite", lambda fd, data, offset: (_ for _ in ()).throw(NO_SPACE))

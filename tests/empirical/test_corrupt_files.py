@@ -10,9 +10,9 @@ import warnings
 import pytest
 import torch
 
+from samat.cli.main import main
 from samat.core.errors import SamatError
 from samat.empirical.data import load_dataset, tinyimagenet
-from samat.cli.main import main
 from tests.empirical.test_data import write_tinyimagenet
 
 CACHE = "tiny-imagenet-200.npz"

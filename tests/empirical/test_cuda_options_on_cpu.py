@@ -131,7 +131,7 @@ def steps_within_bf16_rounding(cfg, data, device: str, batches: int = 2) -> Setu
     if cfg.method.adversarial:
         inputs = [data.train_x[32 * k:32 * (k + 1)].double() / 255 for k in range(batches)]
         attack = max(math.ceil(2 * cfg.at_eps * x.numel() ** 0.5 / (BF16_U * float(x.norm()))) for x in inputs)
-    updates = [ref_changes[0]] + [b - a for a, b in zip(ref_changes, ref_changes[1:])]
+    updates = [ref_changes[0]] + [b - a for a, b in zip(ref_changes, ref_changes[1:], strict=False)]
     allowed = (STEP_ROUNDINGS + attack) * BF16_U * sum(float(u.norm()) for u in updates)
     loss_error = float((losses[0] - ref_losses[0]).abs() / ref_losses[0])
     assert loss_error <= (FORWARD_ROUNDINGS + attack) * BF16_U

@@ -35,8 +35,8 @@ from samat.empirical.training.distributed import World, average_batchnorm_statis
 from samat.empirical.training.loop import train
 from samat.empirical.training.setup import build
 from samat.empirical.training.steps import STEPS
-from tests.empirical.helpers import tiny_images
 from samat.theory.objectives import accuracy, linear_log_risk
+from tests.empirical.helpers import tiny_images
 
 REPO = Path(__file__).resolve().parents[2]
 WORLD_SIZE = 2

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from samat.cli.main import main
 from samat.core.errors import ParameterError, SamatError
 from samat.core.results import dumps
 from samat.empirical.data.fashion_mnist import FASHION_MNIST_DIR
@@ -27,7 +28,6 @@ from samat.empirical.experiments.runner import run_experiment
 from samat.empirical.models import build_model
 from samat.empirical.training.loop import train
 from samat.empirical.training.runs import RunDir
-from samat.cli.main import main
 from tests.empirical.helpers import SGD_RUN, run_cli, tiny_cfg, tiny_images, write_grid
 
 CHEAP = ["fgsm_linf@2/255", "pgd10_linf@2/255", "pgd10_linf@8/255", "pgd10_l2@64/255"]

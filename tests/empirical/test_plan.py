@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from samat.cli.main import main
 from samat.empirical.evaluation.cost import BOUNDS, AlwaysRobust, AttackTiming
 from samat.empirical.experiments import plan as plan_module
 from samat.empirical.experiments.grid import load_experiment
 from samat.empirical.experiments.plan import EVAL_BATCH, _at_size, duration, format_plan, plan_experiment
 from samat.empirical.training.throughput import StepTiming
-from samat.cli.main import main
 from tests.empirical.helpers import GAUSSIAN_GRID_BASE, SGD_RUN, write_grid
 
 # The grid tests' Gaussian base with 128 steps per epoch and 1024 test images; SGD and PGD-AT.

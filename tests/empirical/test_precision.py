@@ -1,6 +1,6 @@
-"""One TF32 API throughout (samat/empirical/training/precision.py): the state it sets reads back the same through both of
-PyTorch's APIs, whatever the order of training, evaluation and tests; mixing the two APIs, as the code did before,
-leaves a state that torch refuses to read (which inductor does); and nothing else in the project sets TF32."""
+"""One TF32 API throughout (samat/empirical/training/precision.py): the state it sets reads back the same through
+both of PyTorch's APIs, whatever the order of training, evaluation and tests; mixing the two APIs, as the code did
+before, leaves a state that torch refuses to read (which inductor does); and nothing else in the project sets TF32."""
 
 from __future__ import annotations
 

@@ -13,7 +13,6 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from scipy import optimize, special
 
-from tests.theory import strategies as S
 from samat.theory import closed_form as cf
 from samat.theory import symbolic as sym
 from samat.theory.lifted import (
@@ -28,6 +27,7 @@ from samat.theory.lifted import (
 from samat.theory.model import GaussianModel
 from samat.theory.numeric import at_optimum
 from samat.theory.objectives import linear_log_risk, log_risk
+from tests.theory import strategies as S
 
 MC = 40_000
 U = np.finfo(float).eps / 2

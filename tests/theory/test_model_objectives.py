@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from samat.core.errors import ParameterError
-from tests.theory import strategies as S
 from samat.theory.backend import mp_backend
 from samat.theory.model import GaussianModel, robust_feature_weight, sample_accuracy, validate
 from samat.theory.objectives import (
@@ -23,6 +22,7 @@ from samat.theory.objectives import (
     sam_per_sample_log_risk,
     sam_per_sample_slope,
 )
+from tests.theory import strategies as S
 
 MC_SAMPLES = 40_000
 Z = 5.0  # standard errors: a false alarm has probability ~6e-7 per comparison

@@ -9,7 +9,6 @@ import sympy as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.theory import strategies as S
 from samat.theory import closed_form as cf
 from samat.theory import symbolic as sym
 from samat.theory.backend import FLOAT64, mp_backend
@@ -23,6 +22,7 @@ from samat.theory.numeric import (
     st_optimum,
 )
 from samat.theory.objectives import log_risk, risk_slope, sam_per_sample_log_risk
+from tests.theory import strategies as S
 
 U = np.finfo(float).eps / 2
 

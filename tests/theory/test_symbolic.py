@@ -7,10 +7,10 @@ import numpy as np
 import sympy as sp
 from hypothesis import given, settings
 
-from tests.theory import strategies as S
 from samat.theory import closed_form as cf
 from samat.theory import symbolic as sym
 from samat.theory.numeric import equal_robustness_at_budget, sam_optimum_equal_endpoints, st_optimum
+from tests.theory import strategies as S
 
 
 @given(S.p, S.eta)
