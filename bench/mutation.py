@@ -62,14 +62,14 @@ class Target:
 
 _EVALUATE_CHECKS = ("xǁ_Evaluationǁcheck_*", "xǁ_Evaluationǁrobust_*", "xǁ_Evaluationǁresult_*",
                     "x_stronger_pgd_*", "x_large_attack_*")
-_TRAIN = "tests/empirical/test_train.py::"
+_TRAIN = "tests/empirical/training/test_loop.py::"
 _STEP_TESTS = tuple(_TRAIN + t for t in (
     "test_each_method_lowers_the_loss_on_a_fixed_batch", "test_sam_perturbation_has_norm_rho_and_is_undone_exactly",
     "test_asam_perturbation_has_adaptive_norm_rho", "test_sam_step_matches_pytorch_optimizer",
     "test_second_pass_leaves_batchnorm_statistics_alone", "test_running_stats_frozen_restores_tracking"))
 _EPOCHS = _TRAIN + "test_each_epoch_draws_its_own_shuffle_augmentation_and_esam_masks"
 _ESAM = _TRAIN + "test_esam_perturbation_is_sams_on_a_random_fraction_over_keep_probability"
-_SEED_TESTS = ("tests/empirical/test_optimizer_setup.py",
+_SEED_TESTS = ("tests/empirical/training/test_setup.py",
                _TRAIN + "test_interrupted_and_resumed_run_ends_with_the_same_weights", _EPOCHS)
 TARGETS = {t.path.rsplit("/", 1)[1].removesuffix(".py"): t for t in (
     Target("theory", "samat/theory/closed_form.py", ("tests/theory/test_closed_form.py",)),
@@ -79,14 +79,14 @@ TARGETS = {t.path.rsplit("/", 1)[1].removesuffix(".py"): t for t in (
     Target("theory", "samat/theory/numeric.py", ("tests/theory/test_numeric.py",  # the full ball's two local minima:
                                            "tests/theory/test_lifted.py::test_full_ball_at_closed_form_matches_the_numerical_optimum")),
     Target("training", "samat/empirical/training/optimizers.py", _STEP_TESTS + (
-        "tests/empirical/test_optimizer_setup.py", _TRAIN + "test_learning_rate_schedule_is_piecewise_per_iteration",
+        "tests/empirical/training/test_setup.py", _TRAIN + "test_learning_rate_schedule_is_piecewise_per_iteration",
         _ESAM)),
-    Target("training", "samat/empirical/training/steps.py", _STEP_TESTS + ("tests/empirical/test_step_contract.py",
+    Target("training", "samat/empirical/training/steps.py", _STEP_TESTS + ("tests/empirical/training/test_steps.py",
                                                                      _EPOCHS)),
     Target("training", "samat/empirical/training/setup.py", _SEED_TESTS,
            ("x_round_seed_*", "x_epoch_generator_*")),  # the training loop's seeding
-    Target("evaluation", "samat/empirical/evaluation/checks.py", ("tests/empirical/test_evaluate.py",)),
-    Target("evaluation", "samat/empirical/evaluation/evaluate.py", ("tests/empirical/test_evaluate.py",),
+    Target("evaluation", "samat/empirical/evaluation/checks.py", ("tests/empirical/evaluation/test_evaluate.py",)),
+    Target("evaluation", "samat/empirical/evaluation/evaluate.py", ("tests/empirical/evaluation/test_evaluate.py",),
            _EVALUATE_CHECKS),
 )}
 GROUPS = {g: [name for name, t in TARGETS.items() if t.group == g] for g in ("theory", "training", "evaluation")}

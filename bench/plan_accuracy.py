@@ -6,8 +6,9 @@ Plans the experiment (a TOML file; default: a small grid of SGD and PGD-AT on th
 steps per epoch, two attack columns), then runs it, moments later, into a temporary runs folder, and compares the
 device time the runs record (training epochs in final.json, attacks in eval.json) with the prediction: training
 against the predicted training time, training plus evaluation against the predicted range. The planner's target is
-within a factor of two. The unit tests check the planner's arithmetic on a fake clock (tests/empirical/test_plan.py);
-how well its calibration predicts a real machine is a measurement, so it is here.
+within a factor of two. The unit tests check the planner's arithmetic on a fake clock
+(tests/empirical/experiments/test_plan.py); how well its calibration predicts a real machine is a measurement, so it
+is here.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from samat.empirical.experiments.grid import load_experiment
 from samat.empirical.experiments.launch import Resources, _tasks_import_this_code, parse_time, slurm_states
 from samat.empirical.experiments.state import run_states
 from samat.empirical.training.runs import RunDir
-from tests.cli.conftest import GAUSSIAN
+from tests.commandline import GAUSSIAN
 from tests.helpers import REPO
 
 GAUSSIAN_TOML = ", ".join(f"{k} = {v}" for k, v in GAUSSIAN.items())

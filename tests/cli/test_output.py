@@ -16,7 +16,7 @@ from samat.cli.demo import _theory_summary, readable
 from samat.cli.main import build_parser
 from samat.core.errors import ParameterError
 from samat.empirical.attacks.specs import parse_attack
-from tests.cli.conftest import GAUSSIAN
+from tests.commandline import GAUSSIAN
 
 GAUSSIAN_TOML = ", ".join(f"{k} = {v}" for k, v in GAUSSIAN.items())
 

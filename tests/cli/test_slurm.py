@@ -17,7 +17,7 @@ import pytest
 
 from samat.empirical.experiments.grid import load_experiment
 from samat.empirical.training.runs import RunDir
-from tests.cli.conftest import GAUSSIAN
+from tests.commandline import GAUSSIAN
 from tests.helpers import REPO
 
 SCRIPT = REPO / "tools" / "local-slurm.sh"

@@ -24,7 +24,7 @@ from samat.theory import closed_form as cf
 from samat.theory import plots, verify
 from samat.theory.numeric import st_optimum
 from samat.theory.objectives import accuracy
-from tests.empirical.test_data import idx_bytes
+from tests.empirical.data.helpers import idx_bytes
 from tests.helpers import snapshot
 
 PNG, PDF = b"\x89PNG\r\n\x1a\n", b"%PDF-"

@@ -36,9 +36,8 @@ from samat.empirical.training.loop import train
 from samat.empirical.training.setup import build
 from samat.empirical.training.steps import STEPS
 from samat.theory.objectives import accuracy, linear_log_risk
-from tests.empirical.helpers import tiny_images
+from tests.empirical.helpers import REPO, tiny_images
 
-REPO = Path(__file__).resolve().parents[2]
 WORLD_SIZE = 2
 # 297 = 4 x 64 + 41: the last global batch splits 21 / 20, so the shards' gradients must be weighted 21/41, 20/41.
 GAUSSIAN = {"p": 0.8, "eta": 0.3, "n": 6, "train_size": 297, "test_size": 200}

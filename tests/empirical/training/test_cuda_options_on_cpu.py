@@ -3,7 +3,7 @@ torch.compile (the aot_eager backend: the graph capture of inductor without its 
 training step and in the training loop, against a float64 reference.
 
 Tolerances. channels_last only reorders the float32 sums of a convolution, so its step is as close to the float64
-step as the contiguous float32 step is, within the factor 4 of tests/empirical/test_fast.py (another summation
+step as the contiguous float32 step is, within the factor 4 of tests/empirical/training/test_fast.py (another summation
 order has an error of the same bound, not of the same value). bf16 autocast rounds both operands of every
 convolution and linear layer to 8 significant bits, a relative error of at most u = 2**-8 each, and accumulates in
 float32. The small CNN has 5 such layers (3 convolutions, 2 linear): the forward pass rounds 10 operands, the
@@ -28,7 +28,7 @@ from tests.empirical.helpers import tiny_cfg, tiny_images
 
 BF16_U = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits)
 FORWARD_ROUNDINGS, STEP_ROUNDINGS = 10, 30  # see the module's docstring
-ERROR_RATIO = 4  # channels_last against contiguous float32 (tests/empirical/test_fast.py)
+ERROR_RATIO = 4  # channels_last against contiguous float32 (tests/empirical/training/test_fast.py)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_bf16_autocast_step_is_the_float64_step_to_bf16_rounding(fresh_dynamo, d
 
 # The default CUDA configuration (bf16 autocast, channels_last, compiled, and on CUDA each step a CUDA graph) over
 # several steps, for ST, SAM, ESAM and PGD-AT: run on the CPU here (aot_eager, no graph), on CUDA in
-# tests/empirical/test_fast.py (inductor and the graph) with the same function.
+# tests/empirical/training/test_fast.py (inductor and the graph) with the same function.
 DEFAULT_METHODS = ("sgd", "sam", "esam", "pgd_at")
 # Two discontinuities no rounding bound covers, and how these tests stay clear of them (the float32 tests of
 # test_fast.py, TF32 off, check both as they are, where a tie is far below a float32 rounding):

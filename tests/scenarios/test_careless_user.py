@@ -24,7 +24,7 @@ from samat.empirical.evaluation.store import recorded_weights
 from samat.empirical.training import runs as runs_module
 from samat.empirical.training.loop import train
 from samat.empirical.training.runs import RunDir, file_sha256
-from tests.cli.conftest import GAUSSIAN, gaussian_cfg
+from tests.commandline import GAUSSIAN, gaussian_cfg
 from tests.helpers import REPO
 
 QUIET = {"progress": False, "log": lambda m: None}

@@ -22,9 +22,9 @@ from samat.empirical.training.runs import RunDir
 from samat.empirical.training.setup import build
 from samat.empirical.training.steps import STEPS
 from samat.empirical.vocabulary import Norm
+from tests.empirical.data.helpers import write_fashion
 from tests.empirical.helpers import tiny_images
-from tests.empirical.test_data import write_fashion
-from tests.empirical.test_fast import CAPTURE_FAILED, ERROR_RATIO, assert_fell_back, simulate_a_failing_capture
+from tests.empirical.training.test_fast import CAPTURE_FAILED, ERROR_RATIO, assert_fell_back, simulate_a_failing_capture
 
 SEG = {"width": 0.5, "aspp_channels": 8, "atrous_rates": [1, 2], "output_stride": 8}  # dropout 0.1 stays on
 

@@ -15,7 +15,7 @@ import torch
 from samat.core.errors import DiskFull
 from samat.core.results import ROOM
 from samat.empirical.training.runs import RunDir
-from tests.cli.conftest import GAUSSIAN
+from tests.commandline import GAUSSIAN
 from tests.helpers import NO_SPACE, fail_fsync_of, report_free, snapshot
 
 TRAIN = ("train", "--dataset", "gaussian", "--model", "linear", "--epochs", "1", "--no-progress")

@@ -32,7 +32,7 @@ from samat.empirical.training.precision import tf32
 from samat.empirical.training.runs import RunDir
 from samat.empirical.training.setup import Setup, build, resolve_device
 from tests.empirical.helpers import tiny_cfg, tiny_images
-from tests.empirical.test_cuda_options_on_cpu import DEFAULT_METHODS, SMOOTH, steps_within_bf16_rounding
+from tests.empirical.training.test_cuda_options_on_cpu import DEFAULT_METHODS, SMOOTH, steps_within_bf16_rounding
 
 METHODS = ("sgd", "sam", "pgd_at")  # ST, SAM and PGD-AT: one pass, two passes, the attack's loop
 SIZES = (32, 32, 20, 32)  # full batches around a partial one (batch size 32): it takes the eager step

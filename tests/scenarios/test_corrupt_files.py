@@ -13,7 +13,7 @@ import torch
 from samat.cli.main import main
 from samat.core.errors import SamatError
 from samat.empirical.data import load_dataset, tinyimagenet
-from tests.empirical.test_data import write_tinyimagenet
+from tests.empirical.data.helpers import write_tinyimagenet
 
 CACHE = "tiny-imagenet-200.npz"
 

@@ -10,7 +10,7 @@ import torch
 
 from samat.empirical.attacks.specs import parse_attack
 from samat.empirical.training.config import TrainConfig
-from tests.cli.conftest import GAUSSIAN
+from tests.commandline import GAUSSIAN
 
 SEED_RANGE = "an integer in [0, 2**63 - 1]"
 TRAIN = ("train", "--dataset", "gaussian", "--model", "linear", "--epochs", "1", "--no-progress")

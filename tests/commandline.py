@@ -1,0 +1,73 @@
+"""The command line as its users meet it: fixtures that run ``samat`` in this process (fast: torch is loaded once)
+and a small finished run to point commands at. tests/cli/ and tests/scenarios/ take the fixtures from here."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from samat.cli.main import main
+from samat.empirical.training.config import TrainConfig
+from samat.empirical.training.loop import train
+
+# A linear model on the papers' Gaussian data: trains in about a second on one core.
+GAUSSIAN = {"p": 0.8, "eta": 0.3, "n": 6, "train_size": 512, "test_size": 512}
+
+
+def gaussian_cfg(**changes) -> TrainConfig:
+    return TrainConfig.from_dict({"dataset": "gaussian", "model": "linear", "epochs": 2, "batch_size": 64,
+                                  "gaussian": GAUSSIAN, "device": "cpu"} | changes)
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def one_line_error(self, needle: str, command: str) -> None:
+        """Exit code 2, no traceback, and exactly one error line, the last, naming the command and ``needle``."""
+        assert self.code == 2, self
+        assert "Traceback" not in self.err, self.err
+        errors = [line for line in self.err.splitlines() if "error:" in line]
+        assert errors == self.err.splitlines()[-1:], self.err
+        assert errors[0].startswith(f"samat {command}: error: "), errors[0]
+        assert needle in errors[0], errors[0]
+
+
+@pytest.fixture
+def samat(capsys, monkeypatch):
+    """``samat ARGS`` in this process, on one CPU thread: a :class:`Result`."""
+    monkeypatch.setenv("SAMAT_THREADS", "1")
+    threads = torch.get_num_threads()
+
+    def run(*args) -> Result:
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as stop:  # argparse's errors
+            code = stop.code
+        out, err = capsys.readouterr()
+        return Result(int(code or 0), out, err)
+
+    yield run
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """A finished Gaussian run (2 epochs); copy it before changing it (:func:`fresh_run`)."""
+    path = tmp_path_factory.mktemp("finished") / "runs" / "g"
+    train(gaussian_cfg(), path, progress=False)
+    return path
+
+
+@pytest.fixture
+def fresh_run(finished_run, tmp_path):
+    """A private copy of :func:`finished_run` under ``tmp_path/runs``."""
+    path = tmp_path / "runs" / "g"
+    shutil.copytree(finished_run, path)
+    return path

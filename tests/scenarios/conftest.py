@@ -1,0 +1,3 @@
+"""Fixtures of the scenario tests: ``samat ARGS`` in this process and a finished run (tests/commandline.py)."""
+
+from tests.commandline import finished_run, fresh_run, samat  # noqa: F401 - fixtures, found by name
