@@ -10,8 +10,8 @@ raises; so it does after ``cuda.matmul.fp32_precision = "tf32"`` alone, and so d
 Inductor itself still reads the old getters (2.13: ``get_float32_matmul_precision()`` in its autotuning caches;
 earlier releases: ``cuda.matmul.allow_tf32`` in the matmul padding that is on by default), and the project supports
 torch >= 2.4, which has only the old flags. The two per-backend flags, set together, are the one spelling under
-which both APIs read back the same state on every supported version (tests/empirical/training/test_precision.py checks it);
-the rest of the code never touches TF32 otherwise.
+which both APIs read back the same state on every supported version (tests/empirical/training/test_precision.py
+checks it); the rest of the code never touches TF32 otherwise.
 """
 
 from __future__ import annotations
