@@ -4,8 +4,8 @@ theory's exact population accuracies, and fed to the same map as a real network'
 (:mod:`samat.theory.duality_map`), beside the map's exact answer under both readings of SAM (:mod:`samat.theory.duality_exact`).
 
 Each trained w's robust accuracy is exact (no test sample): against the worst ℓ∞ attack of size ε_c on the non-robust
-features, ε_c = η + w1*/n (:func:`samat.theory.duality_exact.sensitive_column`), where robust accuracy rises with the robust
-weight. The intervals therefore carry the seed-to-seed spread only (each seed draws its own training sample and
+features, ε_c = η + w1*/n (:func:`samat.theory.duality_exact.sensitive_column`), where robust accuracy rises with the
+robust weight. The intervals therefore carry the seed-to-seed spread only (each seed draws its own training sample and
 initial weights): the resampling draws seeds, and the "images" are the population, one exact value per run.
 """
 

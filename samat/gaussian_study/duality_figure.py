@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from samat.core.results import atomic_write_bytes, atomic_write_text, write_json
-from samat.empirical.experiments.duality_report import Units, clean_cell, eps_cell, draw_column, significant
+from samat.empirical.experiments.duality_report import Units, clean_cell, draw_column, eps_cell, significant
 from samat.gaussian_study.duality import record
 from samat.theory import duality_map as dm
 from samat.theory.duality_exact import PER_SAMPLE, POPULATION

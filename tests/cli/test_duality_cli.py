@@ -13,8 +13,8 @@ import pytest
 from samat.empirical.evaluation.store import read_evaluation
 from samat.empirical.experiments.grid import load_experiment
 from samat.empirical.experiments.runner import evaluate_run, run_experiment
-from tests.cli.conftest import GAUSSIAN
 from samat.theory import duality_map as dm
+from tests.commandline import GAUSSIAN
 
 BASE = ", ".join(f"{k} = {v}" for k, v in GAUSSIAN.items())
 COLUMNS = '["natural", "pgd10_linf@0.3", "pgd10_linf@0.6"]'

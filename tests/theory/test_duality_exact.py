@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 
 from samat.core.errors import ParameterError
-from tests.theory import strategies as S
 from samat.theory import duality_exact as de
 from samat.theory import duality_map as dm
+from tests.theory import strategies as S
 
 RATIO = 1.02  # the AT ladder's spacing: every budget's bracket is 2% wide
 DEFICIT = 0.002  # the population radii: the derived relation's slope within this of 2

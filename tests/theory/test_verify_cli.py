@@ -11,8 +11,8 @@ import pytest
 import sympy as sp
 
 from samat.cli.main import main
-from tests.helpers import REPO, run_cli
 from samat.theory import closed_form, verify
+from tests.helpers import REPO, run_cli
 
 POP, PS = f"({verify.POPULATION})", f"({verify.PER_SAMPLE})"
 
