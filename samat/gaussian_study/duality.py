@@ -1,7 +1,8 @@
 """The duality map on the Gaussian model: linear classifiers trained on D(p, η, n) by the study's trainers (ST, a
 ladder of SAM radii, a ladder of AT budgets on the non-robust features, as the papers attack), measured with
 theory's exact population accuracies, and fed to the same map as a real network's evaluations
-(:mod:`samat.theory.duality_map`), beside the map's exact answer under both readings of SAM (:mod:`samat.theory.duality_exact`).
+(:mod:`samat.theory.duality_map`), beside the map's exact answer under both readings of SAM
+(:mod:`samat.theory.duality_exact`).
 
 Each trained w's robust accuracy is exact (no test sample): against the worst ℓ∞ attack of size ε_c on the non-robust
 features, ε_c = η + w1*/n (:func:`samat.theory.duality_exact.sensitive_column`), where robust accuracy rises with the

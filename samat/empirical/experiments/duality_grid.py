@@ -94,7 +94,8 @@ def _ladder(values: Any, key: str, where: str, example: str) -> tuple[float, ...
     if not isinstance(values, list) or len(values) < MIN_RUNGS:
         raise ParameterError(key, values, valid)
     parsed = tuple(parse_number(v, key) for v in values)
-    if not all(math.isfinite(v) and v > 0 for v in parsed) or any(b <= a for a, b in zip(parsed, parsed[1:])):
+    increasing = all(b > a for a, b in zip(parsed, parsed[1:], strict=False))
+    if not all(math.isfinite(v) and v > 0 for v in parsed) or not increasing:
         raise ParameterError(key, values, valid)
     return parsed
 

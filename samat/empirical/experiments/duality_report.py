@@ -121,8 +121,9 @@ def markdown(result: DualityMap, units: Units) -> str:
     lines = ["## Duality map: the AT budget as robust as SAM(ρ)", "",
              f"{ladder.sam_method.display} radii {', '.join(f'{r:g}' for r in ladder.radii)} against "
              f"{ladder.at_norm.display}-AT budgets {', '.join(ladder.show_eps(e) for e in ladder.budgets)}, "
-             f"{len(result.seeds)} seed{'s' if len(result.seeds) != 1 else ''} each, {result.images:,} test images. ε_AT: the AT budget whose robust "
-             "accuracy equals SAM's on that column (AT's curve interpolated monotonically, linearly in log ε); "
+             f"{len(result.seeds)} seed{'s' if len(result.seeds) != 1 else ''} each, {result.images:,} test images. "
+             "ε_AT: the AT budget whose robust accuracy equals SAM's on that column (AT's curve interpolated "
+             "monotonically, linearly in log ε); "
              f"Δ clean: SAM's clean accuracy minus AT's at ε_AT, in points; [ ]: {level} intervals over "
              f"{ladder.resamples:,} resamples of seeds and test images.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
