@@ -60,8 +60,8 @@ class Target:
         return [f"{self.module}.{f}" for f in self.functions]
 
 
-_EVALUATE_CHECKS = ("xǁ_Evaluationǁcheck_*", "xǁ_Evaluationǁrobust_*", "xǁ_Evaluationǁresult_*",
-                    "x_stronger_pgd_*", "x_large_attack_*")
+_EVALUATE_CHECKS = ("xǁ_Evaluationǁcheck_*", "xǁ_Evaluationǁresult_*", "x_stronger_pgd_*", "x_large_attack_*")
+_EVALUATE_TESTS = ("tests/empirical/evaluation/test_evaluate.py", "tests/empirical/evaluation/test_scorers.py")
 _TRAIN = "tests/empirical/training/test_loop.py::"
 _STEP_TESTS = tuple(_TRAIN + t for t in (
     "test_each_method_lowers_the_loss_on_a_fixed_batch", "test_sam_perturbation_has_norm_rho_and_is_undone_exactly",
@@ -86,8 +86,9 @@ TARGETS = {t.path.rsplit("/", 1)[1].removesuffix(".py"): t for t in (
     Target("training", "samat/empirical/training/setup.py", _SEED_TESTS,
            ("x_round_seed_*", "x_epoch_generator_*")),  # the training loop's seeding
     Target("evaluation", "samat/empirical/evaluation/checks.py", ("tests/empirical/evaluation/test_evaluate.py",)),
-    Target("evaluation", "samat/empirical/evaluation/evaluate.py", ("tests/empirical/evaluation/test_evaluate.py",),
-           _EVALUATE_CHECKS),
+    Target("evaluation", "samat/empirical/evaluation/evaluate.py", _EVALUATE_TESTS, _EVALUATE_CHECKS),
+    Target("evaluation", "samat/empirical/evaluation/classification.py", _EVALUATE_TESTS,
+           ("xǁHitsǁ*", "x_attack_success_rate_*")),
 )}
 GROUPS = {g: [name for name, t in TARGETS.items() if t.group == g] for g in ("theory", "training", "evaluation")}
 DETECTED = {"killed", "timeout", "segfault"}  # a test failed, or the mutant made the tests hang or crash

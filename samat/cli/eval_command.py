@@ -40,23 +40,30 @@ def add_command(sub) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from samat.empirical.evaluation.columns import NATURAL, SANITY, column_spec, column_specs
-    from samat.empirical.evaluation.run import evaluate_path
+    from samat.empirical.evaluation.evaluate import attacks_run
+    from samat.empirical.evaluation.run import TASKS, evaluate_run
     from samat.empirical.evaluation.trained import locate
+    from samat.empirical.training.setup import resolve_device
 
-    if args.attacks:
-        column_specs(args.attacks)  # bad attacks and a missing run fail before anything is said
-    locate(args.path)
+    # Each value resolved once, here: bad attacks fail before the path is looked at, a missing run or a device
+    # this machine lacks before anything is said
+    specs = column_specs(args.attacks) if args.attacks else None
+    trained = locate(args.path, data_dir=args.data_dir, model=args.model, dataset=args.dataset)
+    if specs is None:
+        specs = column_specs(TASKS[trained.config.model.task].default_columns)
+    device = resolve_device(args.device)
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     use_cpu_threads(say)
-    result = evaluate_path(args.path, args.attacks, n_eval=args.n_eval, seed=args.seed, batch_size=args.batch_size,
-                           device=args.device, data_dir=args.data_dir, model=args.model, dataset=args.dataset,
-                           crosscheck=args.crosscheck, overwrite=args.overwrite, progress=not args.no_progress,
-                           log=say)
+    result = evaluate_run(trained, specs, device=device, n_eval=args.n_eval, seed=args.seed,
+                          batch_size=args.batch_size, crosscheck=args.crosscheck, overwrite=args.overwrite,
+                          progress=not args.no_progress, log=say)
+    known = attacks_run(specs)
 
     def title(key: str) -> str:
         if key == NATURAL:
             return "Natural"
-        return column_spec(key.removesuffix(SANITY)).title + (SANITY if key.endswith(SANITY) else "")
+        s = known.get(key) or column_spec(key.removesuffix(SANITY))  # an earlier column, read from eval.json
+        return s.title + (SANITY if key.endswith(SANITY) else "")
 
     segmentation = "miou" in result
     scores = result["miou"] if segmentation else result["accuracy"]  # segmentation: mIoU (D eq. 15)

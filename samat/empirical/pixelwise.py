@@ -1,6 +1,7 @@
 """Per-pixel counting for semantic segmentation, shared by training and evaluation (what :mod:`.inference` is for
 classification): the per-pixel cross-entropy with its ignore label, a model's per-pixel predictions on stored
-images, confusion matrices, and IoU / mIoU as the duality paper defines them (D eq. 15).
+images, confusion matrices, and the scores read from them: pixel accuracy, and IoU / mIoU as the duality paper
+defines them (D eq. 15). Every score of a confusion matrix is computed here and nowhere else.
 
 IoU of class c = TP / (TP + FN + FP) over all pixels of all images (D eq. 15); mIoU = the mean over the classes
 that occur in the ground truth or the prediction: a class absent from both has no IoU (0/0) and is left out of
@@ -78,6 +79,12 @@ def iou(matrix: torch.Tensor) -> torch.Tensor:
     tp = m.diagonal(dim1=-2, dim2=-1)
     union = m.sum(-1) + m.sum(-2) - tp  # TP + FN (row) + FP (column)
     return torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
+
+
+def pixel_accuracy(matrix: torch.Tensor) -> torch.Tensor:
+    """Pixel accuracy of a confusion matrix (K, K), or of each of a stack (..., K, K): the fraction of labelled
+    pixels predicted right, float64; 0 where no pixel is labelled."""
+    return matrix.diagonal(dim1=-2, dim2=-1).sum(-1).double() / matrix.sum((-2, -1)).clamp_min(1).double()
 
 
 def mean_iou(matrix: torch.Tensor) -> torch.Tensor:

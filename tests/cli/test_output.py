@@ -68,7 +68,7 @@ def test_a_grid_reads_well_without_a_terminal(samat, tmp_path, monkeypatch):
     assert ran.code == 0, ran.err
     assert re.search(r"sgd-seed0: epoch 2/2, train loss [\d.]+, train accuracy [\d.]+ %, test accuracy [\d.]+ %",
                      ran.err)
-    assert re.search(r"^  PGD-10 ℓ∞ 0\.2: \d+\.\d\d % \(", ran.err, re.M) and "\r" not in ran.err
+    assert re.search(r"^  PGD-10 ℓ∞ 0\.2: accuracy \d+\.\d\d % \(", ran.err, re.M) and "\r" not in ran.err
     report = samat("experiment", "report", grid)
     assert report.code == 0 and "![" not in report.out and "| Method | Natural | PGD-10 ℓ∞ 0.1 |" in report.out
     md = (tmp_path / "results" / "g" / "table.md").read_text()

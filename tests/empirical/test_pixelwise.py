@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from samat.empirical.data import IGNORE_INDEX
 from samat.empirical.evaluation.segmentation import miou_exceeds
-from samat.empirical.pixelwise import confusion, iou, mean_iou, pixel_accuracy_sum, pixel_loss
+from samat.empirical.pixelwise import confusion, iou, mean_iou, pixel_accuracy, pixel_accuracy_sum, pixel_loss
 
 IGN = IGNORE_INDEX
 
@@ -26,6 +26,14 @@ def test_miou_by_hand_with_an_ignored_pixel_and_an_absent_class():
     per_class = iou(m)
     assert per_class[:3].tolist() == pytest.approx([1 / 2, 2 / 3, 1.0], rel=1e-15) and math.isnan(per_class[3])
     assert float(mean_iou(m)) == pytest.approx((1 / 2 + 2 / 3 + 1) / 3, rel=1e-15)
+    assert float(pixel_accuracy(m)) == 4 / 5  # 4 of the 5 labelled pixels right; the ignored one counts nowhere
+
+
+def test_pixel_accuracy_per_image_and_of_an_image_without_labelled_pixels():
+    y = torch.tensor([[[0, 1], [1, 1]], [[IGN, IGN], [IGN, IGN]], [[2, 2], [IGN, 0]]])
+    pred = torch.tensor([[[0, 0], [1, 1]], [[0, 1], [2, 0]], [[2, 1], [0, 1]]])
+    per_image = pixel_accuracy(confusion(pred, y, 3))
+    assert per_image.dtype == torch.float64 and per_image.tolist() == [3 / 4, 0.0, 1 / 3]
 
 
 def test_a_class_only_predicted_counts_zero_and_nothing_labelled_is_nan():

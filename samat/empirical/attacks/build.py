@@ -24,7 +24,7 @@ from torch import nn
 from torchattacks.attack import Attack
 
 from samat.core.errors import ParameterError
-from samat.empirical.attacks.pgd import pgd
+from samat.empirical.attacks.pgd import LossFn, pgd
 from samat.empirical.attacks.pixle import BatchedPixle
 from samat.empirical.attacks.specs import GRADIENT_ALGORITHMS, IMAGE_BOX, Algorithm, AttackSpec, Box
 from samat.empirical.attacks.stadv import StAdv
@@ -84,10 +84,10 @@ class BuiltAttack:
 
     def __init__(
         self, spec: AttackSpec, model: nn.Module, *, num_classes: int, seed: int, device: torch.device,
-        box: Box | None | str = "auto",
+        box: Box | None | str = "auto", loss: LossFn | None = None,
     ) -> None:
-        self.spec, self.model, self.num_classes, self.seed, self.device, self.box = (
-            spec, model, num_classes, seed, device, box)
+        self.spec, self.model, self.num_classes, self.seed, self.device, self.box, self.loss = (
+            spec, model, num_classes, seed, device, box, loss)
         self.last_flow: torch.Tensor | None = None  # StAdv's flow for the last call (zero where not attacked)
         self._torchattack: Attack | None = None
 
@@ -116,18 +116,20 @@ class BuiltAttack:
         x, y = x.to(self.device), y.to(self.device)
         image = x.dim() == 4
         box = (IMAGE_BOX if image else None) if self.box == "auto" else self.box
-        own_pgd = s.algorithm in GRADIENT_ALGORITHMS and (not image or box != IMAGE_BOX)
+        own_pgd = s.algorithm in GRADIENT_ALGORITHMS and (self.loss is not None or not image or box != IMAGE_BOX)
         if not own_pgd and not (image and box == IMAGE_BOX):
             raise ParameterError("attack", s.name, f"used on (N, C, H, W) images in [0, 1] only, got {tuple(x.shape)}"
                                  f" with box {box}")
         with evaluating(self.model), seeded(self.seed, self.device):
-            if clean is None:
+            if clean is None and self.loss is None:
                 with torch.no_grad():
                     clean = self.model(x).argmax(1) == y
             if own_pgd:
                 gen = torch.Generator(device=self.device).manual_seed(self.seed)
                 x_adv = pgd(self.model, x, y, norm=s.norm.value, eps=s.eps, alpha=s.step_size, steps=s.steps,
-                            random_start=s.algorithm is Algorithm.PGD, generator=gen, box=box)
+                            random_start=s.algorithm is Algorithm.PGD, generator=gen, box=box, loss_fn=self.loss)
+                if self.loss is not None:  # every example is attacked: "wrong" is not one bit per example here
+                    return x_adv.detach()
             elif s.algorithm is Algorithm.PIXLE:
                 gen = torch.Generator(device=self.device).manual_seed(self.seed)
                 pixle = BatchedPixle(self.model, restarts=s.restarts, max_iterations=s.steps)
@@ -142,11 +144,9 @@ class BuiltAttack:
         return torch.where(keep, x_adv.to(x.dtype), x).detach()
 
 
-
-
 def build_attack(
     spec: AttackSpec, model: nn.Module, *, num_classes: int, seed: int, device: torch.device | str,
-    box: Box | None | str = "auto",
+    box: Box | None | str = "auto", loss: LossFn | None = None,
 ) -> BuiltAttack:
     """A reproducible attack ``(x, y) -> x_adv`` for ``spec`` on ``model`` (which maps [0, 1] images to logits).
 
@@ -158,9 +158,18 @@ def build_attack(
     on :func:`samat.empirical.attacks.pgd.pgd` (same algorithm as torchattacks', without the box). ``box=None`` or
     another range forces that path for images too. AutoAttack, FAB, Pixle and StAdv are image-only and raise
     a :class:`ParameterError` on anything else.
+
+    ``loss`` (``loss(output, y) -> scalar``, e.g. the summed per-pixel cross-entropy of a segmentation network)
+    replaces the cross-entropy of the labels that FGSM and PGD ascend; they then run on
+    :func:`~samat.empirical.attacks.pgd.pgd` and attack every example (the task, not the attack, says what a
+    wrong prediction is). Other attacks do not take a loss.
     """
     if num_classes < 2:
         raise ParameterError("num_classes", num_classes, "an integer >= 2")
-    return BuiltAttack(spec, model, num_classes=num_classes, seed=int(seed), device=torch.device(device), box=box)
+    if loss is not None and spec.algorithm not in GRADIENT_ALGORITHMS:
+        raise ParameterError("attack", spec.name, "fgsm or pgd for a loss of the task's own (an attack on its "
+                             "gradient)")
+    return BuiltAttack(spec, model, num_classes=num_classes, seed=int(seed), device=torch.device(device), box=box,
+                       loss=loss)
 
 

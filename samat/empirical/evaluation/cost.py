@@ -1,4 +1,4 @@
-"""What an evaluation costs on this device: each attack timed at full batches, as :func:`.evaluate.evaluate` runs
+"""What an evaluation costs on this device: each attack timed at full batches, as the classification scorer runs
 it, on two models that bound the cost. The benchmark (``bench/eval_throughput.py``) and the experiment planner
 (``samat experiment plan``) both measure with it.
 
@@ -26,7 +26,8 @@ from torch import nn
 from samat.empirical.attacks.build import build_attack
 from samat.empirical.attacks.specs import AttackSpec
 from samat.empirical.data import as_inputs
-from samat.empirical.evaluation.evaluate import attack_in_batches
+from samat.empirical.evaluation.classification import attack_in_batches
+from samat.empirical.evaluation.evaluate import attack_precision
 from samat.empirical.inference import correct_mask
 from samat.empirical.models import build_model
 from samat.empirical.training.throughput import Clock
@@ -94,12 +95,13 @@ class AttackTiming:
 
 def time_attack(label: str, spec: AttackSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                 num_classes: int, batch_size: int, seed: int = 0) -> AttackTiming:
-    """The attack on (x, y) as the evaluation runs it (:func:`.evaluate.attack_in_batches`), timed."""
+    """The attack on (x, y) as the evaluation runs it (:func:`.classification.attack_in_batches`), timed."""
     inputs = as_inputs(x)
     clean = correct_mask(model, inputs, y, batch_size=batch_size)
     attack = build_attack(spec, model, num_classes=num_classes, seed=seed, device=y.device)
     clock = Clock(y.device)
     clock.start()
-    hits = attack_in_batches(attack, model, inputs, y, clean, batch_size)
+    with attack_precision(y.device):
+        hits = attack_in_batches(attack, model, inputs, y, clean, batch_size)
     seconds = clock.stop()
     return AttackTiming(label, len(y), batch_size, seconds, float((hits & clean).double().mean()))

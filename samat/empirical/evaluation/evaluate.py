@@ -1,33 +1,39 @@
-"""Clean and robust accuracy of a model on a fixed set of images, under the papers' threat models, with the
-sanity checks of :mod:`.checks`.
+"""The evaluation loop, one for every task: a model's examples scored clean and under each column's attack, with the
+sanity checks of :mod:`.checks`; what is particular to a task is its :class:`~.scorer.Scorer`.
 
-An evaluation can be extended: given an earlier result for the same model, images and seed, its columns are
-kept without attacking again, and the checks across columns (accuracy against eps, the large attack) are
-recomputed over old and new columns together, replacing the old ones.
+The loop runs the columns' attacks, then the sanity checks, each on the scorer's comparisons:
+
+* robust <= clean, for every column;
+* every perturbation within its budget and the [0, 1] box (where the scorer measured one);
+* 2x the PGD steps is not weaker than each PGD column (it runs that PGD);
+* within an attack family (one name and norm), the score does not rise with ε;
+* a large ℓ∞ PGD (ε = 0.5) drives the score below chance, where the task supports it (otherwise the gradients are
+  masked and every robust number is suspect).
+
+An evaluation can be extended: given an earlier result for the same model, examples and seed, the columns whose
+outcomes the scorer restores from it are kept without attacking again, the others are attacked again, and the
+checks across columns (the score against ε, the large attack) are recomputed over old and new columns together,
+replacing the old ones.
 """
 
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch import nn
-from tqdm import tqdm
 
 from samat.core.errors import ParameterError, SamatError
-from samat.empirical.attacks.build import BuiltAttack, build_attack
-from samat.empirical.attacks.meter import PerturbationMeter
-from samat.empirical.attacks.specs import GRADIENT_ALGORITHMS, IMAGE_BOX, Algorithm, AttackSpec, spec
-from samat.empirical.data import as_inputs
-from samat.empirical.evaluation.checks import FAMILY_CHECK, LARGE_EPS, Check, exceeds, robust_within_clean
+from samat.empirical.attacks.specs import Algorithm, AttackSpec, spec
+from samat.empirical.evaluation.checks import LARGE_EPS, Check
 from samat.empirical.evaluation.columns import NATURAL, SANITY, column_spec
-from samat.empirical.evaluation.store import pack_mask, unpack_mask
-from samat.empirical.inference import correct_mask
+from samat.empirical.evaluation.scorer import Attacked, Outcome, Scorer
+from samat.empirical.evaluation.store import evaluated_columns
 from samat.empirical.training.precision import tf32
+
+EPS_CHECK = "does not increase with eps"  # the family check's name follows the metric: "accuracy does not ..."
 
 
 @contextlib.contextmanager
@@ -48,171 +54,165 @@ def stronger_pgd(s: AttackSpec) -> AttackSpec:
 
 
 def large_attack() -> AttackSpec:
-    """The sanity check's large ℓ∞ attack (it must drive accuracy below chance)."""
+    """The sanity check's large ℓ∞ attack (it must drive the score below chance)."""
     return spec("pgd20_linf").at(LARGE_EPS)
 
 
+def sanity_label(s: AttackSpec) -> str:
+    """The record label of a sanity attack: "pgd20_linf@8/255 (sanity)"."""
+    return f"{s.label}{SANITY}"
+
+
 def attacks_run(specs: dict[str, AttackSpec]) -> dict[str, AttackSpec]:
-    """Every attack an evaluation of these columns runs, by column label: the columns, then the sanity attacks
-    (a PGD of twice the steps per PGD column, the large ℓ∞ attack)."""
+    """Every attack an evaluation of these columns runs, by record label: the columns, then the sanity attacks (a
+    PGD of twice the steps per PGD column, the large ℓ∞ attack)."""
     out = dict(specs)
     for s in specs.values():
-        if s.algorithm is Algorithm.PGD:
-            out.setdefault(f"{stronger_pgd(s).label}{SANITY}", stronger_pgd(s))
-    out.setdefault(f"{large_attack().label}{SANITY}", large_attack())
+        if _is_pgd(s):
+            out.setdefault(sanity_label(stronger_pgd(s)), stronger_pgd(s))
+    out.setdefault(sanity_label(large_attack()), large_attack())
     return out
 
 
-def attack_in_batches(attack: BuiltAttack, model: nn.Module, inputs: torch.Tensor, y: torch.Tensor,
-                      clean: torch.Tensor, batch_size: int, *, meter: PerturbationMeter | None = None,
-                      progress: bool = False, label: str = "") -> torch.Tensor:
-    """The attack on every image, a batch at a time; whether the model classifies each x_adv correctly."""
-    hits = []
-    with attack_precision(y.device):
-        for i in tqdm(range(0, len(y), batch_size), desc=label, unit="batch", disable=not progress, leave=False):
-            xb, yb = inputs[i:i + batch_size], y[i:i + batch_size]
-            x_adv = attack(xb, yb, clean=clean[i:i + batch_size])
-            hits.append(correct_mask(model, x_adv, yb, batch_size=batch_size))
-            if meter is not None:
-                meter.add(xb, x_adv, flow=getattr(attack, "last_flow", None))
-    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool, device=y.device)
+def _is_pgd(s: Any) -> bool:
+    return isinstance(s, AttackSpec) and s.algorithm is Algorithm.PGD
+
+
+def attack_record(s: Any, seconds: float, attacked: Attacked) -> dict[str, Any]:
+    """An attack's record in eval.json: its settings, its time, its perturbations' size and the task's extras."""
+    out: dict[str, Any] = {"name": s.name}
+    if isinstance(s, AttackSpec):
+        out |= {"norm": s.norm.value, "eps": s.eps, "steps": s.steps, "step_size": s.step_size}
+    out["seconds"] = seconds
+    if (size := attacked.perturbation) is not None:
+        out |= {"max_perturbation": size["max"], "tolerance": size["tolerance"], "within_budget": size["within_eps"],
+                "in_box": size["in_box"]}
+    return out | attacked.record
 
 
 class _Evaluation:
-    """The state of one evaluation: per-column accuracy, attack records and raw per-image hits, and checks."""
+    """The state of one evaluation: each attack's outcome and record, and the checks."""
 
-    def __init__(self, model: nn.Module, inputs: torch.Tensor, y: torch.Tensor, *, num_classes: int, seed: int,
-                 batch_size: int, progress: bool, log: Callable[[str], None], previous: dict | None) -> None:
-        self.model, self.inputs, self.y = model, inputs, y
-        self.num_classes, self.seed, self.batch_size, self.progress, self.log = (
-            num_classes, seed, batch_size, progress, log)
-        self.n, self.device = len(y), y.device
-        self.box = IMAGE_BOX if inputs.dim() == 4 else None
+    def __init__(self, scorer: Scorer, device: torch.device, log: Callable[[str], None],
+                 previous: dict | None) -> None:
+        self.scorer, self.device, self.log = scorer, device, log
         before = previous or {}
-        if before and before.get("n") != self.n:
-            raise SamatError(f"the earlier evaluation has {before.get('n')} images, this one {self.n}: "
+        if before and before.get("n") != scorer.n:
+            raise SamatError(f"the earlier evaluation has {before.get('n')} examples, this one {scorer.n}: "
                              "pass --overwrite")
-        self.columns: list[str] = list(before.get("columns", []))
-        self.accuracy: dict[str, float] = dict(before.get("accuracy", {}))
+        self.eps_check = f"{scorer.metric} {EPS_CHECK}"
+        self.columns: list[str] = evaluated_columns(before)
         self.attacks: dict[str, dict] = dict(before.get("attacks", {}))
         try:
-            self.hits = {label: unpack_mask(text, self.n, self.device)
-                         for label, text in before.get("correct", {}).items()}
-        except (ValueError, TypeError) as err:
-            raise SamatError(f"the earlier evaluation's per-image hits are corrupt ({err}): pass --overwrite") from None
+            self.outcomes: dict[str, Outcome] = scorer.restore(before) if before else {}
+        except (ValueError, TypeError, KeyError) as err:
+            raise SamatError(f"the earlier evaluation's per-example results are corrupt ({err}): pass --overwrite"
+                             ) from None
         self.checks: dict[str, Check] = {c["check"]: Check(c["check"], c["passed"], c["detail"])
-                                         for c in before.get("sanity", []) if not c["check"].startswith(FAMILY_CHECK)}
-        self.clean = correct_mask(model, inputs, y, batch_size=batch_size)
-        self.hits[NATURAL] = self.clean
-        self.accuracy[NATURAL] = float(self.clean.double().mean())
+                                         for c in before.get("sanity", []) if EPS_CHECK not in c["check"]}
+        self.outcomes[NATURAL] = self.clean = scorer.clean()
 
-    def robust(self, label: str) -> torch.Tensor:
-        return self.hits[label] & self.clean
+    def value(self, label: str) -> float:
+        return self.scorer.value(self.outcomes[label])
 
     def check(self, name: str, passed: bool, detail: str) -> None:
         self.checks[name] = Check(name, bool(passed), detail)
 
-    def run_attack(self, label: str, s: AttackSpec) -> None:
-        """Attack every image in batches; record the raw hits, the robust accuracy and the perturbation sizes."""
-        attack = build_attack(s, self.model, num_classes=self.num_classes, seed=self.seed, device=self.device,
-                              box="auto")
-        meter = PerturbationMeter(s, box=self.box)
+    def run_attack(self, label: str, s: Any) -> None:
+        """Attack every example; keep the outcome and the attack's record, and say the score in one line."""
         t0 = time.perf_counter()
-        bar = self.progress and sys.stderr.isatty()  # a bar on a terminal; one line per attack always
-        hits = attack_in_batches(attack, self.model, self.inputs, self.y, self.clean, self.batch_size, meter=meter,
-                                 progress=bar, label=s.title)
-        size = meter.summary()  # one host synchronisation, after the loop
+        with attack_precision(self.device):
+            attacked = self.scorer.attack(label, s)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - t0
-        self.hits[label] = hits
-        self.accuracy[label] = float(self.robust(label).double().mean())
-        self.attacks[label] = {
-            "name": s.name, "norm": s.norm.value, "eps": s.eps, "steps": s.steps, "step_size": s.step_size,
-            "seconds": seconds, "max_perturbation": size["max"], "tolerance": size["tolerance"],
-            "within_budget": size["within_eps"], "in_box": size["in_box"],
-        }
+        self.outcomes[label] = attacked.outcome
+        self.attacks[label] = attack_record(s, seconds, attacked)
         sanity = SANITY if label.endswith(SANITY) else ""
-        self.log(f"  {s.title}{sanity}: {100 * self.accuracy[label]:.2f} % ({seconds:.1f} s)")
+        self.log(f"  {s.title}{sanity}: {self.scorer.metric} {100 * self.value(label):.2f} % ({seconds:.1f} s)")
 
-    def check_columns(self, specs: dict[str, AttackSpec]) -> None:
+    def check_columns(self, specs: dict[str, Any]) -> None:
         """Per new column: robust <= clean, and the perturbations within budget and box."""
         for label in specs:
-            passed, detail = robust_within_clean(self.clean, self.hits[label])
+            passed, detail = self.scorer.within_clean(self.outcomes[label])
             self.check(f"robust <= clean: {label}", passed,
-                       f"{self.accuracy[label]:.4f} <= {self.accuracy[NATURAL]:.4f}; {detail}")
+                       f"{self.value(label):.4f} <= {self.value(NATURAL):.4f}; {detail}")
             a = self.attacks[label]
-            self.check(f"within budget and [0, 1]: {label}", a["within_budget"] and a["in_box"] is not False,
-                       f"largest perturbation {a['max_perturbation']:.6g} (budget {a['eps']}, slack "
-                       f"{a['tolerance']:.2g})")
+            if "within_budget" in a:
+                self.check(f"within budget and [0, 1]: {label}", a["within_budget"] and a["in_box"] is not False,
+                           f"largest perturbation {a['max_perturbation']:.6g} (budget {a['eps']}, slack "
+                           f"{a['tolerance']:.2g})")
 
-    def check_more_steps(self, specs: dict[str, AttackSpec]) -> None:
+    def check_more_steps(self, specs: dict[str, Any]) -> None:
         """Each new PGD column against PGD with twice the steps: the stronger attack must not be weaker."""
         for label, s in specs.items():
-            if s.algorithm is Algorithm.PGD:
+            if _is_pgd(s):
                 stronger = stronger_pgd(s)
-                more = f"{stronger.label}{SANITY}"
+                more = sanity_label(stronger)
                 self.run_attack(more, stronger)
-                found = exceeds(self.robust(label), self.robust(more))
-                self.check(f"more PGD steps are not weaker: {label} vs {stronger.steps} steps", not found.exceeds,
-                           found.detail)
+                found, detail = self.scorer.exceeds(self.outcomes[label], self.outcomes[more])
+                self.check(f"more PGD steps are not weaker: {label} vs {stronger.steps} steps", not found, detail)
 
-    def check_families(self, specs_all: dict[str, AttackSpec]) -> None:
-        """Within an attack family, accuracy must not rise with the budget (over old and new columns)."""
+    def check_families(self, specs_all: dict[str, Any]) -> None:
+        """Within an attack family, the score must not rise with the budget (over old and new columns)."""
         families: dict[tuple, list[tuple[float, str]]] = {}
         for label in self.columns:
             s = specs_all[label]
-            if s.eps is not None:
+            if isinstance(s, AttackSpec) and s.eps is not None:
                 families.setdefault((s.name, s.norm), []).append((s.eps, label))
         for members in families.values():
             labels = [label for _, label in sorted(members)]
             for l1, l2 in zip(labels, labels[1:], strict=False):
-                found = exceeds(self.robust(l1), self.robust(l2))
-                self.check(f"{FAMILY_CHECK}: {l1} -> {l2}", not found.exceeds, found.detail)
+                found, detail = self.scorer.exceeds(self.outcomes[l1], self.outcomes[l2])
+                self.check(f"{self.eps_check}: {l1} -> {l2}", not found, detail)
 
     def check_large_attack(self) -> None:
-        """A large ℓ∞ attack must drive accuracy below chance (else the gradients are masked)."""
+        """A large ℓ∞ attack must drive the score below chance (else the gradients are masked)."""
         large = large_attack()
-        label = f"{large.label}{SANITY}"
-        if label not in self.accuracy:  # an earlier evaluation ran it on the same model, images and seed
+        if self.scorer.supports(large) is not None:
+            return
+        label = sanity_label(large)
+        if label not in self.outcomes:  # an earlier evaluation ran it on the same model, examples and seed
             self.run_attack(label, large)
-        chance = 1 / self.num_classes
-        self.check(f"a large attack (l-inf {LARGE_EPS}) drives accuracy below chance ({chance:.3g})",
-                   self.accuracy[label] < chance, f"{self.accuracy[label]:.4f}")
+        s = self.scorer
+        self.check(f"a large attack (l-inf {LARGE_EPS}) drives {s.metric} below {s.chance_name} ({s.chance:.3g})",
+                   self.value(label) < s.chance, f"{self.value(label):.4f}")
 
     def result(self) -> dict[str, Any]:
         sanity = [c.to_json() for c in self.checks.values()]
-        return {"n": self.n, "columns": self.columns, "accuracy": self.accuracy, "attacks": self.attacks,
-                "correct": {k: pack_mask(v) for k, v in self.hits.items()}, "sanity": sanity,
+        return {"task": self.scorer.task, "metric": self.scorer.metric, "n": self.scorer.n, "columns": self.columns,
+                **self.scorer.record(self.outcomes), "attacks": self.attacks, "sanity": sanity,
                 "sanity_passed": all(c["passed"] for c in sanity)}
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, columns: list[str], *, num_classes: int,
-             seed: int = 0, batch_size: int = 256, progress: bool = True,
-             log: Callable[[str], None] = lambda m: None, previous: dict | None = None) -> dict[str, Any]:
-    """Accuracy of ``model`` on (x, y) clean and under each column's attack, with sanity checks.
+def evaluate(scorer: Scorer, specs: dict[str, Any], *, device: torch.device | str = "cpu",
+             previous: dict | None = None, log: Callable[[str], None] = lambda m: None,
+             subject: str = "the model") -> dict[str, Any]:
+    """The scorer's examples scored clean and under each column's attack (``specs``: the attack of each column, by
+    label, as :func:`.columns.column_specs` gives them), with the sanity checks. Returns numbers only (scores as
+    fractions), in the scorer's record.
 
-    x, y are the evaluation images (already the subset). Returns numbers only (accuracy as fractions), and in
-    ``correct`` each attack's raw per-image hits (:func:`~.store.pack_mask`). With ``previous``, an earlier
-    result of this function for the same model, images and seed, its columns are kept without attacking again,
-    and the checks across columns are recomputed over old and new columns together.
+    With ``previous``, an earlier result of this function for the same model, examples and seed, its columns are
+    kept: those whose outcomes the scorer restores are not attacked again, the others are; the checks across
+    columns are recomputed over old and new columns together. ``device``: where the examples are (CUDA attacks
+    run with TF32 and are timed to the end of their kernels). ``log`` gets a line naming ``subject`` and the
+    attacks to run, then one line per attack.
     """
-    specs = {label: column_spec(label) for label in columns}
-    inputs = as_inputs(x)
-    if inputs.dim() != 4:
-        bad = next((label for label, s in specs.items() if s.algorithm not in GRADIENT_ALGORITHMS), None)
-        if bad is not None:
-            raise ParameterError("attack", bad, "FGSM or PGD on vector data (AutoAttack, FAB, Pixle and StAdv "
-                                 "attack (N, C, H, W) images only)")
-    ev = _Evaluation(model, inputs, y, num_classes=num_classes, seed=seed, batch_size=batch_size, progress=progress,
-                     log=log, previous=previous)
-    specs_all = {label: column_spec(label) for label in ev.columns if label not in specs} | specs
     for label, s in specs.items():
+        if (valid := scorer.supports(s)) is not None:
+            raise ParameterError("attack", label, valid)
+    ev = _Evaluation(scorer, torch.device(device), log, previous)
+    earlier = {label: column_spec(label) for label in evaluated_columns(previous or {}) if label not in specs}
+    specs_all = earlier | specs
+    todo = {label: s for label, s in specs_all.items() if label not in ev.outcomes}
+    titles = ", ".join(s.title for s in todo.values()) or "no new column"
+    log(f"evaluating {subject} on {scorer.n} test examples: {titles}")
+    for label, s in todo.items():
         ev.run_attack(label, s)
         if label not in ev.columns:
             ev.columns.append(label)
-    ev.check_columns(specs)
-    ev.check_more_steps(specs)
+    ev.check_columns(todo)
+    ev.check_more_steps(todo)
     ev.check_families(specs_all)
     ev.check_large_attack()
     return ev.result()

@@ -1,105 +1,163 @@
-"""``samat eval``: evaluate a run folder (or a checkpoint in one) and keep the result in its ``eval.json``."""
+"""``samat eval``: evaluate a run folder (or a checkpoint in one) and keep the result in its ``eval.json``.
+
+One path for every task: the weights are located once (:func:`~.trained.locate`), loaded with their whole test split,
+cut to the seeded evaluation subset, scored by the task's :class:`~.scorer.Scorer` in the one evaluation loop
+(:func:`~.evaluate.evaluate`), and written with the files the scorer keeps beside eval.json. A task is one row of
+:data:`TASKS`: its default columns and how its scorer is made from the loaded model and subset.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from samat.core.errors import ParameterError, SamatError
 from samat.core.numbers import SEED_RANGE, is_seed
-from samat.core.results import check_writable_folder, provenance, write_json
+from samat.core.results import atomic_write_bytes, check_writable_folder, provenance, write_json
 from samat.empirical.attacks.crosscheck import crosscheck_autoattack
-from samat.empirical.attacks.specs import PAPER_COLUMNS, Algorithm
+from samat.empirical.attacks.specs import PAPER_COLUMNS, Algorithm, AttackSpec
 from samat.empirical.data import as_inputs
-from samat.empirical.evaluation.columns import NATURAL, SANITY, column_spec, column_specs
+from samat.empirical.evaluation.classification import Hits
+from samat.empirical.evaluation.columns import column_specs
 from samat.empirical.evaluation.evaluate import evaluate
-from samat.empirical.evaluation.segmentation import SEGMENTATION_COLUMNS, evaluate_segmentation_path
-from samat.empirical.evaluation.store import reusable_evaluation
-from samat.empirical.evaluation.trained import eval_indices, load_trained, locate, trained_config
+from samat.empirical.evaluation.scorer import Scorer
+from samat.empirical.evaluation.segmentation import SEGMENTATION_COLUMNS, Confusions
+from samat.empirical.evaluation.store import kept_columns, reusable_evaluation
+from samat.empirical.evaluation.trained import Loaded, Trained, eval_indices, load_trained, locate
 from samat.empirical.training.runs import EVALUATION, file_sha256
 from samat.empirical.training.setup import resolve_device
 from samat.empirical.vocabulary import Task
 
 DEFAULT_N_EVAL = 1000
+Log = Callable[[str], None]
 
 
-def evaluate_path(path: str | Path, columns: list[str] | None, *, n_eval: int = DEFAULT_N_EVAL, seed: int = 0,
-                  batch_size: int = 256, device: str = "auto", data_dir: str | None = None,
-                  model: str | None = None, dataset: str | None = None, crosscheck: bool = False,
-                  overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Evaluate a run (or checkpoint) and write ``eval.json`` in its run directory.
+@dataclass(frozen=True)
+class Subset:
+    """What a scorer is made from: the loaded model and data, the evaluation subset's indices, and how to attack."""
+
+    loaded: Loaded
+    indices: torch.Tensor  # into the test split, on the CPU
+    trained: Trained
+    seed: int
+    batch_size: int
+    progress: bool
+
+
+def _classification(s: Subset) -> Scorer:
+    on = s.indices.to(s.loaded.y.device)
+    return Hits(s.loaded.model, s.loaded.x[on], s.loaded.y[on], num_classes=s.loaded.num_classes, seed=s.seed,
+                batch_size=s.batch_size, progress=s.progress)
+
+
+def _segmentation(s: Subset) -> Scorer:
+    """Batches of at most the run's ``eval_batch_size`` images (large images need smaller batches than classes)."""
+    on = s.indices.to(s.loaded.y.device)
+    return Confusions(s.loaded.model, s.loaded.x[on], s.loaded.y[on], s.loaded.sizes[s.indices],
+                      num_classes=s.loaded.num_classes, class_names=s.loaded.class_names, seed=s.seed,
+                      batch_size=min(s.batch_size, s.trained.config.eval_batch_size), progress=s.progress)
+
+
+@dataclass(frozen=True)
+class TaskEvaluation:
+    """How a task is evaluated: its columns when none are asked for, and its scorer."""
+
+    default_columns: tuple[str, ...]
+    scorer: Callable[[Subset], Scorer]
+
+
+TASKS: dict[Task, TaskEvaluation] = {
+    # D Table 2's attacks
+    Task.CLASSIFICATION: TaskEvaluation(tuple(s.label for s in PAPER_COLUMNS), _classification),
+    # D Tables 8-9's PGD columns
+    Task.SEGMENTATION: TaskEvaluation(SEGMENTATION_COLUMNS, _segmentation),
+}
+
+
+def evaluate_path(path: str | Path, columns: list[str] | None, *, device: str = "auto",
+                  data_dir: str | None = None, model: str | None = None, dataset: str | None = None,
+                  **options) -> dict:
+    """:func:`evaluate_run` from text, each value resolved once here: the columns, the weights at ``path`` (with
+    ``data_dir``, ``model`` and ``dataset`` in place of their run's), the device."""
+    specs = column_specs(columns) if columns is not None else None  # bad columns are refused before the path
+    trained = locate(path, data_dir=data_dir, model=model, dataset=dataset)
+    return evaluate_run(trained, specs, device=resolve_device(device), **options)
+
+
+def evaluate_run(trained: Trained, specs: dict[str, AttackSpec] | None, *, device: torch.device,
+                 n_eval: int = DEFAULT_N_EVAL, seed: int = 0, batch_size: int = 256, crosscheck: bool = False,
+                 overwrite: bool = False, progress: bool = True, log: Log = print) -> dict:
+    """Evaluate trained weights on the columns ``specs`` (None: their task's default columns) and write ``eval.json``
+    in their run directory.
 
     An existing evaluation of the same weights with the same settings is extended: only columns it lacks are
     attacked (and nothing is loaded when it has them all); the checks across columns are recomputed over the
     union. One of other weights (the run trained on since, or another checkpoint) is redone. The run folder is
     locked meanwhile: an evaluation that meets another waits for it and then extends its result; one that meets
-    training is refused. A segmentation run is evaluated by :func:`~.segmentation.evaluate_segmentation_path`
-    (mIoU, per-class IoU). ``columns`` None: the duality paper's (Table 2's attacks; for segmentation Tables 8-9's
-    PGD columns).
+    training is refused.
     """
-    if columns is not None:
-        column_specs(columns)  # bad columns are refused before the path is looked at
+    task = trained.config.model.task
+    if specs is None:
+        specs = column_specs(TASKS[task].default_columns)
     if not is_seed(seed):
         raise ParameterError("seed", seed, SEED_RANGE)
-    run, weights = locate(path)
-    check_writable_folder(run.path, "run directory")
-    resolve_device(device)
-    segmenting = _segmentation(path, data_dir, model, dataset)
-    if segmenting and crosscheck:
-        raise SamatError("--crosscheck runs AutoAttack, which has no segmentation version")
+    check_writable_folder(trained.run.path, "run directory")
+    if crosscheck and task is not Task.CLASSIFICATION:
+        raise SamatError(f"--crosscheck runs AutoAttack, which has no {task.display} version")
+    run = trained.run
     lock = run.lock(EVALUATION, hint="evaluate it once training ends",
                     wait=lambda holder: holder is not None and holder.purpose == EVALUATION,
                     on_wait=lambda holder: log(f"waiting for {holder.describe()} to finish with {run.path}"))
-    options = dict(n_eval=n_eval, seed=seed, batch_size=batch_size, device=device, data_dir=data_dir, model=model,
-                   dataset=dataset, overwrite=overwrite, progress=progress, log=log)
     with lock:
-        if segmenting:
-            return evaluate_segmentation_path(path, columns or list(SEGMENTATION_COLUMNS), **options)
-        specs = column_specs(columns or [s.label for s in PAPER_COLUMNS])
-        return _evaluate_locked(run, weights, path, specs, crosscheck=crosscheck, **options)
+        return _evaluate_locked(trained, specs, device=device, n_eval=n_eval, seed=seed, batch_size=batch_size,
+                                crosscheck=crosscheck, overwrite=overwrite, progress=progress, log=log)
 
 
-def _segmentation(path, data_dir, model, dataset) -> bool:
-    """Whether the weights at ``path`` are a segmentation network's (False when its configuration cannot be read:
-    the classification path reports that, after what it checks first)."""
-    try:
-        return trained_config(path, data_dir=data_dir, model=model, dataset=dataset).model.task is Task.SEGMENTATION
-    except SamatError:
-        return False
-
-
-def _evaluate_locked(run, weights: Path, path, specs, *, n_eval, seed, batch_size, device, data_dir, model, dataset,
-                     crosscheck, overwrite, progress, log) -> dict:
-    out = run.path / "eval.json"
+def _evaluate_locked(trained: Trained, specs: dict[str, AttackSpec], *, device: torch.device, n_eval: int,
+                     seed: int, batch_size: int, crosscheck: bool, overwrite: bool, progress: bool, log: Log) -> dict:
+    out = trained.run.path / "eval.json"
     settings = {"n_eval": n_eval, "seed": seed}
-    sha = file_sha256(weights)
-    previous = reusable_evaluation(out, weights, sha, settings, overwrite=overwrite, log=log)
-    todo = list(specs)
-    if previous is not None:  # columns of an evaluation without per-image hits (older files) are redone
-        earlier = previous.get("columns") or [c for c in previous["accuracy"] if c != NATURAL and SANITY not in c]
-        todo = [c for c in dict.fromkeys([*earlier, *specs]) if c not in previous.get("correct", {})]
-        if not todo and not crosscheck:
-            log(f"{out}: all {len(specs)} columns already evaluated for these weights (--overwrite redoes them)")
-            return previous
-    dev = resolve_device(device)
-    loaded = load_trained(path, device=dev, data_dir=data_dir, model=model, dataset=dataset)
+    sha = file_sha256(trained.weights)
+    previous = reusable_evaluation(out, trained.weights, sha, settings, overwrite=overwrite, log=log)
+    if previous is not None and set(specs) <= kept_columns(previous) and not crosscheck:
+        log(f"{out}: all {len(specs)} columns already evaluated for these weights (--overwrite redoes them)")
+        return previous
+    loaded = load_trained(trained, device=device)
     if crosscheck and loaded.x.dim() != 4:
         raise SamatError(f"--crosscheck runs AutoAttack, which attacks images; {loaded.description} has vectors")
-    idx = eval_indices(len(loaded.y), n_eval, seed).to(loaded.y.device)
-    x, y = loaded.x[idx], loaded.y[idx]
-    titles = ", ".join(column_spec(c).title for c in todo) or "cross-check only"
-    log(f"evaluating {loaded.description} on {len(y)} test images: {titles}")
-    result = evaluate(loaded.model, x, y, todo, num_classes=loaded.num_classes, seed=seed, batch_size=batch_size,
-                      progress=progress, log=log, previous=previous)
+    indices = eval_indices(len(loaded.y), n_eval, seed)
+    scorer = TASKS[loaded.task].scorer(Subset(loaded, indices, trained, seed, batch_size, progress))
+    result = evaluate(scorer, specs, device=device, previous=previous, log=log, subject=loaded.description)
     if crosscheck:
-        result["crosscheck"] = _crosscheck(loaded.model, as_inputs(x), y, specs, seed, batch_size, log)
+        on = indices.to(loaded.y.device)
+        result["crosscheck"] = _crosscheck(loaded.model, as_inputs(loaded.x[on]), loaded.y[on], specs, seed,
+                                           batch_size, log)
     elif previous is not None and "crosscheck" in previous:
         result["crosscheck"] = previous["crosscheck"]
     result["settings"] = settings
     result["model"] = loaded.description
-    record = provenance({"weights": {"file": weights.name, "sha256": sha}, "settings": settings})
+    inputs = {"weights": {"file": trained.weights.name, "sha256": sha}, "settings": settings}
+    if files := scorer.attachments():  # written before eval.json, which names them with their SHA-256
+        for name, write in files.items():
+            atomic_write_bytes(trained.run.path / name, _opened(write))
+        result["files"] = list(files)
+        inputs["files"] = {name: file_sha256(trained.run.path / name) for name in files}
+    record = provenance(inputs)
     write_json(out, result, provenance_record=record, indent=2)
     return result | {"provenance": record}
+
+
+def _opened(write: Callable) -> Callable[[Path], None]:
+    """A writer of a file object as atomic_write_bytes calls it (with the temporary path)."""
+
+    def to_path(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            write(f)
+
+    return to_path
 
 
 def _crosscheck(model, x, y, specs, seed: int, batch_size: int, log) -> dict:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from samat.core.errors import SamatError
+from samat.empirical.evaluation.columns import NATURAL, SANITY
 
 
 def pack_mask(mask: torch.Tensor) -> str:
@@ -46,6 +47,19 @@ def read_evaluation(path: Path) -> dict | None:
     if not valid:
         raise SamatError(f"{path} is not an evaluation written by samat eval: {fix}")
     return doc
+
+
+def evaluated_columns(evaluation: dict) -> list[str]:
+    """The attack columns an evaluation holds, in order (natural and the sanity attacks are not columns; files
+    written before eval.json listed its columns name them by their scores)."""
+    listed = evaluation.get("columns") or list(evaluation.get("miou", evaluation.get("accuracy", {})))
+    return [c for c in listed if c != NATURAL and not c.endswith(SANITY)]
+
+
+def kept_columns(evaluation: dict) -> set[str]:
+    """The columns whose results an evaluation keeps in full: classification's with their per-example hits (a column
+    without them is attacked again when the evaluation is extended), segmentation's with their mIoU."""
+    return set(evaluation.get("miou", evaluation.get("correct", {}))) & set(evaluated_columns(evaluation))
 
 
 def recorded_weights(evaluation: dict) -> str | None:

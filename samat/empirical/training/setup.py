@@ -155,12 +155,22 @@ def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Genera
     return torch.Generator(device=device).manual_seed(round_seed(seed, epoch))
 
 
-def load_data(cfg: TrainConfig) -> Dataset:
+def load_data(cfg: TrainConfig, *, subsets: bool = True) -> Dataset:
+    """The configuration's dataset, on the CPU; with ``subsets``, cut to its train_subset and test_subset (an
+    evaluation draws its own subset of the whole test split)."""
     gaussian = cfg.gaussian_spec if cfg.dataset == DatasetName.GAUSSIAN else None
     data = load_dataset(cfg.dataset, cfg.data_dir, gaussian=gaussian)
-    if cfg.train_subset is not None or cfg.test_subset is not None:
+    if subsets and (cfg.train_subset is not None or cfg.test_subset is not None):
         data = data.subset(cfg.train_subset, cfg.test_subset, seed=cfg.seed)
     return data
+
+
+def build_network(cfg: TrainConfig, data: Dataset) -> nn.Module:
+    """The configuration's network for ``data`` (its input shape, classes and normalization; a segmentation
+    network with the configuration's options), on the CPU, initialized from torch's global generator."""
+    options = cfg.segmentation_spec.model_options if data.task is Task.SEGMENTATION else None
+    return build_model(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes, mean=data.mean,
+                       std=data.std, options=options)
 
 
 @dataclass
@@ -256,8 +266,7 @@ def build(cfg: TrainConfig, data: Dataset | None = None, world: World | None = N
         raise ParameterError("model", cfg.model, f"a {data.task.display} network for {data.name}")
     segmenting = data.task is Task.SEGMENTATION
     torch.manual_seed(cfg.seed)  # weight initialization
-    model = build_model(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes, mean=data.mean,
-                        std=data.std, options=cfg.segmentation_spec.model_options if segmenting else None)
+    model = build_network(cfg, data)
     if segmenting:
         segmentation.load_backbone_weights(model, cfg.segmentation_spec)
     model = model.to(device)

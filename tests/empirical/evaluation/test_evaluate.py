@@ -15,19 +15,19 @@ from samat.cli.main import main
 from samat.core.errors import ParameterError, SamatError
 from samat.core.results import dumps
 from samat.empirical.data.fashion_mnist import FASHION_MNIST_DIR
-from samat.empirical.evaluation import evaluate as evaluate_module
+from samat.empirical.evaluation import classification as classification_module
 from samat.empirical.evaluation.checks import FAMILY_CHECK, exceeds, robust_within_clean
-from samat.empirical.evaluation.columns import NATURAL, attack_columns, column_spec
+from samat.empirical.evaluation.classification import Hits
+from samat.empirical.evaluation.columns import NATURAL, attack_columns, column_spec, column_specs
 from samat.empirical.evaluation.evaluate import evaluate
 from samat.empirical.evaluation.run import evaluate_path
 from samat.empirical.evaluation.store import unpack_mask
-from samat.empirical.evaluation.trained import Loaded, eval_indices, load_trained
+from samat.empirical.evaluation.trained import Loaded, eval_indices, load_trained, locate
 from samat.empirical.experiments.grid import load_experiment
 from samat.empirical.experiments.report import write_report
 from samat.empirical.experiments.runner import run_experiment
 from samat.empirical.models import build_model
 from samat.empirical.training.loop import train
-from samat.empirical.training.runs import RunDir
 from tests.empirical.helpers import SGD_RUN, run_cli, tiny_cfg, tiny_images, write_grid
 
 CHEAP = ["fgsm_linf@2/255", "pgd10_linf@2/255", "pgd10_linf@8/255", "pgd10_l2@64/255"]
@@ -41,7 +41,7 @@ def trained_run(tmp_path_factory):
 
 
 def _load(run_dir):
-    return load_trained(run_dir, device=torch.device("cpu"), dataset="tiny")
+    return load_trained(locate(run_dir, dataset="tiny"), device=torch.device("cpu"))
 
 
 def test_eval_json_holds_numbers_and_passing_sanity_checks(trained_run, monkeypatch):
@@ -78,13 +78,19 @@ def test_existing_evaluation_is_extended_not_redone(trained_run, monkeypatch):
         evaluate_path(trained_run, CHEAP[:1], n_eval=32, seed=0, progress=False, log=lambda m: None)
 
 
-def _patched_loader(path, *, device, data_dir=None, model=None, dataset=None):
+def _patched_loader(trained, *, device):
     """The tiny dataset is not a registered one: load it by hand, the way load_trained would."""
     data = tiny_images()
-    run = RunDir(path)
+    run = trained.run
     net = build_model("small_cnn", input_shape=data.input_shape, num_classes=4, mean=data.mean, std=data.std)
     net.load_state_dict(torch.load(run.weights))
-    return Loaded(net.eval(), data.test_x, data.test_y, 4, run.path, "small_cnn on tiny")
+    return Loaded(net.eval(), data.test_x, data.test_y, 4, "small_cnn on tiny")
+
+
+def classify(model, x, y, columns, *, num_classes, seed=0, batch_size=256, previous=None):
+    """The evaluation loop with classification's scorer, as ``samat eval`` runs it on (x, y)."""
+    scorer = Hits(model, x, y, num_classes=num_classes, seed=seed, batch_size=batch_size)
+    return evaluate(scorer, column_specs(columns), previous=previous)
 
 
 class GradientMasked(nn.Module):
@@ -103,8 +109,7 @@ def test_sanity_checks_catch_gradient_masking(trained_run):
     data = tiny_images()
     net = build_model("small_cnn", input_shape=data.input_shape, num_classes=4, mean=data.mean, std=data.std)
     net.load_state_dict(torch.load(trained_run / "model.pt"))
-    result = evaluate(GradientMasked(net.eval()), data.test_x[:64], data.test_y[:64], CHEAP[1:2], num_classes=4,
-                      progress=False)
+    result = classify(GradientMasked(net.eval()), data.test_x[:64], data.test_y[:64], CHEAP[1:2], num_classes=4)
     failed = [c["check"] for c in result["sanity"] if not c["passed"]]
     assert any("large attack" in c for c in failed) and not result["sanity_passed"]
 
@@ -140,7 +145,7 @@ def test_checkpoint_of_another_architecture_is_one_line(tmp_path):
     if not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
         pytest.skip(f"needs Fashion-MNIST in {FASHION_MNIST_DIR} (apt-get install dataset-fashion-mnist)")
     cfg = tiny_cfg(epochs=1).replace(dataset="fashion_mnist", train_subset=256, test_subset=64)
-    train(cfg, tmp_path / "run", progress=False)
+    train(cfg, tmp_path / "run")
     for arch in ("prn18", "deit_tiny"):
         out = run_cli("eval", str(tmp_path / "run" / "model.pt"), "--model", arch, "--n-eval", "16")
         assert out.returncode == 2 and f"does not fit model {arch} on fashion_mnist" in out.stderr
@@ -236,11 +241,11 @@ def test_evaluation_fails_an_attack_that_fixes_misclassified_points(monkeypatch)
     def cheating(s, model, *, num_classes, seed, device, box):
         return lambda x, y, clean=None: nn.functional.one_hot(y, x.shape[1]).float()
 
-    monkeypatch.setattr(evaluate_module, "build_attack", cheating)
+    monkeypatch.setattr(classification_module, "build_attack", cheating)
     x = torch.eye(3).repeat(4, 1)  # 12 points, x = one-hot(i % 3)
     y = torch.arange(12) % 3
     y[:4] = (y[:4] + 1) % 3  # the first 4 are misclassified
-    result = evaluate(FirstCoordinates(), x, y, ["fgsm_linf@0.1"], num_classes=3, progress=False)
+    result = classify(FirstCoordinates(), x, y, ["fgsm_linf@0.1"], num_classes=3)
     failed = {c["check"]: c["detail"] for c in result["sanity"] if not c["passed"]}
     assert "robust <= clean: fgsm_linf@0.1" in failed, failed
     assert "4 of them wrong on the clean image" in failed["robust <= clean: fgsm_linf@0.1"]
@@ -251,9 +256,9 @@ def test_evaluation_attacks_with_the_same_examples_whatever_ran_before(trained_r
     """torchattacks' PGD draws its random start from torch's global generator: the evaluation seeds it around every
     attack (and restores the caller's state), so two evaluations, with the columns in another order and after other
     draws from the global generator, attack with the very same examples."""
-    loaded = _patched_loader(trained_run, device=torch.device("cpu"))
+    loaded = _patched_loader(locate(trained_run), device=torch.device("cpu"))
     x, y = loaded.x[:32], loaded.y[:32]
-    real, recorded = evaluate_module.build_attack, {}
+    real, recorded = classification_module.build_attack, {}
 
     def recording(s, model, **kw):
         attack = real(s, model, **kw)
@@ -263,13 +268,13 @@ def test_evaluation_attacks_with_the_same_examples_whatever_ran_before(trained_r
             return recorded[s.label][-1]
         return run
 
-    monkeypatch.setattr(evaluate_module, "build_attack", recording)
+    monkeypatch.setattr(classification_module, "build_attack", recording)
     columns, runs = ["pgd10_linf@8/255", "pgd10_l2@0.5"], []
     for order, seed in ((columns, 1), (columns[::-1], 2)):
         recorded.clear()
         torch.manual_seed(seed)
         state = torch.get_rng_state()
-        evaluate(loaded.model, x, y, order, num_classes=4, batch_size=16, progress=False)
+        classify(loaded.model, x, y, order, num_classes=4, batch_size=16)
         assert torch.equal(torch.get_rng_state(), state)
         runs.append(dict(recorded))
     assert runs[0].keys() == runs[1].keys() and len(runs[0]) == 5  # 2 columns, 2 with twice the steps, 1 large
@@ -286,7 +291,7 @@ def _crafted(monkeypatch, make):
         attack = make(s)
         return lambda x, y, clean=None: attack(x, y)
 
-    monkeypatch.setattr(evaluate_module, "build_attack", build)
+    monkeypatch.setattr(classification_module, "build_attack", build)
 
 
 def _failed(result) -> dict[str, str]:
@@ -318,17 +323,17 @@ def test_within_budget_check_fails_a_perturbation_over_budget_or_out_of_the_box(
     if images:  # (N, 1, 1, 3) images with pixels at 0.95 and 1.0: a move of +0.1 leaves [0, 1]
         x, model = (0.95 + x).view(-1, 1, 1, 3), nn.Sequential(nn.Flatten(), FirstCoordinates())
     _crafted(monkeypatch, lambda s: (lambda xb, yb: bad_move(xb, s.eps) if s.eps == 0.1 else xb))
-    result = evaluate(model, x, y, ["fgsm_linf@0.1"], num_classes=3, progress=False)
+    result = classify(model, x, y, ["fgsm_linf@0.1"], num_classes=3)
     failed = _failed(result)
     assert needle in failed["within budget and [0, 1]: fgsm_linf@0.1"] and not result["sanity_passed"]
     # the honest control: the same evaluation with an attack that stays in budget and box passes that check
     _crafted(monkeypatch, lambda s: (lambda xb, yb: xb))
     assert "within budget and [0, 1]: fgsm_linf@0.1" not in _failed(
-        evaluate(model, x, y, ["fgsm_linf@0.1"], num_classes=3, progress=False))
+        classify(model, x, y, ["fgsm_linf@0.1"], num_classes=3))
 
 
 def test_within_budget_check_of_segmentation_fails_a_perturbation_over_budget(monkeypatch):
-    """The segmentation evaluation's twin of the check, with its PGD replaced by a move of twice the budget."""
+    """The check with segmentation's scorer, its attack replaced by a move of twice the budget."""
     from samat.empirical.evaluation import segmentation
 
     g = torch.Generator().manual_seed(0)
@@ -336,9 +341,9 @@ def test_within_budget_check_of_segmentation_fails_a_perturbation_over_budget(mo
     y = torch.randint(0, 3, (4, 6, 6), generator=g)
     sizes = torch.tensor([[6, 6]] * 4)
     model = nn.Conv2d(1, 3, 1)
-    monkeypatch.setattr(segmentation, "pgd", lambda model, x, y, *, eps, **kw: (x + min(2 * eps, 0.2)))
-    result, _ = segmentation.evaluate_segmentation(model, x, y, sizes, ["fgsm_linf@0.1"], num_classes=3,
-                                                   progress=False)
+    monkeypatch.setattr(segmentation, "build_attack", lambda s, model, **kw: (lambda x, y: x + min(2 * s.eps, 0.2)))
+    scorer = segmentation.Confusions(model, x, y, sizes, num_classes=3, seed=0)
+    result = evaluate(scorer, column_specs(["fgsm_linf@0.1"]))
     assert not {c["check"]: c["passed"] for c in result["sanity"]}["within budget and [0, 1]: fgsm_linf@0.1"]
     assert result["attacks"]["fgsm_linf@0.1"]["max_perturbation"] == pytest.approx(0.2, rel=1e-6)
 
@@ -365,7 +370,7 @@ def test_more_steps_check_flags_a_stronger_pgd_that_leaves_more_images_correct(m
     x, y = _vectors()
     _crafted(monkeypatch, lambda s: (lambda xb, yb: _break(xb, yb, s.eps)
                                      if s.steps == 10 or direction == "honest" else xb))
-    result = evaluate(FirstCoordinates(), x, y, ["pgd10_linf@0.1"], num_classes=3, progress=False)
+    result = classify(FirstCoordinates(), x, y, ["pgd10_linf@0.1"], num_classes=3)
     name = "more PGD steps are not weaker: pgd10_linf@0.1 vs 20 steps"
     assert name in {c["check"] for c in result["sanity"]}
     if direction == "flagged":
@@ -380,7 +385,7 @@ def test_accuracy_against_eps_check_flags_a_larger_budget_that_leaves_more_image
     x, y = _vectors()
     _crafted(monkeypatch, lambda s: (lambda xb, yb: _break(xb, yb, 0.1)
                                      if s.eps == 0.1 or (direction == "honest" and s.eps == 0.2) else xb))
-    result = evaluate(FirstCoordinates(), x, y, ["fgsm_linf@0.2", "fgsm_linf@0.1"], num_classes=3, progress=False)
+    result = classify(FirstCoordinates(), x, y, ["fgsm_linf@0.2", "fgsm_linf@0.1"], num_classes=3)
     name = f"{FAMILY_CHECK}: fgsm_linf@0.1 -> fgsm_linf@0.2"
     assert name in {c["check"] for c in result["sanity"]}
     if direction == "flagged":
@@ -400,9 +405,9 @@ def test_extending_an_evaluation_recomputes_the_checks_across_columns(trained_ru
         evaluate_path(trained_run, columns[:k], n_eval=64, seed=0, overwrite=k == 1, progress=False,
                       log=lambda m: None)
     stepwise = json.loads((trained_run / "eval.json").read_text())
-    loaded = _patched_loader(trained_run, device=torch.device("cpu"))
+    loaded = _patched_loader(locate(trained_run), device=torch.device("cpu"))
     idx = eval_indices(len(loaded.y), 64, 0)
-    at_once = evaluate(loaded.model, loaded.x[idx], loaded.y[idx], columns, num_classes=4, progress=False)
+    at_once = classify(loaded.model, loaded.x[idx], loaded.y[idx], columns, num_classes=4)
     names = [c["check"] for c in stepwise["sanity"]]
     assert len(names) == len(set(names))  # replaced by name, never appended twice
     assert sorted(names) == sorted(c["check"] for c in at_once["sanity"])
@@ -436,7 +441,8 @@ def test_corrupt_eval_json_is_one_line(trained_run, tmp_path, capsys):
     (run / "model.pt").write_bytes((trained_run / "model.pt").read_bytes())
     for text in ("{not json", "[1, 2]", '{"accuracy": {"natural": "high"}, "sanity": []}'):
         (run / "eval.json").write_text(text)
-        assert main(["eval", str(run), "--attacks", "fgsm_linf", "--no-progress"]) == 2
+        assert main(["eval", str(run), "--model", "small_cnn", "--dataset", "tiny", "--attacks", "fgsm_linf",
+                     "--no-progress"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "eval.json" in err and "--overwrite" in err, err
 
@@ -449,7 +455,7 @@ def gaussian_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("gaussian") / "run"
     cfg = tiny_cfg(epochs=1).replace(dataset="gaussian", model="linear", gaussian={"n": 4, "train_size": 64,
                                                                                  "test_size": 64})
-    train(cfg, run, progress=False)
+    train(cfg, run)
     return run
 
 
@@ -458,7 +464,7 @@ def test_image_attacks_on_vectors_are_refused_before_attacking(gaussian_run, mon
     def no_attack(*args, **kwargs):
         raise AssertionError("an attack was built before the columns were checked against the data")
 
-    monkeypatch.setattr("samat.empirical.evaluation.evaluate.build_attack", no_attack)
+    monkeypatch.setattr("samat.empirical.evaluation.classification.build_attack", no_attack)
     with pytest.raises(ParameterError, match=f"attack={column} is invalid.*vector data"):
         evaluate_path(gaussian_run, ["fgsm_linf@0.1", column], n_eval=16, progress=False, log=lambda m: None)
     with pytest.raises(SamatError, match="--crosscheck"):
@@ -538,7 +544,7 @@ def test_large_attack_check_needs_accuracy_strictly_below_chance(monkeypatch, su
     x, y = _vectors()
     keep = torch.arange(len(y)) < survivors
     _crafted(monkeypatch, lambda s: (lambda xb, yb: torch.where(keep[:, None], xb, _break(xb, yb, 0.1))))
-    result = evaluate(FirstCoordinates(), x, y, ["fgsm_linf@0.1"], num_classes=3, progress=False)
+    result = classify(FirstCoordinates(), x, y, ["fgsm_linf@0.1"], num_classes=3)
     check = next(c for c in result["sanity"] if "large attack" in c["check"])
     assert check["passed"] is passes
     assert check["detail"] == f"{survivors / 12:.4f}"  # the accuracy it judged
@@ -551,5 +557,5 @@ def test_accuracy_against_eps_compares_budgets_within_one_attack_and_norm(monkey
     did would flag PGD at 0.2 as stronger than FGSM at 0.1 yet leaving more points correct)."""
     x, y = _vectors()
     _crafted(monkeypatch, lambda s: (lambda xb, yb: _break(xb, yb, 0.1) if s.name.startswith("fgsm") else xb))
-    result = evaluate(FirstCoordinates(), x, y, ["fgsm_linf@0.1", "pgd10_linf@0.2"], num_classes=3, progress=False)
+    result = classify(FirstCoordinates(), x, y, ["fgsm_linf@0.1", "pgd10_linf@0.2"], num_classes=3)
     assert not any(c["check"].startswith(FAMILY_CHECK) for c in result["sanity"])

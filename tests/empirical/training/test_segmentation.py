@@ -4,6 +4,7 @@ segmentation demo's pipeline (train, attack, tabulate, draw) on a tiny setting."
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -14,7 +15,9 @@ import torch
 from samat.core.errors import ParameterError, SamatError
 from samat.empirical.attacks.meter import norm_tolerance
 from samat.empirical.data import IGNORE_INDEX, SegmentationDataset
-from samat.empirical.evaluation.segmentation import evaluate_segmentation
+from samat.empirical.evaluation.columns import column_specs
+from samat.empirical.evaluation.evaluate import evaluate
+from samat.empirical.evaluation.segmentation import Confusions
 from samat.empirical.models import build_model
 from samat.empirical.training.config import TrainConfig
 from samat.empirical.training.loop import train
@@ -118,8 +121,13 @@ def test_pgd_on_the_per_pixel_loss_respects_its_budget_and_lowers_miou(trained):
     model, data, summary = trained
     assert summary["test_miou"] > 0.5  # it learned the task
     columns = ["pgd10_linf@4/255", "pgd10_linf@8/255", "pgd10_l2@1"]
-    result, examples = evaluate_segmentation(model, data.test_x, data.test_y, data.test_sizes, columns,
-                                             num_classes=3, class_names=data.class_names, batch_size=8)
+    scorer = Confusions(model, data.test_x, data.test_y, data.test_sizes, num_classes=3,
+                        class_names=data.class_names, seed=0, batch_size=8)
+    result = evaluate(scorer, column_specs(columns))
+    buffer = io.BytesIO()
+    scorer.attachments()["examples.npz"](buffer)
+    buffer.seek(0)
+    examples = dict(np.load(buffer))
     miou = result["miou"]
     assert miou["natural"] == pytest.approx(summary["test_miou"], rel=1e-12)  # the same images, the same count
     for column, norm, eps in (("pgd10_linf@8/255", Norm.LINF, 8 / 255), ("pgd10_l2@1", Norm.L2, 1.0)):
@@ -137,7 +145,7 @@ def test_pgd_on_the_per_pixel_loss_respects_its_budget_and_lowers_miou(trained):
     assert any(n.startswith("a large attack") for n in names) and result["sanity_passed"], result["sanity"]
     assert examples["pred:natural"].shape == (4, 32, 32) and examples["pred:pgd10_l2@1"].shape == (4, 32, 32)
     with pytest.raises(ParameterError, match="fgsm or pgd for a segmentation model"):
-        evaluate_segmentation(model, data.test_x, data.test_y, data.test_sizes, ["stadv"], num_classes=3)
+        evaluate(scorer, column_specs(["stadv"]))
 
 
 def test_the_segmentation_demo_trains_attacks_tabulates_and_draws(tmp_path):
