@@ -175,7 +175,7 @@ def _experiment(exp_dir: Path, *, segmentation: bool = False, overrides: dict | 
     if n_eval is not None:
         exp = dataclasses.replace(exp, n_eval=n_eval)
     if columns is not None:
-        exp = dataclasses.replace(exp, tables=tuple(dataclasses.replace(t, columns=columns) for t in exp.tables))
+        exp = exp.with_columns(columns)
     _say(f"[experiment] {exp.title}: {len(exp.runs)} runs into {exp_dir}/runs")
     if segmentation and chosen_threads() is None:
         import torch

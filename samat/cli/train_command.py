@@ -61,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from samat.empirical.training.config import TrainConfig, read_document
     from samat.empirical.training.distributed import World
     from samat.empirical.training.loop import train
-    from samat.empirical.training.runs import run_path
+    from samat.empirical.training.runs import RunDir, run_path
     from samat.empirical.training.segmentation import backbone_note
     from samat.empirical.training.setup import fast_path, resolve_device
     from samat.empirical.vocabulary import DatasetName, Task
@@ -75,23 +75,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.compile:
         values["compile"] = True
     values |= overrides(args.set)
+    # Every value resolved once, here, and passed down: the configuration, the run folder, the device, torchrun's
+    # processes
     cfg = TrainConfig.from_dict(values)
     DatasetName.parse(cfg.dataset, "dataset")  # a name the command line can load (code may pass its own data)
-    run_dir = run_path(args.runs_dir, args.name or cfg.default_name())
+    run = RunDir(run_path(args.runs_dir, args.name or cfg.default_name()))
     device = resolve_device(cfg.device)  # a device this machine lacks fails here, before anything is said or written
-    path = fast_path(cfg, device, World.from_environment())  # and a CUDA graph where none can be taken
+    world = World.from_environment()
+    path = fast_path(cfg, device, world)  # and a CUDA graph where none can be taken
     check_writable_folder(args.runs_dir, "--runs-dir")
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     use_cpu_threads(say)
     length = f"{cfg.epochs} epochs" if cfg.iterations is None else f"{cfg.iterations} iterations"
-    say(f"training {run_dir} ({cfg.method} on {cfg.dataset}/{cfg.model}, {length}; {path.describe()})")
+    say(f"training {run.path} ({cfg.method} on {cfg.dataset}/{cfg.model}, {length}; {path.describe()})")
     if cfg.model.task is Task.SEGMENTATION and (note := backbone_note(cfg.model, cfg.segmentation_spec)):
         say(note)
-    summary = train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
-                    log=say)
-    if not World.from_environment().is_main:  # under torchrun, one process reports
+    summary = train(cfg, run, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+                    log=say, device=device, world=world)
+    if not world.is_main:  # under torchrun, one process reports
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     score = (f"test mIoU {100 * summary['test_miou']:.2f} %" if "test_miou" in summary
              else f"test accuracy {100 * summary['test_acc']:.2f} %")
-    print(f"{run_dir}: {score} after {length} ({summary['seconds']:.0f} s)")
+    print(f"{run.path}: {score} after {length} ({summary['seconds']:.0f} s)")
     return 0

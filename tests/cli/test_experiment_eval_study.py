@@ -13,7 +13,7 @@ import pytest
 
 from samat.empirical.evaluation.columns import NATURAL, SANITY, column_spec
 from samat.empirical.evaluation.store import unpack_mask
-from samat.empirical.experiments.report import column_title
+from samat.empirical.experiments.grid import load_experiment
 from samat.empirical.training.runs import file_sha256
 from tests.empirical.helpers import GAUSSIAN_GRID_BASE, SGD_RUN, write_grid
 from tests.helpers import snapshot
@@ -63,6 +63,7 @@ def test_experiment_run_status_report_on_a_tiny_grid(samat, tmp_path, monkeypatc
     assert "| Method | Natural | PGD-10 ℓ∞ 0.1 | seeds |" in md
     rows = {r["label"]: r for r in json.loads((tmp_path / "rep" / "table.json").read_text())["tables"]["Tiny grid"]}
     records = list(csv.DictReader((tmp_path / "rep" / "table.csv").open()))
+    exp = load_experiment(grid)
     for label, name in LABELS.items():
         evaluations = [json.loads((tmp_path / "runs" / "tiny" / f"{name}-seed{s}" / "eval.json").read_text())
                        for s in (0, 1)]
@@ -80,7 +81,7 @@ def test_experiment_run_status_report_on_a_tiny_grid(samat, tmp_path, monkeypatc
             assert cell["std"] == pytest.approx(std, rel=4 * U, abs=4 * U * abs(mean))
             cells.append(f"{mean:.1f} ± {std:.1f}")
             (record,) = [r for r in records if r["label"] == label and r["column"] == column]
-            assert record["title"] == column_title(column) and record["n"] == "2"
+            assert record["title"] == exp.column_title(column) and record["n"] == "2"
             for key, value in (("mean", mean), ("std", std)):  # rounded to 4 decimals: within half a unit
                 assert abs(float(record[key]) - value) <= CSV_HALF_UNIT, key
         assert f"| {label}{' ⚠' if failed else ''} | {' | '.join(cells)} | 2/2 |" in md

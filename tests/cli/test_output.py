@@ -16,6 +16,7 @@ from samat.cli.demo import _theory_summary, readable
 from samat.cli.main import build_parser
 from samat.core.errors import ParameterError
 from samat.empirical.attacks.specs import parse_attack
+from samat.empirical.experiments.grid import load_experiment
 from tests.commandline import GAUSSIAN
 
 GAUSSIAN_TOML = ", ".join(f"{k} = {v}" for k, v in GAUSSIAN.items())
@@ -79,6 +80,17 @@ def test_a_grid_reads_well_without_a_terminal(samat, tmp_path, monkeypatch):
     assert all(len(r["mean"].partition(".")[2]) <= 4 for r in rows)  # 85.4, never 85.39999999999999
     evaluated = samat("eval", "runs/g/sgd-seed0", "--attacks", "pgd10_linf@0.1", "--n-eval", "500")
     assert "PGD-10 ℓ∞ 0.1" in evaluated.out and " %" in evaluated.out
+
+
+def test_a_column_of_several_budgets_is_one_column_per_budget_in_every_table(tmp_path):
+    """Parsed once when the file is read: the tables, the evaluation and the report see one column per budget."""
+    grid = _grid(tmp_path)
+    grid.write_text(grid.read_text().replace('"pgd10_linf@0.1", "pgd10_linf@0.2"', '"pgd10_linf@0.1,0.2"'))
+    exp = load_experiment(grid)
+    assert exp.tables[0].columns == ("natural", "pgd10_linf@0.1", "pgd10_linf@51/255", "fgsm_linf@0.1")
+    assert list(exp.attacks) == ["pgd10_linf@0.1", "pgd10_linf@51/255", "fgsm_linf@0.1"]
+    assert [exp.column_title(c) for c in exp.tables[0].columns] == ["Natural", "PGD-10 ℓ∞ 0.1", "PGD-10 ℓ∞ 0.2",
+                                                                      "FGSM ℓ∞ 0.1"]
 
 
 def test_status_says_where_the_demo_keeps_its_runs(samat, tmp_path, monkeypatch):

@@ -56,11 +56,12 @@ def locate(path: str | Path, *, data_dir: str | None = None, model: str | None =
         weights = run.weights if run.weights.exists() else run.checkpoint
         if not weights.exists():
             raise SamatError(f"{path} holds no model.pt or checkpoint.pt: train it first (samat train)")
-    values = run.load_config().to_dict() if run.config.exists() else {}
-    values |= {k: v for k, v in (("model", model), ("dataset", dataset), ("data_dir", data_dir)) if v is not None}
-    if "model" not in values or "dataset" not in values:
+    given = {k: v for k, v in (("model", model), ("dataset", dataset), ("data_dir", data_dir)) if v is not None}
+    if run.config.exists():
+        return Trained(run, weights, run.load_config(given))
+    if "model" not in given or "dataset" not in given:
         raise SamatError(f"{path} is not inside a run directory: say which --model and --dataset it is")
-    return Trained(run, weights, TrainConfig.from_dict(values))
+    return Trained(run, weights, TrainConfig.from_dict(given))
 
 
 def load_trained(trained: Trained, *, device: torch.device) -> Loaded:

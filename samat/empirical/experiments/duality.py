@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from samat.core.errors import SamatError
-from samat.empirical.evaluation.columns import NATURAL, attack_columns, column_spec
+from samat.empirical.evaluation.columns import NATURAL, column_spec
 from samat.empirical.evaluation.store import read_evaluation, unpack_mask
 from samat.empirical.experiments.duality_grid import DualityLadder, Rung
 from samat.empirical.experiments.grid import Experiment, RunSpec, staleness
@@ -57,7 +57,7 @@ def _named(runs: list[str]) -> str:
 def readiness(exp: Experiment) -> None:
     """A one-line :class:`SamatError` unless every run of the duality grid is trained as asked and evaluated on every
     column: it names the runs that are not (and the columns they lack)."""
-    columns = attack_columns(exp.columns)
+    columns = list(exp.attacks)
     unready, lacking = [], {}
     for spec in exp.runs:
         why, missing = _problem(exp, spec, columns)
@@ -89,7 +89,7 @@ class Correctness:
 def gather(exp: Experiment) -> Correctness:
     """The per-image correctness of every run on every column (call :func:`readiness` first)."""
     ladder = _ladder(exp)
-    columns = (NATURAL, *attack_columns(exp.columns))
+    columns = (NATURAL, *exp.attacks)
     rungs = ladder.rungs
     by_label = {label: exp.runs_for(label) for label in exp.labels}
     images = None

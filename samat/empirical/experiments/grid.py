@@ -28,6 +28,7 @@ Everything is validated when the file is loaded, before any run trains.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +36,8 @@ from typing import Any
 
 from samat.core.errors import ParameterError, SamatError
 from samat.core.numbers import SEED_RANGE, is_seed
-from samat.empirical.attacks.specs import GRADIENT_ALGORITHMS
-from samat.empirical.evaluation.columns import NATURAL, column_specs
+from samat.empirical.attacks.specs import GRADIENT_ALGORITHMS, AttackSpec
+from samat.empirical.evaluation.columns import AVERAGE, NATURAL, column_specs
 from samat.empirical.evaluation.run import DEFAULT_N_EVAL
 from samat.empirical.experiments.duality_grid import KIND, KINDS, DualityLadder, read_ladder
 from samat.empirical.training.config import TrainConfig, read_document
@@ -72,6 +73,17 @@ class Experiment:
     eval_seed: int = 0  # seed of the evaluation's subset and attacks
     extra: dict[str, Any] = field(default_factory=dict)
     duality: DualityLadder | None = None  # kind = "duality": the ladders the runs were made from (.duality_grid)
+    attacks: dict[str, AttackSpec] = field(default_factory=dict)  # every attack column's attack, parsed once
+
+    def with_columns(self, columns: tuple[str, ...]) -> Experiment:
+        """The same experiment with ``columns`` in every table (each parsed once, here)."""
+        tables, attacks = _Reader(self.source).attacks(tuple(dataclasses.replace(t, columns=columns)
+                                                             for t in self.tables))
+        return dataclasses.replace(self, tables=tables, attacks=attacks)
+
+    def column_title(self, column: str) -> str:
+        """A column for people: "Natural", "Average", "PGD-10 ℓ∞ 1/255"."""
+        return {NATURAL: "Natural", AVERAGE: "Average"}.get(column) or self.attacks[column].title
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -156,9 +168,9 @@ def load_experiment(path: str | Path, *, runs_dir: str | Path = "runs", override
         raise reader.malformed("[experiment]", "a table")
     name, title = reader.names(head)
     seeds = tuple(seeds) if seeds is not None else reader.seeds(head)
-    tables = reader.tables(head, title)
-    image_only = reader.image_only_columns(tables)
-    ladder, doc = reader.kind(head, doc, tables)
+    tables, attacks = reader.attacks(reader.tables(head, title))
+    image_only = [c for c, s in attacks.items() if s.algorithm not in GRADIENT_ALGORITHMS]
+    ladder, doc = reader.kind(head, doc, tables, attacks)
     runs, labels = reader.runs(doc, tables, seeds, overrides or {}, image_only, Path(runs_dir) / name)
     tasks = {r.config.model.task for r in runs}
     if len(tasks) > 1:
@@ -167,7 +179,7 @@ def load_experiment(path: str | Path, *, runs_dir: str | Path = "runs", override
                       head.get("n_eval", DEFAULT_N_EVAL), head.get("eval_seed", 0),
                       {k: v for k, v in head.items()
                        if k not in ("name", "title", "seeds", "tables", "columns", "n_eval", "eval_seed", "kind")},
-                      ladder)
+                      ladder, attacks)
 
 
 @dataclass(frozen=True)
@@ -218,7 +230,8 @@ class _Reader:
             raise ParameterError("eval_seed", head["eval_seed"], f"{SEED_RANGE} (in [experiment] of {self.path})")
         return tuple(tables)
 
-    def kind(self, head: dict, doc: dict, tables: tuple[Table, ...]) -> tuple[DualityLadder | None, dict]:
+    def kind(self, head: dict, doc: dict, tables: tuple[Table, ...],
+             attacks: dict[str, AttackSpec]) -> tuple[DualityLadder | None, dict]:
         """A duality grid's ladders, and the document with the [[run]] entries they make (.duality_grid)."""
         kind = head.get("kind", KINDS[0])
         if kind not in KINDS:
@@ -230,19 +243,24 @@ class _Reader:
         if doc.get("run"):
             raise SamatError(f"{self.path}: a duality experiment makes its runs from [duality] (rho and at_eps); "
                              "remove its [[run]] entries")
-        if not column_specs(c for t in tables for c in t.columns):
+        if not attacks:
             raise ParameterError("columns", list(tables[0].columns), "at least one attack column besides natural, "
                                  f'e.g. ["natural", "pgd10_linf@1/255"] (in [experiment] of {self.path})')
         ladder = read_ladder(doc.get("duality"), self.path)
         return ladder, doc | {"run": [{"label": r.label} | r.fields for r in ladder.rungs]}
 
-    def image_only_columns(self, tables: tuple[Table, ...]) -> list[str]:
-        """The attack columns that attack images only (every column is parsed here, once)."""
-        try:
-            attacks = column_specs(c for t in tables for c in t.columns)
-        except ParameterError as err:
-            raise ParameterError(err.name, err.value, f"{err.valid} (in [experiment] of {self.path})") from None
-        return [c for c, s in attacks.items() if s.algorithm not in GRADIENT_ALGORITHMS]
+    def attacks(self, tables: tuple[Table, ...]) -> tuple[tuple[Table, ...], dict[str, AttackSpec]]:
+        """The attack of every column, each column parsed here, once; the tables with a column of several budgets
+        ("pgd10_linf@1/255,2/255") as one column per budget."""
+        parsed: dict[str, dict[str, AttackSpec]] = {}
+        for column in dict.fromkeys(c for t in tables for c in t.columns):
+            try:
+                parsed[column] = column_specs([column])
+            except ParameterError as err:
+                raise ParameterError(err.name, err.value, f"{err.valid} (in [experiment] of {self.path})") from None
+        expanded = tuple(dataclasses.replace(t, columns=tuple(dict.fromkeys(
+            label for c in t.columns for label in (parsed[c] or {c: None})))) for t in tables)
+        return expanded, {label: s for specs in parsed.values() for label, s in specs.items()}
 
     def runs(self, doc: dict, tables: tuple[Table, ...], seeds: tuple[int, ...], overrides: dict[str, Any],
              image_only: list[str], folder: Path) -> tuple[tuple[RunSpec, ...], tuple[str, ...]]:

@@ -28,7 +28,6 @@ import torch
 
 from samat.empirical.attacks.specs import GRADIENT_ALGORITHMS, AttackSpec
 from samat.empirical.data import DataShape, data_shape
-from samat.empirical.evaluation.columns import column_specs
 from samat.empirical.evaluation.cost import BOUNDS, calibration_images, calibration_model, time_attack
 from samat.empirical.evaluation.evaluate import attacks_run
 from samat.empirical.experiments.grid import Experiment, RunSpec
@@ -229,7 +228,7 @@ def plan_experiment(exp: Experiment, device: torch.device, *, calibration: Calib
     t0 = time.perf_counter()
     plan = GridPlan(exp, torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU", [])
     steps: dict[str, TrainingCost] = {}
-    specs = attacks_run(column_specs(exp.columns)) if column_specs(exp.columns) else {}
+    specs = attacks_run(exp.attacks) if exp.attacks else {}
     timed: dict[tuple, AttackCost] = {}
     for label in exp.labels:
         runs: list[RunSpec] = exp.runs_for(label)

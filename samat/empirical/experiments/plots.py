@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from samat.core.results import atomic_write_bytes, write_json
-from samat.empirical.evaluation.columns import NATURAL, column_specs
+from samat.empirical.evaluation.columns import NATURAL
 from samat.empirical.experiments.grid import Experiment
 from samat.empirical.experiments.results import mean_std, run_results
 from samat.empirical.experiments.segmentation_figure import draw_examples, example_sources
@@ -125,7 +125,7 @@ def plot_experiment(exp: Experiment, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = {label: [run_results(r, exp.eval_settings) for r in exp.finished(label)] for label in exp.labels}
-    attacks = column_specs(exp.columns)
+    attacks = exp.attacks
     figures = {"curves": _curves(exp, plt), "robust_vs_eps": _robust_vs_eps(results, attacks, plt, exp.task.metric),
                "tradeoff": _tradeoff(exp, results, attacks, plt)}
     if exp.task is Task.SEGMENTATION:

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from samat.core.results import atomic_write_text, write_json
-from samat.empirical.evaluation.columns import AVERAGE, NATURAL, column_spec
 from samat.empirical.experiments import duality_report
 from samat.empirical.experiments.catalog import display_path
 from samat.empirical.experiments.duality import duality_map, readiness
@@ -34,17 +33,12 @@ def _cell(stat: dict) -> str:
     return text
 
 
-def column_title(column: str) -> str:
-    """A column for people: "Natural", "Average", "PGD-10 ℓ∞ 1/255"."""
-    return {NATURAL: "Natural", AVERAGE: "Average"}.get(column) or column_spec(column).title
-
-
-def markdown_table(table: Table, rows: list[dict]) -> str:
+def markdown_table(exp: Experiment, table: Table, rows: list[dict]) -> str:
     """Ours (mean ± std over seeds), with the paper's number beside it in each column that has one."""
     with_paper = [c for c in table.columns if table.from_paper and any(r[c]["paper"] is not None for r in rows)]
     header = ["Method"]
     for c in table.columns:
-        header += [column_title(c)] + (["paper"] if c in with_paper else [])
+        header += [exp.column_title(c)] + (["paper"] if c in with_paper else [])
     header.append("seeds")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
@@ -66,12 +60,12 @@ def _round(value: float | None) -> float | str:
     return "" if value is None else round(value, CSV_DECIMALS)
 
 
-def csv_rows(table: Table, rows: list[dict]) -> list[list]:
+def csv_rows(exp: Experiment, table: Table, rows: list[dict]) -> list[list]:
     out = []
     for r in rows:
         for c in table.columns:
             s = r[c]
-            out.append([table.title, r["label"], c, column_title(c), _round(s["mean"]), _round(s["std"]), s["n"],
+            out.append([table.title, r["label"], c, exp.column_title(c), _round(s["mean"]), _round(s["std"]), s["n"],
                         _round(s["paper"])])
     return out
 
@@ -109,8 +103,8 @@ def write_report(exp: Experiment, out_dir: str | Path, *, plots: bool = True,
     single = len(exp.tables) == 1 and exp.tables[0].title == exp.title
     for table in exp.tables:
         rows = collect(exp, table)
-        md += ([] if single else [f"## {table.title}", ""]) + [markdown_table(table, rows), ""]
-        records += csv_rows(table, rows)
+        md += ([] if single else [f"## {table.title}", ""]) + [markdown_table(exp, table, rows), ""]
+        records += csv_rows(exp, table, rows)
         dump[table.title] = rows
         all_rows += rows
     duality: dict[str, Path] = {}

@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from samat.core.errors import SamatError
-from samat.empirical.evaluation.columns import AVERAGE, NATURAL, column_specs
+from samat.empirical.evaluation.columns import AVERAGE, NATURAL
 from samat.empirical.evaluation.store import read_evaluation, recorded_weights
 from samat.empirical.experiments.grid import Experiment, Table, trained_as_asked
 from samat.empirical.training.runs import RunDir
@@ -86,7 +86,7 @@ def evaluation_problem(evaluation: dict, final: dict, settings: dict[str, Any] |
 
 def missing_columns(exp: Experiment, run: RunDir) -> list[str]:
     """The experiment's attack columns that the run's evaluation lacks (all of them without a valid one)."""
-    wanted = list(column_specs(exp.columns))
+    wanted = list(exp.attacks)
     if not wanted or not run.finished:
         return wanted
     evaluation = read_evaluation(run.path / "eval.json")

@@ -19,25 +19,31 @@ import json
 import traceback
 from collections.abc import Callable, Iterable
 
+import torch
+
 from samat.core.errors import Interrupted, SamatError
 from samat.core.locks import LockHeld
-from samat.empirical.evaluation.columns import column_specs
-from samat.empirical.evaluation.run import evaluate_path
+from samat.empirical.evaluation.run import evaluate_run as evaluate_trained
+from samat.empirical.evaluation.trained import Trained
 from samat.empirical.experiments.grid import Experiment, RunSpec, staleness
 from samat.empirical.training.loop import train
 from samat.empirical.training.runs import CLAIM, RunDir
 from samat.empirical.training.segmentation import backbone_note
-from samat.empirical.training.setup import load_data
+from samat.empirical.training.setup import load_data, resolve_device
 
 Log = Callable[[str], None]
 
 
-def evaluate_run(exp: Experiment, spec: RunSpec, *, progress: bool = True, log: Log = print) -> dict | None:
-    """Evaluate a finished run on the experiment's attack columns (what eval.json already has is kept)."""
-    if not column_specs(exp.columns):
+def evaluate_run(exp: Experiment, spec: RunSpec, *, device: torch.device | None = None, progress: bool = True,
+                 log: Log = print) -> dict | None:
+    """Evaluate a finished run on the experiment's attack columns (what eval.json already has is kept), with the
+    configuration the experiment trained it with, on ``device`` (None: the configuration's)."""
+    if not exp.attacks:
         return None
-    return evaluate_path(spec.run_dir, list(exp.columns), n_eval=exp.n_eval, seed=exp.eval_seed,
-                         device=spec.config.device, data_dir=spec.config.data_dir, progress=progress, log=log)
+    run = RunDir(spec.run_dir)
+    trained = Trained(run, run.weights, spec.config)
+    return evaluate_trained(trained, exp.attacks, device=device or resolve_device(spec.config.device),
+                            n_eval=exp.n_eval, seed=exp.eval_seed, progress=progress, log=log)
 
 
 def stale_error(exp: Experiment, stale: list[tuple[RunSpec, str]]) -> SamatError:
@@ -134,6 +140,7 @@ def _claimed(exp: Experiment, spec: RunSpec, run: RunDir, where: str, cache: dic
     if why and not overwrite:
         raise stale_error(exp, [(spec, why)])
     outcome: dict = {"status": "skipped (finished)"}
+    device = resolve_device(spec.config.device)  # once for the run's training and evaluation
     if why or not run.finished:
         key = (spec.config.dataset, spec.config.data_dir, spec.config.train_subset, spec.config.test_subset,
                spec.config.seed, json.dumps(spec.config.gaussian, sort_keys=True))
@@ -143,9 +150,9 @@ def _claimed(exp: Experiment, spec: RunSpec, run: RunDir, where: str, cache: dic
         log(f"{where} ({'stale: ' + why + '; retraining' if why else run.status()})")
         if note := backbone_note(spec.config.model, spec.config.segmentation_spec):
             log(note)
-        summary = train(spec.config, spec.run_dir, resume=not why, overwrite=bool(why), progress=progress,
-                        data=cache[key], log=log)
+        summary = train(spec.config, run, resume=not why, overwrite=bool(why), progress=progress,
+                        data=cache[key], log=log, device=device)
         outcome = {"status": "trained", "test_acc": summary["test_acc"]}
     if evaluate:
-        evaluate_run(exp, spec, progress=progress, log=log)
+        evaluate_run(exp, spec, device=device, progress=progress, log=log)
     return outcome

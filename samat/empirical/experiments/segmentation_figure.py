@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from samat.core.errors import SamatError
-from samat.empirical.evaluation.columns import NATURAL, column_specs
+from samat.empirical.evaluation.columns import NATURAL
 from samat.empirical.experiments.grid import Experiment
 
 MAX_METHODS = 4
@@ -66,7 +66,7 @@ def _examples(exp: Experiment) -> list[tuple[str, dict[str, np.ndarray]]]:
 def draw_examples(exp: Experiment, plt):
     """The figure (None when no evaluated run has examples)."""
     chosen = _examples(exp)
-    attack = next(iter(column_specs(exp.columns)), None)
+    attack = next(iter(exp.attacks), None)
     if not chosen or attack is None:
         return None
     first = chosen[0][1]

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from samat.core.errors import SamatError
-from samat.empirical.evaluation.columns import column_specs
 from samat.empirical.experiments.grid import UNREADABLE, Experiment, RunSpec, staleness
 from samat.empirical.experiments.launch import GONE, QUEUED
 from samat.empirical.experiments.results import missing_columns
@@ -64,7 +63,7 @@ def run_state(exp: Experiment, spec: RunSpec, job: tuple[str, str] | None = None
 
 def _evaluation(exp: Experiment, run: RunDir) -> str:
     """How much of the experiment's attack columns the run's evaluation holds."""
-    wanted = len(column_specs(exp.columns))
+    wanted = len(exp.attacks)
     if not wanted:
         return ""
     try:

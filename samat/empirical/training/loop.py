@@ -48,9 +48,10 @@ class TrainingDiverged(SamatError):
     exit_code = 3
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+def train(cfg: TrainConfig, run_dir: str | Path | RunDir, *, resume: bool = False, overwrite: bool = False,
           progress: bool = True, stop_after: int | None = None, data: Dataset | None = None,
-          log: Callable[[str], None] | None = None) -> dict:
+          log: Callable[[str], None] | None = None, device: torch.device | None = None,
+          world: World | None = None) -> dict:
     """Train one run into ``run_dir``; returns the final summary (or a partial one with ``stop_after``).
 
     The process holds the run's lock from start to end: a second writer gets a one-line error naming it.
@@ -58,14 +59,16 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, overwr
     ``data`` reuses an already loaded dataset. ``progress`` shows a progress bar on a terminal; without one (or
     without ``progress``), ``log`` (if given) gets one line per epoch. Under torchrun (WORLD_SIZE > 1) it joins
     the process group and trains data-parallel; every rank returns the same summary and rank 0 writes
-    ``run_dir`` (see :mod:`samat.empirical.training.distributed`).
+    ``run_dir`` (see :mod:`samat.empirical.training.distributed`). ``device`` and ``world``: the configuration's
+    device and the processes torchrun started, as the caller resolved them (None: resolved here, once).
     """
-    run = RunDir(run_dir)
-    with distributed.process_group(resolve_device(cfg.device)) as world:
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    device = device or resolve_device(cfg.device)
+    with distributed.process_group(device, world) as world:
         lock = run.lock(TRAINING) if world.is_main else contextlib.nullcontext()
         with lock:
             try:
-                return _train(cfg, run, world, resume=resume, overwrite=overwrite, progress=progress,
+                return _train(cfg, run, world, device, resume=resume, overwrite=overwrite, progress=progress,
                               stop_after=stop_after, data=data, log=log)
             except SamatError as err:
                 if not run.abort_replacement():
@@ -121,13 +124,15 @@ def _test_scores(setup: Setup) -> dict[str, float]:
                                     channels_last=setup.channels_last)
 
 
-def _train(cfg: TrainConfig, run: RunDir, world: World, *, resume: bool, overwrite: bool, progress: bool,
-           stop_after: int | None, data: Dataset | None, log: Callable[[str], None] | None) -> dict:
+def _train(cfg: TrainConfig, run: RunDir, world: World, device: torch.device, *, resume: bool,
+           overwrite: bool, progress: bool, stop_after: int | None, data: Dataset | None,
+           log: Callable[[str], None] | None) -> dict:
     if data is None:  # before the run directory is touched: a bad name, folder or subset leaves it alone
         data = load_data(cfg)
     # so are a model that does not fit the data and a fast path the device cannot take (before --overwrite
     # sets the old run aside)
-    setup = build(cfg, data, world, notice=lambda message: _notice(run, world, log, progress, message))
+    setup = build(cfg, data, world, notice=lambda message: _notice(run, world, log, progress, message),
+                  device=device)
     state = _prepare_run(run, cfg, world, setup.model, resume=resume, overwrite=overwrite)
     history: list[dict] = []
     start_epoch = 0

@@ -121,9 +121,10 @@ class RunDir:
         return holder_of(self.path)
 
     # --- what the folder holds -----------------------------------------------------------------------------------
-    def load_config(self) -> TrainConfig:
-        """The configuration in config.json; a corrupt file is a one-line SamatError naming it."""
-        return self._config_from(self.config, lambda doc: doc["config"])
+    def load_config(self, changes: dict[str, Any] | None = None) -> TrainConfig:
+        """The configuration in config.json (read and validated once), with ``changes`` in place of its own values
+        where given; a corrupt file is a one-line SamatError naming it."""
+        return self._config_from(self.config, lambda doc: doc["config"], changes)
 
     def recorded_config(self) -> TrainConfig | None:
         """What the run was trained as: final.json's configuration when finished, else config.json's (None when
@@ -140,14 +141,21 @@ class RunDir:
         old, new = json_safe(recorded.identity()), json_safe(cfg.identity())
         return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
 
-    def _config_from(self, path: Path, pick: Callable[[dict], dict]) -> TrainConfig:
+    def _config_from(self, path: Path, pick: Callable[[dict], dict],
+                     changes: dict[str, Any] | None = None) -> TrainConfig:
+        """The configuration that ``pick`` finds in the JSON file ``path``, with ``changes`` (a configuration that the
+        changes make invalid is the ParameterError that names the field; anything else wrong is the file's one-line
+        SamatError)."""
         fix = f"train it again with --overwrite (or delete {self.path})"
+        changes = changes or {}
         try:
             values = pick(json.loads(path.read_text()))
-            return TrainConfig.from_dict(values)
+            return TrainConfig.from_dict(values | changes)
         except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
             raise SamatError(f"{path} is corrupt ({type(err).__name__}: {str(err)[:80]}): {fix}") from None
         except ParameterError as err:
+            if changes:
+                raise
             raise SamatError(f"{path} holds a configuration this version cannot read ({err}): {fix}") from None
 
     def read_checkpoint(self) -> dict:

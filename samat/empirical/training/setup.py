@@ -38,6 +38,8 @@ from samat.empirical.vocabulary import Augment, DatasetName, Task
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device a configuration or a command names ("auto": CUDA where there is one, else the CPU), once: a name
+    this machine lacks is a ParameterError. Commands resolve it at their edge and pass the device down."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -248,12 +250,13 @@ class Setup:
 
 
 def build(cfg: TrainConfig, data: Dataset | None = None, world: World | None = None,
-          notice: Callable[[str], None] = _stderr) -> Setup:
+          notice: Callable[[str], None] = _stderr, device: torch.device | None = None) -> Setup:
     """Data, model, optimizer and step context for ``cfg``; wrapped in DDP when ``world`` (default: the
     initialized process group, if any) has several ranks. ``notice`` gets the one line that says the fast path
-    is off (inductor cannot run here, or the fast step failed on its first batch), once."""
+    is off (inductor cannot run here, or the fast step failed on its first batch), once. ``device``: the
+    configuration's device, as its caller resolved it (None: resolved here)."""
     world = world or World.current()
-    device = world.device(resolve_device(cfg.device))
+    device = world.device(device or resolve_device(cfg.device))
     data = (data or load_data(cfg)).to(device)
     bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
     channels_last = cfg.channels_last
