@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -16,7 +18,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# The text task's libraries read their folders when they load: TextAttack's cache, flair's, NLTK's data. Every test
+# process (and the commands it starts) gets folders of its own, which the text tests fill with stand-ins
+# (tests/empirical/text/conftest.py), so that no test reads or writes the user's caches; and no test asks a hub.
+TEXT_RESOURCES = Path(tempfile.mkdtemp(prefix="samat-test-text-"))
+for _variable, _folder in (("TA_CACHE_DIR", "textattack"), ("FLAIR_CACHE_ROOT", "flair"), ("NLTK_DATA", "nltk_data")):
+    os.environ[_variable] = str(TEXT_RESOURCES / _folder)
+os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+
 import pytest  # noqa: E402
+
+pytest_plugins = ["tests.text"]  # the text tests' fixtures (stand-ins, the tiny model, a trained run)
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 # Property tests replay a fixed, derandomized set of examples by default, so that a red suite always means a
@@ -117,3 +129,5 @@ def pytest_runtest_logstart(nodeid: str, location) -> None:
 def pytest_runtest_logfinish(nodeid: str, location) -> None:
     if CURRENT_TEST:
         Path(CURRENT_TEST).write_text("")
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(TEXT_RESOURCES, ignore_errors=True)

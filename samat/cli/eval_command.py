@@ -20,7 +20,7 @@ def add_command(sub) -> None:
     ev.add_argument("--attacks", nargs="+", metavar="ATTACK",
                     help="attacks as name[@eps[,eps...]], e.g. pgd10_linf@1/255,2/255 autoattack_l2 stadv "
                     "(default: the duality paper's Table 2 columns; for segmentation, Tables 8-9's "
-                    "pgd10_linf@1/255 and pgd10_l2@1)")
+                    "pgd10_linf@1/255 and pgd10_l2@1; for text, Table 10's TextAttack recipes pso and iga)")
     ev.add_argument("--n-eval", type=arg_positive_int, default=1000, help="test images (default 1000)")
     ev.add_argument("--seed", type=arg_seed, default=0,
                     help="seed of the test subset and the attacks, an integer in [0, 2**63 - 1] (default 0)")
@@ -65,15 +65,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         s = known.get(key) or column_spec(key.removesuffix(SANITY))  # an earlier column, read from eval.json
         return s.title + (SANITY if key.endswith(SANITY) else "")
 
-    segmentation = "miou" in result
-    scores = result["miou"] if segmentation else result["accuracy"]  # segmentation: mIoU (D eq. 15)
-    rows = [(title(k), v, result["accuracy"].get(k)) for k, v in scores.items()]
-    width = max(len(t) for t, _, _ in rows)
-    if segmentation:
-        print(f"{'':{width}s}  {'mIoU':>8s}  pixel accuracy")
-    for name, value, pixels in rows:
-        extra = f"  {100 * pixels:6.2f} %" if segmentation and pixels is not None else ""
-        print(f"{name:{width}s}  {100 * value:6.2f} %{extra}")
+    if result.get("task") == "text":
+        _print_text(result, title)
+    else:
+        _print_scores(result, title)
     failed = [c for c in result["sanity"] if not c["passed"]]
     print(f"sanity checks: {len(result['sanity']) - len(failed)}/{len(result['sanity'])} passed"
           + "".join(f"\n  FAILED {c['check']}: {c['detail']}" for c in failed))
@@ -83,3 +78,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
               f"{100 * cc['robust_accuracy_torchattacks']:.2f} %, reference "
               f"{100 * cc['robust_accuracy_reference']:.2f} % ({cc['disagreements']} images disagree)")
     return 0
+
+
+def _print_text(result: dict, title) -> None:
+    """Natural accuracy, then per recipe TextAttack's metrics (D Table 10 reports the success rate)."""
+    rows = [("", "accuracy", "success rate", "queries", "words changed")]
+    rows.append((title("natural"), f"{100 * result['accuracy']['natural']:.2f} %", "", "", ""))
+    for label, a in result["attacks"].items():
+        words = ("—" if a["average_words_changed"] is None else
+                 f"{a['average_words_changed']:.1f} ({a['average_words_changed_percent']:.1f} %)")
+        rows.append((f"{title(label)} ({a['recipe']})", f"{100 * a['accuracy_under_attack']:.2f} %",
+                     f"{100 * a['attack_success_rate']:.2f} %", f"{a['average_queries'] or 0:.0f}", words))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
+                        enumerate(zip(r, widths, strict=True))).rstrip())
+    print(f"on {result['n']} test sentences; accuracy under attack: failed / all; success rate: successful / "
+          "(successful + failed), the sentences already misclassified left out")
+
+
+def _print_scores(result: dict, title) -> None:
+    segmentation = "miou" in result
+    scores = result["miou"] if segmentation else result["accuracy"]  # segmentation: mIoU (D eq. 15)
+    rows = [(title(k), v, result["accuracy"].get(k)) for k, v in scores.items()]
+    width = max(len(t) for t, _, _ in rows)
+    if segmentation:
+        print(f"{'':{width}s}  {'mIoU':>8s}  pixel accuracy")
+    for name, value, pixels in rows:
+        extra = f"  {100 * pixels:6.2f} %" if segmentation and pixels is not None else ""
+        print(f"{name:{width}s}  {100 * value:6.2f} %{extra}")

@@ -23,11 +23,12 @@ def add_command(sub) -> None:
     train.add_argument("--config", type=Path, metavar="FILE", help="a JSON or TOML file of TrainConfig fields")
     for flag, kind, helptext in (
         ("--dataset", str, "cifar10, cifar100, fashion_mnist, tinyimagenet or gaussian; for segmentation "
-         "fashion_scenes, stanford_background or voc2012"),
+         "fashion_scenes, stanford_background or voc2012; for text rotten_tomatoes or generated_reviews"),
         ("--data-dir", str, "where the dataset lives (default: the dataset's usual place)"),
         ("--model", str, "prn18, wrn28_10, deit_tiny, small_cnn or linear (linear for gaussian); for segmentation "
-         "deeplabv3_resnet50, deeplabv3_mobilenetv2 or deeplabv3_small"),
-        ("--method", str, "sgd, adam, sam, asam, esam or pgd_at"),
+         "deeplabv3_resnet50, deeplabv3_mobilenetv2 or deeplabv3_small; for text transformer (the network named by "
+         "--set text={\"model\": NAME_OR_FOLDER}, default distilbert-base-uncased)"),
+        ("--method", str, "sgd, adam, adamw, sam, asam, esam or pgd_at (sam around AdamW: --set base_optimizer=adamw)"),
         ("--rho", number, "SAM radius (default 0.1)"),
         ("--at-norm", str, "adversarial training's norm: linf or l2"),
         ("--at-eps", number, "adversarial training's budget in pixel units, e.g. 8/255 or 1.5/255 (ℓ∞: below 1)"),

@@ -72,6 +72,7 @@ class Method(_Vocabulary):
     ASAM = "asam", "ASAM", "sgd", Ascent.ADAPTIVE, False
     ESAM = "esam", "ESAM", "sgd", Ascent.STOCHASTIC, False
     PGD_AT = "pgd_at", "PGD-AT", "sgd", Ascent.NONE, True
+    ADAMW = "adamw", "AdamW", "adamw", Ascent.NONE, False  # D Table 10's ST (SAM: method sam, base_optimizer adamw)
 
     optimizer: str
     ascent: Ascent
@@ -87,10 +88,12 @@ class Method(_Vocabulary):
 
 
 class Optimizer(_Vocabulary):
-    """Base optimizers (the papers' settings: SGD lr 0.1, momentum 0.9, wd 5e-4; Adam lr 1e-3)."""
+    """Base optimizers (the papers' settings: SGD lr 0.1, momentum 0.9, wd 5e-4; Adam lr 1e-3; AdamW lr 5e-5 for
+    fine-tuning a transformer, D Section 5.3)."""
 
     SGD = "sgd", "SGD", 0.1
     ADAM = "adam", "Adam", 1e-3
+    ADAMW = "adamw", "AdamW", 5e-5
 
     default_lr: float
 
@@ -105,6 +108,7 @@ class Norm(_Vocabulary):
     L2 = "l2", "ℓ2", "L2"
     L0 = "l0", "ℓ0", None  # number of changed pixel positions (Pixle rearranges pixels; it has no budget)
     FLOW = "flow", "flow", None  # largest per-axis displacement of StAdv's flow field, in pixels
+    WORDS = "words", "words", None  # word substitutions (TextAttack's recipes bound them by their constraints)
 
     autoattack: str | None
 
@@ -124,6 +128,7 @@ class Task(_Vocabulary):
 
     CLASSIFICATION = "classification", "image classification", "accuracy"
     SEGMENTATION = "segmentation", "semantic segmentation", "mIoU"  # D Section 5.2, eq. (15)
+    TEXT = "text", "text classification", "accuracy"  # D Section 5.3: attacks scored by their success rate
 
     metric: str
 
@@ -142,6 +147,8 @@ class DatasetName(_Vocabulary):
     FASHION_SCENES = "fashion_scenes", "Fashion-MNIST scenes", Task.SEGMENTATION
     STANFORD_BACKGROUND = "stanford_background", "Stanford Background", Task.SEGMENTATION
     VOC2012 = "voc2012", "PASCAL VOC 2012", Task.SEGMENTATION
+    ROTTEN_TOMATOES = "rotten_tomatoes", "Rotten Tomatoes", Task.TEXT  # D Table 10 (Pang and Lee 2005)
+    GENERATED_REVIEWS = "generated_reviews", "generated reviews (not real data)", Task.TEXT  # the CPU default
 
     task: Task
 
@@ -160,6 +167,8 @@ class Architecture(_Vocabulary):
     DEEPLABV3_RESNET50 = "deeplabv3_resnet50", "DeepLabv3 (ResNet-50)", False, Task.SEGMENTATION
     DEEPLABV3_MOBILENETV2 = "deeplabv3_mobilenetv2", "DeepLabv3 (MobileNetV2)", False, Task.SEGMENTATION
     DEEPLABV3_SMALL = "deeplabv3_small", "DeepLabv3 (small CNN)", False, Task.SEGMENTATION  # CPU runs
+    # a Hugging Face AutoModelForSequenceClassification, named (or in a folder) by the configuration's text.model
+    TRANSFORMER = "transformer", "Transformer", False, Task.TEXT
 
     vectors: bool
     task: Task
@@ -183,6 +192,8 @@ class LrSchedule(_Vocabulary):
 
     STEP = "step", "divided by lr_decay at each of lr_milestones"  # the papers' classification runs
     POLY = "poly", "polynomial decay (1 - t)^lr_power"  # DeepLab's schedule (D Section 5.2)
+    # transformers' get_linear_schedule_with_warmup, what its Trainer uses by default (D Section 5.3)
+    LINEAR = "linear", "linear warm-up over warmup_ratio of the steps, then linear decay to 0"
 
 
 class SamGradients(_Vocabulary):

@@ -26,7 +26,7 @@ from torchattacks.attack import Attack
 from samat.core.errors import ParameterError
 from samat.empirical.attacks.pgd import LossFn, pgd
 from samat.empirical.attacks.pixle import BatchedPixle
-from samat.empirical.attacks.specs import GRADIENT_ALGORITHMS, IMAGE_BOX, Algorithm, AttackSpec, Box
+from samat.empirical.attacks.specs import GRADIENT_ALGORITHMS, IMAGE_BOX, TEXT_ALGORITHMS, Algorithm, AttackSpec, Box
 from samat.empirical.attacks.stadv import StAdv
 from samat.empirical.vocabulary import Norm
 
@@ -166,6 +166,9 @@ def build_attack(
     """
     if num_classes < 2:
         raise ParameterError("num_classes", num_classes, "an integer >= 2")
+    if spec.algorithm in TEXT_ALGORITHMS:
+        raise ParameterError("attack", spec.name, "an attack on images or vectors (pso and iga attack sentences: "
+                             "evaluate a text run)")
     if loss is not None and spec.algorithm not in GRADIENT_ALGORITHMS:
         raise ParameterError("attack", spec.name, "fgsm or pgd for a loss of the task's own (an attack on its "
                              "gradient)")

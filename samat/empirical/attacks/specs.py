@@ -19,6 +19,11 @@ Choices the papers leave open, stated once here:
 - FAB: untargeted, 1 restart, 10 steps (torchattacks' defaults apart from eps and steps).
 - StAdv: see :class:`samat.empirical.attacks.stadv.StAdv` (flow bound 1 px per axis, 100 Adam steps, tau = 0.05,
   kappa = 0).
+
+Text (D Section 5.3, Table 10): ``pso`` and ``iga`` are TextAttack's recipes PSOZang2020 (particle swarm over
+HowNet synonyms, 60 particles, 20 iterations) and IGAWang2019 (improved genetic algorithm over counter-fitted
+embedding neighbours, population 60, 20 iterations, at most 20 % of the words); they attack sentences, with the
+search, constraints and goal function as TextAttack defines them (:mod:`empirical.attacks.text`), and have no budget.
 """
 
 from __future__ import annotations
@@ -48,9 +53,12 @@ class Algorithm(StrEnum):
     PIXLE = "pixle"  # batched, on the device (empirical.attacks.pixle)
     PIXLE_TORCHATTACKS = "pixle_torchattacks"  # torchattacks' image-by-image original: the reference
     STADV = "stadv"
+    PSO = "pso"  # TextAttack's PSOZang2020 (word substitution; empirical.attacks.text)
+    IGA = "iga"  # TextAttack's IGAWang2019
 
 
 GRADIENT_ALGORITHMS = (Algorithm.FGSM, Algorithm.PGD)  # the ones that also run on unboxed vectors
+TEXT_ALGORITHMS = (Algorithm.PSO, Algorithm.IGA)  # word substitution: they attack sentences, nothing else
 
 def parse_eps(text: str | float) -> float:
     """A budget from a user string: "8/255", "0.5", "1e-3" (or a number). Must be finite and >= 0."""
@@ -77,7 +85,8 @@ def format_eps(eps: float | None, norm: Norm, *, shortest: bool = False) -> str:
 
 
 _TITLES = {Algorithm.FGSM: "FGSM", Algorithm.PGD: "PGD-{steps}", Algorithm.AUTOATTACK: "AutoAttack",
-           Algorithm.FAB: "FAB", Algorithm.PIXLE: "Pixle", Algorithm.STADV: "StAdv"}
+           Algorithm.FAB: "FAB", Algorithm.PIXLE: "Pixle", Algorithm.STADV: "StAdv", Algorithm.PSO: "PSO",
+           Algorithm.IGA: "IGA"}
 
 
 @dataclass(frozen=True)
@@ -113,7 +122,7 @@ class AttackSpec:
     def family_title(self) -> str:
         """The attack without its budget, for people: "PGD-10 ℓ∞", "AutoAttack ℓ2", "StAdv"."""
         name = _TITLES[self.algorithm].format(steps=self.steps)
-        return name if self.norm in (Norm.L0, Norm.FLOW) else f"{name} {self.norm.display}"
+        return name if self.norm in (Norm.L0, Norm.FLOW, Norm.WORDS) else f"{name} {self.norm.display}"
 
     @property
     def title(self) -> str:
@@ -153,14 +162,19 @@ REGISTRY: dict[str, AttackSpec] = {
         AttackSpec("pixle", Algorithm.PIXLE, Norm.L0, None, steps=5, restarts=20),
         AttackSpec("pixle_torchattacks", Algorithm.PIXLE_TORCHATTACKS, Norm.L0, None, steps=5, restarts=20),
         AttackSpec("stadv", Algorithm.STADV, Norm.FLOW, 1.0, steps=100, step_ratio=0.1, tau=0.05, kappa=0.0),
+        AttackSpec("pso", Algorithm.PSO, Norm.WORDS, None, steps=20),  # 20 iterations of 60 particles
+        AttackSpec("iga", Algorithm.IGA, Norm.WORDS, None, steps=20),  # 20 generations of 60
     )
 }
+# TextAttack's names for its recipes, accepted too
+RECIPE_NAMES = {"psozang2020": "pso", "pso_zang_2020": "pso", "igawang2019": "iga", "iga_wang_2019": "iga"}
 _PGD_NAME = re.compile(r"pgd(\d+)_(linf|l2)")
 
 
 def spec(name: str) -> AttackSpec:
     """The registry entry ``name`` at its default budget; ``pgd<N>_linf`` / ``pgd<N>_l2`` give N-step PGD."""
     key = name.strip().lower()
+    key = RECIPE_NAMES.get(key, key)
     if key in REGISTRY:
         return REGISTRY[key]
     m = _PGD_NAME.fullmatch(key)

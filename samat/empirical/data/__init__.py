@@ -8,7 +8,10 @@ are registered in :data:`DATASETS`, one entry per :class:`~empirical.vocabulary.
 - ``cifar10`` / ``cifar100`` (:mod:`.cifar`), ``fashion_mnist`` (:mod:`.fashion_mnist`),
   ``tinyimagenet`` (:mod:`.tinyimagenet`), and ``gaussian``, the papers' D(p, η, n) (:mod:`.gaussian`);
 - segmentation (:mod:`.segmentation`): ``fashion_scenes`` (the embedded default), ``stanford_background``
-  and ``voc2012``.
+  and ``voc2012``;
+- text (:mod:`.text`): ``rotten_tomatoes`` (D Table 10; from the hub by name, or from a folder) and
+  ``generated_reviews`` (generated sentences, the CPU default). Their loaders return the sentences
+  (:class:`~.text.TextCorpus`); training tokenizes them with its model's tokenizer.
 
 Usage::
 
@@ -38,6 +41,7 @@ from samat.empirical.data.segmentation import (
     load_stanford_background,
     load_voc2012,
 )
+from samat.empirical.data.text import TextCorpus, TextDataset, load_generated_reviews, load_rotten_tomatoes
 from samat.empirical.data.tinyimagenet import load_tinyimagenet
 from samat.empirical.vocabulary import DatasetName
 
@@ -55,6 +59,8 @@ __all__ = [
     "LoadRequest",
     "SegmentationDataset",
     "Source",
+    "TextCorpus",
+    "TextDataset",
     "as_inputs",
     "augment_batch",
     "data_shape",
@@ -78,9 +84,10 @@ class Source:
     """A registry entry: the loader, what it loads (None: set by the request, the Gaussian model) and where its
     data lives when no data_dir is given."""
 
-    loader: Callable[[LoadRequest], Dataset]
+    loader: Callable[[LoadRequest], Dataset | TextCorpus]
     shape: DataShape | None
     default_dir: Path | None = None  # None: ./data/<name>
+    hub: bool = False  # without data_dir and without ./data/<name>, the loader fetches it by name (data_dir None)
 
 
 DATASETS: dict[DatasetName, Source] = {
@@ -94,6 +101,9 @@ DATASETS: dict[DatasetName, Source] = {
     DatasetName.FASHION_SCENES: Source(load_fashion_scenes, None, FASHION_MNIST_DIR),
     DatasetName.STANFORD_BACKGROUND: Source(load_stanford_background, None),
     DatasetName.VOC2012: Source(load_voc2012, None),
+    # Text: sentences, tokenized by the run's model (empirical.training.setup.load_data); planned by their own path.
+    DatasetName.ROTTEN_TOMATOES: Source(load_rotten_tomatoes, None, hub=True),
+    DatasetName.GENERATED_REVIEWS: Source(load_generated_reviews, None),
 }
 
 
@@ -110,17 +120,21 @@ def data_shape(name: str, gaussian: GaussianSpec | None = None) -> DataShape:
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, *, download: bool = False,
-                 gaussian: GaussianSpec | None = None, verify_md5: bool = False) -> Dataset:
+                 gaussian: GaussianSpec | None = None, verify_md5: bool = False) -> Dataset | TextCorpus:
     """Load the named dataset (a :class:`~empirical.vocabulary.DatasetName`) into CPU tensors.
 
     ``data_dir=None`` means Fashion-MNIST's Debian folder for ``fashion_mnist`` and ``fashion_scenes``, and
-    ``./data/<name>`` otherwise. ``download`` fetches a missing CIFAR archive; ``verify_md5`` also checks the MD5 of an
-    archive already present. ``gaussian`` parametrizes the ``gaussian`` dataset (ignored by the others).
+    ``./data/<name>`` otherwise (for ``rotten_tomatoes`` where that folder exists, else the hub by name). A text
+    dataset comes as its sentences (:class:`~.text.TextCorpus`). ``download`` fetches a missing CIFAR archive;
+    ``verify_md5`` also checks the MD5 of an archive already present. ``gaussian`` parametrizes the ``gaussian``
+    dataset (ignored by the others).
     Missing or corrupt data raises :class:`SamatError` with a one-line fix.
     """
     key = DatasetName.parse(name, "dataset")
     source = DATASETS[key]
     folder = Path(data_dir) if data_dir is not None else (source.default_dir or Path("data") / key.value)
+    if data_dir is None and source.hub and not folder.exists():
+        folder = None  # the loader fetches it by name (the hub, or its cache)
     request = LoadRequest(key.value, folder, download=download, verify_md5=verify_md5,
                           gaussian=gaussian if gaussian is not None else GaussianSpec())
     return source.loader(request)

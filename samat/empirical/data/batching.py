@@ -30,8 +30,11 @@ def to_float_images(x_uint8: torch.Tensor) -> torch.Tensor:
 
 
 def as_inputs(x: torch.Tensor) -> torch.Tensor:
-    """Stored examples to model inputs: uint8 images become float32 in [0, 1], other inputs float32."""
-    return to_float_images(x) if x.dtype == torch.uint8 else x.to(torch.float32)
+    """Stored examples to model inputs: uint8 images become float32 in [0, 1], token ids (int64) stay as they are,
+    other inputs become float32."""
+    if x.dtype == torch.uint8:
+        return to_float_images(x)
+    return x if x.dtype == torch.int64 else x.to(torch.float32)
 
 
 def _check_augment(x: torch.Tensor, mode: str, generator: torch.Generator | None) -> Augment:

@@ -146,7 +146,7 @@ class LoadRequest:
     """What a loader gets: the resolved data folder and the caller's options."""
 
     name: str
-    data_dir: Path
+    data_dir: Path | None  # None: fetch it by name (a dataset on the Hugging Face hub)
     download: bool = False
     verify_md5: bool = False
     gaussian: Any = None  # a GaussianSpec for the Gaussian model (empirical.data.gaussian)

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from samat.empirical.attacks.build import BuiltAttack, build_attack
 from samat.empirical.attacks.meter import PerturbationMeter
-from samat.empirical.attacks.specs import GRADIENT_ALGORITHMS, IMAGE_BOX, AttackSpec
+from samat.empirical.attacks.specs import GRADIENT_ALGORITHMS, IMAGE_BOX, TEXT_ALGORITHMS, AttackSpec
 from samat.empirical.data import as_inputs
 from samat.empirical.evaluation.checks import exceeds, robust_within_clean
 from samat.empirical.evaluation.scorer import Attacked, Writer
@@ -62,6 +62,8 @@ class Hits:
         self.hits = torch.zeros(0, dtype=torch.bool)
 
     def supports(self, spec: AttackSpec) -> str | None:
+        if spec.algorithm in TEXT_ALGORITHMS:
+            return "an attack on images or vectors (pso and iga attack sentences: they evaluate text runs)"
         if self.inputs.dim() != 4 and spec.algorithm not in GRADIENT_ALGORITHMS:
             return "FGSM or PGD on vector data (AutoAttack, FAB, Pixle and StAdv attack (N, C, H, W) images only)"
         return None
@@ -98,3 +100,9 @@ class Hits:
 
     def attachments(self) -> dict[str, Writer]:
         return {}
+
+    def checks(self, label: str, outcome: torch.Tensor) -> list[tuple[str, bool, str]]:
+        return []
+
+    def written(self) -> None:
+        return None

@@ -137,6 +137,8 @@ class _Evaluation:
             passed, detail = self.scorer.within_clean(self.outcomes[label])
             self.check(f"robust <= clean: {label}", passed,
                        f"{self.value(label):.4f} <= {self.value(NATURAL):.4f}; {detail}")
+            for name, passed, detail in self.scorer.checks(label, self.outcomes[label]):
+                self.check(f"{name}: {label}", passed, detail)
             a = self.attacks[label]
             if "within_budget" in a:
                 self.check(f"within budget and [0, 1]: {label}", a["within_budget"] and a["in_box"] is not False,

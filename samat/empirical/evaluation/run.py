@@ -26,6 +26,7 @@ from samat.empirical.evaluation.evaluate import evaluate
 from samat.empirical.evaluation.scorer import Scorer
 from samat.empirical.evaluation.segmentation import SEGMENTATION_COLUMNS, Confusions
 from samat.empirical.evaluation.store import kept_columns, reusable_evaluation
+from samat.empirical.evaluation.text import TEXT_COLUMNS, WordSubstitutions
 from samat.empirical.evaluation.trained import Loaded, Trained, eval_indices, load_trained, locate
 from samat.empirical.training.runs import EVALUATION, file_sha256
 from samat.empirical.training.setup import resolve_device
@@ -45,6 +46,8 @@ class Subset:
     seed: int
     batch_size: int
     progress: bool
+    settings: dict  # the evaluation's settings, as eval.json records them
+    log: Log = print  # where a scorer says what it does beside the loop's lines (text: resumed, progress)
 
 
 def _classification(s: Subset) -> Scorer:
@@ -61,6 +64,17 @@ def _segmentation(s: Subset) -> Scorer:
                       batch_size=min(s.batch_size, s.trained.config.eval_batch_size), progress=s.progress)
 
 
+def _text(s: Subset) -> Scorer:
+    """Each sentence attacked on its own by TextAttack's recipes, its outcome kept in the run folder as soon as it
+    is known (an interrupted evaluation resumes at the next sentence)."""
+    on = s.indices.to(s.loaded.y.device)
+    return WordSubstitutions(s.loaded.model, s.loaded.x[on], s.loaded.y[on],
+                             [s.loaded.texts[i] for i in s.indices.tolist()], s.indices.tolist(),
+                             config=s.trained.config, folder=s.trained.run.path,
+                             resume={"weights": file_sha256(s.trained.weights), "settings": s.settings},
+                             seed=s.seed, batch_size=s.batch_size, progress=s.progress, log=s.log)
+
+
 @dataclass(frozen=True)
 class TaskEvaluation:
     """How a task is evaluated: its columns when none are asked for, and its scorer."""
@@ -74,6 +88,8 @@ TASKS: dict[Task, TaskEvaluation] = {
     Task.CLASSIFICATION: TaskEvaluation(tuple(s.label for s in PAPER_COLUMNS), _classification),
     # D Tables 8-9's PGD columns
     Task.SEGMENTATION: TaskEvaluation(SEGMENTATION_COLUMNS, _segmentation),
+    # D Table 10's TextAttack recipes
+    Task.TEXT: TaskEvaluation(TEXT_COLUMNS, _text),
 }
 
 
@@ -129,7 +145,7 @@ def _evaluate_locked(trained: Trained, specs: dict[str, AttackSpec], *, device: 
     if crosscheck and loaded.x.dim() != 4:
         raise SamatError(f"--crosscheck runs AutoAttack, which attacks images; {loaded.description} has vectors")
     indices = eval_indices(len(loaded.y), n_eval, seed)
-    scorer = TASKS[loaded.task].scorer(Subset(loaded, indices, trained, seed, batch_size, progress))
+    scorer = TASKS[loaded.task].scorer(Subset(loaded, indices, trained, seed, batch_size, progress, settings, log))
     result = evaluate(scorer, specs, device=device, previous=previous, log=log, subject=loaded.description)
     if crosscheck:
         on = indices.to(loaded.y.device)
@@ -147,6 +163,7 @@ def _evaluate_locked(trained: Trained, specs: dict[str, AttackSpec], *, device: 
         inputs["files"] = {name: file_sha256(trained.run.path / name) for name in files}
     record = provenance(inputs)
     write_json(out, result, provenance_record=record, indent=2)
+    scorer.written()  # eval.json holds every outcome now: what was kept to resume goes
     return result | {"provenance": record}
 
 

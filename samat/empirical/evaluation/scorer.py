@@ -9,11 +9,12 @@ and how two scores compare. The tasks' scorers:
   is the accuracy; "robust <= clean" holds example by example;
 * segmentation (:class:`.segmentation.Confusions`): per image, its confusion matrix; the headline is the mIoU
   (D eq. 15); comparisons are paired tests with images as the units;
-* a task whose columns are an accuracy and an attack success rate (text classification under word substitutions)
-  subclasses :class:`.classification.Hits` and replaces :meth:`Scorer.attack`: an example the attack fails on is
-  a hit, one it succeeds on is not, one that was wrong already is left unattacked (skipped), so that the attack
-  success rate successful / (successful + failed) is :func:`.classification.attack_success_rate` of the clean and
-  attacked hits; what only that task measures (queries, words changed) goes into :attr:`Attacked.record`.
+* text classification under word substitutions (:class:`.text.WordSubstitutions`) subclasses
+  :class:`.classification.Hits` and replaces :meth:`Scorer.attack`: an example the attack fails on is a hit, one
+  it succeeds on is not, one that was wrong already is left unattacked (skipped), so that the attack success rate
+  successful / (successful + failed) is :func:`.classification.attack_success_rate` of the clean and attacked
+  hits; what only that task measures (queries, words changed) goes into :attr:`Attacked.record`, its own checks
+  into :meth:`Scorer.checks`.
 
 A scorer is made for one evaluation: one model, one set of examples, one seed. The loop calls :meth:`Scorer.clean`
 first, once; every other method may use what it returned.
@@ -85,3 +86,12 @@ class Scorer(Protocol):
     def attachments(self) -> dict[str, Writer]:
         """Files kept beside eval.json, by name: ``write(f: BinaryIO)`` for each (segmentation: examples.npz, the
         predictions a figure shows); {} for none. Called after the loop, on what the attacks kept."""
+
+    def checks(self, label: str, outcome: Outcome) -> list[tuple[str, bool, str]]:
+        """The task's own sanity checks of one column's outcome, beside the loop's: (name, passed, the numbers)
+        each (text: TextAttack skips exactly the sentences the model gets wrong, and its successes are
+        misclassified); [] for none."""
+
+    def written(self) -> None:
+        """eval.json now holds every outcome: drop what was kept only to resume an interrupted evaluation (text:
+        the per-sentence outcomes in the run folder); nothing for the other tasks."""

@@ -163,6 +163,12 @@ class Confusions:
 
         return {"examples.npz": write}
 
+    def checks(self, label: str, outcome: torch.Tensor) -> list[tuple[str, bool, str]]:
+        return []
+
+    def written(self) -> None:
+        return None
+
 
 @torch.no_grad()
 def predicted_examples(model: nn.Module, x: torch.Tensor, sizes: torch.Tensor) -> np.ndarray:

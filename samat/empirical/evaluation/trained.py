@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from samat.core.errors import ParameterError, SamatError
+from samat.empirical.models.transformer import is_folder
 from samat.empirical.training.config import TrainConfig
 from samat.empirical.training.runs import RunDir, load_torch
 from samat.empirical.training.setup import build_network, load_data
@@ -27,7 +28,11 @@ class Trained:
 
     @property
     def description(self) -> str:
-        return f"{self.config.model} on {self.config.dataset} ({self.weights.name})"
+        cfg = self.config
+        if cfg.model.task is Task.TEXT:  # the network's name (a folder by its own name)
+            name = cfg.text_spec.model
+            return f"{Path(name).name if is_folder(name) else name} on {cfg.dataset} ({self.weights.name})"
+        return f"{cfg.model} on {cfg.dataset} ({self.weights.name})"
 
 
 @dataclasses.dataclass
@@ -40,6 +45,7 @@ class Loaded:
     task: Task = Task.CLASSIFICATION
     sizes: torch.Tensor | None = None  # segmentation: each test image's own (H, W), on the CPU
     class_names: tuple[str, ...] = ()
+    texts: tuple[str, ...] = ()  # text: the test split's sentences, aligned with x
 
 
 def locate(path: str | Path, *, data_dir: str | None = None, model: str | None = None,
@@ -84,6 +90,8 @@ def load_trained(trained: Trained, *, device: torch.device) -> Loaded:
     loaded = Loaded(net, data.test_x.to(device), data.test_y.to(device), data.num_classes, trained.description)
     if data.task is Task.SEGMENTATION:
         loaded.task, loaded.sizes, loaded.class_names = Task.SEGMENTATION, data.test_sizes, data.class_names
+    if data.task is Task.TEXT:
+        loaded.task, loaded.texts, loaded.class_names = Task.TEXT, data.texts["test"], data.label_names
     return loaded
 
 

@@ -11,6 +11,7 @@ from samat.core.errors import SamatError
 
 DEFAULT = "fashion_mnist_default"
 SEGMENTATION_DEFAULT = "segmentation_default"  # `samat demo --task segmentation`
+TEXT_DEFAULT = "text_default"  # `samat demo --task text`
 
 
 def packaged() -> dict[str, Path]:

@@ -36,7 +36,7 @@ from typing import Any
 
 from samat.core.errors import ParameterError, SamatError
 from samat.core.numbers import SEED_RANGE, is_seed
-from samat.empirical.attacks.specs import GRADIENT_ALGORITHMS, AttackSpec
+from samat.empirical.attacks.specs import GRADIENT_ALGORITHMS, TEXT_ALGORITHMS, AttackSpec
 from samat.empirical.evaluation.columns import AVERAGE, NATURAL, column_specs
 from samat.empirical.evaluation.run import DEFAULT_N_EVAL
 from samat.empirical.experiments.duality_grid import KIND, KINDS, DualityLadder, read_ladder
@@ -82,8 +82,13 @@ class Experiment:
         return dataclasses.replace(self, tables=tables, attacks=attacks)
 
     def column_title(self, column: str) -> str:
-        """A column for people: "Natural", "Average", "PGD-10 ℓ∞ 1/255"."""
-        return {NATURAL: "Natural", AVERAGE: "Average"}.get(column) or self.attacks[column].title
+        """A column for people: "Natural", "Average", "PGD-10 ℓ∞ 1/255"; a text attack's column reports its success
+        rate: "PSO ASR"."""
+        titled = {NATURAL: "Natural", AVERAGE: "Average"}.get(column)
+        if titled:
+            return titled
+        s = self.attacks[column]
+        return f"{s.title} ASR" if s.algorithm in TEXT_ALGORITHMS else s.title
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -174,7 +179,9 @@ def load_experiment(path: str | Path, *, runs_dir: str | Path = "runs", override
     runs, labels = reader.runs(doc, tables, seeds, overrides or {}, image_only, Path(runs_dir) / name)
     tasks = {r.config.model.task for r in runs}
     if len(tasks) > 1:
-        raise SamatError(f"{reader.path} mixes classification and segmentation runs: put them in separate files")
+        raise SamatError(f"{reader.path} mixes {' and '.join(sorted(t.value for t in tasks))} runs: put them in "
+                         "separate files")
+    reader.check_task_columns(attacks, tasks.pop())
     return Experiment(name, title, seeds, tables, labels, runs, reader.path,
                       head.get("n_eval", DEFAULT_N_EVAL), head.get("eval_seed", 0),
                       {k: v for k, v in head.items()
@@ -261,6 +268,14 @@ class _Reader:
         expanded = tuple(dataclasses.replace(t, columns=tuple(dict.fromkeys(
             label for c in t.columns for label in (parsed[c] or {c: None})))) for t in tables)
         return expanded, {label: s for specs in parsed.values() for label, s in specs.items()}
+
+    def check_task_columns(self, attacks: dict[str, AttackSpec], task: Task) -> None:
+        """Text runs take TextAttack's recipes (pso, iga) as columns, and only them; other runs never take them."""
+        for column, s in attacks.items():
+            if (s.algorithm in TEXT_ALGORITHMS) != (task is Task.TEXT):
+                valid = ("pso or iga (TextAttack's recipes) for the text runs" if task is Task.TEXT else
+                         f"an attack on images or vectors for the {task.display} runs (pso and iga attack sentences)")
+                raise ParameterError("column", column, f"{valid} (in [experiment] of {self.path})")
 
     def runs(self, doc: dict, tables: tuple[Table, ...], seeds: tuple[int, ...], overrides: dict[str, Any],
              image_only: list[str], folder: Path) -> tuple[tuple[RunSpec, ...], tuple[str, ...]]:

@@ -14,27 +14,42 @@ on two models that bound its cost (:mod:`samat.empirical.evaluation.cost`): one 
 images never fall. A run's evaluation lies between the two; the papers' adversarially trained models sit near the
 upper end. FGSM and PGD cost the same at any budget (they run all their steps), so each is timed once per norm
 and step count.
+
+Text (D Table 10). Training is timed as for images, on batches of token ids as long as the run's batches are (from
+the dataset when it is here, else an assumption the plan states), with the run's model, or where its weights are
+not here a randomly initialized network of its architecture (the cost depends on the shape only). Each TextAttack
+recipe is timed sentence by sentence against two models that bound its search (:mod:`empirical.evaluation.text_cost`):
+PSO queries the model thousands of times per sentence where no substitution succeeds. The calibration sentences
+and resources are the run's where they are here; else the generated corpus and stand-ins for TextAttack's resources,
+the time per sentence scaled by the run's words per sentence, and the plan says so.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 
+from samat.core.errors import SamatError
 from samat.empirical.attacks.specs import GRADIENT_ALGORITHMS, AttackSpec
-from samat.empirical.data import DataShape, data_shape
+from samat.empirical.data import DataShape, TextDataset, data_shape, load_dataset
 from samat.empirical.evaluation.cost import BOUNDS, calibration_images, calibration_model, time_attack
 from samat.empirical.evaluation.evaluate import attacks_run
+from samat.empirical.evaluation.text_cost import TextAttackCost, time_recipe
 from samat.empirical.experiments.grid import Experiment, RunSpec
+from samat.empirical.models import build_model
 from samat.empirical.training.config import TrainConfig
 from samat.empirical.training.runs import RunDir
 from samat.empirical.training.setup import build
 from samat.empirical.training.throughput import StepTiming, synthetic_images, time_steps, time_test_pass
+from samat.empirical.vocabulary import Task
 
 EVAL_BATCH = 256  # the evaluation's attack batch (empirical.evaluation.run.evaluate_path's default)
 CPU_BATCH = 8  # a CPU first times a step on this batch, an attack on CPU_IMAGES images (see _at_size)
@@ -111,6 +126,11 @@ class AttackCost:
     def seconds_for(self, n: int, bound: str) -> float:
         return math.ceil(n / EVAL_BATCH) * self.batch_seconds[bound]
 
+    def summary(self, low: str, high: str) -> str:
+        scaled = (f" (timed on {self.measured_batch} images per batch, scaled)" if self.measured_batch != EVAL_BATCH
+                  else "")
+        return f"{_span(self.seconds_for(1000, low), self.seconds_for(1000, high))} per 1,000 images{scaled}"
+
 
 @dataclass
 class RunPlan:
@@ -132,8 +152,9 @@ class GridPlan:
     device: str
     runs: list[RunPlan]
     training: dict[str, TrainingCost] = field(default_factory=dict)  # by a readable description of the step
-    attacks: dict[str, AttackCost] = field(default_factory=dict)  # by attack label
+    attacks: dict[str, AttackCost | TextAttackCost] = field(default_factory=dict)  # by attack label
     calibration_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what the calibration stood in for (text: weights, data)
 
     def total(self, bound: str, remaining: bool = False) -> float:
         return sum(r.total(bound, remaining) for r in self.runs)
@@ -218,6 +239,8 @@ def plan_experiment(exp: Experiment, device: torch.device, *, calibration: Calib
                     log: Log = lambda m: None) -> GridPlan:
     """Calibrate on ``device`` and predict every run's training and evaluation time (see the module)."""
     cal = calibration or Calibration.for_device(device)
+    if exp.task is Task.TEXT:
+        return plan_text(exp, device, cal, log)
     said: set[str] = set()
 
     def notice(message: str) -> None:  # once per message, not once per calibrated step
@@ -256,6 +279,198 @@ def plan_experiment(exp: Experiment, device: torch.device, *, calibration: Calib
     plan.training = steps
     plan.calibration_seconds = time.perf_counter() - t0
     return plan
+
+
+# Sentences the text calibration attacks per recipe and bound (IGA takes seconds per sentence on a CPU)
+TEXT_SENTENCES = {"cuda": 3, "cpu": 1}
+# Where a text dataset is not here: its sizes and words per sentence (Rotten Tomatoes: the datasets library's split;
+# 20 words on average, Kim 2014, Table 1), and the tokens per batch assumed for training
+TEXT_SHAPES = {"rotten_tomatoes": ({"train": 8530, "validation": 1066, "test": 1066}, 20.0)}
+ASSUMED_BATCH_TOKENS = 64
+
+
+@dataclass(frozen=True)
+class _TextWorld:
+    """What the text calibration runs on: the model (its location), a tokenizer, sentences, their source, and the
+    sizes and words per sentence of the run's dataset."""
+
+    model: str
+    tokenizer: Any
+    texts: list[str]
+    sizes: dict[str, int]
+    words: float
+    batch_tokens: float  # the mean length of the run's batches (the longest sentence of each)
+    notes: list[str]
+
+
+def _text_world(cfg: TrainConfig, folder: Path, log: Log) -> _TextWorld:
+    """The run's model, data and TextAttack's resources where they are here, else stand-ins (said in ``notes``)."""
+    from samat.empirical.data.text.generated import generate, vocabulary
+    from samat.empirical.models.transformer import load_tokenizer, model_config, write_tiny_model
+
+    notes = []
+    spec = cfg.text_spec
+    try:
+        model_config(spec.model)
+        model, tokenizer = spec.model, load_tokenizer(spec.model, spec.max_length)
+    except SamatError:
+        model, tokenizer = _architecture_stand_in(spec.model, folder), None
+        notes.append(f"{spec.model}'s weights are not here: timed on a randomly initialized network of its "
+                     "architecture (the same cost)")
+    try:
+        corpus = load_dataset(cfg.dataset, cfg.data_dir)
+        real = tokenizer is not None
+    except SamatError:
+        corpus, real = None, False
+    if corpus is not None and real:
+        texts = _typical(list(corpus.texts["test"]))
+        sizes = corpus.sizes()
+        words = sum(len(t.split()) for t in texts) / len(texts)
+        lengths = torch.tensor([len(t) for t in tokenizer(list(corpus.texts["train"]), truncation=True,
+                                                         max_length=spec.max_length)["input_ids"]])
+        order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(0))
+        batches = lengths[order].split(cfg.batch_size)
+        batch_tokens = float(torch.stack([b.max() for b in batches]).double().mean())
+        source = f"{corpus.name}'s test sentences"
+    else:
+        known = TEXT_SHAPES.get(str(cfg.dataset))
+        generated = generate()
+        texts = _typical(list(generated.texts["test"]))
+        sizes = known[0] if known else generated.sizes()
+        words = known[1] if known else sum(len(t.split()) for t in texts) / len(texts)
+        batch_tokens = float(ASSUMED_BATCH_TOKENS if known else 14)
+        if known:
+            notes.append(f"{cfg.dataset} is not here: batches assumed {ASSUMED_BATCH_TOKENS} tokens long, sentences "
+                         f"{words:g} words (Kim 2014), attacks calibrated on generated sentences")
+        source = "generated sentences"
+        tiny = write_tiny_model(folder / "lexicon-tokenizer", vocabulary())
+        tokenizer = load_tokenizer(str(tiny), spec.max_length)
+    if not real:
+        notes.append("TextAttack's recipes timed with stand-ins for their resources (fewer substitutes per word than "
+                     "HowNet's and the counter-fitted embeddings': treat the attack times as an order of magnitude)")
+    for note in notes or [f"calibrating on {source}"]:
+        log(note)
+    return _TextWorld(model, tokenizer, texts, sizes, words, batch_tokens, notes)
+
+
+def _typical(texts: list[str]) -> list[str]:
+    """The sentences in order of how close their number of words is to the mean (the calibration takes the first)."""
+    mean = sum(len(t.split()) for t in texts) / len(texts)
+    return sorted(texts, key=lambda t: abs(len(t.split()) - mean))
+
+
+def _architecture_stand_in(name: str, folder: Path) -> str:
+    """A folder holding a randomly initialized network of ``name``'s architecture, for a model known by name (D
+    Table 10's distilbert-base-uncased); a one-line error for another model that is not here."""
+    from samat.empirical.libraries import text_library
+
+    known = {"distilbert-base-uncased": "distilbert", "distilbert/distilbert-base-uncased": "distilbert"}
+    if name not in known:
+        raise SamatError(f"text.model {name} is not on this machine and its architecture is not known here: plan on "
+                         "a machine that has it, or give its folder")
+    transformers = text_library("transformers")
+    config = transformers.AutoConfig.for_model(known[name], num_labels=2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        network = transformers.AutoModelForSequenceClassification.from_config(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    network.save_pretrained(folder / "architecture")
+    return str(folder / "architecture")
+
+
+def synthetic_tokens(n_train: int, n_test: int, length: int, vocabulary: int, *, seed: int = 0) -> TextDataset:
+    """Random token ids (no padding) of one length, random labels: a text dataset's shape, nothing else."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(5, vocabulary, (n_train + 2 * n_test, length), generator=g)
+    y = torch.randint(0, 2, (n_train + 2 * n_test,), generator=g)
+    texts = {"train": ("",) * n_train, "validation": ("",) * n_test, "test": ("",) * n_test}
+    return TextDataset("synthetic", x[:n_train], y[:n_train], x[n_train:n_train + n_test],
+                       y[n_train:n_train + n_test], 2, (), (), "none", validation_x=x[n_train + n_test:],
+                       validation_y=y[n_train + n_test:], texts=texts, pad_id=0, max_length=length)
+
+
+def plan_text(exp: Experiment, device: torch.device, cal: Calibration, log: Log) -> GridPlan:
+    """The plan of a text grid (see the module): training steps on token batches, each recipe per sentence."""
+    from samat.empirical.attacks.specs import TEXT_ALGORITHMS
+    from samat.empirical.attacks.text.resources import missing_resources, use_resources
+    from samat.empirical.attacks.text.standins import write_standins
+
+    t0 = time.perf_counter()
+    cuda = device.type == "cuda"
+    specs = exp.attacks
+    with tempfile.TemporaryDirectory(prefix="samat-plan-") as tmp:
+        folder = Path(tmp)
+        if any(missing_resources(a) for a in TEXT_ALGORITHMS if a in {s.algorithm for s in specs.values()}):
+            use_resources(folder / "resources")  # before TextAttack loads (it reads its folders then)
+            write_standins(folder / "resources")
+        plan = GridPlan(exp, torch.cuda.get_device_name(device) if cuda else "CPU", [])
+        steps: dict[str, TrainingCost] = {}
+        timed: dict[tuple, TextAttackCost] = {}
+        worlds: dict[tuple, _TextWorld] = {}
+        for label in exp.labels:
+            runs = exp.runs_for(label)
+            cfg = runs[0].config
+            where = (cfg.dataset, cfg.data_dir, cfg.text_spec.model, cfg.text_spec.max_length, cfg.batch_size)
+            if where not in worlds:
+                worlds[where] = _text_world(cfg, folder / f"world{len(worlds)}", log)
+            world = worlds[where]
+            plan.notes = list(dict.fromkeys([*plan.notes, *world.notes]))
+            run_cfg = cfg.replace(text={"model": world.model, "max_length": cfg.text_spec.max_length})
+            key = (f"{cfg.text_spec.model} ({round(world.batch_tokens)} tokens per batch), {cfg.method.display}, "
+                   f"batch {cfg.batch_size}")
+            if key not in steps:
+                log(f"calibrating training: {key}")
+                steps[key] = _text_training(run_cfg, world, device, cal)
+            eval_seconds = {b: 0.0 for b in BOUNDS} if specs else {}
+            n_eval = min(exp.n_eval, world.sizes["test"])
+            for attack_label, s in specs.items():
+                akey = (s.name, where)  # the method trained does not change what an attack costs
+                if akey not in timed:
+                    log(f"calibrating evaluation: {s.title} on {cfg.text_spec.model}")
+                    net = build_model(cfg.model, input_shape=(cfg.text_spec.max_length,), num_classes=2,
+                                      options={"model": world.model, "pad_id": int(world.tokenizer.pad_token_id)})
+                    n = TEXT_SENTENCES["cuda" if cuda else "cpu"]
+                    timed[akey] = time_recipe(s, net.to(device), world.tokenizer, cfg.text_spec.max_length,
+                                              world.texts[:n], device=device, words=world.words,
+                                              source="on generated sentences with stand-in resources"
+                                              if world.notes else "on the run's test sentences")
+                plan.attacks.setdefault(attack_label, timed[akey])
+                for bound in BOUNDS:
+                    eval_seconds[bound] += timed[akey].seconds_for(n_eval, bound)
+            per_epoch = math.ceil(min(cfg.train_subset or world.sizes["train"], world.sizes["train"]) / cfg.batch_size)
+            finished = sum(RunDir(r.run_dir).finished for r in runs)
+            plan.runs.append(RunPlan(label, len(runs), finished, cfg.epochs,
+                                     steps[key].run_seconds(cfg.epochs, per_epoch), eval_seconds))
+    plan.training = steps
+    plan.calibration_seconds = time.perf_counter() - t0
+    return plan
+
+
+def _text_training(cfg: TrainConfig, world: _TextWorld, device: torch.device, cal: Calibration) -> TrainingCost:
+    """A step of the run's method on token batches of the run's mean batch length, and the epoch's test pass over
+    the validation and test splits (see :func:`_at_size`)."""
+    cuda = device.type == "cuda"
+    length = max(2, round(world.batch_tokens))
+    vocabulary = int(world.tokenizer.vocab_size)
+    timings: list[StepTiming] = []
+
+    def step(batch: int) -> float:
+        data = synthetic_tokens(batch * (cal.warmup + cal.steps), 1, length, vocabulary)
+        timings.append(time_steps(_calibration_config(cfg, device, batch), data, warmup=cal.warmup,
+                                  steps=cal.steps))
+        return timings[-1].seconds_per_step
+
+    def test_pass(n: int) -> float:
+        data = synthetic_tokens(1, n, length, vocabulary)
+        return time_test_pass(build(_calibration_config(cfg, device, cfg.batch_size), data), n)
+
+    step_seconds, _ = _at_size(step, min(cfg.batch_size, CPU_BATCH), cfg.batch_size, cuda)
+    n_test = min(world.sizes["test"] + world.sizes["validation"], cfg.eval_batch_size)
+    test_seconds, _ = _at_size(test_pass, min(n_test, 4 * CPU_BATCH), n_test, cuda)
+    test_seconds *= math.ceil((world.sizes["test"] + world.sizes["validation"]) / cfg.eval_batch_size)
+    timing = timings[-1]
+    overhead = max(0.0, timing.warmup_seconds - cal.warmup * timing.seconds_per_step)
+    return TrainingCost(cfg.batch_size, step_seconds, test_seconds, overhead, timing)
 
 
 def duration(seconds: float) -> str:
@@ -303,7 +518,11 @@ def format_plan(plan: GridPlan) -> str:
         lines.append(f"| still to run | {left} runs | | | | "
                      f"{_span(plan.total(low, True), plan.total(high, True)) if left else 'nothing'} |")
     lines.append("")
-    if evaluates:
+    if evaluates and exp.task is Task.TEXT:
+        lines.append(f"Evaluation of {exp.n_eval:,} test sentences per run: from sentences that fall at once (any "
+                     "substitution flips them) to sentences that never fall (every search runs to its end, PSO's "
+                     "thousands of queries included).")
+    elif evaluates:
         lines.append(f"Evaluation of {exp.n_eval:,} test images per run: from images that fall at once to images that "
                      "never fall (the papers' adversarially trained models sit near the second).")
     else:
@@ -318,7 +537,7 @@ def format_plan(plan: GridPlan) -> str:
                      f"{duration(c.test_seconds)}; warm-up overhead (compilation, capture) "
                      f"{duration(c.overhead_seconds)} per run")
     for label, a in plan.attacks.items():
-        scaled = f" (timed on {a.measured_batch} images per batch, scaled)" if a.measured_batch != EVAL_BATCH else ""
-        lines.append(f"- {label}: {_span(a.seconds_for(1000, low), a.seconds_for(1000, high))} per 1,000 images "
-                     f"(falls at once – never falls){scaled}")
+        lines.append(f"- {label}: {a.summary(low, high)} (falls at once – never falls)")
+    if plan.notes:
+        lines += ["", "Stand-ins:", ""] + [f"- {note}" for note in plan.notes]
     return "\n".join(lines)

@@ -4,7 +4,9 @@
 * ``robust_vs_eps``: robust accuracy against the attack budget, one panel per attack with several budgets;
 * ``tradeoff``: clean against robust accuracy, each method a labelled point (SAM's ρ, AT's ε in the label);
 * ``examples`` (segmentation): images, ground truth, and each method's predictions clean and under attack
-  (:mod:`.segmentation_figure`).
+  (:mod:`.segmentation_figure`);
+* ``attacks`` (text, in place of the two robust figures): each method's natural accuracy and each recipe's attack
+  success rate side by side, the paper's numbers marked beside ours (D Table 10).
 
 Segmentation experiments plot mIoU where classification ones plot accuracy.
 """
@@ -115,6 +117,39 @@ def _tradeoff(exp: Experiment, results: dict[str, list[dict]], attacks: dict, pl
     return fig
 
 
+def _text_attacks(exp: Experiment, results: dict[str, list[dict]], attacks: dict, plt):
+    """Natural accuracy and each recipe's success rate per method, mean ± std over seeds as bars, the paper's
+    numbers as diamonds (None without finished runs)."""
+    if not any(results.values()):
+        return None
+    columns = [NATURAL, *attacks]
+    names = ["natural accuracy"] + [f"{attacks[c].title} success rate" for c in attacks]
+    paper = {}
+    for table in exp.tables:
+        for label in exp.labels:
+            numbers = exp.runs_for(label)[0].paper.get(table.title, {})
+            paper |= {(label, c): numbers[c] for c in columns if c in numbers}
+    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    width = 0.8 / max(1, len(results))
+    for k, (label, rows) in enumerate(results.items()):
+        xs = np.arange(len(columns)) + (k - (len(results) - 1) / 2) * width
+        stats = [mean_std([100 * r[c] for r in rows if c in r]) for c in columns]
+        heights = [m if m is not None else np.nan for m, _ in stats]
+        spread = [s for _, s in stats]
+        ax.bar(xs, heights, width * 0.9, yerr=None if all(s is None for s in spread) else [s or 0.0 for s in spread],
+               capsize=2, label=label)
+        marked = [(x, paper[(label, c)]) for x, c in zip(xs, columns, strict=True) if (label, c) in paper]
+        if marked:
+            ax.scatter([x for x, _ in marked], [v for _, v in marked], marker="D", color="black", s=18, zorder=3,
+                       label="paper" if k == 0 else None)
+    ax.set_xticks(np.arange(len(columns)), names)
+    ax.set_ylabel("percent (success rate: lower is more robust)")
+    ax.set_ylim(0, 100)
+    ax.set_title(_title("Accuracy and attack success rate", exp), fontsize=10)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
 def plot_experiment(exp: Experiment, out_dir: str | Path) -> list[Path]:
     """Draw the experiment's figures into ``out_dir`` (PNG and PDF) from its saved results; returns the files."""
     import matplotlib
@@ -126,8 +161,12 @@ def plot_experiment(exp: Experiment, out_dir: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     results = {label: [run_results(r, exp.eval_settings) for r in exp.finished(label)] for label in exp.labels}
     attacks = exp.attacks
-    figures = {"curves": _curves(exp, plt), "robust_vs_eps": _robust_vs_eps(results, attacks, plt, exp.task.metric),
-               "tradeoff": _tradeoff(exp, results, attacks, plt)}
+    if exp.task is Task.TEXT:
+        figures = {"curves": _curves(exp, plt), "attacks": _text_attacks(exp, results, attacks, plt)}
+    else:
+        figures = {"curves": _curves(exp, plt),
+                   "robust_vs_eps": _robust_vs_eps(results, attacks, plt, exp.task.metric),
+                   "tradeoff": _tradeoff(exp, results, attacks, plt)}
     if exp.task is Task.SEGMENTATION:
         figures["examples"] = draw_examples(exp, plt)
     written: list[Path] = []

@@ -14,12 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from samat.core.results import atomic_write_text, write_json
+from samat.empirical.evaluation.columns import NATURAL
 from samat.empirical.experiments import duality_report
 from samat.empirical.experiments.catalog import display_path
 from samat.empirical.experiments.duality import duality_map, readiness
 from samat.empirical.experiments.grid import Experiment, Table
 from samat.empirical.experiments.plots import plot_experiment
-from samat.empirical.experiments.results import collect, report_inputs
+from samat.empirical.experiments.results import TEXT_DETAILS, collect, report_inputs, text_attack_details
+from samat.empirical.vocabulary import Task
 
 CSV_DECIMALS = 4  # percentages in table.csv: accuracies over n images are multiples of 100/n, means over seeds
 
@@ -31,6 +33,14 @@ def _cell(stat: dict) -> str:
     if stat["std"] is not None:
         text += f" ± {stat['std']:.1f}"
     return text
+
+
+def _measured(exp: Experiment) -> str:
+    """What the tables hold, for the report's first paragraph."""
+    if exp.task is Task.TEXT:
+        return ("natural accuracy and the attacks' success rate (ASR: successful / (successful + failed), the "
+                "sentences already misclassified left out; lower is more robust)")
+    return exp.task.metric
 
 
 def markdown_table(exp: Experiment, table: Table, rows: list[dict]) -> str:
@@ -70,6 +80,18 @@ def csv_rows(exp: Experiment, table: Table, rows: list[dict]) -> list[list]:
     return out
 
 
+def text_details_table(exp: Experiment) -> tuple[str, list[dict]]:
+    """TextAttack's other metrics per method and recipe (Markdown, and the rows)."""
+    rows = text_attack_details(exp)
+    header = ["Method", "Attack"] + [title for _, title, _ in TEXT_DETAILS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [r["label"], exp.column_title(r["column"]).removesuffix(" ASR")]
+        cells += [_cell(r[key]) for key, _, _ in TEXT_DETAILS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines), rows
+
+
 def _left_out(exp: Experiment, rows: list[dict]) -> list[str]:
     """The lines under the tables that list what does not count: stale runs and evaluations."""
     lines = []
@@ -96,7 +118,7 @@ def write_report(exp: Experiment, out_dir: str | Path, *, plots: bool = True,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# {exp.title}", "",
-          f"Experiment `{exp.name}` from `{display_path(exp.source)}`: {exp.task.metric} in percent, mean ± std over "
+          f"Experiment `{exp.name}` from `{display_path(exp.source)}`: {_measured(exp)} in percent, mean ± std over "
           "the finished seeds (the last column counts them); the paper's numbers stand beside ours where the table "
           "is the paper's.", ""]
     records, dump, all_rows = [], {}, []
@@ -112,6 +134,11 @@ def write_report(exp: Experiment, out_dir: str | Path, *, plots: bool = True,
         section, duality = duality_report.write(duality_map(exp), exp.runs[0].config.dataset, out, exp.title,
                                                 report_inputs(exp), plots=plots)
         md += [section]
+    if exp.task is Task.TEXT and any(c != NATURAL for c in exp.columns):
+        details, dump["attack details"] = text_details_table(exp)
+        md += ["## Attack details", "", "TextAttack's other metrics, mean ± std over the seeds: accuracy under attack "
+               "(failed / all sentences), queries per attacked sentence, words changed by the successful attacks.",
+               "", details, ""]
     left_out = _left_out(exp, all_rows)
     if left_out:
         md += left_out[1:] + [""]

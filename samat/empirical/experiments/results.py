@@ -67,7 +67,8 @@ def run_results(run: RunDir, settings: dict[str, Any] | None = None) -> dict[str
     if problem:
         results["stale_evaluation"] = problem
         return results
-    scores = evaluation.get("miou", evaluation["accuracy"])  # segmentation's eval.json scores mIoU
+    # what each column reports: segmentation mIoU; text natural accuracy and each recipe's success rate (D Table 10)
+    scores = evaluation.get("table") or evaluation.get("miou") or evaluation["accuracy"]
     results.update({k: float(v) for k, v in scores.items()})
     results["failed_checks"] = [c["check"] for c in evaluation.get("sanity", []) if not c["passed"]]
     return results
@@ -96,7 +97,7 @@ def missing_columns(exp: Experiment, run: RunDir) -> list[str]:
         return wanted
     if evaluation is None or evaluation_problem(evaluation, final, exp.eval_settings):
         return wanted
-    done = evaluation.get("miou", evaluation.get("correct", {}))  # segmentation's eval.json scores mIoU
+    done = evaluation.get("table") or evaluation.get("miou") or evaluation.get("correct", {})
     return [c for c in wanted if c not in done]
 
 
@@ -124,3 +125,30 @@ def report_inputs(exp: Experiment) -> dict[str, Any]:
         runs.append({"run": str(spec.run_dir), "finished": run.finished, "counted": trained_as_asked(spec),
                      "weights": weights})
     return {"experiment": str(exp.source), "runs": runs}
+
+
+TEXT_DETAILS = (("accuracy_under_attack", "accuracy under attack (%)", 100.0),
+                ("average_queries", "queries per sentence", 1.0),
+                ("average_words_changed", "words changed (successful attacks)", 1.0),
+                ("average_words_changed_percent", "words changed (%)", 1.0))
+
+
+def text_attack_details(exp: Experiment) -> list[dict[str, Any]]:
+    """Per method and text attack column, TextAttack's other metrics (accuracy under attack, queries per sentence,
+    words changed) as mean and std over the finished seeds whose evaluation counts (see :func:`run_results`)."""
+    columns = list(exp.attacks)
+    rows = []
+    for label in exp.labels:
+        for column in columns:
+            values: dict[str, list[float]] = {key: [] for key, _, _ in TEXT_DETAILS}
+            for run in exp.finished(label):
+                if column not in run_results(run, exp.eval_settings):
+                    continue
+                attack = (read_evaluation(run.path / "eval.json") or {}).get("attacks", {}).get(column, {})
+                for key, _, scale in TEXT_DETAILS:
+                    if isinstance(attack.get(key), int | float):
+                        values[key].append(scale * attack[key])
+            rows.append({"label": label, "column": column,
+                         **{key: dict(zip(("mean", "std"), mean_std(v), strict=True)) | {"n": len(v)}
+                            for key, v in values.items()}})
+    return rows

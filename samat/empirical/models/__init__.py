@@ -19,6 +19,9 @@ Architectures (:class:`~empirical.vocabulary.Architecture`, built by the table :
   duality paper Tables 8 and 9; ``deeplabv3_small``, the DeepLab head on a 4-layer CNN, the project's CPU runs of
   segmentation. Their options (output stride, auxiliary head, width, ...) are
   :class:`~.deeplab.DeepLabOptions`, passed as ``options``.
+- ``transformer``: a Hugging Face sequence classifier on token ids, :mod:`.transformer` (D Table 10's
+  distilbert-base-uncased); ``options`` name it (``model``: a hub name or a folder) and the tokenizer's ``pad_id``.
+  Importing this package never imports transformers (the text extra): building one does.
 """
 
 from __future__ import annotations
@@ -46,10 +49,12 @@ from .linear import LinearClassifier
 from .normalize import Normalize
 from .preact_resnet import PreActResNet18
 from .small_cnn import SmallCNN
+from .transformer import TextClassifier, build_text_classifier
 from .wide_resnet import WideResNet, wrn28_10
 
 __all__ = ["BUILDERS", "Architecture", "DeepLabOptions", "DeepLabV3", "DeiT", "LinearClassifier", "Normalize",
-           "PreActResNet18", "SmallCNN", "WideResNet", "build_model", "count_parameters", "load_backbone"]
+           "PreActResNet18", "SmallCNN", "TextClassifier", "WideResNet", "build_model", "count_parameters",
+           "load_backbone"]
 
 DEIT_PATCH_SIZE = 4  # 8x8 = 64 tokens on 32x32 images
 SMALL_CNN_MIN_SIZE = 8  # three 2x2 max-pools must leave at least one pixel
@@ -85,6 +90,10 @@ def _deeplab(build):
     return builder
 
 
+def _transformer(shape, num_classes, mean, std, *, model: str, pad_id: int):
+    return build_text_classifier(model, num_classes, pad_id)
+
+
 # One entry per architecture: (input shape, number of classes, mean, std) -> the network, on the CPU; the
 # segmentation networks also take their options (DeepLabOptions' fields) as keywords.
 BUILDERS: dict[Architecture, Builder] = {
@@ -96,6 +105,7 @@ BUILDERS: dict[Architecture, Builder] = {
     Architecture.DEEPLABV3_RESNET50: _deeplab(deeplabv3_resnet50),
     Architecture.DEEPLABV3_MOBILENETV2: _deeplab(deeplabv3_mobilenetv2),
     Architecture.DEEPLABV3_SMALL: _deeplab(deeplabv3_small),
+    Architecture.TRANSFORMER: _transformer,
 }
 
 
@@ -104,8 +114,9 @@ def build_model(arch: str, *, input_shape: tuple[int, ...], num_classes: int,
                 options: Mapping[str, Any] | None = None) -> nn.Module:
     """Build ``arch`` for inputs of shape ``input_shape`` ((C, H, W) images or (D,) vectors), on the CPU.
 
-    ``options`` configure a segmentation network (:class:`~.deeplab.DeepLabOptions`' fields); the classifiers
-    take none.
+    ``options`` configure a segmentation network (:class:`~.deeplab.DeepLabOptions`' fields) or name a text
+    classifier (``model``, ``pad_id``: :mod:`.transformer`; its ``input_shape`` is (L,), token ids); the image
+    classifiers take none.
 
     ``mean`` and ``std`` (one value per channel, pixel units; empty for none) go into the model's first
     module, :class:`Normalize`. Raises :class:`~core.errors.ParameterError` when ``arch`` is unknown or
@@ -113,6 +124,12 @@ def build_model(arch: str, *, input_shape: tuple[int, ...], num_classes: int,
     divisible by its patch size (4), vectors take no normalization. ``linear`` flattens images.
     """
     arch = Architecture.parse(arch, "model")
+    if arch.task is Task.TEXT:
+        if not is_int(num_classes) or num_classes < 2:
+            raise ParameterError("num_classes", num_classes, "an integer >= 2")
+        if not options or set(options) != {"model", "pad_id"}:
+            raise ParameterError("options", dict(options or {}), f"model and pad_id for {arch}")
+        return BUILDERS[arch](tuple(input_shape), int(num_classes), (), (), **options)
     shape = tuple(input_shape)
     if len(shape) not in (1, 3) or not all(is_int(s) and s > 0 for s in shape):
         raise ParameterError("input_shape", shape, "(C, H, W) for images or (D,) for vectors, positive integers")
@@ -127,7 +144,7 @@ def build_model(arch: str, *, input_shape: tuple[int, ...], num_classes: int,
             raise ParameterError("mean", mean, "() for vector inputs (no normalization)")
     elif mean and len(mean) != shape[0]:
         raise ParameterError("mean", mean, f"a tuple of {shape[0]} values (one per input channel) or ()")
-    if options and arch.task is not Task.SEGMENTATION:
+    if options and arch.task is Task.CLASSIFICATION:
         raise ParameterError("options", dict(options), f"empty for {arch} (only segmentation networks take options)")
     return BUILDERS[arch](shape, int(num_classes), mean, std, **(options or {}))
 

@@ -23,6 +23,7 @@ from samat.core.errors import ParameterError, SamatError
 from samat.core.numbers import SEED_RANGE, is_int, is_seed, parse_number
 from samat.empirical.data.gaussian import GAUSSIAN_FIELDS, GaussianSpec
 from samat.empirical.training.segmentation import SegmentationSpec
+from samat.empirical.training.text import TextSpec, linear_factor
 from samat.empirical.vocabulary import (
     MAX_STEPS,
     THREAT_NORMS,
@@ -53,6 +54,7 @@ class TrainConfig:
     # model
     model: Architecture = Architecture.SMALL_CNN
     segmentation: dict[str, Any] = field(default_factory=dict)  # segmentation networks: training/segmentation.py
+    text: dict[str, Any] = field(default_factory=dict)  # text classifiers (model transformer): training/text.py
     # method
     method: Method = Method.SGD
     base_optimizer: Optimizer | None = None  # None: the method's own (adam for "adam", sgd otherwise)
@@ -78,6 +80,7 @@ class TrainConfig:
     lr_decay: float = 0.1
     lr_schedule: LrSchedule = LrSchedule.STEP  # "poly": lr (1 - t)^lr_power (DeepLab; D Section 5.2)
     lr_power: float = 0.9
+    warmup_ratio: float = 0.0  # "linear": the fraction of the steps over which lr rises linearly from 0
     # Counted in iterations instead (D Section 5.2: 30,000): `iterations` steps replace `epochs` passes, and the
     # run is tested, logged and checkpointed every `eval_every` iterations (a round) instead of every epoch.
     iterations: int | None = None
@@ -98,7 +101,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("lr", "at_eps", "at_alpha", "rho", "momentum", "weight_decay", "lr_decay", "esam_beta",
-                     "esam_gamma", "lr_power"):
+                     "esam_gamma", "lr_power", "warmup_ratio"):
             value = getattr(self, name)
             if value is None and name not in ("lr", "at_alpha"):
                 raise ParameterError(name, value, "a number")
@@ -161,6 +164,11 @@ class TrainConfig:
         return self._segmentation_spec
 
     @property
+    def text_spec(self) -> TextSpec:
+        """The ``text`` table as a :class:`TextSpec` (parsed once, when the configuration was made)."""
+        return self._text_spec
+
+    @property
     def round_steps(self) -> int | None:
         """Iterations per round of an iteration-counted run; None when a round is an epoch (a pass over the data)."""
         return None if self.iterations is None else min(self.eval_every, self.iterations)
@@ -172,10 +180,35 @@ class TrainConfig:
 
     def lr_factor(self, progress: float) -> float:
         """The learning rate's factor after a fraction ``progress`` in [0, 1] of training: "step" lr_decay^(number
-        of milestones passed); "poly" (1 - progress)^lr_power."""
+        of milestones passed); "poly" (1 - progress)^lr_power; "linear" (1 - progress) after a warm-up over the
+        fraction warmup_ratio (exact for step counts: :meth:`lr_factor_at`)."""
         if self.lr_schedule is LrSchedule.POLY:
             return (1.0 - progress) ** self.lr_power
+        if self.lr_schedule is LrSchedule.LINEAR:
+            if progress < self.warmup_ratio:
+                return progress / self.warmup_ratio
+            return max(0.0, (1.0 - progress) / (1.0 - self.warmup_ratio))
         return self.lr_decay ** sum(progress >= m for m in self.lr_milestones)
+
+    def lr_factor_at(self, step: int, total_steps: int) -> float:
+        """The factor at the (0-based) step ``step`` of ``total_steps``: "linear" counts its warm-up in whole steps
+        as transformers' Trainer does (:func:`~empirical.training.text.linear_factor`); the others follow
+        :meth:`lr_factor` of step / total_steps."""
+        if self.lr_schedule is LrSchedule.LINEAR:
+            return linear_factor(step, total_steps, self.warmup_ratio)
+        return self.lr_factor(step / total_steps)
+
+    def schedule_record(self, total_steps: int) -> dict[str, Any]:
+        """What a run records of its learning-rate schedule."""
+        record: dict[str, Any] = {"kind": self.lr_schedule.value, "description": self.lr_schedule.display,
+                                  "peak_lr": self.learning_rate, "total_steps": total_steps}
+        if self.lr_schedule is LrSchedule.LINEAR:
+            record["warmup_steps"] = math.ceil(self.warmup_ratio * total_steps)
+        elif self.lr_schedule is LrSchedule.POLY:
+            record["power"] = self.lr_power
+        else:
+            record |= {"milestones": list(self.lr_milestones), "decay": self.lr_decay}
+        return record
 
     # --- validation -------------------------------------------------------------------------
     def validate(self) -> None:
@@ -222,6 +255,7 @@ class TrainConfig:
             _check("lr_milestones", m, 0 < m < 1, "fractions in (0, 1)")
         _finite("lr_decay", self.lr_decay, 0 < self.lr_decay <= 1, "in (0, 1]")
         _finite("lr_power", self.lr_power, self.lr_power > 0, "> 0")
+        _finite("warmup_ratio", self.warmup_ratio, 0 <= self.warmup_ratio < 1, "in [0, 1)")
         if self.iterations is not None:
             _integer("iterations", self.iterations, 1)
         _integer("eval_every", self.eval_every, 1)
@@ -249,7 +283,21 @@ class TrainConfig:
             raise ParameterError("segmentation", self.segmentation, "a table of segmentation settings")
         object.__setattr__(self, "segmentation", dict(self.segmentation))
         object.__setattr__(self, "_segmentation_spec", SegmentationSpec.from_table(self.segmentation))
+        if not isinstance(self.text, Mapping):
+            raise ParameterError("text", self.text, "a table of text settings")
+        object.__setattr__(self, "text", dict(self.text))
+        object.__setattr__(self, "_text_spec", TextSpec.from_table(self.text))
         segmenting = self.model.task is Task.SEGMENTATION
+        texting = self.model.task is Task.TEXT
+        if self.text and not texting:
+            raise ParameterError("text", self.text, f"empty for {self.model} (only the transformer takes text "
+                                 "settings)")
+        if texting and self.augment not in (None, Augment.NONE):
+            raise ParameterError("augment", self.augment, "none or null for a text model")
+        if texting and self.method.adversarial:
+            methods = ", ".join(m.value for m in Method if not m.adversarial)
+            raise ParameterError("method", self.method, f"one of {methods} for a text model (PGD-AT perturbs "
+                                 "images)")
         if self.segmentation and not segmenting:
             raise ParameterError("segmentation", self.segmentation, f"empty for {self.model} (a classifier)")
         if self.augment is Augment.SCALE_CROP_FLIP and not segmenting:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from samat.core.errors import Interrupted, SamatError
 from samat.core.results import provenance
-from samat.empirical.data import BatchStream, Dataset
+from samat.empirical.data import BatchStream, Dataset, TextDataset
 from samat.empirical.inference import clean_accuracy, correct_mask
 from samat.empirical.training import distributed, segmentation
 from samat.empirical.training.config import TrainConfig
@@ -114,8 +114,13 @@ def _test_accuracy(setup: Setup) -> float:
 
 
 def _test_scores(setup: Setup) -> dict[str, float]:
-    """The round's test scores: accuracy; for segmentation pixel accuracy and mIoU (each rank scores the whole
-    test set, after the replicas' BatchNorm statistics are averaged)."""
+    """The round's test scores: accuracy; for text also the validation split's; for segmentation pixel accuracy
+    and mIoU (each rank scores the whole test set, after the replicas' BatchNorm statistics are averaged)."""
+    if setup.data.task is Task.TEXT:
+        data, cfg = setup.data, setup.cfg
+        return {"test_acc": _test_accuracy(setup),
+                "validation_acc": clean_accuracy(setup.model, data.validation_x, data.validation_y,
+                                                 batch_size=cfg.eval_batch_size, bf16=setup.bf16)}
     if setup.data.task is not Task.SEGMENTATION:
         return {"test_acc": _test_accuracy(setup)}
     if setup.world.distributed:
@@ -139,9 +144,9 @@ def _train(cfg: TrainConfig, run: RunDir, world: World, device: torch.device, *,
     if state is not None:
         setup.load_state(state)
         start_epoch, history = int(state["epoch"]), list(state["history"])
-    elif world.is_main:
-        run.write_config(cfg, _provenance(setup))
     steps_per_epoch = len(setup.train_stream(None))  # per round: an epoch, or eval_every iterations
+    if state is None and world.is_main:
+        run.write_config(cfg, _provenance(setup, cfg.rounds * steps_per_epoch))
     show_bar = progress and world.is_main and sys.stderr.isatty()
     bar = tqdm(total=cfg.rounds * steps_per_epoch, initial=start_epoch * steps_per_epoch,
                disable=not show_bar, unit="step", desc=run.name, dynamic_ncols=True, leave=False)
@@ -195,15 +200,21 @@ def _progress_line(cfg: TrainConfig, run: RunDir, row: dict) -> str:
     test = f"test accuracy {100 * row['test_acc']:.1f} %"
     if "test_miou" in row:
         test = f"test mIoU {100 * row['test_miou']:.1f} %, pixel accuracy {100 * row['test_acc']:.1f} %"
+    if "validation_acc" in row:
+        test += f", validation accuracy {100 * row['validation_acc']:.1f} %"
     return (f"  {run.name}: {where}, train loss {row['train_loss']:.3f}, train accuracy {100 * row['train_acc']:.1f} "
             f"%, {test} ({row['seconds']:.1f} s)")
 
 
-def _provenance(setup: Setup) -> dict:
-    """The run's provenance: code and machine, and how it executes (device, precision, data)."""
+def _provenance(setup: Setup, total_steps: int) -> dict:
+    """The run's provenance: code and machine, how it executes (device, precision, data), its learning-rate
+    schedule, and for text its sequences (length limit, lengths found, padding)."""
     device, world = setup.device, setup.world
     extra = {"device": str(device), "bf16": setup.bf16, "channels_last": setup.channels_last,
-             "compile": setup.compile_backend, "cuda_graph": setup.cuda_graph, "data": setup.data.describe()}
+             "compile": setup.compile_backend, "cuda_graph": setup.cuda_graph, "data": setup.data.describe(),
+             "schedule": setup.cfg.schedule_record(total_steps)}
+    if isinstance(setup.data, TextDataset):
+        extra["sequences"] = setup.data.sequence_record()
     if device.type == "cuda":
         extra |= {"gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda}
     if world.distributed:
@@ -246,7 +257,7 @@ def _batches(setup: Setup, run: RunDir, stream: BatchStream, gen: torch.Generato
     correct_sum = torch.zeros((), dtype=torch.float64, device=device)  # segmentation: a sum of pixel accuracies
     count, lr, lr_set = 0, cfg.learning_rate, None
     for i, (x, y) in enumerate(stream):
-        lr = cfg.learning_rate * cfg.lr_factor((epoch * steps_per_epoch + i) / total_steps)
+        lr = cfg.learning_rate * cfg.lr_factor_at(epoch * steps_per_epoch + i, total_steps)
         if lr != lr_set:  # piecewise constant: set (a device write on the fast path) only when it changes
             setup.set_learning_rate(lr)
             lr_set = lr
@@ -274,7 +285,8 @@ def _finish(setup: Setup, run: RunDir, history: list[dict], seconds_this_call: f
     cfg, world = setup.cfg, setup.world
     summary = {"status": "finished", "epochs": cfg.epochs if cfg.iterations is None else None,
                "iterations": history[-1]["step"],
-               **{k: history[-1][k] for k in ("test_miou",) if k in history[-1]}, "test_acc": history[-1]["test_acc"],
+               **{k: history[-1][k] for k in ("test_miou", "validation_acc") if k in history[-1]},
+               "test_acc": history[-1]["test_acc"],
                "train_acc": history[-1]["train_acc"], "train_loss": history[-1]["train_loss"],
                "seconds": sum(r["seconds"] for r in history), "seconds_this_call": seconds_this_call,
                "device": str(setup.device), "step_path": _step_path(history)}

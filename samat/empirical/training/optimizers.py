@@ -17,7 +17,7 @@ sees, and ESAM shares the code; tests check SAM and ASAM against pytorch-optimiz
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import torch
 
@@ -82,11 +82,20 @@ class WeightPerturbation:
         self._moved = None
 
 
-def build_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """The base optimizer: SGD (lr 0.1, momentum 0.9, wd 5e-4) or Adam (lr 1e-3), per the papers."""
+def build_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter],
+                    no_decay: Collection[torch.nn.Parameter] = ()) -> torch.optim.Optimizer:
+    """The base optimizer: SGD (lr 0.1, momentum 0.9, wd 5e-4) or Adam (lr 1e-3), per the papers; AdamW (lr 5e-5
+    for fine-tuning, D Section 5.3) as transformers' Trainer builds it: torch's AdamW with betas (0.9, 0.999) and
+    eps 1e-8, weight decay on every parameter but those in ``no_decay`` (biases and LayerNorm weights)."""
     params = list(params)
     if cfg.optimizer_name is Optimizer.ADAM:
         return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if cfg.optimizer_name is Optimizer.ADAMW:
+        exempt = {id(p) for p in no_decay}
+        groups = [{"params": [p for p in params if id(p) not in exempt], "weight_decay": cfg.weight_decay},
+                  {"params": [p for p in params if id(p) in exempt], "weight_decay": 0.0}]
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate, betas=(0.9, 0.999),
+                                 eps=1e-8)
     return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 

@@ -2,7 +2,9 @@
 the step context. On CUDA it switches on bf16 autocast, channels_last, cudnn.benchmark and, in one process,
 the fast step (:mod:`.fast`: the model compiled, each full batch's step replayed as one CUDA graph); the same
 code runs on the CPU, eagerly unless the configuration asks for ``compile``. A segmentation run (a segmentation
-dataset and network) gets the per-pixel objective and the joint augmentation of :mod:`.segmentation`."""
+dataset and network) gets the per-pixel objective and the joint augmentation of :mod:`.segmentation`; a text run
+(a text dataset and the transformer) gets its sentences tokenized by its model's tokenizer (:mod:`.text`), AdamW's
+weight-decay exemptions, and no fast path (its batches change length)."""
 
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ import torch
 from torch import nn
 
 from samat.core.errors import ParameterError
-from samat.empirical.data import BatchStream, Dataset, load_dataset
+from samat.empirical.data import BatchStream, Dataset, TextCorpus, TextDataset, load_dataset
 from samat.empirical.models import build_model
+from samat.empirical.models.transformer import check_max_length, load_tokenizer, model_config, no_weight_decay
 from samat.empirical.training import distributed, segmentation
 from samat.empirical.training.config import TrainConfig
 from samat.empirical.training.distributed import World
@@ -122,7 +125,14 @@ def fast_path(cfg: TrainConfig, device: torch.device, world: World) -> FastPath:
     batch's step replayed as a CUDA graph; off on the CPU and under torchrun unless the configuration asks.
     Inductor where it cannot run here (:func:`inductor_missing`) means the eager step, with the reason in ``off``
     (the run says so in one line and records it). A CUDA graph where none can be taken is a ParameterError."""
-    automatic = device.type == "cuda" and not world.distributed
+    automatic = device.type == "cuda" and not world.distributed and cfg.model.task is not Task.TEXT
+    if cfg.model.task is Task.TEXT:  # per-batch padding: every batch has its own length, and would recompile
+        if cfg.compile:
+            raise ParameterError("compile", cfg.compile, "false or null for a text model (its batches are padded "
+                                 "to their own length)")
+        if cfg.cuda_graph:
+            raise ParameterError("cuda_graph", cfg.cuda_graph, "false or null for a text model (its batches are "
+                                 "padded to their own length)")
     if cfg.compile is None:
         backend = "inductor" if automatic else None
     else:
@@ -157,11 +167,21 @@ def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Genera
     return torch.Generator(device=device).manual_seed(round_seed(seed, epoch))
 
 
+def tokenize(cfg: TrainConfig, corpus: TextCorpus) -> TextDataset:
+    """A text dataset's sentences as token ids of the run's model (``text.max_length`` checked against it)."""
+    spec = cfg.text_spec
+    check_max_length(spec.model, spec.max_length, model_config(spec.model))
+    return corpus.tokenized(load_tokenizer(spec.model, spec.max_length), spec.max_length, spec.num_labels)
+
+
 def load_data(cfg: TrainConfig, *, subsets: bool = True) -> Dataset:
     """The configuration's dataset, on the CPU; with ``subsets``, cut to its train_subset and test_subset (an
-    evaluation draws its own subset of the whole test split)."""
+    evaluation draws its own subset of the whole test split). A text dataset's sentences come tokenized by the
+    run's model's tokenizer."""
     gaussian = cfg.gaussian_spec if cfg.dataset == DatasetName.GAUSSIAN else None
     data = load_dataset(cfg.dataset, cfg.data_dir, gaussian=gaussian)
+    if isinstance(data, TextCorpus):
+        data = tokenize(cfg, data)
     if subsets and (cfg.train_subset is not None or cfg.test_subset is not None):
         data = data.subset(cfg.train_subset, cfg.test_subset, seed=cfg.seed)
     return data
@@ -169,8 +189,11 @@ def load_data(cfg: TrainConfig, *, subsets: bool = True) -> Dataset:
 
 def build_network(cfg: TrainConfig, data: Dataset) -> nn.Module:
     """The configuration's network for ``data`` (its input shape, classes and normalization; a segmentation
-    network with the configuration's options), on the CPU, initialized from torch's global generator."""
+    network with the configuration's options; a text classifier named by its ``text`` table, padding with the
+    dataset's pad id), on the CPU, initialized from torch's global generator."""
     options = cfg.segmentation_spec.model_options if data.task is Task.SEGMENTATION else None
+    if data.task is Task.TEXT:
+        options = cfg.text_spec.model_options(data.pad_id)
     return build_model(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes, mean=data.mean,
                        std=data.std, options=options)
 
@@ -267,7 +290,7 @@ def build(cfg: TrainConfig, data: Dataset | None = None, world: World | None = N
         set_tf32(True)  # float32 convolutions and matrix products on TF32 tensor cores (precision.py)
     if data.task is not cfg.model.task:
         raise ParameterError("model", cfg.model, f"a {data.task.display} network for {data.name}")
-    segmenting = data.task is Task.SEGMENTATION
+    segmenting, texting = data.task is Task.SEGMENTATION, data.task is Task.TEXT
     torch.manual_seed(cfg.seed)  # weight initialization
     model = build_network(cfg, data)
     if segmenting:
@@ -287,7 +310,7 @@ def build(cfg: TrainConfig, data: Dataset | None = None, world: World | None = N
         ddp, shard_weight = distributed.wrap(model, device, world)
         attack_forward, forward = forward, (torch.compile(ddp, backend=backend) if backend else ddp)
         ascent_gradient = distributed.ascent_gradients(ddp, cfg.sam_gradients)
-    optimizer = build_optimizer(cfg, model.parameters())
+    optimizer = build_optimizer(cfg, model.parameters(), no_decay=no_weight_decay(model) if texting else ())
     if graph:
         make_capturable(optimizer, device)
     perturbation = build_perturbation(cfg, model.parameters())
