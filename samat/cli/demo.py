@@ -13,21 +13,25 @@ ST and SAM of a tiny DistilBERT on a generated corpus of movie-review sentences 
 TextAttack's PSO and IGA recipes on stand-ins for their resources, with a table and figures (minutes on 2 CPU
 cores; no theory part).
 
-Finished parts are kept: a second run only redoes what is missing (or everything with --force).
+Finished parts are kept: a second run only redoes what is missing (or, with --force, the parts it runs: each part's
+earlier results are kept until its new ones are complete, and an interrupted replacement is continued by the next
+``--force`` or put back by the next plain run).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from samat.cli.runtime import chosen_threads, use_cpu_threads
-from samat.core.errors import SamatError
+from samat.core.errors import Interrupted, SamatError
 from samat.core.results import check_writable_folder
 
 
@@ -42,7 +46,9 @@ def add_command(sub) -> None:
                       "scenes experiment only) or text (a tiny DistilBERT on a generated corpus under TextAttack's "
                       "PSO and IGA; needs pip install 'samat[text]')")
     demo.add_argument("--force", action="store_true",
-                      help="redo everything (the earlier results are kept until the new ones are done)")
+                      help="redo the parts this demo runs (the theory and Fashion-MNIST, or the segmentation or text "
+                      "demo); their earlier results are kept until the new ones are done, the other parts are not "
+                      "touched")
     demo.set_defaults(func=cmd_demo)
 
 
@@ -51,49 +57,39 @@ def _say(message: str) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from samat.empirical.experiments.report import terminal_text
+
     out: Path = args.out
     if args.task != "classification" and args.theory_only:
         raise SamatError(f"--theory-only and --task {args.task} exclude each other (the {args.task} demo has no "
                          "theory part)")
     if args.task == "text":
         _check_text_extra()
-    aside = out.with_name(f".{out.name}.replaced")  # --force keeps the old results until the new ones are done
-    if args.force and out.exists():
-        if aside.exists():
-            shutil.rmtree(aside)
-        os.replace(out, aside)
-    try:
-        code = _demo(args, out)
-    except BaseException:
-        if aside.exists() and args.force:
-            shutil.rmtree(out, ignore_errors=True)
-            os.replace(aside, out)
-            _say(f"the earlier results are back in {out}")
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
-    return code
-
-
-def _demo(args: argparse.Namespace, out: Path) -> int:
-    from samat.empirical.experiments.report import terminal_text
-
-    t0 = time.perf_counter()
     check_writable_folder(out, "--out")
+    legacy = out.with_name(f".{out.name}.replaced")  # where earlier versions' --force set all of OUT aside
+    if legacy.is_dir():
+        _say(f"[demo] {legacy} holds earlier results that an interrupted `samat demo --force` of an earlier version "
+             f"set aside; they stay there: move them back into {out} or delete them")
+    t0 = time.perf_counter()
     if args.task == "text":
-        table = _text_experiment(out / "text")
+        with _replacing(out / "text", force=args.force):
+            table = _text_experiment(out / "text")
         print(terminal_text(table.read_text()).strip() + f"\n\nexperiment report: {table} (with figures); the corpus "
               "is generated, not Rotten Tomatoes: these numbers say nothing about D Table 10")
         print(f"done in {time.perf_counter() - t0:.0f} s")
         return 0
     if args.task == "segmentation":
-        table = _experiment(out / "segmentation", segmentation=True)
+        with _replacing(out / "segmentation", force=args.force):
+            table = _experiment(out / "segmentation", segmentation=True)
         print(terminal_text(table.read_text()).strip() + f"\n\nexperiment report: {table} (with figures)")
         print(f"done in {time.perf_counter() - t0:.0f} s")
         return 0
-    theory_md = _theory(out / "theory")
+    with _replacing(out / "theory", force=args.force):
+        theory_md = _theory(out / "theory")
     lines = [_theory_summary(out / "theory" / "verification.json"), f"theory report: {theory_md}"]
     if not args.theory_only:
-        table = _experiment(out / "fashion-mnist")
+        with _replacing(out / "fashion-mnist", force=args.force):
+            table = _experiment(out / "fashion-mnist")
         runs = out / "fashion-mnist" / "runs"
         lines += ["", terminal_text(table.read_text()).strip(), "",
                   f"experiment report: {table} (with figures); its runs: samat experiment status "
@@ -101,6 +97,54 @@ def _demo(args: argparse.Namespace, out: Path) -> int:
     print("\n".join(lines))
     print(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+@contextlib.contextmanager
+def _replacing(part: Path, *, force: bool) -> Iterator[None]:
+    """The demo's work on one of its parts (OUT/theory, OUT/fashion-mnist, OUT/segmentation or OUT/text): with
+    ``force``, the part's earlier results are set aside (OUT/.PART.replaced) until its new ones are complete, then
+    deleted; the other parts are never touched.
+
+    A replacement that fails gives the earlier results back. One that is interrupted (Ctrl-C, or a process killed
+    where nothing can clean up) keeps both: the next ``samat demo --force`` continues it (its runs resume), and
+    the next ``samat demo`` puts the earlier results back, saying so.
+    """
+    aside = part.with_name(f".{part.name}.replaced")
+    done = part.with_name(f".{part.name}.done")  # earlier results on their way out: the new ones are complete
+    if done.exists():
+        shutil.rmtree(done)
+    if aside.exists() and force:
+        _say(f"[demo] continuing the interrupted replacement of {part} (its earlier results stay in {aside} until "
+             "it is done)")
+    elif aside.exists():
+        _put_back(part, aside)
+        _say(f"[demo] an interrupted `samat demo --force` had set the earlier results of {part} aside: they are "
+             "back (its unfinished new results are deleted)")
+    elif force and part.exists():
+        os.replace(part, aside)
+    try:
+        yield
+    except (KeyboardInterrupt, Interrupted):
+        if aside.exists():
+            _say(f"[demo] the earlier results of {part} stay in {aside} until the replacement is done: `samat demo "
+                 "--force` continues it, `samat demo` puts them back")
+        raise
+    except BaseException:
+        if aside.exists():
+            _put_back(part, aside)
+            _say(f"[demo] the earlier results are back in {part}")
+        raise
+    if aside.exists():
+        os.replace(aside, done)  # at once: a process killed while deleting them leaves only .done to finish
+        shutil.rmtree(done)
+
+
+def _put_back(part: Path, aside: Path) -> None:
+    """The earlier results set aside in ``aside`` return to ``part`` (whatever the unfinished replacement left
+    there is deleted)."""
+    if part.exists():
+        shutil.rmtree(part)
+    os.replace(aside, part)
 
 
 def _theory(theory_dir: Path) -> Path:

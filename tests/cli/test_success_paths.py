@@ -9,8 +9,13 @@ import functools
 import gzip
 import io
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +30,7 @@ from samat.theory import plots, verify
 from samat.theory.numeric import st_optimum
 from samat.theory.objectives import accuracy
 from tests.empirical.data.helpers import idx_bytes
-from tests.helpers import snapshot
+from tests.helpers import REPO, snapshot
 
 PNG, PDF = b"\x89PNG\r\n\x1a\n", b"%PDF-"
 FIGURE_KEYS = {  # the series each figure's data holds, besides provenance, p and eta
@@ -229,13 +234,76 @@ def test_demo_writes_theory_and_experiment_and_keeps_what_is_finished(tiny_demo,
     assert code == 0 and f"drawing figures into {out / 'theory' / 'figures'}/ (some were missing)" in err
     assert (out / "theory" / "figures" / "sam_coefficient.pdf").read_bytes().startswith(PDF)
 
-    # --force keeps the earlier results until the new ones are done: interrupted, it gives them back
+    # --force keeps the earlier results until the new ones are done: interrupted, it keeps them aside and says so;
+    # the next plain demo gives them back
     before = snapshot(out)
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
+    make_all = plots.make_all
     monkeypatch.setattr(plots, "make_all", interrupted)
     code, _, err = _main("demo", "--out", out, "--force")
-    assert code == 130 and err.endswith(f"the earlier results are back in {out}\nsamat demo: interrupted\n")
+    aside = out / ".theory.replaced"
+    assert code == 130 and err.endswith(f"[demo] the earlier results of {out / 'theory'} stay in {aside} until the "
+                                        "replacement is done: `samat demo --force` continues it, `samat demo` puts "
+                                        "them back\nsamat demo: interrupted\n")
+    assert aside.is_dir() and (out / "fashion-mnist" / "table.md").exists()  # the part it did not reach: untouched
+    monkeypatch.setattr(plots, "make_all", make_all)
+    code, _, err = _main("demo", "--out", out, "--theory-only")
+    assert code == 0 and "they are back" in err
+    assert snapshot(out) == before and sorted(p.name for p in out.parent.iterdir()) == ["demo", "fashion"]
+
+    # A failed replacement gives the earlier results back at once
+    def failing(*args, **kwargs):
+        raise RuntimeError("a figure that cannot be drawn")
+
+    monkeypatch.setattr(plots, "make_all", failing)
+    with pytest.raises(RuntimeError):
+        _main("demo", "--out", out, "--force", "--theory-only")
+    assert snapshot(out) == before
+
+
+def test_demo_force_replaces_only_the_parts_it_runs(tiny_demo):
+    """--theory-only --force deleted OUT/segmentation (and OUT/fashion-mnist): every part of OUT but the ones it
+    redoes."""
+    out = tiny_demo
+    code, _, err = _main("demo", "--out", out, "--theory-only")
+    assert code == 0, err
+    others = {out / "segmentation" / "table.md": "a finished segmentation demo",
+              out / "fashion-mnist" / "table.md": "a finished classification demo"}
+    for path, text in others.items():
+        path.parent.mkdir()
+        path.write_text(text)
+    theory = snapshot(out / "theory")
+    code, _, err = _main("demo", "--out", out, "--theory-only", "--force")
+    assert code == 0, err
+    assert all(path.read_text() == text for path, text in others.items())
+    assert snapshot(out / "theory").keys() == theory.keys()  # redone
+    assert sorted(p.name for p in out.iterdir()) == ["fashion-mnist", "segmentation", "theory"]  # nothing aside
+
+
+def test_demo_force_killed_by_sigterm_loses_nothing(tiny_demo, tmp_path):
+    """After a SIGTERM during --force the earlier results stayed hidden in .OUT.replaced, and the next successful
+    demo deleted them. Now the next demo puts them back (or, with --force, continues the replacement)."""
+    out = tiny_demo
+    code, _, err = _main("demo", "--out", out, "--theory-only")
+    assert code == 0, err
+    before = snapshot(out)
+    env = os.environ | {"SAMAT_THREADS": "1"}
+    killed = subprocess.Popen([sys.executable, "-m", "samat", "demo", "--out", str(out), "--theory-only", "--force"],
+                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:  # it sets the theory aside at once, then verifies and draws for many seconds: stop it in between
+        deadline = time.monotonic() + 120
+        while not any(folder.is_dir() for folder in (out / ".theory.replaced", out.parent / ".demo.replaced")):
+            assert killed.poll() is None and time.monotonic() < deadline, killed.communicate()[1]
+            time.sleep(0.01)
+        killed.send_signal(signal.SIGTERM)
+        killed.communicate(timeout=60)
+    finally:
+        killed.kill()
+    assert killed.returncode == -signal.SIGTERM
+    code, _, err = _main("demo", "--out", out, "--theory-only")
+    assert code == 0, err
+    assert f"had set the earlier results of {out / 'theory'} aside: they are back" in err
     assert snapshot(out) == before and sorted(p.name for p in out.parent.iterdir()) == ["demo", "fashion"]
