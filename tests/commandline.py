@@ -3,8 +3,13 @@ and a small finished run to point commands at. tests/cli/ and tests/scenarios/ t
 
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +17,7 @@ import torch
 from samat.cli.main import main
 from samat.empirical.training.config import TrainConfig
 from samat.empirical.training.loop import train
+from tests.helpers import REPO
 
 # A linear model on the papers' Gaussian data: trains in about a second on one core.
 GAUSSIAN = {"p": 0.8, "eta": 0.3, "n": 6, "train_size": 512, "test_size": 512}
@@ -71,3 +77,27 @@ def fresh_run(finished_run, tmp_path):
     path = tmp_path / "runs" / "g"
     shutil.copytree(finished_run, path)
     return path
+
+
+def samat_with_read_only(folder: Path, *args, timeout: float = 300) -> Result:
+    """``python -m samat ARGS`` in a fresh process that cannot write in ``folder``: for a user, by its permissions;
+    for root (who writes anywhere), by a read-only bind mount of it in a mount namespace of its own (``unshare
+    -m``). Skipped where neither can be had."""
+    env = os.environ | {"SAMAT_THREADS": "1"}
+    command = [sys.executable, "-m", "samat", *map(str, args)]
+    if os.geteuid() != 0:
+        mode = folder.stat().st_mode
+        folder.chmod(0o500)
+        try:
+            done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        finally:
+            folder.chmod(mode)
+    else:
+        if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+            pytest.skip("root writes into read-only folders, and no mount namespace is available (unshare -m)")
+        where = shlex.quote(str(folder))
+        script = (f"mount --bind {where} {where} && mount -o remount,ro,bind {where} {where} && exec "
+                  + shlex.join(command))
+        done = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    return Result(done.returncode, done.stdout, done.stderr)

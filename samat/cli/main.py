@@ -66,7 +66,10 @@ def _name_commands(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     prepare_process()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would name only "samat": the command they were given to says which options it has
+        parser.exit(2, f"{args.prog}: error: unrecognized arguments: {' '.join(unknown)} (see {args.prog} "
+                    "--help)\n")
     try:
         return int(args.func(args) or 0)
     except SamatError as err:

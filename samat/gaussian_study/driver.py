@@ -12,7 +12,7 @@ import torch
 
 from samat.core.results import write_json
 from samat.empirical.training.loop import train
-from samat.empirical.training.runs import RunDir
+from samat.empirical.training.runs import RUN_AGAIN, RunDir
 from samat.empirical.training.setup import load_data
 from samat.gaussian_study.grid import StudyGrid, jobs
 from samat.gaussian_study.measure import measure
@@ -44,7 +44,7 @@ def _run(grid: StudyGrid, out: Path, *, log: Callable[[str], None], progress: bo
         if not RunDir(job.run_dir).finished:
             if i % 10 == 1 or progress:
                 log(f"  [{i}/{len(all_jobs)}] {job.key} {job.label} seed {job.config.seed} ({job.kind})")
-            train(job.config, job.run_dir, resume=True, progress=progress, data=cache[key])
+            train(job.config, job.run_dir, resume=True, progress=progress, data=cache[key], resume_hint=RUN_AGAIN)
         rows.append(measure(job, grid, cache[key]))
     path = Path(out) / "measurements.json"
     write_json(path, {"grid": asdict(grid), "rows": rows}, inputs={"runs": str(Path(out) / "runs")})

@@ -4,6 +4,7 @@ names, tables without float noise, doubled titles or absolute paths, the theory 
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import json
 import os
@@ -18,6 +19,7 @@ from samat.core.errors import ParameterError
 from samat.empirical.attacks.specs import parse_attack
 from samat.empirical.experiments.grid import load_experiment
 from tests.commandline import GAUSSIAN
+from tests.helpers import REPO
 
 GAUSSIAN_TOML = ", ".join(f"{k} = {v}" for k, v in GAUSSIAN.items())
 
@@ -39,6 +41,30 @@ def test_every_command_and_option_has_a_help_line(samat):
     for command in ("theory solve", "train", "eval", "experiment run", "study", "demo"):
         assert f"samat {command}" in top.out
     assert "The ``samat`` command." not in top.out
+
+
+# Flags of the programs samat runs or names, not its own: git's (provenance), sacct's (job states), sbatch's (help).
+OTHER_PROGRAMS_FLAGS = {"--show-toplevel", "--porcelain", "--untracked-files", "--states", "--array"}
+
+
+def test_every_flag_that_a_message_names_exists():
+    """Errors advised "pass --download", a flag no command has. Every --flag in samat's strings (docstrings aside)
+    is an option of some samat command."""
+    known = {flag for p in _parsers(build_parser()) for a in p._actions for flag in a.option_strings}
+    named: dict[str, list[str]] = {}
+    for path in sorted((REPO / "samat").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                      and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value,
+                                                                                          ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", node.value):
+                    named.setdefault(flag, []).append(str(path.relative_to(REPO)))
+    assert "--resume" in named and "--overwrite" in named  # the search finds the flags messages advise
+    unknown = {flag: where for flag, where in named.items() if flag not in known | OTHER_PROGRAMS_FLAGS}
+    assert unknown == {}
 
 
 @pytest.mark.parametrize(("column", "title"), [

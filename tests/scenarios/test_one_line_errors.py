@@ -3,6 +3,7 @@ command and the parameter, exit code 2, before any work. One row per command of 
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -10,7 +11,10 @@ import torch
 
 from samat.empirical.attacks.specs import parse_attack
 from samat.empirical.training.config import TrainConfig
-from tests.commandline import GAUSSIAN
+from samat.empirical.training.loop import train
+from samat.empirical.training.runs import file_sha256
+from tests.commandline import GAUSSIAN, gaussian_cfg, samat_with_read_only
+from tests.helpers import snapshot
 
 SEED_RANGE = "an integer in [0, 2**63 - 1]"
 TRAIN = ("train", "--dataset", "gaussian", "--model", "linear", "--epochs", "1", "--no-progress")
@@ -37,6 +41,10 @@ CASES = [
     ("train", [*TRAIN[1:], "--at-steps", "20000", "--method", "pgd_at"], "at_steps must be an integer in [1, 10,000]"),
     ("train", [*TRAIN[1:], "--name", "../escape"], "--name=../escape is invalid"),
     ("train", [*TRAIN[1:], "--name", "a/b"], "--name=a/b is invalid"),
+    # an unknown flag is named with the command that does not know it (it said only "samat: error")
+    ("train", [*TRAIN[1:], "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    ("experiment run", ["fashion_mnist_default", "--epochs", "3"], "unrecognized arguments: --epochs 3"),
+    ("eval", ["{run}", "--epochs", "3"], "unrecognized arguments: --epochs 3"),
 ]
 
 
@@ -122,3 +130,33 @@ def test_train_and_eval_accept_the_same_seeds(samat, tmp_path):
     assert trained.code == 0, trained.err
     evaluated = samat("eval", tmp_path / "r", "--attacks", "fgsm_linf@0.1", "--seed", largest, "--n-eval", "64")
     assert evaluated.code == 0, evaluated.err
+
+
+def test_eval_refuses_weights_that_diverged_in_one_line(samat, fresh_run):
+    """`samat eval` of a run whose model.pt held NaN said "sanity checks: 3/3 passed"."""
+    evaluated = samat("eval", fresh_run, "--attacks", "fgsm_linf@0.1", "--n-eval", "64")
+    assert evaluated.code == 0, evaluated.err
+    weights = torch.load(fresh_run / "model.pt")
+    torch.save({k: torch.full_like(v, float("nan")) for k, v in weights.items()}, fresh_run / "model.pt")
+    samat("eval", fresh_run, "--attacks", "fgsm_linf@0.1", "--n-eval", "64").one_line_error(
+        f"{fresh_run / 'model.pt'} holds non-finite weights (NaN or inf in", "eval")
+    # an eval.json that an earlier version made of these weights is not shown as their evaluation either
+    record = json.loads((fresh_run / "eval.json").read_text())
+    record["provenance"]["inputs"]["weights"]["sha256"] = file_sha256(fresh_run / "model.pt")
+    (fresh_run / "eval.json").write_text(json.dumps(record))
+    samat("eval", fresh_run, "--attacks", "fgsm_linf@0.1", "--n-eval", "64").one_line_error(
+        "holds non-finite weights", "eval")
+
+
+def test_resuming_a_read_only_run_is_refused_before_training(tmp_path):
+    """`--resume` of a run in a read-only folder trained an epoch, then said "free some space"."""
+    values = gaussian_cfg(epochs=3).to_dict()
+    run = tmp_path / "runs" / "g"
+    train(gaussian_cfg(epochs=3), run, progress=False, stop_after=1)
+    before = snapshot(run)
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    result = samat_with_read_only(run, "train", "--config", tmp_path / "config.json", "--runs-dir", run.parent,
+                                  "--name", "g", "--resume", "--no-progress")
+    result.one_line_error(f"cannot write in the run directory {run} (", "train")
+    assert "nothing was trained; make it writable and continue with --resume" in result.err
+    assert "epoch 2" not in result.err and snapshot(run) == before

@@ -130,8 +130,8 @@ def test_a_failed_write_of_final_json_leaves_a_run_that_resume_finishes(tmp_path
     _failing_replace(monkeypatch, "final.json", 1, OSError(errno.EIO, "Input/output error"))
     run = RunDir(tmp_path / "run")
     cfg = tiny_cfg(epochs=EPOCHS)
-    with pytest.raises(SamatError, match=r"cannot write final.json \(Input/output error\) in .*the checkpoint of the "
-                                         r"last epoch is intact: free some space and continue with --resume"):
+    with pytest.raises(SamatError, match=r"cannot write final.json \(Input/output error\) in .*the last checkpoint "
+                                         r"is intact: fix that and continue with --resume"):
         train(cfg, run.path, progress=False, data=data)
     assert run.status() == "partial" and run.read_checkpoint()["epoch"] == EPOCHS
     assert not (run.path / ".final.json.tmp").exists()
@@ -161,3 +161,43 @@ def test_a_kill_between_write_and_rename_leaves_a_temporary_file_that_resume_ign
     assert_same_run(run, straight("sgd"))
     if not epochs_done:  # a fresh start records its own provenance
         assert "packages" in json.loads(run.config.read_text())["provenance"]
+
+
+def _ctrl_c_at_step(monkeypatch, method: str, nth: int) -> None:
+    """The ``nth`` step (from 1) of this process raises KeyboardInterrupt, as Ctrl-C would."""
+    step, calls = STEPS[method], []
+
+    def step_then_ctrl_c(ctx, x, y, gen):
+        calls.append(1)
+        if len(calls) == nth:
+            raise KeyboardInterrupt
+        return step(ctx, x, y, gen)
+
+    monkeypatch.setitem(STEPS, method, step_then_ctrl_c)
+
+
+def test_an_interrupted_grid_says_to_run_it_again_not_to_pass_resume(tmp_path, monkeypatch):
+    """samat experiment run (and the demo, and the study, which train through it) said "continue with --resume",
+    a flag they do not have."""
+    from samat.empirical.experiments.grid import load_experiment
+    from samat.empirical.experiments.runner import run_experiment
+    from tests.empirical.helpers import write_grid
+
+    exp = load_experiment(write_grid(tmp_path, 'name = "g"'), runs_dir=tmp_path / "runs")
+    _ctrl_c_at_step(monkeypatch, "sgd", 8 + 3)  # 512 examples in batches of 64: the third step of epoch 2
+    with pytest.raises(Interrupted) as err:
+        run_experiment(exp, progress=False, log=lambda m: None)
+    assert str(err.value) == (f"interrupted; {exp.runs[0].run_dir} keeps its checkpoint after epoch 1: run the same "
+                              "command again: it resumes there")
+    monkeypatch.undo()
+    assert run_experiment(exp, progress=False, log=lambda m: None)[0]["status"] == "trained"
+
+
+def test_a_run_counted_in_iterations_says_iterations_not_epochs(tmp_path, monkeypatch, data):
+    """A segmentation run (30,000 iterations in the paper) said "after epoch 2" where it had done 16 iterations."""
+    cfg = tiny_cfg(iterations=24, eval_every=8)  # rounds of 8 iterations: one pass over the tiny data each
+    _ctrl_c_at_step(monkeypatch, "sgd", 8 + 8 + 3)
+    with pytest.raises(Interrupted, match=r"keeps its checkpoint after iteration 16: continue with --resume$"):
+        train(cfg, tmp_path / "run", progress=False, data=data)
+    with pytest.raises(SamatError, match=r"stopped after iteration 16; pass --resume"):
+        train(cfg, tmp_path / "run", progress=False, data=data)

@@ -121,8 +121,8 @@ def load_cifar(request: LoadRequest) -> Dataset:
         elif request.download:
             archive = fetching.download(spec.url, spec.archive, spec.md5, data_dir)
         else:
-            raise SamatError(f"{spec.title} not found in {data_dir}: put {spec.archive} "
-                             f"(or its extracted {spec.folder}/) there, or pass --download")
+            raise SamatError(f"{spec.title} not found in {data_dir}: download {spec.url} and put it "
+                             f"(or its extracted {spec.folder}/) there")
         batches = _cifar_from_archive(archive, spec)
 
     def join(files: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:

@@ -46,6 +46,6 @@ def download(url: str, archive: str, expected_md5: str, data_dir: Path) -> Path:
     if actual != expected_md5:
         part.unlink(missing_ok=True)
         raise SamatError(f"downloaded {archive} has MD5 {actual}, not the published {expected_md5}: "
-                         "deleted it; try --download again")
+                         "deleted it; download it again")
     part.replace(dest)
     return dest

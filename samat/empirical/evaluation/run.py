@@ -27,7 +27,7 @@ from samat.empirical.evaluation.scorer import Scorer
 from samat.empirical.evaluation.segmentation import SEGMENTATION_COLUMNS, Confusions
 from samat.empirical.evaluation.store import kept_columns, reusable_evaluation
 from samat.empirical.evaluation.text import TEXT_COLUMNS, WordSubstitutions
-from samat.empirical.evaluation.trained import Loaded, Trained, eval_indices, load_trained, locate
+from samat.empirical.evaluation.trained import Loaded, Trained, eval_indices, load_trained, locate, read_weights
 from samat.empirical.training.runs import EVALUATION, file_sha256
 from samat.empirical.training.setup import resolve_device
 from samat.empirical.vocabulary import Task
@@ -139,6 +139,7 @@ def _evaluate_locked(trained: Trained, specs: dict[str, AttackSpec], *, device: 
     sha = file_sha256(trained.weights)
     previous = reusable_evaluation(out, trained.weights, sha, settings, overwrite=overwrite, log=log)
     if previous is not None and set(specs) <= kept_columns(previous) and not crosscheck:
+        read_weights(trained.run, trained.weights)  # weights that diverged are refused, even with an evaluation
         log(f"{out}: all {len(specs)} columns already evaluated for these weights (--overwrite redoes them)")
         return previous
     loaded = load_trained(trained, device=device)

@@ -12,7 +12,7 @@ from torch import nn
 from samat.core.errors import ParameterError, SamatError
 from samat.empirical.models.transformer import is_folder
 from samat.empirical.training.config import TrainConfig
-from samat.empirical.training.runs import RunDir, load_torch
+from samat.empirical.training.runs import RunDir, load_torch, non_finite
 from samat.empirical.training.setup import build_network, load_data
 from samat.empirical.vocabulary import Task
 
@@ -75,11 +75,7 @@ def load_trained(trained: Trained, *, device: torch.device) -> Loaded:
     cfg, weights, run = trained.config, trained.weights, trained.run
     data = load_data(cfg, subsets=False)
     net = build_network(cfg, data)
-    fix = ("train the run again (samat train --overwrite)" if weights.name == run.weights.name else
-           "evaluate another file, or train the run again (samat train --overwrite)")
-    state = load_torch(weights, fix)
-    if isinstance(state, dict) and "model" in state and "optimizer" in state:
-        state = state["model"]  # a training checkpoint
+    state = read_weights(run, weights)
     try:
         net.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError, ValueError) as err:
@@ -93,6 +89,21 @@ def load_trained(trained: Trained, *, device: torch.device) -> Loaded:
     if data.task is Task.TEXT:
         loaded.task, loaded.texts, loaded.class_names = Task.TEXT, data.texts["test"], data.label_names
     return loaded
+
+
+def read_weights(run: RunDir, weights: Path) -> dict[str, torch.Tensor]:
+    """The state_dict in ``weights`` (model.pt, or a training checkpoint's model), refused in one line when it
+    cannot be read or holds a NaN or an infinity (a diverged training: its accuracy would mean nothing)."""
+    fix = ("train the run again (samat train --overwrite)" if weights.name == run.weights.name else
+           "evaluate another file, or train the run again (samat train --overwrite)")
+    state = load_torch(weights, fix)
+    if isinstance(state, dict) and "model" in state and "optimizer" in state:
+        state = state["model"]  # a training checkpoint
+    if isinstance(state, dict) and (name := non_finite(state)) is not None:
+        raise SamatError(f"{weights} holds non-finite weights (NaN or inf in {name}): its training diverged, and "
+                         "samat eval does not evaluate them; retrain it with a lower learning rate or rho (samat "
+                         "train --overwrite)")
+    return state
 
 
 def eval_indices(n_test: int, n_eval: int, seed: int) -> torch.Tensor:

@@ -27,7 +27,7 @@ from samat.empirical.evaluation.run import evaluate_run as evaluate_trained
 from samat.empirical.evaluation.trained import Trained
 from samat.empirical.experiments.grid import Experiment, RunSpec, staleness
 from samat.empirical.training.loop import train
-from samat.empirical.training.runs import CLAIM, RunDir
+from samat.empirical.training.runs import CLAIM, RUN_AGAIN, RunDir
 from samat.empirical.training.segmentation import backbone_note
 from samat.empirical.training.setup import load_data, resolve_device
 
@@ -151,7 +151,7 @@ def _claimed(exp: Experiment, spec: RunSpec, run: RunDir, where: str, cache: dic
         if note := backbone_note(spec.config.model, spec.config.segmentation_spec):
             log(note)
         summary = train(spec.config, run, resume=not why, overwrite=bool(why), progress=progress,
-                        data=cache[key], log=log, device=device)
+                        data=cache[key], log=log, device=device, resume_hint=RUN_AGAIN)
         outcome = {"status": "trained", "test_acc": summary["test_acc"]}
     if evaluate:
         evaluate_run(exp, spec, device=device, progress=progress, log=log)

@@ -173,6 +173,11 @@ class TrainConfig:
         """Iterations per round of an iteration-counted run; None when a round is an epoch (a pass over the data)."""
         return None if self.iterations is None else min(self.eval_every, self.iterations)
 
+    def round_name(self, rounds: int) -> str:
+        """The point after ``rounds`` rounds, as people count this run: "epoch 3", or "iteration 600" for a run
+        counted in iterations (where a round is ``round_steps`` iterations, not a pass over the data)."""
+        return f"epoch {rounds}" if self.round_steps is None else f"iteration {rounds * self.round_steps}"
+
     @property
     def rounds(self) -> int:
         """Rounds of training: epochs, or iterations / round_steps (each round ends with a test and a checkpoint)."""

@@ -35,7 +35,7 @@ from samat.empirical.inference import clean_accuracy, correct_mask
 from samat.empirical.training import distributed, segmentation
 from samat.empirical.training.config import TrainConfig
 from samat.empirical.training.distributed import World
-from samat.empirical.training.runs import TRAINING, RunDir
+from samat.empirical.training.runs import TRAINING, RunDir, non_finite
 from samat.empirical.training.setup import Setup, build, epoch_generator, load_data, resolve_device, round_seed
 from samat.empirical.vocabulary import Task
 
@@ -51,7 +51,7 @@ class TrainingDiverged(SamatError):
 def train(cfg: TrainConfig, run_dir: str | Path | RunDir, *, resume: bool = False, overwrite: bool = False,
           progress: bool = True, stop_after: int | None = None, data: Dataset | None = None,
           log: Callable[[str], None] | None = None, device: torch.device | None = None,
-          world: World | None = None) -> dict:
+          world: World | None = None, resume_hint: str | None = None) -> dict:
     """Train one run into ``run_dir``; returns the final summary (or a partial one with ``stop_after``).
 
     The process holds the run's lock from start to end: a second writer gets a one-line error naming it.
@@ -61,8 +61,12 @@ def train(cfg: TrainConfig, run_dir: str | Path | RunDir, *, resume: bool = Fals
     the process group and trains data-parallel; every rank returns the same summary and rank 0 writes
     ``run_dir`` (see :mod:`samat.empirical.training.distributed`). ``device`` and ``world``: the configuration's
     device and the processes torchrun started, as the caller resolved them (None: resolved here, once).
+    ``resume_hint`` says how the caller's user continues the run after an interruption or a failed write (None:
+    the run folder's own, samat train's --resume; a grid, the demo or the study is run again).
     """
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    if resume_hint is not None:
+        run.resume_hint = resume_hint
     device = device or resolve_device(cfg.device)
     with distributed.process_group(device, world) as world:
         lock = run.lock(TRAINING) if world.is_main else contextlib.nullcontext()
@@ -161,7 +165,7 @@ def _train(cfg: TrainConfig, run: RunDir, world: World, device: torch.device, *,
             history.append(row)
             if world.is_main:
                 run.save_checkpoint({"epoch": epoch + 1, "history": history, "model": setup.model.state_dict(),
-                                     "optimizer": setup.ctx.optimizer.state_dict(), "config": cfg.identity()})
+                                     "optimizer": setup.ctx.optimizer.state_dict(), "config": cfg.identity()}, cfg)
             saved = epoch + 1
             if world.is_main:
                 run.write_metrics(history)
@@ -170,8 +174,8 @@ def _train(cfg: TrainConfig, run: RunDir, world: World, device: torch.device, *,
                 say(_progress_line(cfg, run, row))
     except KeyboardInterrupt:
         bar.close()
-        kept = f"keeps its checkpoint after epoch {saved}: continue with --resume" if saved else \
-            "has no finished epoch yet: start it again"
+        kept = (f"keeps its checkpoint after {cfg.round_name(saved)}: {run.resume_hint}" if saved else
+                f"has no checkpoint yet (none before {cfg.round_name(1)}): start it again")
         raise Interrupted(f"interrupted; {run.path} {kept}") from None
     bar.close()
     return _finish(setup, run, history, time.perf_counter() - run_start)
@@ -238,7 +242,8 @@ def _epoch(setup: Setup, run: RunDir, epoch: int, steps_per_epoch: int, bar: tqd
         torch.cuda.synchronize(device)
     train_seconds = time.perf_counter() - t0
     loss_total, correct, count = _check_and_show(loss_sum, correct_sum, count, bar, epoch, run, steps_per_epoch,
-                                                 world)
+                                                 world, cfg)
+    _check_weights(setup, run, epoch)  # before the round is tested, checkpointed or kept as final
     t1 = time.perf_counter()
     test = _test_scores(setup)
     return {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "train_loss": loss_total / count,
@@ -276,7 +281,7 @@ def _batches(setup: Setup, run: RunDir, stream: BatchStream, gen: torch.Generato
         count += len(y)
         bar.update(1)
         if (i + 1) % LOG_EVERY == 0:
-            _check_and_show(loss_sum, correct_sum, count, bar, epoch, run, i + 1, world)
+            _check_and_show(loss_sum, correct_sum, count, bar, epoch, run, i + 1, world, cfg)
     return loss_sum, correct_sum, count, lr
 
 
@@ -308,8 +313,32 @@ def _step_path(history: list[dict]) -> str:
     return paths.pop() if len(paths) == 1 else ("mixed" if paths else "unrecorded")
 
 
+def _diverged(cfg: TrainConfig, run: RunDir, epoch: int, what: str) -> TrainingDiverged:
+    """The run stopped in round ``epoch`` (from 0) because ``what`` ("the training loss became nan") happened;
+    the checkpoint on disk is the previous round's, whose weights were checked to be finite."""
+    kept = (f"kept the checkpoint of {cfg.round_name(epoch)}" if epoch else
+            f"kept nothing (it diverged before {cfg.round_name(1)})")
+    return TrainingDiverged(f"{what} of {run.path}; stopped, and {kept}: lower the learning rate or rho and "
+                            "retrain with --overwrite")
+
+
+def _check_weights(setup: Setup, run: RunDir, epoch: int) -> None:
+    """:class:`TrainingDiverged` when a weight or buffer of the model is NaN or infinite after round ``epoch``
+    (a step can overflow the weights while the losses it computed, before it, were finite)."""
+    bad = non_finite(setup.model.state_dict())
+    if setup.world.distributed:  # every rank stops, or none
+        flag = torch.tensor(float(bad is not None), dtype=torch.float64, device=setup.device)
+        if float(setup.world.sum(flag)) and bad is None:
+            bad = "another replica's weights"
+    if bad is not None:
+        cfg = setup.cfg
+        where = f"epoch {epoch + 1}" if cfg.round_steps is None else \
+            f"iterations {epoch * cfg.round_steps + 1}-{(epoch + 1) * cfg.round_steps}"
+        raise _diverged(cfg, run, epoch, f"the weights became non-finite (NaN or inf in {bad}) in {where}")
+
+
 def _check_and_show(loss_sum: torch.Tensor, correct_sum: torch.Tensor, count: int, bar: tqdm, epoch: int,
-                    run: RunDir, step: int, world: World) -> tuple[float, float, int]:
+                    run: RunDir, step: int, world: World, cfg: TrainConfig) -> tuple[float, float, int]:
     """The one host read: running loss and accuracy (summed over ranks) for the bar, and the NaN/inf check."""
     if world.distributed:
         totals = world.sum(torch.stack([loss_sum, correct_sum.double(),
@@ -318,10 +347,8 @@ def _check_and_show(loss_sum: torch.Tensor, correct_sum: torch.Tensor, count: in
     else:
         loss_sum, correct = float(loss_sum), float(correct_sum)
     if not math.isfinite(loss_sum):
-        raise TrainingDiverged(
-            f"the training loss became {loss_sum} in epoch {epoch + 1} (by step {step}) of {run.path}; stopped, and "
-            f"kept the checkpoint of epoch {epoch}" + ("" if epoch else " (none: it failed in the first epoch)")
-            + ": lower the learning rate or rho and retrain with --overwrite"
-        )
+        where = f"epoch {epoch + 1} (by step {step})" if cfg.round_steps is None else \
+            f"iteration {epoch * cfg.round_steps + step} or before"
+        raise _diverged(cfg, run, epoch, f"the training loss became {loss_sum} in {where}")
     bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / max(count, 1):.3f}", acc=f"{correct / max(count, 1):.3f}")
     return loss_sum, correct, count

@@ -15,11 +15,13 @@ new run has written its first checkpoint; a new run that fails before that gives
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,16 @@ def load_torch(path: Path, fix: str) -> Any:
                          f"{fix}") from None
 
 
+def non_finite(state: Mapping[str, Any]) -> str | None:
+    """The name of the first floating-point tensor of ``state`` (a state_dict) that holds a NaN or an infinity;
+    None when every value is finite (one host synchronisation)."""
+    floats = [(name, t) for name, t in state.items() if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    if not floats:
+        return None
+    finite = torch.stack([torch.isfinite(t).all().to(floats[0][1].device) for _, t in floats]).cpu()
+    return None if bool(finite.all()) else floats[int((~finite).nonzero()[0])][0]
+
+
 def _disk_full(err: OSError | RuntimeError, path: Path) -> bool:
     """Whether a failed write of ``path`` found the disk full: ENOSPC or EDQUOT, or (torch's zip writer reports
     ENOSPC as a RuntimeError without its errno) less than 64 MB left on its filesystem."""
@@ -82,9 +94,17 @@ def _disk_full(err: OSError | RuntimeError, path: Path) -> bool:
         return False
 
 
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)  # a folder that refuses writes (permissions, read-only mount)
+RESUME_HINT = "continue with --resume"  # how a user of samat train continues a run that stopped
+RUN_AGAIN = "run the same command again: it resumes there"  # ... and one of a grid, the demo or the study
+
+
 class RunDir:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, resume_hint: str = RESUME_HINT) -> None:
+        """``resume_hint``: what the command that trains the run tells its user to do to continue it (samat train's
+        --resume; a grid or the demo is run again)."""
         self.path = Path(path)
+        self.resume_hint = resume_hint
         self.config = self.path / "config.json"
         self.metrics = self.path / "metrics.jsonl"
         self.checkpoint = self.path / "checkpoint.pt"
@@ -163,8 +183,12 @@ class RunDir:
         fix = "it cannot be resumed: train the run again with --overwrite"
         state = load_torch(self.checkpoint, fix)
         if not (isinstance(state, dict) and {"epoch", "history", "model", "optimizer"} <= set(state)
-                and isinstance(state["epoch"], int)):
+                and isinstance(state["epoch"], int) and isinstance(state["model"], Mapping)):
             raise SamatError(f"{self.checkpoint} is corrupt (not a samat training checkpoint): {fix}")
+        if (name := non_finite(state["model"])) is not None:  # written before samat checked the weights it keeps
+            raise SamatError(f"{self.checkpoint} holds non-finite weights (NaN or inf in {name}): the run diverged "
+                             "before it was saved; train it again with --overwrite (with a lower learning rate or "
+                             "rho)")
         return state
 
     # --- getting ready ---------------------------------------------------------------------------------------------
@@ -175,7 +199,9 @@ class RunDir:
         one-line SamatError.
         """
         try:
-            return self._prepare(cfg, resume=resume, overwrite=overwrite)
+            state = self._prepare(cfg, resume=resume, overwrite=overwrite)
+            self._check_writable()
+            return state
         except OSError as err:
             if is_disk_full(err):
                 raise DiskFull(err.filename or self.path, kept="nothing was started") from None
@@ -194,8 +220,8 @@ class RunDir:
             raise SamatError(f"run {self.path} is finished; pass --overwrite to train it again")
         if self.has_checkpoint:
             if not resume:
-                epoch = self.read_checkpoint()["epoch"]
-                raise SamatError(f"run {self.path} stopped after epoch {epoch}; pass --resume to continue it or "
+                done = cfg.round_name(self.read_checkpoint()["epoch"])
+                raise SamatError(f"run {self.path} stopped after {done}; pass --resume to continue it or "
                                  "--overwrite to start again")
             saved = self.load_config()
             if saved.identity() != cfg.identity():
@@ -209,6 +235,20 @@ class RunDir:
             raise SamatError(f"{self.path} exists and holds {leftovers[0]}; pass --overwrite to replace it")
         self.path.mkdir(parents=True, exist_ok=True)
         return None
+
+    def _check_writable(self) -> None:
+        """Before the first round: a file can be written in the folder (a read-only one would train a round, then
+        fail to save it)."""
+        try:
+            fd, probe = tempfile.mkstemp(dir=self.path, prefix=".samat-write-test-")
+        except OSError as err:
+            if err.errno not in NOT_WRITABLE:
+                raise
+            raise SamatError(f"cannot write in the run directory {self.path} ({err.strerror}): nothing was trained; "
+                             f"make it writable and {self.resume_hint if self.has_checkpoint else 'start it again'}"
+                             ) from None
+        os.close(fd)
+        os.unlink(probe)
 
     def _temporary_files(self) -> list[Path]:
         """The temporary files of this folder's atomic writes (core.results.atomic_write_bytes: ``.NAME.tmp``)."""
@@ -248,12 +288,12 @@ class RunDir:
     def write_config(self, cfg: TrainConfig, record: dict[str, Any]) -> None:
         write_json(self.config, {"config": cfg.to_dict()}, provenance_record=record, indent=2)
 
-    def save_checkpoint(self, state: dict[str, Any]) -> None:
+    def save_checkpoint(self, state: dict[str, Any], cfg: TrainConfig) -> None:
         """Replace checkpoint.pt atomically; a failed write (a full disk) keeps the previous one and says so.
         The first checkpoint of a run that replaces another (--overwrite) deletes the old run."""
         self._writing(self.checkpoint, lambda: atomic_write_bytes(self.checkpoint, lambda p: torch.save(state, p)),
-                      kept=f"the last checkpoint (after epoch {state['epoch'] - 1}) is intact"
-                      if state["epoch"] > 1 else "no epoch was saved")
+                      kept=f"the last checkpoint (after {cfg.round_name(state['epoch'] - 1)}) is intact"
+                      if state["epoch"] > 1 else "nothing was saved yet")
         if self._replacing:
             shutil.rmtree(self.replaced, ignore_errors=True)
             self._replacing = False
@@ -267,15 +307,16 @@ class RunDir:
         try:
             write()
         except DiskFull:  # from core.results' atomic write, which knows only the file
-            raise DiskFull(path, kept=kept, then="continue with --resume") from None
+            raise DiskFull(path, kept=kept, then=self.resume_hint) from None
         except (OSError, RuntimeError) as err:
             if isinstance(err, RuntimeError) and not _is_write_failure(err):
                 raise
             if _disk_full(err, path):
-                raise DiskFull(path, kept=kept, then="continue with --resume") from None
+                raise DiskFull(path, kept=kept, then=self.resume_hint) from None
             reason = getattr(err, "strerror", None) or str(err).strip()[:120]
-            raise SamatError(f"cannot write {path.name} ({reason}) in {self.path}; {kept}: free some space and "
-                             "continue with --resume") from None
+            remedy = "make it writable" if getattr(err, "errno", None) in NOT_WRITABLE else "fix that"
+            raise SamatError(f"cannot write {path.name} ({reason}) in {self.path}; {kept}: {remedy} and "
+                             f"{self.resume_hint}") from None
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics.exists():
@@ -285,7 +326,7 @@ class RunDir:
     def finish(self, weights: dict[str, torch.Tensor], summary: dict[str, Any], cfg: TrainConfig) -> None:
         """Write model.pt, then final.json (which marks the run finished) naming the configuration and the
         weights' SHA-256."""
-        kept = "the checkpoint of the last epoch is intact"
+        kept = "the last checkpoint is intact"
         self._writing(self.weights, lambda: atomic_write_bytes(self.weights, lambda p: torch.save(weights, p)),
                       kept=kept)
         inputs = {"config": cfg.identity(), "weights": {"file": self.weights.name,

@@ -342,6 +342,52 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path, 
     assert not RunDir(tmp_path / "run").finished
 
 
+def test_weights_that_diverge_never_finish_a_run_nor_reach_a_kept_checkpoint(tmp_path):
+    """lr = 1e6 with one step per epoch: the losses stay finite (each is computed before its step) while the weights
+    overflow. The run finished, model.pt held inf, and a later NaN loss said it "kept the checkpoint of epoch 1",
+    which was already non-finite."""
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(TrainingDiverged, match="became non-finite") as err:
+        train(tiny_cfg(lr=1e6, epochs=3, batch_size=256), run.path, progress=False, data=tiny_images())
+    assert not run.finished and not run.weights.exists()
+    if run.has_checkpoint:  # what it says it kept is the last checkpoint, and its weights are finite
+        kept = run.read_checkpoint()
+        assert f"kept the checkpoint of epoch {kept['epoch']}:" in str(err.value)
+        assert all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
+    else:
+        assert "kept nothing" in str(err.value)
+
+
+def test_weights_made_nan_by_a_step_with_a_finite_loss_stop_the_run_before_the_checkpoint(tmp_path, monkeypatch):
+    data = tiny_images()
+    cfg = tiny_cfg()
+    train(cfg, tmp_path / "run", progress=False, stop_after=1, data=data)
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    step, calls = STEPS["sgd"], []
+
+    def poisoning_step(ctx, x, y, gen):  # the last step of epoch 2 (8 steps an epoch) leaves a NaN weight
+        loss, correct = step(ctx, x, y, gen)
+        calls.append(1)
+        if len(calls) == 8:
+            with torch.no_grad():
+                next(ctx.model.parameters()).view(-1)[0] = float("nan")
+        return loss, correct
+
+    monkeypatch.setitem(STEPS, "sgd", poisoning_step)
+    with pytest.raises(TrainingDiverged, match=r"the weights became non-finite \(NaN or inf in [\w.]+\) in epoch 2 "
+                                               r"of .*; stopped, and kept the checkpoint of epoch 1: lower"):
+        train(cfg, tmp_path / "run", resume=True, progress=False, data=data)
+    after = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert after["epoch"] == 1 and all(torch.equal(after["model"][k], saved["model"][k]) for k in saved["model"])
+    # a checkpoint with such weights (written by an earlier version) is not resumed
+    after["model"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                      for k, v in after["model"].items()}
+    torch.save(after, tmp_path / "run" / "checkpoint.pt")
+    monkeypatch.setitem(STEPS, "sgd", step)
+    with pytest.raises(SamatError, match="checkpoint.pt holds non-finite weights"):
+        train(cfg, tmp_path / "run", resume=True, progress=False, data=data)
+
+
 def test_run_directory_holds_config_with_provenance_and_metrics(tmp_path):
     train(tiny_cfg(epochs=2), tmp_path / "run", progress=False, data=tiny_images())
     doc = json.loads((tmp_path / "run" / "config.json").read_text())
