@@ -7,7 +7,7 @@ import math
 import sys
 
 from samat.core.errors import ParameterError
-from samat.core.numbers import SEED_MAX, SEED_RANGE, parse_number
+from samat.core.numbers import SEED_MAX, SEED_RANGE, parse_number, repeated_seed
 
 EXIT_USAGE = 2
 
@@ -86,6 +86,8 @@ def seeds(text: str) -> tuple[int, ...]:
         raise problem from None
     if not values or min(values) < 0 or max(values) > SEED_MAX:
         raise problem
+    if (why := repeated_seed(values)) is not None:
+        raise argparse.ArgumentTypeError(f"seeds='{text}' is invalid: seeds must be distinct ({why})")
     return values
 
 

@@ -42,3 +42,14 @@ def parse_number(value: Any, name: str) -> float:
 def is_seed(value: Any) -> bool:
     """An integer seed in [0, SEED_MAX] (what torch's and numpy's generators all accept)."""
     return is_int(value) and 0 <= value <= SEED_MAX
+
+
+def repeated_seed(seeds: tuple[int, ...] | list[int]) -> str | None:
+    """Why a list of seeds is not a set of runs ("seed 0 appears 2 times: ..."), or None when each appears once.
+    A seed given twice is one run (one folder) that a grid would count as several, its mean ± std taken over copies
+    of one number; counting it once would quietly give fewer seeds than asked for, so the repeat is refused."""
+    seeds = list(seeds)
+    twice = next((s for i, s in enumerate(seeds) if s in seeds[:i]), None)
+    if twice is None:
+        return None
+    return f"seed {twice} appears {seeds.count(twice)} times: the same run, which would count as several"

@@ -164,3 +164,16 @@ def test_the_launcher_runs_the_grid_as_a_job_array(samat, tmp_path, monkeypatch)
     assert [line.split()[0] for line in status.out.splitlines()] == ["finished"]
     again = samat("experiment", "run", grid, "--launcher", "local")
     assert again.code == 0 and "nothing to submit" in again.err
+
+
+@pytest.mark.parametrize("command", ["run", "status", "report", "plan"])
+def test_a_seed_given_twice_is_refused_in_one_line(samat, tmp_path, command):
+    """`seeds = [0, 0]` (or --seeds 0,0): status listed every run twice, plan counted them twice, and report showed
+    "± 0.0 ... 2/2 seeds" from one run. A repeat is always a typo: refused, before anything is trained."""
+    in_file = _grid(tmp_path, labels=1, epochs=1, seeds="[0, 1, 0]")
+    samat("experiment", command, in_file, "--runs-dir", tmp_path / "runs").one_line_error(
+        f"{in_file}: [experiment] seeds must be distinct (seed 0 appears 2 times", f"experiment {command}")
+    flag = _grid(tmp_path, labels=1, epochs=1)
+    samat("experiment", command, flag, "--runs-dir", tmp_path / "runs", "--seeds", "3,3").one_line_error(
+        "seeds='3,3' is invalid: seeds must be distinct (seed 3 appears 2 times", f"experiment {command}")
+    assert not (tmp_path / "runs").exists()

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from samat.core.errors import ParameterError, SamatError
-from samat.core.numbers import SEED_RANGE, is_seed
+from samat.core.numbers import SEED_RANGE, is_seed, repeated_seed
 from samat.empirical.attacks.specs import GRADIENT_ALGORITHMS, TEXT_ALGORITHMS, AttackSpec
 from samat.empirical.evaluation.columns import AVERAGE, NATURAL, column_specs
 from samat.empirical.evaluation.run import DEFAULT_N_EVAL
@@ -172,6 +172,8 @@ def load_experiment(path: str | Path, *, runs_dir: str | Path = "runs", override
     if not isinstance(head, dict):
         raise reader.malformed("[experiment]", "a table")
     name, title = reader.names(head)
+    if seeds is not None and (why := repeated_seed(seeds)) is not None:
+        raise ParameterError("seeds", list(seeds), f"distinct ({why})")
     seeds = tuple(seeds) if seeds is not None else reader.seeds(head)
     tables, attacks = reader.attacks(reader.tables(head, title))
     image_only = [c for c, s in attacks.items() if s.algorithm not in GRADIENT_ALGORITHMS]
@@ -210,6 +212,8 @@ class _Reader:
         seeds = head.get("seeds", [0])
         if not isinstance(seeds, list) or not seeds or not all(is_seed(s) for s in seeds):
             raise self.malformed("[experiment] seeds", "a non-empty list of integers in [0, 2**63 - 1], e.g. [0, 1, 2]")
+        if (why := repeated_seed(seeds)) is not None:
+            raise self.malformed("[experiment] seeds", f"distinct ({why})")
         return tuple(seeds)
 
     def columns(self, value: Any, key: str) -> tuple[str, ...]:
