@@ -224,3 +224,82 @@ def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path, mon
     assert RunDir(run).read_checkpoint()["epoch"] == 1 and not (run / ".checkpoint.pt.tmp").exists()
     monkeypatch.undo()
     assert train(gaussian_cfg(epochs=3), run, resume=True, **QUIET)["epochs"] == 3
+
+
+def _status(samat, grid: Path) -> dict[str, str]:
+    """`samat experiment status`: each run's folder name -> its line."""
+    result = samat("experiment", "status", grid)
+    assert result.code == 0, result.err
+    return {Path(line.split()[1]).name: line for line in result.out.splitlines()}
+
+
+def test_weights_copied_over_a_finished_run_are_evaluated_as_what_they_are(samat, tmp_path, monkeypatch):
+    """Another run's model.pt copied over a finished run's: status said "finished (evaluated: 2/2)" and report
+    printed the old numbers; after a re-evaluation, report said "evaluate again", run "already evaluated" and status
+    0/2, a loop with no way out. The SHA-256 of model.pt as it is now is the evaluation's identity everywhere."""
+    monkeypatch.chdir(tmp_path)
+    grid = _grid(tmp_path, 1)
+    grid.write_text(grid.read_text().replace('name = "g"', 'name = "g"\nseeds = [0, 1]').replace(
+        '"fgsm_linf@0.1"]', '"fgsm_linf@0.1", "pgd2_linf@0.1"]'))
+    assert samat("experiment", "run", grid, "--no-progress").code == 0
+    runs = tmp_path / "runs" / "g"
+    shutil.copyfile(runs / "sgd-seed1" / "model.pt", runs / "sgd-seed0" / "model.pt")
+
+    status = _status(samat, grid)
+    assert "evaluated: 0/2 attack columns" in status["sgd-seed0"]
+    assert "model.pt is not the weights this run trained" in status["sgd-seed0"]
+    assert "evaluated: 2/2 attack columns" in status["sgd-seed1"] and "not the weights" not in status["sgd-seed1"]
+    assert samat("experiment", "report", grid, "--out", "rep").code == 0
+    (row,) = json.loads((tmp_path / "rep" / "table.json").read_text())["tables"]["g"]
+    assert row["natural"]["n"] == row["fgsm_linf@0.1"]["n"] == 1  # seed 0's numbers are not its weights'
+    assert any(w.startswith("sgd-seed0: model.pt is not the weights") for w in row["stale_evaluations"])
+
+    ran = samat("experiment", "run", grid, "--no-progress")
+    assert ran.code == 0 and "is not an evaluation of these weights (it attacked other weights" in ran.err
+    status = _status(samat, grid)
+    assert "evaluated: 2/2 attack columns" in status["sgd-seed0"] and "not the weights" in status["sgd-seed0"]
+    assert samat("experiment", "report", grid, "--out", "rep").code == 0
+    (row,) = json.loads((tmp_path / "rep" / "table.json").read_text())["tables"]["g"]
+    assert row["natural"]["n"] == 2 and row["stale_evaluations"] == []
+    (replaced,) = row["replaced_weights"]
+    assert replaced.startswith("sgd-seed0: model.pt is not the weights this run trained")
+    evaluations = [json.loads((runs / f"sgd-seed{k}" / "eval.json").read_text()) for k in (0, 1)]
+    assert evaluations[0]["accuracy"] == evaluations[1]["accuracy"]  # the same weights on the same images
+    assert "Runs whose model.pt is not the weights they trained" in (tmp_path / "rep" / "table.md").read_text()
+    again = samat("experiment", "run", grid, "--no-progress")
+    assert again.code == 0 and "evaluating" not in again.err  # no loop: nothing left to do
+
+
+def test_a_saved_evaluation_is_not_reused_for_another_model_dataset_or_attack(samat, fresh_run):
+    """`samat eval RUN/model.pt --model linear` (or --model prn18 --dataset cifar10) printed "already evaluated"
+    with the first model's numbers."""
+    args = ("--attacks", "fgsm_linf@0.1", "--n-eval", "64")
+    assert samat("eval", fresh_run, *args).code == 0
+    samat("eval", fresh_run / "model.pt", "--model", "prn18", *args).one_line_error(
+        f"--model prn18 contradicts {fresh_run / 'config.json'}: its weights are linear on gaussian", "eval")
+    samat("eval", fresh_run / "model.pt", "--model", "prn18", "--dataset", "cifar10", *args).one_line_error(
+        "contradicts", "eval")
+    assert samat("eval", fresh_run / "model.pt", "--model", "linear", "--dataset", "gaussian", *args).code == 0
+
+    # an eval.json of the same weights recorded for another model, or whose attack meant another one, is redone
+    path = fresh_run / "eval.json"
+    record = json.loads(path.read_text())
+    assert record["provenance"]["inputs"]["model"] == {"architecture": "linear", "dataset": "gaussian"}
+    for change in ({"model": {"architecture": "small_cnn", "dataset": "fashion_mnist"}}, {"attack_steps": 5}):
+        changed = json.loads(json.dumps(record))
+        if "model" in change:
+            changed["provenance"]["inputs"]["model"] = change["model"]
+            why = "it evaluated small_cnn on fashion_mnist, not linear on gaussian"
+        else:
+            changed["attacks"]["fgsm_linf@0.1"]["steps"] = 5
+            why = "its fgsm_linf@0.1 attack had steps 5, which the column means as steps 1 now"
+        path.write_text(json.dumps(changed))
+        redone = samat("eval", fresh_run, *args)
+        assert redone.code == 0 and f"is not an evaluation of these weights ({why}): evaluating again" in redone.err
+        assert json.loads(path.read_text())["accuracy"] == record["accuracy"]
+
+    # a file written before the architecture was recorded names it in its description
+    del record["provenance"]["inputs"]["model"]
+    path.write_text(json.dumps(record))
+    kept = samat("eval", fresh_run, *args)
+    assert kept.code == 0 and "already evaluated" in kept.err

@@ -27,7 +27,15 @@ from samat.empirical.evaluation.scorer import Scorer
 from samat.empirical.evaluation.segmentation import SEGMENTATION_COLUMNS, Confusions
 from samat.empirical.evaluation.store import kept_columns, reusable_evaluation
 from samat.empirical.evaluation.text import TEXT_COLUMNS, WordSubstitutions
-from samat.empirical.evaluation.trained import Loaded, Trained, eval_indices, load_trained, locate, read_weights
+from samat.empirical.evaluation.trained import (
+    Loaded,
+    Trained,
+    eval_indices,
+    evaluation_of,
+    load_trained,
+    locate,
+    read_weights,
+)
 from samat.empirical.training.runs import EVALUATION, file_sha256
 from samat.empirical.training.setup import resolve_device
 from samat.empirical.vocabulary import Task
@@ -136,8 +144,8 @@ def _evaluate_locked(trained: Trained, specs: dict[str, AttackSpec], *, device: 
                      seed: int, batch_size: int, crosscheck: bool, overwrite: bool, progress: bool, log: Log) -> dict:
     out = trained.run.path / "eval.json"
     settings = {"n_eval": n_eval, "seed": seed}
-    sha = file_sha256(trained.weights)
-    previous = reusable_evaluation(out, trained.weights, sha, settings, overwrite=overwrite, log=log)
+    of = evaluation_of(trained, settings)
+    previous = reusable_evaluation(out, of, overwrite=overwrite, log=log)
     if previous is not None and set(specs) <= kept_columns(previous) and not crosscheck:
         read_weights(trained.run, trained.weights)  # weights that diverged are refused, even with an evaluation
         log(f"{out}: all {len(specs)} columns already evaluated for these weights (--overwrite redoes them)")
@@ -156,7 +164,7 @@ def _evaluate_locked(trained: Trained, specs: dict[str, AttackSpec], *, device: 
         result["crosscheck"] = previous["crosscheck"]
     result["settings"] = settings
     result["model"] = loaded.description
-    inputs = {"weights": {"file": trained.weights.name, "sha256": sha}, "settings": settings}
+    inputs = of.inputs()
     if files := scorer.attachments():  # written before eval.json, which names them with their SHA-256
         for name, write in files.items():
             atomic_write_bytes(trained.run.path / name, _opened(write))

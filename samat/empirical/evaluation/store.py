@@ -4,14 +4,16 @@ are a hex bitmask, so that an evaluation can be extended and its checks recomput
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from samat.core.errors import SamatError
-from samat.empirical.evaluation.columns import NATURAL, SANITY
+from samat.core.errors import ParameterError, SamatError
+from samat.empirical.evaluation.columns import NATURAL, SANITY, column_spec
 
 
 def pack_mask(mask: torch.Tensor) -> str:
@@ -68,17 +70,83 @@ def recorded_weights(evaluation: dict) -> str | None:
     return weights.get("sha256") if isinstance(weights, dict) else None
 
 
-def reusable_evaluation(out: Path, weights: Path, weights_sha256: str, settings: dict, *, overwrite: bool,
-                        log: Callable[[str], None]) -> dict | None:
+def recorded_model(evaluation: dict) -> tuple[str, str] | None:
+    """The architecture and the dataset an evaluation loaded the weights into and scored them on (None: not
+    recorded). Files written before they were recorded name them in their description, "small_cnn on
+    fashion_mnist (model.pt)"."""
+    model = evaluation.get("provenance", {}).get("inputs", {}).get("model")
+    if isinstance(model, dict) and isinstance(model.get("architecture"), str) and isinstance(model.get("dataset"), str):
+        return model["architecture"], model["dataset"]
+    described = re.fullmatch(r"(\S+) on (\S+) \(.*\)", str(evaluation.get("model", "")))
+    return (described.group(1), described.group(2)) if described else None
+
+
+ATTACK_FIELDS = ("name", "norm", "eps", "steps", "step_size")  # what makes an attack the one a column names
+
+
+@dataclass(frozen=True)
+class EvaluationOf:
+    """What an evaluation is of, and so what makes a saved one reusable: the weights (their SHA-256: the file's
+    bytes now, whatever a run's records say), the architecture they are loaded into and the dataset they are
+    scored on, the settings (test images and seed), and each attack column's parameters (a column names the same
+    attack only while its name, norm, budget, steps and step size are the same)."""
+
+    weights: Path
+    weights_sha256: str
+    architecture: str
+    dataset: str
+    settings: dict
+
+    def inputs(self) -> dict:
+        """The provenance "inputs" of an evaluation made of this."""
+        return {"weights": {"file": self.weights.name, "sha256": self.weights_sha256},
+                "model": {"architecture": self.architecture, "dataset": self.dataset}, "settings": self.settings}
+
+    def mismatch(self, evaluation: dict) -> str:
+        """Why ``evaluation`` is not of these weights, model, data and attacks ("" when it is); settings aside
+        (:meth:`settings_differ`), as those ask before an evaluation is replaced."""
+        if recorded_weights(evaluation) != self.weights_sha256:
+            return f"it attacked other weights than {self.weights} holds now"
+        model = recorded_model(evaluation)
+        if model != (self.architecture, self.dataset):
+            shown = f"{model[0]} on {model[1]}" if model else "an unrecorded model"
+            return f"it evaluated {shown}, not {self.architecture} on {self.dataset}"
+        return attacks_changed(evaluation)
+
+    def settings_differ(self, evaluation: dict) -> bool:
+        return evaluation.get("settings") != self.settings
+
+
+def attacks_changed(evaluation: dict) -> str:
+    """Which attack of an evaluation is not the one its column names now (its parameters were recorded by a
+    version that attacked differently), or ""."""
+    for label, record in evaluation.get("attacks", {}).items():
+        if not isinstance(record, dict):
+            return f"its record of {label} is not an attack's"
+        try:
+            now = column_spec(label.removesuffix(SANITY))
+        except ParameterError:
+            return f"its column {label} names no attack samat knows now"
+        wanted = {"name": now.name, "norm": now.norm.value, "eps": now.eps, "steps": now.steps,
+                  "step_size": now.step_size}
+        changed = [k for k in ATTACK_FIELDS if k in record and record[k] != wanted[k]]
+        if changed:
+            return (f"its {label} attack had {', '.join(f'{k} {record.get(k)}' for k in changed)}, which the column "
+                    f"means as {', '.join(f'{k} {wanted[k]}' for k in changed)} now")
+    return ""
+
+
+def reusable_evaluation(out: Path, of: EvaluationOf, *, overwrite: bool, log: Callable[[str], None]) -> dict | None:
     """The evaluation in ``out`` that a new one may extend: None with ``overwrite``, where there is none, or where it
-    attacked other weights than ``weights`` holds now (said in the log; it is redone). One made with other
+    is not of ``of``'s weights, model, data and attacks (said in the log; it is redone). One made with other
     settings is a :class:`SamatError` (the two cannot be merged)."""
     previous = None if overwrite else read_evaluation(out)
-    if previous is not None and recorded_weights(previous) != weights_sha256:
-        log(f"{out} was made for other weights than {weights} holds now (it was trained further, or another "
-            "checkpoint): evaluating again")
+    if previous is None:
         return None
-    if previous is not None and previous.get("settings") != settings:
+    if why := of.mismatch(previous):
+        log(f"{out} is not an evaluation of these weights ({why}): evaluating again")
+        return None
+    if of.settings_differ(previous):
         raise SamatError(f"{out} was made with {previous.get('settings')}; pass --overwrite to redo it with "
-                         f"{settings}")
+                         f"{of.settings}")
     return previous

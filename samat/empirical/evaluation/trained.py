@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from samat.core.errors import ParameterError, SamatError
+from samat.empirical.evaluation.store import EvaluationOf
 from samat.empirical.models.transformer import is_folder
 from samat.empirical.training.config import TrainConfig
-from samat.empirical.training.runs import RunDir, load_torch, non_finite
+from samat.empirical.training.runs import RunDir, file_sha256, load_torch, non_finite
 from samat.empirical.training.setup import build_network, load_data
-from samat.empirical.vocabulary import Task
+from samat.empirical.vocabulary import Architecture, DatasetName, Task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,10 +65,31 @@ def locate(path: str | Path, *, data_dir: str | None = None, model: str | None =
             raise SamatError(f"{path} holds no model.pt or checkpoint.pt: train it first (samat train)")
     given = {k: v for k, v in (("model", model), ("dataset", dataset), ("data_dir", data_dir)) if v is not None}
     if run.config.exists():
-        return Trained(run, weights, run.load_config(given))
+        cfg = run.load_config({"data_dir": data_dir} if data_dir is not None else None)
+        for name, value, vocabulary in (("model", model, Architecture), ("dataset", dataset, DatasetName)):
+            if value is not None and _parsed(vocabulary, value) != getattr(cfg, name):
+                raise SamatError(f"--{name} {value} contradicts {run.config}: its weights are {cfg.model} on "
+                                 f"{cfg.dataset} (--model and --dataset are for weights outside a run directory)")
+        return Trained(run, weights, cfg)
     if "model" not in given or "dataset" not in given:
         raise SamatError(f"{path} is not inside a run directory: say which --model and --dataset it is")
     return Trained(run, weights, TrainConfig.from_dict(given))
+
+
+def _parsed(vocabulary, text: str):
+    """``text`` as a member of ``vocabulary``; itself when it names none (then it differs from every member)."""
+    try:
+        return vocabulary.parse(text, "value")
+    except ParameterError:
+        return text
+
+
+def evaluation_of(trained: Trained, settings: dict) -> EvaluationOf:
+    """What an evaluation of ``trained`` with ``settings`` is of: the weights' SHA-256 now, the architecture and the
+    dataset they are evaluated as."""
+    cfg = trained.config
+    return EvaluationOf(trained.weights, file_sha256(trained.weights), str(cfg.model), str(cfg.dataset),
+                        dict(settings))
 
 
 def load_trained(trained: Trained, *, device: torch.device) -> Loaded:

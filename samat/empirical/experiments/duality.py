@@ -20,7 +20,7 @@ from samat.empirical.evaluation.columns import NATURAL, column_spec
 from samat.empirical.evaluation.store import read_evaluation, unpack_mask
 from samat.empirical.experiments.duality_grid import DualityLadder, Rung
 from samat.empirical.experiments.grid import Experiment, RunSpec, staleness
-from samat.empirical.experiments.results import evaluation_problem
+from samat.empirical.experiments.results import evaluation_problem, replaced_weights
 from samat.empirical.training.runs import RunDir
 from samat.theory import duality_map as dm
 
@@ -42,7 +42,9 @@ def _problem(exp: Experiment, spec: RunSpec, columns: list[str]) -> tuple[str, l
         final = json.loads(run.final.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise SamatError(f"{run.final} cannot be read ({err}): train the run again (samat train --overwrite)") from None
-    problem = evaluation_problem(evaluation, final, exp.eval_settings)
+    if replaced_weights(run, final):  # the rung's numbers must be of the weights it trained
+        return "its model.pt is not the weights it trained", []
+    problem = evaluation_problem(evaluation, run, exp.eval_settings)
     if problem:
         return "its evaluation is of other weights or settings", []
     correct = evaluation.get("correct", {})

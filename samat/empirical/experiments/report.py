@@ -102,8 +102,14 @@ def _left_out(exp: Experiment, rows: list[dict]) -> list[str]:
         lines += [f"- `{spec.run_dir.name}`: {why}" for spec, why in stale]
     evaluations = list(dict.fromkeys(w for r in rows for w in r["stale_evaluations"]))
     if evaluations:
-        lines += ["", "Robust columns not counted (their evaluation is not of the final weights or settings):"]
+        lines += ["", "Columns not counted (their evaluation is not of the weights model.pt holds now, or not with "
+                  "the experiment's settings):"]
         lines += [f"- {w}" for w in evaluations]
+    replaced = list(dict.fromkeys(w for r in rows for w in r.get("replaced_weights", [])))
+    if replaced:
+        lines += ["", "Runs whose model.pt is not the weights they trained (their numbers are of the weights they "
+                  "hold now):"]
+        lines += [f"- {w}" for w in replaced]
     return lines
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from samat.core.errors import SamatError
 from samat.empirical.experiments.grid import UNREADABLE, Experiment, RunSpec, staleness
 from samat.empirical.experiments.launch import GONE, QUEUED
-from samat.empirical.experiments.results import missing_columns
+from samat.empirical.experiments.results import missing_columns, replaced_weights
 from samat.empirical.training.runs import RunDir
 
 
@@ -62,13 +62,19 @@ def run_state(exp: Experiment, spec: RunSpec, job: tuple[str, str] | None = None
 
 
 def _evaluation(exp: Experiment, run: RunDir) -> str:
-    """How much of the experiment's attack columns the run's evaluation holds."""
+    """How much of the experiment's attack columns the run's evaluation of the weights model.pt holds now has, and
+    whether those are the weights the run trained."""
+    try:
+        replaced = replaced_weights(run, run.read_final())
+    except (SamatError, OSError, ValueError, AttributeError):
+        replaced = ""  # an unreadable final.json: said by the report, which cannot count the run
     wanted = len(exp.attacks)
     if not wanted:
-        return ""
+        return replaced
     try:
         missing = missing_columns(exp, run)
     except SamatError as err:
         return f"its eval.json cannot be read: {err}"
     done = f"evaluated: {wanted - len(missing)}/{wanted} attack columns"
-    return done if not missing else f"{done}; samat experiment run evaluates the rest"
+    done = done if not missing else f"{done}; samat experiment run evaluates the rest"
+    return f"{done}; {replaced}" if replaced else done

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -43,12 +44,27 @@ from samat.empirical.training.config import TrainConfig
 TRAINING, EVALUATION, CLAIM = "samat train", "samat eval", "samat experiment run"  # what a lock's holder does
 
 
+_HASHED: dict[tuple, str] = {}  # (path, inode, size, mtime, ctime) -> SHA-256, of files unchanged for a while
+SETTLED_S = 2.0  # a file whose status changed longer ago than this (well above the clock's granularity) is settled
+
+
 def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes (what an evaluation records of the weights it attacked)."""
+    """SHA-256 of a file's bytes (what an evaluation records of the weights it attacked, and what a grid's status
+    and report compare with it). A settled file is hashed once per process: any later write changes its ctime
+    (which no user can set), so its stat then no longer matches what was hashed."""
+    path = Path(path)
+    before = path.stat()
+    key = (str(path.absolute()), before.st_ino, before.st_size, before.st_mtime_ns, before.st_ctime_ns)
+    if key in _HASHED:
+        return _HASHED[key]
     digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
+    with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
+    after = path.stat()
+    settled = time.time() - after.st_ctime > SETTLED_S
+    if settled and (after.st_ino, after.st_size, after.st_mtime_ns, after.st_ctime_ns) == key[1:]:
+        _HASHED[key] = digest.hexdigest()
     return digest.hexdigest()
 
 

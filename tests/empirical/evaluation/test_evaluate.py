@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -146,10 +147,15 @@ def test_checkpoint_of_another_architecture_is_one_line(tmp_path):
         pytest.skip(f"needs Fashion-MNIST in {FASHION_MNIST_DIR} (apt-get install dataset-fashion-mnist)")
     cfg = tiny_cfg(epochs=1).replace(dataset="fashion_mnist", train_subset=256, test_subset=64)
     train(cfg, tmp_path / "run")
+    (tmp_path / "bare").mkdir()  # the weights outside their run directory, where --model says what they are
+    shutil.copyfile(tmp_path / "run" / "model.pt", tmp_path / "bare" / "model.pt")
     for arch in ("prn18", "deit_tiny"):
-        out = run_cli("eval", str(tmp_path / "run" / "model.pt"), "--model", arch, "--n-eval", "16")
+        out = run_cli("eval", str(tmp_path / "bare" / "model.pt"), "--model", arch, "--dataset", "fashion_mnist",
+                      "--n-eval", "16")
         assert out.returncode == 2 and f"does not fit model {arch} on fashion_mnist" in out.stderr
         assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    out = run_cli("eval", str(tmp_path / "run" / "model.pt"), "--model", "prn18", "--n-eval", "16")
+    assert out.returncode == 2 and "--model prn18 contradicts" in out.stderr and out.stderr.count("\n") == 1
 
 
 def test_missing_checkpoint_is_one_line(tmp_path):
@@ -200,7 +206,8 @@ def test_report_gives_the_sample_std_over_seeds_and_lists_the_failed_checks(tmp_
         (run.run_dir / "eval.json").write_text(dumps({
             "n": 100, "columns": ["pgd10_linf@0.1"], "accuracy": {NATURAL: nat, "pgd10_linf@0.1": rob},
             "attacks": {}, "correct": {}, "sanity": sanity, "settings": exp.eval_settings,
-            "provenance": {"inputs": {"weights": weights}}}))
+            "provenance": {"inputs": {"weights": weights, "model": {"architecture": "linear",
+                                                                    "dataset": "gaussian"}}}}))
     paths = write_report(exp, tmp_path / "report", plots=False)
     # mean 86 and 50 (percent); sample standard deviations (n - 1 = 2): √((36 + 1 + 49) / 2) = √43 = 6.557 and
     # √((0 + 100 + 100) / 2) = 10 (the population's would be √(86 / 3) = 5.354 and √(200 / 3) = 8.165).
@@ -438,7 +445,8 @@ def test_a_complete_evaluation_loads_nothing(trained_run, monkeypatch):
 def test_corrupt_eval_json_is_one_line(trained_run, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "model.pt").write_bytes((trained_run / "model.pt").read_bytes())
+    for name in ("model.pt", "config.json"):
+        (run / name).write_bytes((trained_run / name).read_bytes())
     for text in ("{not json", "[1, 2]", '{"accuracy": {"natural": "high"}, "sanity": []}'):
         (run / "eval.json").write_text(text)
         assert main(["eval", str(run), "--model", "small_cnn", "--dataset", "tiny", "--attacks", "fgsm_linf",
