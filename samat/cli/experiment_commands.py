@@ -93,6 +93,9 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
     from samat.empirical.experiments.runner import failures, run_experiment
 
     if args.launcher != "here":
+        if args.report is not None:
+            raise SamatError(f"--report goes with --launcher here: the tasks of --launcher {args.launcher} finish "
+                             "later; write the report then with samat experiment report")
         resources = _resources(args)  # before the grid is read: a bad request is refused at once
     elif args.gpus is not None or args.mem is not None or args.partition or args.account or args.qos \
             or args.constraint or args.max_parallel:
@@ -100,6 +103,8 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
                          "--launcher slurm")
     exp = _experiment(args)
     check_writable_folder(exp.runs[0].run_dir.parent, "--runs-dir")
+    if args.report is not None:  # before the work: the report is written when the grid is done
+        check_writable_folder(args.report, "--report")
     if args.launcher != "here":
         return _launch(args, exp, resources)
     use_cpu_threads(_say)
@@ -152,6 +157,7 @@ def _where_to_look(exp, runs_dir: Path) -> str:
 
 
 def cmd_experiment_report(args: argparse.Namespace) -> int:
+    from samat.core.results import check_writable_folder
     from samat.empirical.experiments.report import terminal_text, write_report
 
     exp = _experiment(args)
@@ -162,7 +168,7 @@ def cmd_experiment_report(args: argparse.Namespace) -> int:
                f"{args.config} --overwrite retrains them" if stale else "")
         raise SamatError(f"nothing to report: none of the {len(exp.runs)} runs of {exp.name} is finished under "
                          f"{exp.runs[0].run_dir.parent}{why}{_where_to_look(exp, args.runs_dir)}")
-    out = args.out or Path("results") / exp.name
+    out = check_writable_folder(args.out or Path("results") / exp.name, "--out")  # before the results are read
     paths = write_report(exp, out, log=_say)
     print(terminal_text(paths["markdown"].read_text()))
     _say(f"wrote {', '.join(str(p) for p in paths.values())}")

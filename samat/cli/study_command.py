@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from samat.core.errors import SamatError
+from samat.core.results import check_writable_folder
 
 
 def add_command(sub) -> None:
@@ -42,10 +43,13 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.duality:
         return _duality(args, say)
     measurements = args.out / "measurements.json"
+    if args.report_only and not measurements.exists():
+        raise SamatError(f"{measurements} does not exist: run `samat study --out {args.out}` first")
+    check_writable_folder(args.out, "--out")  # both before the study: it writes them when it is done
+    if args.publish:
+        check_writable_folder(args.publish, "--publish")
     if not args.report_only:
         measurements = run(StudyGrid.quick() if args.quick else StudyGrid(), args.out, log=say)
-    elif not measurements.exists():
-        raise SamatError(f"{measurements} does not exist: run `samat study --out {args.out}` first")
     summary = summarize(measurements, log=say)
     paths = figures(summary, args.out)
     paths += write(summary, args.out)

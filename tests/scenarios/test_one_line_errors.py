@@ -10,10 +10,13 @@ import pytest
 import torch
 
 from samat.empirical.attacks.specs import parse_attack
+from samat.empirical.experiments.grid import load_experiment
+from samat.empirical.experiments.runner import run_experiment
 from samat.empirical.training.config import TrainConfig
 from samat.empirical.training.loop import train
 from samat.empirical.training.runs import file_sha256
 from tests.commandline import GAUSSIAN, gaussian_cfg, samat_with_read_only
+from tests.empirical.helpers import write_grid
 from tests.helpers import snapshot
 
 SEED_RANGE = "an integer in [0, 2**63 - 1]"
@@ -160,3 +163,41 @@ def test_resuming_a_read_only_run_is_refused_before_training(tmp_path):
     result.one_line_error(f"cannot write in the run directory {run} (", "train")
     assert "nothing was trained; make it writable and continue with --resume" in result.err
     assert "epoch 2" not in result.err and snapshot(run) == before
+
+
+@pytest.fixture
+def finished_grid(tmp_path):
+    """A one-run Gaussian grid with no attack column, trained: (its file, its runs folder)."""
+    grid = write_grid(tmp_path, 'name = "g"')
+    runs = tmp_path / "runs"
+    load = load_experiment(grid, runs_dir=runs)
+    run_experiment(load, progress=False, log=lambda m: None)
+    return grid, runs
+
+
+def test_output_folders_are_checked_before_the_work(samat, tmp_path, finished_grid):
+    """`experiment run --report FILE`, `experiment report --out FILE` and `study --publish FILE` trained or studied
+    first, then gave a traceback."""
+    grid, runs = finished_grid
+    file = tmp_path / "a-file"
+    file.write_text("")
+    fresh = tmp_path / "fresh-runs"
+    samat("experiment", "run", grid, "--runs-dir", fresh, "--report", file).one_line_error(
+        f"--report {file} is a file, not a folder", "experiment run")
+    assert not any(fresh.rglob("*.json"))  # nothing trained
+    samat("experiment", "report", grid, "--runs-dir", runs, "--out", file).one_line_error(
+        f"--out {file} is a file, not a folder", "experiment report")
+    study = tmp_path / "study"
+    samat("study", "--quick", "--out", study, "--publish", file).one_line_error(
+        f"--publish {file} is a file, not a folder", "study")
+    assert not (study / "runs").exists()  # nothing studied
+    samat("study", "--quick", "--out", file).one_line_error(f"--out {file} is a file, not a folder", "study")
+
+
+def test_a_read_only_report_folder_is_refused_before_the_report(tmp_path, finished_grid):
+    grid, runs = finished_grid
+    folder = tmp_path / "report"
+    folder.mkdir()
+    result = samat_with_read_only(folder, "experiment", "report", grid, "--runs-dir", runs, "--out", folder)
+    result.one_line_error(f"cannot write in --out {folder}", "experiment report")
+    assert list(folder.iterdir()) == []
