@@ -9,12 +9,12 @@ import os
 import pytest
 import torch
 
-from samat.empirical.attacks.specs import parse_attack
+from samat.empirical.attacks.specs import budget_problem, parse_attack
 from samat.empirical.experiments.grid import load_experiment
 from samat.empirical.experiments.runner import run_experiment
 from samat.empirical.training.config import TrainConfig
 from samat.empirical.training.loop import train
-from samat.empirical.training.runs import file_sha256
+from samat.empirical.training.runs import RunDir, file_sha256
 from tests.commandline import GAUSSIAN, gaussian_cfg, samat_with_read_only
 from tests.empirical.helpers import write_grid
 from tests.helpers import snapshot
@@ -41,9 +41,16 @@ CASES = [
     ("eval", ["{run}", "--attacks", "pgd10_linf@"], "at least one budget after '@'"),
     ("eval", ["{run}", "--attacks", "pgd99999999999999999999_linf"], "PGD with 1 to 10,000 steps"),
     ("train", ["--method", "pgd_at", "--at-eps", "2"], "at_eps must be < 1 for l-inf on images"),
+    ("train", ["--dataset", "fashion_mnist", "--method", "pgd_at", "--at-norm", "l2", "--at-eps", "1000", "--epochs",
+               "1", "--train-subset", "64", "--test-subset", "64", "--runs-dir", "{folder}"],
+     "at_eps=1000.0 is invalid: at_eps must be < 28 for l2 on 1x28x28 images in [0, 1] (the box's diameter √784"),
     ("train", [*TRAIN[1:], "--at-steps", "20000", "--method", "pgd_at"], "at_steps must be an integer in [1, 10,000]"),
     ("train", [*TRAIN[1:], "--name", "../escape"], "--name=../escape is invalid"),
     ("train", [*TRAIN[1:], "--name", "a/b"], "--name=a/b is invalid"),
+    # a run's other files are not weights (it said "made for other weights... evaluating again", then "corrupt")
+    ("eval", ["{run}/config.json"], "{run}/config.json is not a weights file (samat eval reads .pt or .pth files): "
+     "give the run directory ({run}) or its model.pt"),
+    ("eval", ["{run}/metrics.jsonl", "--attacks", "fgsm_linf@0.1"], "{run}/metrics.jsonl is not a weights file"),
     # an unknown flag is named with the command that does not know it (it said only "samat: error")
     ("train", [*TRAIN[1:], "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
     ("experiment run", ["fashion_mnist_default", "--epochs", "3"], "unrecognized arguments: --epochs 3"),
@@ -201,3 +208,31 @@ def test_a_read_only_report_folder_is_refused_before_the_report(tmp_path, finish
     result = samat_with_read_only(folder, "experiment", "report", grid, "--runs-dir", runs, "--out", folder)
     result.one_line_error(f"cannot write in --out {folder}", "experiment report")
     assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize(("attack", "needle"), [
+    ("fgsm_linf@2", "eps=2 is invalid: eps must be < 1 for l-inf on images in [0, 1] (a budget of 1 lets the attack "
+                    "paint any image), e.g. 8/255 (attack fgsm_linf@2)"),
+    ("pgd10_l2@1000", "eps=1000 is invalid: eps must be < 28 for l2 on 1x28x28 images"),
+])
+def test_an_attack_budget_follows_the_rule_of_adversarial_training(samat, tmp_path, attack, needle):
+    """`eval --attacks fgsm_linf@2` ran with ε = 2 while `train --at-eps 2` was refused, and an ℓ2 budget had no
+    limit at all: one rule per norm (attacks.specs.budget_problem), checked before the weights or data are read."""
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.write_config(TrainConfig.from_dict({"dataset": "fashion_mnist", "model": "small_cnn"}), {})
+    (run.path / "model.pt").write_bytes(b"never read")
+    samat("eval", run.path, "--attacks", attack).one_line_error(needle, "eval")
+    assert not (run.path / "eval.json").exists()
+    grid = write_grid(tmp_path, f'name = "g"\ncolumns = ["natural", "{attack}"]', base='[base]\ndataset = '
+                      '"fashion_mnist"\nmodel = "small_cnn"\n')
+    samat("experiment", "status", grid).one_line_error(f"{needle.split(' (attack')[0]}", "experiment status")
+
+
+def test_the_budget_rule_leaves_vectors_and_budgets_inside_the_box_alone():
+    assert TrainConfig.from_dict({"dataset": "fashion_mnist", "method": "pgd_at", "at_norm": "l2", "at_eps": 27.9})
+    assert TrainConfig.from_dict({"dataset": "gaussian", "model": "linear", "method": "pgd_at", "at_eps": 3})
+    (spec,) = parse_attack("pgd10_l2@1000")  # the Gaussian model's vectors have no box
+    assert budget_problem(spec.norm, spec.eps, (7,)) is None
+    assert budget_problem(spec.norm, 55.4, (3, 32, 32)) is None and budget_problem(spec.norm, 55.5, (3, 32, 32))
+    assert budget_problem(spec.norm, 1000, None) is None  # images of sizes not known yet: only l-inf's rule

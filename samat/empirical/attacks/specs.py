@@ -68,6 +68,30 @@ def parse_eps(text: str | float) -> float:
     return value
 
 
+def budget_problem(norm: Norm, eps: float | None, input_shape: tuple[int, ...] | None) -> str | None:
+    """The one rule for a perturbation budget, adversarial training's and every attack's: what it must be for inputs
+    of ``input_shape``, or None when ``eps`` is fine. Images live in the box [0, 1]^d, where a budget as large as
+    the box lets the attack paint any image: ℓ∞ must stay below 1, and ℓ2 below √d, the box's diameter (d = C·H·W
+    values per image). ``input_shape``: an image's (C, H, W); None for images whose size is not known yet (only the
+    ℓ∞ rule applies); vectors (D,) (the Gaussian model) have no box and no limit. Flow (pixels) and ℓ0 budgets are
+    the attacks' own."""
+    if eps is None or (input_shape is not None and len(input_shape) != 3):
+        return None
+    if norm is Norm.LINF and eps >= 1:
+        return "< 1 for l-inf on images in [0, 1] (a budget of 1 lets the attack paint any image), e.g. 8/255"
+    if norm is Norm.L2 and input_shape is not None and eps >= (diameter := math.sqrt(math.prod(input_shape))):
+        return (f"< {diameter:.4g} for l2 on {'x'.join(map(str, input_shape))} images in [0, 1] (the box's diameter "
+                f"√{math.prod(input_shape)}: a budget that large lets the attack paint any image), e.g. 0.5")
+    return None
+
+
+def check_budgets(specs: dict[str, AttackSpec], input_shape: tuple[int, ...] | None, where: str = "") -> None:
+    """:func:`budget_problem` for every attack of a table's columns (by label), as a ParameterError naming it."""
+    for label, s in specs.items():
+        if (why := budget_problem(s.norm, s.eps, input_shape)) is not None:
+            raise ParameterError("eps", format_eps(s.eps, s.norm, shortest=True), f"{why} (attack {label}{where})")
+
+
 def format_eps(eps: float | None, norm: Norm, *, shortest: bool = False) -> str:
     """The inverse of :func:`parse_eps` for labels: k/255 for intensity budgets that are a multiple of 1/255, or
     of a thousandth of it where that is shorter than the decimal (1.5/255, but 0.5), exactly as :func:`parse_eps`

@@ -43,7 +43,7 @@ from samat.empirical.data.segmentation import (
 )
 from samat.empirical.data.text import TextCorpus, TextDataset, load_generated_reviews, load_rotten_tomatoes
 from samat.empirical.data.tinyimagenet import load_tinyimagenet
-from samat.empirical.vocabulary import DatasetName
+from samat.empirical.vocabulary import DatasetName, Task
 
 __all__ = [
     "CIFAR_SPECS",
@@ -64,6 +64,7 @@ __all__ = [
     "as_inputs",
     "augment_batch",
     "data_shape",
+    "input_shape_of",
     "load_dataset",
     "to_float_images",
 ]
@@ -117,6 +118,22 @@ def data_shape(name: str, gaussian: GaussianSpec | None = None) -> DataShape:
         raise SamatError(f"the device time of {key.display} runs cannot be planned yet: `samat experiment plan` "
                          "covers the classification grids")
     return DATASETS[key].shape
+
+
+def input_shape_of(name: str, gaussian: GaussianSpec | None = None) -> tuple[int, ...] | None:
+    """One input's shape, known without loading the data: (C, H, W) for the image datasets, (n + 1,) for the Gaussian
+    model (``gaussian``'s), () for sentences (text: no pixels, no box); None for images of their own sizes
+    (segmentation) and for datasets built in code under another name."""
+    try:
+        key = DatasetName.parse(name, "dataset")
+    except SamatError:
+        return None
+    if key is DatasetName.GAUSSIAN:
+        return ((gaussian if gaussian is not None else GaussianSpec()).n + 1,)
+    if key.task is Task.TEXT:
+        return ()
+    shape = DATASETS[key].shape
+    return shape.input_shape if shape is not None else None
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, *, download: bool = False,

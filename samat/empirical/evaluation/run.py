@@ -18,8 +18,8 @@ from samat.core.errors import ParameterError, SamatError
 from samat.core.numbers import SEED_RANGE, is_seed
 from samat.core.results import atomic_write_bytes, check_writable_folder, provenance, write_json
 from samat.empirical.attacks.crosscheck import crosscheck_autoattack
-from samat.empirical.attacks.specs import PAPER_COLUMNS, Algorithm, AttackSpec
-from samat.empirical.data import as_inputs
+from samat.empirical.attacks.specs import PAPER_COLUMNS, Algorithm, AttackSpec, check_budgets
+from samat.empirical.data import as_inputs, input_shape_of
 from samat.empirical.evaluation.classification import Hits
 from samat.empirical.evaluation.columns import column_specs
 from samat.empirical.evaluation.evaluate import evaluate
@@ -123,9 +123,12 @@ def evaluate_run(trained: Trained, specs: dict[str, AttackSpec] | None, *, devic
     locked meanwhile: an evaluation that meets another waits for it and then extends its result; one that meets
     training is refused.
     """
-    task = trained.config.model.task
+    cfg = trained.config
+    task = cfg.model.task
     if specs is None:
         specs = column_specs(TASKS[task].default_columns)
+    check_budgets({label: s for label, s in specs.items() if isinstance(s, AttackSpec)},
+                  input_shape_of(cfg.dataset, cfg.gaussian_spec))  # before the weights or the data are read
     if not is_seed(seed):
         raise ParameterError("seed", seed, SEED_RANGE)
     check_writable_folder(trained.run.path, "run directory")

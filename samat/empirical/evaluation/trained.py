@@ -49,6 +49,9 @@ class Loaded:
     texts: tuple[str, ...] = ()  # text: the test split's sentences, aligned with x
 
 
+WEIGHTS_SUFFIXES = (".pt", ".pth")  # what torch.save's files are called: model.pt, checkpoint.pt, a bare .pth
+
+
 def locate(path: str | Path, *, data_dir: str | None = None, model: str | None = None,
            dataset: str | None = None) -> Trained:
     """The weights at ``path`` (a run directory, or a model.pt / checkpoint.pt in one or anywhere), their run
@@ -63,6 +66,10 @@ def locate(path: str | Path, *, data_dir: str | None = None, model: str | None =
         weights = run.weights if run.weights.exists() else run.checkpoint
         if not weights.exists():
             raise SamatError(f"{path} holds no model.pt or checkpoint.pt: train it first (samat train)")
+    elif path.suffix not in WEIGHTS_SUFFIXES:  # config.json, metrics.jsonl...: not weights, whatever they hold
+        hint = f"the run directory ({run.path}) or its model.pt" if run.config.exists() else "a model.pt"
+        raise SamatError(f"{path} is not a weights file (samat eval reads {' or '.join(WEIGHTS_SUFFIXES)} files): "
+                         f"give {hint}")
     given = {k: v for k, v in (("model", model), ("dataset", dataset), ("data_dir", data_dir)) if v is not None}
     if run.config.exists():
         cfg = run.load_config({"data_dir": data_dir} if data_dir is not None else None)

@@ -36,7 +36,8 @@ from typing import Any
 
 from samat.core.errors import ParameterError, SamatError
 from samat.core.numbers import SEED_RANGE, is_seed, repeated_seed
-from samat.empirical.attacks.specs import GRADIENT_ALGORITHMS, TEXT_ALGORITHMS, AttackSpec
+from samat.empirical.attacks.specs import GRADIENT_ALGORITHMS, TEXT_ALGORITHMS, AttackSpec, check_budgets
+from samat.empirical.data import input_shape_of
 from samat.empirical.evaluation.columns import AVERAGE, NATURAL, column_specs
 from samat.empirical.evaluation.run import DEFAULT_N_EVAL
 from samat.empirical.experiments.duality_grid import KIND, KINDS, DualityLadder, read_ladder
@@ -176,9 +177,8 @@ def load_experiment(path: str | Path, *, runs_dir: str | Path = "runs", override
         raise ParameterError("seeds", list(seeds), f"distinct ({why})")
     seeds = tuple(seeds) if seeds is not None else reader.seeds(head)
     tables, attacks = reader.attacks(reader.tables(head, title))
-    image_only = [c for c, s in attacks.items() if s.algorithm not in GRADIENT_ALGORITHMS]
     ladder, doc = reader.kind(head, doc, tables, attacks)
-    runs, labels = reader.runs(doc, tables, seeds, overrides or {}, image_only, Path(runs_dir) / name)
+    runs, labels = reader.runs(doc, tables, seeds, overrides or {}, attacks, Path(runs_dir) / name)
     tasks = {r.config.model.task for r in runs}
     if len(tasks) > 1:
         raise SamatError(f"{reader.path} mixes {' and '.join(sorted(t.value for t in tasks))} runs: put them in "
@@ -282,7 +282,7 @@ class _Reader:
                 raise ParameterError("column", column, f"{valid} (in [experiment] of {self.path})")
 
     def runs(self, doc: dict, tables: tuple[Table, ...], seeds: tuple[int, ...], overrides: dict[str, Any],
-             image_only: list[str], folder: Path) -> tuple[tuple[RunSpec, ...], tuple[str, ...]]:
+             attacks: dict[str, AttackSpec], folder: Path) -> tuple[tuple[RunSpec, ...], tuple[str, ...]]:
         base = doc.get("base", {})
         if not isinstance(base, dict):
             raise self.malformed("[base]", "a table of configuration fields")
@@ -306,18 +306,21 @@ class _Reader:
                 raise SamatError(f"{self.path}: run {label!r} gives numbers for {unknown[0]!r}, "
                                  "which is not in [experiment] tables")
             for seed in seeds:
-                cfg = self.config(base | entry | overrides | {"seed": seed}, label, image_only)
+                cfg = self.config(base | entry | overrides | {"seed": seed}, label, attacks)
                 runs.append(RunSpec(label, cfg, paper, folder / f"{slug(label)}-seed{seed}"))
         return tuple(runs), tuple(labels)
 
-    def config(self, values: dict[str, Any], label: str, image_only: list[str]) -> TrainConfig:
+    def config(self, values: dict[str, Any], label: str, attacks: dict[str, AttackSpec]) -> TrainConfig:
         try:
             cfg = TrainConfig.from_dict(values)
         except ParameterError as err:
             raise ParameterError(err.name, err.value, f"{err.valid} (in run {label!r} of {self.path})") from None
+        image_only = [c for c, s in attacks.items() if s.algorithm not in GRADIENT_ALGORITHMS]
         if cfg.dataset == DatasetName.GAUSSIAN and image_only:
             raise SamatError(f"{self.path}: column {image_only[0]!r} attacks images, but run {label!r} trains on "
                              "vectors (dataset gaussian): only fgsm and pgd columns apply to it")
+        check_budgets(attacks, input_shape_of(cfg.dataset, cfg.gaussian_spec),
+                      f" in [experiment] of {self.path}, on run {label!r}")
         return cfg
 
 

@@ -21,6 +21,8 @@ from typing import Any
 
 from samat.core.errors import ParameterError, SamatError
 from samat.core.numbers import SEED_RANGE, is_int, is_seed, parse_number
+from samat.empirical.attacks.specs import budget_problem
+from samat.empirical.data import input_shape_of
 from samat.empirical.data.gaussian import GAUSSIAN_FIELDS, GaussianSpec
 from samat.empirical.training.segmentation import SegmentationSpec
 from samat.empirical.training.text import TextSpec, linear_factor
@@ -243,9 +245,6 @@ class TrainConfig:
         _finite("esam_beta", self.esam_beta, 0 < self.esam_beta <= 1, "in (0, 1]")
         _finite("esam_gamma", self.esam_gamma, 0 < self.esam_gamma <= 1, "in (0, 1]")
         _finite("at_eps", self.at_eps, self.at_eps >= 0, ">= 0")
-        if self.method.adversarial and self.at_norm is Norm.LINF and self.dataset != DatasetName.GAUSSIAN:  # [0, 1]
-            _check("at_eps", self.at_eps, self.at_eps < 1,
-                   "< 1 for l-inf on images in [0, 1] (a budget of 1 lets the attack paint any image), e.g. 8/255")
         if self.at_alpha is not None:
             _finite("at_alpha", self.at_alpha, self.at_alpha > 0, "> 0")
         _integer("at_steps", self.at_steps, 1, MAX_STEPS)
@@ -267,6 +266,10 @@ class TrainConfig:
         if self.iterations is not None and self.iterations % self.round_steps:
             raise ParameterError("eval_every", self.eval_every, f"a divisor of iterations={self.iterations}")
         object.__setattr__(self, "_gaussian_spec", GaussianSpec.from_table(self.gaussian))
+        if self.method.adversarial:  # the rule every attack's budget follows too (attacks.specs.budget_problem)
+            shape = input_shape_of(self.dataset, self._gaussian_spec)
+            if (why := budget_problem(self.at_norm, self.at_eps, shape)) is not None:
+                raise ParameterError("at_eps", self.at_eps, why)
         self._validate_task()
         if self.data_dir is not None:
             _check("data_dir", self.data_dir, isinstance(self.data_dir, str) and bool(self.data_dir),
