@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import pytest
 from samat.core.errors import ParameterError
 from samat.empirical.experiments.grid import load_experiment
 from samat.empirical.experiments.launch import Resources, _tasks_import_this_code, parse_time, slurm_states
+from samat.empirical.experiments.runner import failures, run_experiment
 from samat.empirical.experiments.state import run_states
 from samat.empirical.training.runs import RunDir
 from tests.commandline import GAUSSIAN
@@ -177,3 +179,41 @@ def test_a_seed_given_twice_is_refused_in_one_line(samat, tmp_path, command):
     samat("experiment", command, flag, "--runs-dir", tmp_path / "runs", "--seeds", "3,3").one_line_error(
         "seeds='3,3' is invalid: seeds must be distinct (seed 3 appears 2 times", f"experiment {command}")
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_left_partial_by_a_killed_process_is_said_and_fails_the_grid(tmp_path):
+    """Of two `samat experiment run` on one grid, one was SIGKILLed while it trained a run: the other skipped that
+    run (held), ended with exit code 0 and never said that the run was left partial."""
+    slow = dict(GAUSSIAN, train_size=20000)  # a first epoch long enough to be killed inside the next ones
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'[experiment]\nname = "k"\n\n[base]\ndataset = "gaussian"\nmodel = "linear"\nbatch_size = 64\n'
+                    f'gaussian = {{ {GAUSSIAN_TOML} }}\n\n[[run]]\nlabel = "slow"\nmethod = "sgd"\nepochs = 100000\n'
+                    "gaussian = { " + ", ".join(f"{k} = {v}" for k, v in slow.items()) + " }\n\n"
+                    '[[run]]\nlabel = "quick"\nmethod = "sgd"\nepochs = 1\n')
+    exp = load_experiment(grid, runs_dir=tmp_path / "runs")
+    held = RunDir(exp.runs[0].run_dir)
+    other = subprocess.Popen([sys.executable, "-m", "samat", "experiment", "run", str(grid), "--runs-dir",
+                              str(tmp_path / "runs"), "--no-progress"], cwd=REPO,
+                             env=os.environ | {"SAMAT_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not held.has_checkpoint:
+            assert other.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+
+        def log(message: str) -> None:
+            if "skipped" in message:  # this process has passed the run by: the one that holds it dies now
+                other.kill()
+                other.wait(timeout=60)
+
+        outcomes = run_experiment(exp, progress=False, log=log)
+    finally:
+        other.kill()
+    assert other.returncode == -signal.SIGKILL
+    assert [o["status"] for o in outcomes] == ["failed", "trained"]
+    assert outcomes[0]["reason"].startswith("left partial (its checkpoint is kept) by samat experiment run (pid "
+                                            f"{other.pid}")
+    assert "samat experiment run resumes it" in outcomes[0]["reason"]
+    failed = failures(outcomes)
+    assert failed is not None and failed.exit_code == 1 and str(held.path) in str(failed)

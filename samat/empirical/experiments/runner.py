@@ -26,6 +26,7 @@ from samat.core.locks import LockHeld
 from samat.empirical.evaluation.run import evaluate_run as evaluate_trained
 from samat.empirical.evaluation.trained import Trained
 from samat.empirical.experiments.grid import Experiment, RunSpec, staleness
+from samat.empirical.experiments.results import missing_columns
 from samat.empirical.training.loop import train
 from samat.empirical.training.runs import CLAIM, RUN_AGAIN, RunDir
 from samat.empirical.training.segmentation import backbone_note
@@ -90,9 +91,28 @@ def run_experiment(exp: Experiment, *, progress: bool = True, evaluate: bool = T
         except LockHeld as held:
             who = held.holder.describe() if held.holder else "another process"
             log(f"{where}: skipped, {who} has it")
-            outcome = {"status": "skipped (held by another process)"}
+            outcome = {"status": "skipped (held by another process)", "holder": who}
         outcomes.append({"run": str(spec.run_dir)} | outcome)
-    return outcomes
+    return [_left_behind(exp, outcome, evaluate, log) for outcome in outcomes]
+
+
+def _left_behind(exp: Experiment, outcome: dict, evaluate: bool, log: Log) -> dict:
+    """A run skipped because another process held it, looked at again once this process is done: where that
+    process has ended (killed, or failed) and left the run unfinished (or unevaluated), the run is a failure of
+    the grid, said in one line, so that the command does not end as if the grid were done."""
+    if outcome["status"] != "skipped (held by another process)":
+        return outcome
+    run = RunDir(outcome["run"])
+    if run.holder() is not None:  # still at work on it: that process says how it ends
+        return outcome
+    if run.finished and not (evaluate and missing_columns(exp, run)):
+        return outcome
+    kept = "its checkpoint is kept" if run.has_checkpoint else "nothing saved"
+    left = "unevaluated" if run.finished else f"{run.status()} ({kept})"
+    reason = (f"left {left} by {outcome['holder']}, which stopped before finishing it; samat experiment run "
+              "resumes it")
+    log(f"{outcome['run']}: {reason}")
+    return outcome | {"status": "failed", "reason": reason}
 
 
 class RunsFailed(SamatError):
