@@ -168,6 +168,10 @@ def cmd_experiment_report(args: argparse.Namespace) -> int:
                f"{args.config} --overwrite retrains them" if stale else "")
         raise SamatError(f"nothing to report: none of the {len(exp.runs)} runs of {exp.name} is finished under "
                          f"{exp.runs[0].run_dir.parent}{why}{_where_to_look(exp, args.runs_dir)}")
+    if exp.duality is not None:
+        from samat.empirical.experiments.duality import readiness
+
+        readiness(exp)  # every run trained and evaluated, or one line naming those that are not
     out = check_writable_folder(args.out or Path("results") / exp.name, "--out")  # before the results are read
     paths = write_report(exp, out, log=_say)
     print(terminal_text(paths["markdown"].read_text()))

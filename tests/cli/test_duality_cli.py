@@ -88,6 +88,17 @@ def test_a_run_without_its_evaluation_is_named(samat, copy):
     assert not (copy / "out").exists()  # checked before anything is written
 
 
+def test_a_rung_whose_weights_were_replaced_is_named(samat, copy):
+    """A rung's model.pt replaced by another run's (and evaluated as such): its numbers are not the rung's."""
+    runs = copy / "runs" / "duality-tiny"
+    shutil.copyfile(runs / "st-sgd-seed0" / "model.pt", runs / "sam-rho-0.2-seed1" / "model.pt")
+    exp = load_experiment(copy / "grid.toml", runs_dir=copy / "runs")
+    evaluate_run(exp, next(s for s in exp.runs if s.run_dir.name == "sam-rho-0.2-seed1"), progress=False,
+                 log=lambda m: None)
+    result = samat("experiment", "report", copy / "grid.toml", "--runs-dir", copy / "runs", "--out", copy / "out")
+    result.one_line_error("sam-rho-0.2-seed1 (its model.pt is not the weights it trained)", "experiment report")
+
+
 def test_columns_missing_from_some_runs_are_named(samat, copy):
     wider = duality_toml(copy, columns='["natural", "pgd10_linf@0.3", "pgd10_linf@0.6", "fgsm_linf@0.3"]',
                          name="wider.toml")
