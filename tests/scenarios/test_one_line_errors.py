@@ -10,8 +10,11 @@ import pytest
 import torch
 
 from samat.empirical.attacks.specs import budget_problem, parse_attack
+from samat.empirical.evaluation.store import unpack_mask
+from samat.empirical.evaluation.trained import eval_indices, load_trained, locate
 from samat.empirical.experiments.grid import load_experiment
 from samat.empirical.experiments.runner import run_experiment
+from samat.empirical.inference import correct_mask
 from samat.empirical.training.config import TrainConfig
 from samat.empirical.training.loop import train
 from samat.empirical.training.runs import RunDir, file_sha256
@@ -128,18 +131,35 @@ def test_unresolved_solves_say_so(samat):
 
 
 def test_a_gaussian_model_that_fits_in_memory_trains(samat, tmp_path):
+    """The memory check refuses n = 1e9 (above) but lets a model that fits train: as asked, to the end."""
     table = dict(GAUSSIAN, n=20)
-    result = samat(*TRAIN, "--runs-dir", tmp_path, "--set", f"gaussian={table}".replace("'", '"'))
+    result = samat(*TRAIN, "--runs-dir", tmp_path, "--name", "r", "--set", f"gaussian={table}".replace("'", '"'))
     assert result.code == 0, result.err
+    run = RunDir(tmp_path / "r")
+    assert run.finished and run.read_final()["epochs"] == 1 and run.load_config().gaussian["n"] == 20
+    assert torch.load(run.weights)["weight"].shape == (21,)  # w over x1..x_{n+1}
 
 
-def test_train_and_eval_accept_the_same_seeds(samat, tmp_path):
-    largest = str(2**63 - 1)
-    trained = samat(*TRAIN, "--runs-dir", tmp_path, "--name", "r", "--seed", largest, "--set",
-                    f"gaussian={GAUSSIAN}".replace("'", '"'))
-    assert trained.code == 0, trained.err
-    evaluated = samat("eval", tmp_path / "r", "--attacks", "fgsm_linf@0.1", "--seed", largest, "--n-eval", "64")
+def test_train_and_eval_accept_the_same_seeds_and_use_them(samat, tmp_path):
+    """The largest seed both accept is recorded and used: training's initialization and batches differ from seed
+    0's, and the evaluation's images are the subset that seed draws."""
+    largest = 2**63 - 1
+    gaussian = f"gaussian={GAUSSIAN}".replace("'", '"')
+    for name, seed in (("r", largest), ("zero", 0)):
+        trained = samat(*TRAIN, "--runs-dir", tmp_path, "--name", name, "--seed", seed, "--set", gaussian)
+        assert trained.code == 0, trained.err
+    run = RunDir(tmp_path / "r")
+    assert run.load_config().seed == largest
+    assert not torch.equal(torch.load(run.weights)["weight"], torch.load(tmp_path / "zero" / "model.pt")["weight"])
+    evaluated = samat("eval", run.path, "--attacks", "fgsm_linf@0.1", "--seed", largest, "--n-eval", "64")
     assert evaluated.code == 0, evaluated.err
+    evaluation = json.loads((run.path / "eval.json").read_text())
+    assert evaluation["settings"] == {"n_eval": 64, "seed": largest}
+    loaded = load_trained(locate(run.path), device=torch.device("cpu"))
+    picked = eval_indices(len(loaded.y), 64, largest)
+    assert not torch.equal(picked, eval_indices(len(loaded.y), 64, 0))
+    hits = correct_mask(loaded.model, loaded.x[picked], loaded.y[picked])  # image by image: another subset's
+    assert torch.equal(unpack_mask(evaluation["correct"]["natural"], 64), hits)  # would differ (~1e-11 chance)
 
 
 def test_eval_refuses_weights_that_diverged_in_one_line(samat, fresh_run):

@@ -75,9 +75,21 @@ def test_the_inner_maximum_broadcasts_as_separate_calls_and_its_candidates_carry
 
 
 def test_the_inner_maximum_is_clean_by_default():
-    clean = sam_inner_max(0.8, 0.7, 0.5, 4, 0.3, 0.0)
-    by_default = sam_inner_max(0.8, 0.7, 0.5, 4, 0.3)
-    assert by_default.log_value == clean.log_value and by_default.error == clean.error
+    """Without an attack, max over |δ| <= 0.3 of the clean risk; c = ηn > 0 puts it at an end of the interval. The
+    reference is the definition's at 50 digits, and an attack of 0.3 moves it far beyond the tolerance (so a default
+    that attacked, or ignored the attack, would fail)."""
+    w1, p, eta, n, sam_eps = 0.8, 0.7, 0.5, 4, 0.3
+
+    def reference(attack):
+        return float(mpmath.log(max(_mp_risk(w1 - sam_eps, p, eta, n, attack), _mp_risk(w1 + sam_eps, p, eta, n,
+                                                                                         attack))))
+
+    by_default = sam_inner_max(w1, p, eta, n, sam_eps)
+    tolerance = by_default.error + 4 * U * abs(by_default.log_value)
+    assert abs(by_default.log_value - reference(0)) <= tolerance
+    attacked = sam_inner_max(w1, p, eta, n, sam_eps, 0.3)
+    assert abs(attacked.log_value - reference(0.3)) <= attacked.error + 4 * U * abs(attacked.log_value)
+    assert abs(reference(0.3) - reference(0)) > 1e6 * tolerance
 
 
 @pytest.mark.parametrize(("w1", "eps", "eps_x1"), [(0.8, 0.1, 0.3), (-0.6, 0.0, 0.2), (1.7, 0.2, 0.5),
@@ -119,5 +131,19 @@ def test_the_refinement_between_grid_nodes_computes_in_the_backend_it_is_given()
         assert abs(value - mpmath.log(_mp_risk(peak, p, eta, n, attack))) < 1e-15
 
 
+def _mp_slope(w1, p, eta, n, eps):
+    """log(d/dw1 of the class y x1 = -1's error) - log(-d/dw1 of the class y x1 = +1's error), by mpmath from the
+    risk's definition (no attack on x1)."""
+    c, scale = (mpmath.mpf(eta) - eps) * n, mpmath.sqrt(n)
+    up = mpmath.diff(lambda v: (1 - mpmath.mpf(p)) * mpmath.ncdf((v - c) / scale), mpmath.mpf(w1))
+    down = -mpmath.diff(lambda v: mpmath.mpf(p) * mpmath.ncdf((-v - c) / scale), mpmath.mpf(w1))
+    return float(mpmath.log(up) - mpmath.log(down))
+
+
 def test_the_slope_is_clean_by_default():
-    assert risk_slope(0.8, 0.7, 0.5, 4).value == risk_slope(0.8, 0.7, 0.5, 4, 0.0).value
+    """Without an attack, the clean risk's slope (the definition's, at 50 digits); an attack of 0.3 moves it far
+    beyond the tolerance."""
+    got = risk_slope(0.8, 0.7, 0.5, 4)
+    tolerance = got.error + 4 * U * abs(got.value)
+    assert abs(got.value - _mp_slope(0.8, 0.7, 0.5, 4, 0)) <= tolerance
+    assert abs(_mp_slope(0.8, 0.7, 0.5, 4, 0.3) - _mp_slope(0.8, 0.7, 0.5, 4, 0)) > 1e6 * tolerance
