@@ -4,7 +4,6 @@ command and the parameter, exit code 2, before any work. One row per command of 
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
@@ -87,29 +86,22 @@ def test_train_on_a_missing_device_fails_before_saying_anything(samat, tmp_path)
     assert "training" not in result.err and not (tmp_path / "runs").exists()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders: run the suite as a user")
 @pytest.mark.parametrize("command", [["theory", "verify", "--quick", "--out"], ["theory", "plot", "--out"],
                                      ["train", *TRAIN[1:], "--runs-dir"]])
-def test_read_only_output_folder_is_refused_before_the_work(samat, tmp_path, command):
+def test_read_only_output_folder_is_refused_before_the_work(tmp_path, command):
     folder = tmp_path / "read-only"
     folder.mkdir()
-    folder.chmod(0o500)
-    try:
-        result = samat(*command, folder)
-    finally:
-        folder.chmod(0o700)
+    result = samat_with_read_only(folder, *command, folder)
     result.one_line_error(f"cannot write in {'--runs-dir' if command[0] == 'train' else '--out'} {folder}",
                           " ".join(command[:2]) if command[0] == "theory" else "train")
+    assert list(folder.iterdir()) == []
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders: run the suite as a user")
-def test_eval_of_a_read_only_run_is_refused_before_attacking(samat, fresh_run):
-    fresh_run.chmod(0o500)
-    try:
-        result = samat("eval", fresh_run, "--attacks", "fgsm_linf@0.1")
-    finally:
-        fresh_run.chmod(0o700)
+def test_eval_of_a_read_only_run_is_refused_before_attacking(fresh_run):
+    before = snapshot(fresh_run)
+    result = samat_with_read_only(fresh_run, "eval", fresh_run, "--attacks", "fgsm_linf@0.1")
     result.one_line_error("cannot write in run directory", "eval")
+    assert "evaluating" not in result.err and snapshot(fresh_run) == before
 
 
 def test_fractions_of_decimals_are_budgets_everywhere(samat):
