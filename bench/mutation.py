@@ -84,7 +84,7 @@ TARGETS = {t.path.rsplit("/", 1)[1].removesuffix(".py"): t for t in (
     Target("training", "samat/empirical/training/steps.py", _STEP_TESTS + ("tests/empirical/training/test_steps.py",
                                                                      _EPOCHS)),
     Target("training", "samat/empirical/training/setup.py", _SEED_TESTS,
-           ("x_round_seed_*", "x_epoch_generator_*")),  # the training loop's seeding
+           ("x_round_seed_*", "x_round_generator_*")),  # the training loop's seeding
     Target("evaluation", "samat/empirical/evaluation/checks.py", ("tests/empirical/evaluation/test_evaluate.py",)),
     Target("evaluation", "samat/empirical/evaluation/evaluate.py", _EVALUATE_TESTS, _EVALUATE_CHECKS),
     Target("evaluation", "samat/empirical/evaluation/classification.py", _EVALUATE_TESTS,

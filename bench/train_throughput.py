@@ -188,7 +188,7 @@ class Baseline:
             self.opt = torch.optim.SGD(model.parameters(), **sgd)
         m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         s = torch.tensor(std, device=device).view(1, -1, 1, 1)
-        self.eps, self.alpha = cfg.at_eps / s, cfg.pgd_step / s  # pixel units -> normalized units
+        self.eps, self.step_size = cfg.at_eps / s, cfg.pgd_step_size / s  # pixel units -> normalized units
         self.lower, self.upper = (0 - m) / s, (1 - m) / s
 
     def set_lr(self, lr: float) -> None:
@@ -206,7 +206,7 @@ class Baseline:
             loss = F.cross_entropy(self.model(x + delta), y)
             loss.backward()
             grad = delta.grad.detach()
-            d = torch.max(torch.min(delta + self.alpha * torch.sign(grad), self.eps), -self.eps)
+            d = torch.max(torch.min(delta + self.step_size * torch.sign(grad), self.eps), -self.eps)
             d = torch.max(torch.min(d, self.upper - x), self.lower - x)
             delta.data = d
             delta.grad.zero_()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from samat import __version__
 from samat.cli import (
@@ -71,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{args.prog}: error: unrecognized arguments: {' '.join(unknown)} (see {args.prog} "
                     "--help)\n")
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = lambda message, *rest, **kw: print(f"{args.prog}: warning: {message}",
+                                                                      file=sys.stderr, flush=True)
+            return int(args.func(args) or 0)
     except SamatError as err:
         print(f"{args.prog}: error: {err}", file=sys.stderr)
         return err.exit_code

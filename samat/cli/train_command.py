@@ -33,6 +33,7 @@ def add_command(sub) -> None:
         ("--at-norm", str, "adversarial training's norm: linf or l2"),
         ("--at-eps", number, "adversarial training's budget in pixel units, e.g. 8/255 or 1.5/255 (ℓ∞: below 1)"),
         ("--at-steps", integer, "PGD steps of adversarial training (1 to 10,000; default 10)"),
+        ("--at-step-size", number, "PGD's step size in pixel units (default 2.5 at_eps / at_steps)"),
         ("--epochs", integer, "epochs (default 100)"),
         ("--iterations", integer, "train this many iterations instead of epochs (tested every eval_every)"),
         ("--batch-size", integer, "batch size (default 128)"),
@@ -68,8 +69,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from samat.empirical.vocabulary import DatasetName, Task
 
     values = read_document(args.config, "config file") if args.config else {}
-    for key in ("dataset", "data_dir", "model", "method", "rho", "at_norm", "at_eps", "at_steps", "epochs",
-                "iterations", "batch_size", "lr", "seed", "train_subset", "test_subset", "device"):
+    for key in ("dataset", "data_dir", "model", "method", "rho", "at_norm", "at_eps", "at_steps", "at_step_size",
+                "epochs", "iterations", "batch_size", "lr", "seed", "train_subset", "test_subset", "device"):
         value = getattr(args, key)
         if value is not None:
             values[key] = value

@@ -52,9 +52,9 @@ def w_r_vs_rho(summary: dict[str, Any], plt):
         ax.plot(rho, th["W_R_sam_all_01"], "C3-", label="SAM on all weights, 0-1")
         ax.plot(rho, th["W_R_sam_all_logistic"], "C2-", label="SAM on all weights, logistic (exact max)")
         ax.plot(rho, th["W_R_sam_one_step_logistic"], "C2:", label="SAM one-step, logistic (full batch)")
-        _errorbar(ax, [r for r in m["trained"] if r["method"] == "sam"], "param", "W_R", fmt="o", color="C0",
+        _errorbar(ax, [r for r in m["trained"] if r["method"] == "sam"], "rho", "W_R", fmt="o", color="C0",
                   label="SAM trained")
-        _errorbar(ax, [r for r in m["trained"] if r["method"] == "asam"], "param", "W_R", fmt="s", color="C1",
+        _errorbar(ax, [r for r in m["trained"] if r["method"] == "asam"], "rho", "W_R", fmt="s", color="C1",
                   label="ASAM trained")
         _finish(ax, key, "ρ (SAM radius)", "W_R = w1 / Σ w_i")
     return fig
@@ -80,8 +80,8 @@ def w_r_change_vs_rho(summary: dict[str, Any], plt):
         ax.plot(rho, pct(th["W_R_sam_one_step_logistic"], th["W_R_st_logistic"]), "C2:", marker=".",
                 label="SAM one-step, logistic (full batch)")
         for method, fmt, color, label in (("sam", "o", "C0", "SAM trained"), ("asam", "s", "C1", "ASAM trained")):
-            rows = sorted((r for r in m["trained"] if r["method"] == method), key=lambda r: r["param"])
-            ax.errorbar([r["param"] * (1.02 if method == "asam" else 1) for r in rows],
+            rows = sorted((r for r in m["trained"] if r["method"] == method), key=lambda r: r["rho"])
+            ax.errorbar([r["rho"] * (1.02 if method == "asam" else 1) for r in rows],
                         [100 * r["W_R_change_vs_st"][0] for r in rows],
                         yerr=[100 * interval(r["W_R_change_vs_st"])[1] for r in rows],
                         fmt=fmt, color=color, capsize=3, ms=5, label=label + " (95% CI, paired with ST)")
@@ -100,9 +100,9 @@ def w_r_vs_eps(summary: dict[str, Any], plt):
         ax.plot(eps, th["W_R_at_theorem2"], "k--", label="Theorem 2 (= logistic AT population)")
         ax.plot(eps, th["W_R_at_full_01"], "C3-", marker=".", label="AT full ℓ∞ ball, 0-1")
         ax.plot(eps, th["W_R_at_full_logistic"], "C2-", marker=".", label="AT full ℓ∞ ball, logistic")
-        _errorbar(ax, [r for r in m["trained"] if r["method"] == "at_nonrobust"], "param", "W_R", fmt="o",
+        _errorbar(ax, [r for r in m["trained"] if r["method"] == "at_nonrobust"], "at_eps", "W_R", fmt="o",
                   color="C0", label="AT trained, non-robust features")
-        _errorbar(ax, [r for r in m["trained"] if r["method"] == "at_all"], "param", "W_R", fmt="s", color="C1",
+        _errorbar(ax, [r for r in m["trained"] if r["method"] == "at_all"], "at_eps", "W_R", fmt="s", color="C1",
                   label="AT trained, all features")
         _finish(ax, key, "ε (ℓ∞ budget of AT)", "W_R")
     return fig

@@ -35,7 +35,8 @@ class Job:
     key: str  # "p0.8-eta0.5-n10"
     label: str  # "sam-rho0.1"
     method: str
-    param: float | None  # ρ or ε
+    rho: float | None  # SAM's radius, for the SAM family (None otherwise)
+    at_eps: float | None  # AT's budget, for adversarial training (None otherwise)
     config: TrainConfig
     run_dir: Path
     model: tuple[float, float, int]
@@ -55,22 +56,24 @@ def jobs(grid: StudyGrid, out: Path) -> list[Job]:
     for model in grid.models:
         p, eta, n = model
         key = f"p{p:g}-eta{eta:g}-n{n}"
-        methods: list[tuple[str, str, float | None, dict]] = [("st", "sgd", None, {"method": "sgd"})]
-        methods += [(f"sam-rho{r:g}", "sam", r, {"method": "sam", "rho": r}) for r in grid.rhos]
-        methods += [(f"asam-rho{r:g}", "asam", r, {"method": "asam", "rho": r}) for r in grid.rhos]
+        # (label, method, rho, at_eps, configuration fields)
+        methods: list[tuple[str, str, float | None, float | None, dict]] = [("st", "sgd", None, None,
+                                                                             {"method": "sgd"})]
+        methods += [(f"sam-rho{r:g}", "sam", r, None, {"method": "sam", "rho": r}) for r in grid.rhos]
+        methods += [(f"asam-rho{r:g}", "asam", r, None, {"method": "asam", "rho": r}) for r in grid.rhos]
         for f in grid.at_fractions:
             e = f * eta
-            methods.append((f"at-nonrobust-eps{e:g}", "at_nonrobust", e,
+            methods.append((f"at-nonrobust-eps{e:g}", "at_nonrobust", None, e,
                             {"method": "pgd_at", "at_eps": e, "at_features": "non_robust", "at_steps": 5}))
-            methods.append((f"at-all-eps{e:g}", "at_all", e, {"method": "pgd_at", "at_eps": e, "at_steps": 5}))
+            methods.append((f"at-all-eps{e:g}", "at_all", None, e, {"method": "pgd_at", "at_eps": e, "at_steps": 5}))
         for seed in grid.seeds:
-            for label, method, param, kw in methods:
+            for label, method, rho, at_eps, kw in methods:
                 cfg = run_config(grid, model, seed, grid.train_size, grid.epochs, **kw)
-                todo.append(Job(key, label, method, param, cfg, out / key / f"{label}-seed{seed}", model))
+                todo.append(Job(key, label, method, rho, at_eps, cfg, out / key / f"{label}-seed{seed}", model))
             for size in grid.convergence_sizes:
-                for label, method, param, kw in (methods[0], methods[-2]):  # ST, and AT at the largest ε
+                for label, method, rho, at_eps, kw in (methods[0], methods[-2]):  # ST, and AT at the largest ε
                     cfg = run_config(grid, model, seed, size, grid.convergence_epochs, **kw)
-                    todo.append(Job(key, label, method, param, cfg,
+                    todo.append(Job(key, label, method, rho, at_eps, cfg,
                                     out / key / "convergence" / f"{label}-n{size}-seed{seed}", model, "convergence"))
     return todo
 

@@ -42,7 +42,8 @@ def measure(job: Job, grid: StudyGrid, data: Dataset | None = None) -> dict[str,
     w = trained_weights(job.run_dir)
     w1, rest = float(w[0]), w[1:]
     w_sum, w_l2, w_l1 = float(rest.sum()), float(np.linalg.norm(rest)), float(np.abs(rest).sum())
-    row: dict[str, Any] = {"key": job.key, "label": job.label, "method": job.method, "param": job.param,
+    row: dict[str, Any] = {"key": job.key, "label": job.label, "method": job.method, "rho": job.rho,
+                           "at_eps": job.at_eps,
                            "seed": job.config.seed, "train_size": job.config.gaussian["train_size"], "kind": job.kind,
                            "w1": w1, "w_sum": w_sum, "W_R": w1 / w_sum}
 

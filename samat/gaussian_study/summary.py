@@ -59,7 +59,8 @@ def summarize(measurements: Path, *, log: Callable[[str], None] = print) -> dict
 
 def _group_stats(rows: list[dict], key: str, kind: str, label: str, size: int, st_w_r: dict) -> dict[str, Any]:
     """One method at one parameter: each measured quantity's (mean, standard error, dof) over seeds."""
-    stats: dict[str, Any] = {"label": label, "method": rows[0]["method"], "param": rows[0]["param"],
+    stats: dict[str, Any] = {"label": label, "method": rows[0]["method"], "rho": rows[0]["rho"],
+                             "at_eps": rows[0]["at_eps"],
                              "train_size": size, "seeds": len(rows), "budgets": rows[0]["budgets"]}
     for name in ("W_R", "clean_accuracy"):
         stats[name] = standard_error([r[name] for r in rows])

@@ -46,7 +46,7 @@ def _pct(x: float) -> str:
 
 
 def _rows(entry: dict, method: str) -> list[dict]:
-    return sorted((r for r in entry["trained"] if r["method"] == method), key=lambda r: r["param"] or 0.0)
+    return sorted((r for r in entry["trained"] if r["method"] == method), key=lambda r: r["rho"] or r["at_eps"] or 0.0)
 
 
 def _inside(value: float, iv: tuple[float, float]) -> bool:
@@ -156,7 +156,7 @@ def _t2_trained(s: _Setting) -> list[Verdict]:
     ivs = [interval(r["W_R"], comparisons) for r in at]
     out = [s.verdict("T2", f"trained (PGD-AT on the non-robust features, {s.seeds} seeds)",
                      _all([_inside(t2, iv) for iv, t2 in zip(ivs, thm2, strict=True)]),
-                     "; ".join(f"ε={r['param']:g}: {iv[0]:.4f} ± {iv[1]:.4f} vs {t2:.4f}" for r, iv, t2 in
+                     "; ".join(f"ε={r['at_eps']:g}: {iv[0]:.4f} ± {iv[1]:.4f} vs {t2:.4f}" for r, iv, t2 in
                                zip(at, ivs, thm2, strict=True)))]
     at_all = _rows(s.entry, "at_all")
     full = s.th["W_R_at_full_logistic"]
@@ -164,7 +164,7 @@ def _t2_trained(s: _Setting) -> list[Verdict]:
     out.append(s.verdict(
         "T2", "trained (PGD-AT on all features) vs the lifted logistic optimum",
         _all([_inside(f, iv) for iv, f in zip(ivs, full, strict=True)]),
-        "; ".join(f"ε={r['param']:g}: {iv[0]:.4f} ± {iv[1]:.4f} vs {f:.4f} (change vs ST "
+        "; ".join(f"ε={r['at_eps']:g}: {iv[0]:.4f} ± {iv[1]:.4f} vs {f:.4f} (change vs ST "
                   f"{_pct(r['W_R_change_vs_st'][0])})" for r, iv, f in zip(at_all, ivs, full, strict=True))))
     return out
 
@@ -223,7 +223,7 @@ def _sam_trained(s: _Setting) -> list[Verdict]:
         ivs = [interval(r["W_R_change_vs_st"], s.models * len(rho)) for r in rows]
         dirs = [_direction(m, h) for m, h in ivs]
         out.append(s.verdict("T3", f"trained ({name}, {s.seeds} seeds, change paired with ST)", _raises(dirs),
-                             "; ".join(f"ρ={r['param']:g}: {_pct(m)} ± {100 * h:.2g}% "
+                             "; ".join(f"ρ={r['rho']:g}: {_pct(m)} ± {100 * h:.2g}% "
                                        f"({'no detectable change' if d == 'unresolved' else d})"
                                        for r, (m, h), d in zip(rows, ivs, dirs, strict=True))))
         out.append(s.verdict(

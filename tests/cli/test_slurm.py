@@ -123,6 +123,6 @@ def test_a_grid_as_a_slurm_job_array(local_slurm, samat, tmp_path, monkeypatch):
     assert starts == sorted([(folders[0], "new"), (folders[0], "partial"), (folders[1], "new"),
                              (folders[2], "new")]), logs
     for folder in folders:
-        assert [row["epoch"] for row in RunDir(folder).read_metrics()] == list(range(1, EPOCHS + 1))
+        assert [row["round"] for row in RunDir(folder).read_metrics()] == list(range(1, EPOCHS + 1))
         assert logs.count(f"{Path(folder).name}: epoch {EPOCHS}/{EPOCHS}") == 1, logs
     assert "nothing to submit" in samat(*launch).err

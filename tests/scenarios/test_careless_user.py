@@ -68,7 +68,7 @@ def test_a_second_training_of_a_run_in_training_is_refused_and_ctrl_c_exits_130(
         first.kill()
     assert first.returncode == 130, err
     assert "interrupted;" in err and "keeps its checkpoint after epoch" in err and "--resume" in err
-    assert RunDir(run).read_checkpoint()["epoch"] >= 1
+    assert RunDir(run).read_checkpoint()["round"] >= 1
     assert json.loads((run / "config.json").read_text())["config"]["method"] == "sgd"
 
 
@@ -221,7 +221,7 @@ def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path, mon
     with pytest.raises(DiskFull, match=rf"^disk full: cannot write {run / 'checkpoint.pt'}; the last checkpoint "
                                        r"\(after epoch 1\) is intact: free some space and continue with --resume$"):
         train(gaussian_cfg(epochs=3), run, **QUIET)
-    assert RunDir(run).read_checkpoint()["epoch"] == 1 and not (run / ".checkpoint.pt.tmp").exists()
+    assert RunDir(run).read_checkpoint()["round"] == 1 and not (run / ".checkpoint.pt.tmp").exists()
     monkeypatch.undo()
     assert train(gaussian_cfg(epochs=3), run, resume=True, **QUIET)["epochs"] == 3
 

@@ -59,7 +59,7 @@ def assert_same_run(resumed: RunDir, reference: RunDir) -> None:
 def assert_resumable_after(run: RunDir, epochs: int) -> None:
     """What an interruption leaves: the checkpoint and metrics of the last finished epoch, nothing partial."""
     assert not run.finished and not run.weights.exists()
-    assert run.read_checkpoint()["epoch"] == epochs and [r["epoch"] for r in run.read_metrics()] == list(
+    assert run.read_checkpoint()["round"] == epochs and [r["round"] for r in run.read_metrics()] == list(
         range(1, epochs + 1))
     assert not [p.name for p in run.path.iterdir() if p.name.endswith(".tmp")]
 
@@ -133,7 +133,7 @@ def test_a_failed_write_of_final_json_leaves_a_run_that_resume_finishes(tmp_path
     with pytest.raises(SamatError, match=r"cannot write final.json \(Input/output error\) in .*the last checkpoint "
                                          r"is intact: fix that and continue with --resume"):
         train(cfg, run.path, progress=False, data=data)
-    assert run.status() == "partial" and run.read_checkpoint()["epoch"] == EPOCHS
+    assert run.status() == "partial" and run.read_checkpoint()["round"] == EPOCHS
     assert not (run.path / ".final.json.tmp").exists()
     monkeypatch.undo()
     summary = train(cfg, run.path, resume=True, progress=False, data=data)

@@ -26,8 +26,9 @@ from torchattacks.attack import Attack
 from samat.core.errors import ParameterError
 from samat.empirical.attacks.pgd import LossFn, pgd
 from samat.empirical.attacks.pixle import BatchedPixle
-from samat.empirical.attacks.specs import GRADIENT_ALGORITHMS, IMAGE_BOX, TEXT_ALGORITHMS, Algorithm, AttackSpec, Box
+from samat.empirical.attacks.specs import GRADIENT_ALGORITHMS, TEXT_ALGORITHMS, Algorithm, AttackSpec
 from samat.empirical.attacks.stadv import StAdv
+from samat.empirical.data import IMAGE_BOX, Box
 from samat.empirical.vocabulary import Norm
 
 
@@ -126,7 +127,7 @@ class BuiltAttack:
                     clean = self.model(x).argmax(1) == y
             if own_pgd:
                 gen = torch.Generator(device=self.device).manual_seed(self.seed)
-                x_adv = pgd(self.model, x, y, norm=s.norm.value, eps=s.eps, alpha=s.step_size, steps=s.steps,
+                x_adv = pgd(self.model, x, y, norm=s.norm.value, eps=s.eps, step_size=s.step_size, steps=s.steps,
                             random_start=s.algorithm is Algorithm.PGD, generator=gen, box=box, loss_fn=self.loss)
                 if self.loss is not None:  # every example is attacked: "wrong" is not one bit per example here
                     return x_adv.detach()

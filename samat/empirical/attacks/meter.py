@@ -7,7 +7,8 @@ import math
 import torch
 
 from samat.core.errors import ParameterError
-from samat.empirical.attacks.specs import IMAGE_BOX, AttackSpec, Box
+from samat.empirical.attacks.specs import AttackSpec
+from samat.empirical.data import IMAGE_BOX, Box
 from samat.empirical.vocabulary import Norm
 
 UNIT_ROUNDOFF = 2.0**-24  # float32: |fl(a) - a| <= u |a|

@@ -13,8 +13,8 @@ training loop can call it every step on a GPU:
 
 Example::
 
-    >>> x_adv = pgd(model, x, y, norm="linf", eps=8 / 255, alpha=2 / 255, steps=10)  # doctest: +SKIP
-    >>> fgsm = dict(steps=1, alpha=8 / 255, random_start=False)
+    >>> x_adv = pgd(model, x, y, norm="linf", eps=8 / 255, step_size=2 / 255, steps=10)  # doctest: +SKIP
+    >>> fgsm = dict(steps=1, step_size=8 / 255, random_start=False)
     >>> x_fgsm = pgd(model, x, y, norm="linf", eps=8 / 255, **fgsm)  # doctest: +SKIP
 """
 
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samat.core.errors import ParameterError
+from samat.empirical.data import IMAGE_BOX, Box
 from samat.empirical.vocabulary import THREAT_NORMS, Norm
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -44,12 +45,19 @@ def _threat_norm(norm: str) -> Norm:
     return parsed
 
 
-def _check(norm: str, eps: float, alpha: float, steps: int) -> Norm:
+def default_step_size(eps: float, steps: int) -> float:
+    """PGD's step size where none is given: 2.5 ε / steps (Madry et al. 2018; RobustBench), enough to cross the
+    ball from a random start within the steps. The one place this rule is written (the evaluation's attacks and
+    adversarial training both use it)."""
+    return 2.5 * eps / steps
+
+
+def _check(norm: str, eps: float, step_size: float, steps: int) -> Norm:
     norm = _threat_norm(norm)
     if not (math.isfinite(eps) and eps >= 0):
         raise ParameterError("eps", eps, "a finite number >= 0 (input units, e.g. 8/255)")
-    if not (math.isfinite(alpha) and alpha >= 0):
-        raise ParameterError("alpha", alpha, "a finite number >= 0 (input units, e.g. 2/255)")
+    if not (math.isfinite(step_size) and step_size >= 0):
+        raise ParameterError("step_size", step_size, "a finite number >= 0 (input units, e.g. 2/255)")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ParameterError("steps", steps, "an integer >= 0")
     return norm
@@ -105,7 +113,7 @@ def sample_ball(x: torch.Tensor, norm: str, eps: float, generator: torch.Generat
     raise ParameterError("norm", norm, "one of " + ", ".join(THREAT_NORMS))
 
 
-def _clip_to_box(x: torch.Tensor, delta: torch.Tensor, box: tuple[float, float] | None) -> torch.Tensor:
+def _clip_to_box(x: torch.Tensor, delta: torch.Tensor, box: Box | None) -> torch.Tensor:
     """The largest delta' (coordinate-wise towards 0) with x + delta' inside the box; it never leaves the ball."""
     if box is None:
         return delta
@@ -119,11 +127,11 @@ def pgd(
     *,
     norm: str,
     eps: float,
-    alpha: float,
+    step_size: float,
     steps: int,
     random_start: bool = True,
     generator: torch.Generator | None = None,
-    box: tuple[float, float] | None = (0.0, 1.0),
+    box: Box | None = IMAGE_BOX,
     loss_fn: LossFn | None = None,
 ) -> torch.Tensor:
     """Projected gradient ascent on the loss (Madry et al. 2018, eq. 2), returning the last iterate, detached.
@@ -131,18 +139,20 @@ def pgd(
     Args:
         model: maps inputs to logits; used in whatever mode (train/eval) the caller left it.
         x: (N, C, H, W) images or (N, D) feature vectors; y: (N,) integer labels.
-        norm: "linf" (steps ``alpha * sign(grad)``, projection by clamping) or "l2" (steps ``alpha * grad /
-            ||grad||_2`` per sample, projection onto the ball).
-        eps, alpha: radius and step size in input units (e.g. 8/255 and 2/255 for images in [0, 1]).
+        norm: "linf" (steps ``step_size * sign(grad)``, projection by clamping) or "l2" (steps ``step_size * grad
+            / ||grad||_2`` per sample, projection onto the ball).
+        eps, step_size: radius and step size in input units (e.g. 8/255 and 2/255 for images in [0, 1]);
+            :func:`default_step_size` gives the usual step.
         steps: number of ascent steps; 0 returns x (or the random start when ``random_start``).
-            FGSM (Goodfellow et al. 2015) is ``steps=1, alpha=eps, random_start=False``.
+            FGSM (Goodfellow et al. 2015) is ``steps=1, step_size=eps, random_start=False``.
         random_start: start from a point drawn uniformly from the ball (Madry et al.).
         generator: source of all randomness (the random start); None uses torch's global RNG.
-        box: valid input range, (0, 1) for images; None leaves the input unclamped (vector data).
+        box: valid input range, :data:`~samat.empirical.data.IMAGE_BOX` for images; None leaves the input
+            unclamped (vector data).
         loss_fn: ``loss_fn(logits, y) -> scalar`` to ascend; default cross-entropy summed over the batch
             (the sum keeps per-sample gradients independent of the batch size; the step is normalised anyway).
     """
-    norm = _check(norm, eps, alpha, steps)
+    norm = _check(norm, eps, step_size, steps)
     loss_fn = loss_fn or (lambda logits, target: F.cross_entropy(logits.float(), target, reduction="sum"))
     x = x.detach()
     xf = x.float()
@@ -160,7 +170,7 @@ def pgd(
                 step = grad.sign()
             else:
                 step = _unit(grad)
-            delta = _clip_to_box(xf, project(delta.detach() + alpha * step, norm, eps), box)
+            delta = _clip_to_box(xf, project(delta.detach() + step_size * step, norm, eps), box)
     x_adv = xf + delta.detach()
     if box is not None:
         x_adv = x_adv.clamp(box[0], box[1])  # x + ((x + d).clamp - x) can round one ulp outside the box

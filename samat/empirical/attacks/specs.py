@@ -12,8 +12,9 @@ a seeded callable.
 
 Choices the papers leave open, stated once here:
 
-- PGD step size ``alpha = 2.5 * eps / steps`` (Madry et al. 2018; RobustBench), with a uniform random start;
-  torchattacks' default ``alpha = 2/255`` would exceed the papers' eps = 1/255.
+- PGD's step size 2.5 eps / steps (:func:`~samat.empirical.attacks.pgd.default_step_size`: Madry et al. 2018;
+  RobustBench), with a uniform random start; torchattacks' default step of 2/255 would exceed the papers' eps of
+  1/255. FGSM's step is its budget.
 - Pixle: ``max_iterations=5`` per restart, torchattacks' defaults otherwise (20 restarts, patches of 2-10 px);
   ``pixle`` runs it on whole batches (:mod:`.pixle`), ``pixle_torchattacks`` is torchattacks' own, image by image.
 - FAB: untargeted, 1 restart, 10 steps (torchattacks' defaults apart from eps and steps).
@@ -37,10 +38,10 @@ from enum import StrEnum
 
 from samat.core.errors import ParameterError
 from samat.core.numbers import parse_number
+from samat.empirical.attacks.pgd import default_step_size
 from samat.empirical.vocabulary import MAX_STEPS, Norm
 
-Box = tuple[float, float]
-IMAGE_BOX: Box = (0.0, 1.0)
+STADV_LEARNING_RATE = 0.1  # StAdv's Adam learning rate per pixel of flow budget (samat's choice; 0.1 px for 1 px)
 
 
 class Algorithm(StrEnum):
@@ -122,7 +123,6 @@ class AttackSpec:
     norm: Norm
     eps: float | None  # budget: intensity units for linf/l2 (1/255 ...), pixels for flow; None: no budget
     steps: int | None  # iterations (PGD/FAB/StAdv steps, Pixle iterations per restart); None: fixed by the algorithm
-    step_ratio: float | None = None  # step size / eps: PGD 2.5/steps, FGSM 1, StAdv Adam lr / max flow
     restarts: int = 1  # Pixle restarts
     tau: float = 0.0  # StAdv flow-smoothness weight
     kappa: float = 0.0  # StAdv margin floor
@@ -137,10 +137,18 @@ class AttackSpec:
 
     @property
     def step_size(self) -> float | None:
-        """Absolute step size (PGD alpha; StAdv Adam learning rate in pixels)."""
-        if self.step_ratio is None or self.eps is None:
+        """The step, in the budget's units: PGD's :func:`~samat.empirical.attacks.pgd.default_step_size`, FGSM's
+        budget, StAdv's Adam learning rate (:data:`STADV_LEARNING_RATE` per pixel of flow budget); None for attacks
+        that choose their own."""
+        if self.eps is None:
             return None
-        return self.step_ratio * self.eps
+        if self.algorithm is Algorithm.PGD:
+            return default_step_size(self.eps, self.steps)
+        if self.algorithm is Algorithm.FGSM:
+            return self.eps
+        if self.algorithm is Algorithm.STADV:
+            return STADV_LEARNING_RATE * self.eps
+        return None
 
     @property
     def family_title(self) -> str:
@@ -164,20 +172,20 @@ class AttackSpec:
         return self.name if self.eps is None else f"{self.name}@{format_eps(self.eps, self.norm)}"
 
     def at(self, eps: float | str) -> AttackSpec:
-        """The same attack at another budget; relative step sizes scale with it."""
+        """The same attack at another budget; its step size follows the budget."""
         if self.eps is None:
             raise ParameterError("eps", eps, f"absent for {self.name} (it has no perturbation budget)")
         return dataclasses.replace(self, eps=parse_eps(eps))
 
 
 def _pgd(name: str, norm: Norm, eps: float, steps: int) -> AttackSpec:
-    return AttackSpec(name, Algorithm.PGD, norm, eps, steps, step_ratio=2.5 / steps)
+    return AttackSpec(name, Algorithm.PGD, norm, eps, steps)
 
 
 REGISTRY: dict[str, AttackSpec] = {
     s.name: s
     for s in (
-        AttackSpec("fgsm_linf", Algorithm.FGSM, Norm.LINF, 1 / 255, steps=1, step_ratio=1.0),
+        AttackSpec("fgsm_linf", Algorithm.FGSM, Norm.LINF, 1 / 255, steps=1),
         _pgd("pgd10_linf", Norm.LINF, 1 / 255, 10),
         _pgd("pgd10_l2", Norm.L2, 32 / 255, 10),
         AttackSpec("autoattack_l2", Algorithm.AUTOATTACK, Norm.L2, 32 / 255, steps=None),
@@ -185,7 +193,7 @@ REGISTRY: dict[str, AttackSpec] = {
         AttackSpec("fab_l2", Algorithm.FAB, Norm.L2, 32 / 255, steps=10),
         AttackSpec("pixle", Algorithm.PIXLE, Norm.L0, None, steps=5, restarts=20),
         AttackSpec("pixle_torchattacks", Algorithm.PIXLE_TORCHATTACKS, Norm.L0, None, steps=5, restarts=20),
-        AttackSpec("stadv", Algorithm.STADV, Norm.FLOW, 1.0, steps=100, step_ratio=0.1, tau=0.05, kappa=0.0),
+        AttackSpec("stadv", Algorithm.STADV, Norm.FLOW, 1.0, steps=100, tau=0.05, kappa=0.0),
         AttackSpec("pso", Algorithm.PSO, Norm.WORDS, None, steps=20),  # 20 iterations of 60 particles
         AttackSpec("iga", Algorithm.IGA, Norm.WORDS, None, steps=20),  # 20 generations of 60
     )

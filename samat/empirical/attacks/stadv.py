@@ -9,7 +9,7 @@ from torch import nn
 from torchattacks.attack import Attack
 
 from samat.core.errors import ParameterError
-from samat.empirical.attacks.specs import IMAGE_BOX, Box
+from samat.empirical.data import IMAGE_BOX, Box
 
 
 def bilinear_warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:

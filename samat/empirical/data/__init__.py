@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from samat.core.errors import SamatError
-from samat.empirical.data.batching import BatchStream, as_inputs, augment_batch, to_float_images
+from samat.empirical.data.batching import IMAGE_BOX, BatchStream, Box, as_inputs, augment_batch, to_float_images
 from samat.empirical.data.cifar import CIFAR_SPECS, load_cifar
 from samat.empirical.data.dataset import Dataset, LoadRequest
 from samat.empirical.data.fashion_mnist import FASHION_MNIST_DIR, FASHION_MNIST_FILES, load_fashion_mnist
@@ -51,7 +51,9 @@ __all__ = [
     "DataShape",
     "FASHION_MNIST_DIR",
     "FASHION_MNIST_FILES",
+    "IMAGE_BOX",
     "BatchStream",
+    "Box",
     "Dataset",
     "GaussianSpec",
     "IGNORE_INDEX",

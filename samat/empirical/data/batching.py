@@ -20,6 +20,8 @@ from samat.empirical.vocabulary import Augment
 PairAugment = Callable[[torch.Tensor, torch.Tensor, torch.Generator | None, torch.Tensor],
                         tuple[torch.Tensor, torch.Tensor]]
 CROP_PADDING = 4  # pixels of reflect padding for the random crop (CIFAR convention)
+Box = tuple[float, float]  # the range every input coordinate must stay in
+IMAGE_BOX: Box = (0.0, 1.0)  # the [0, 1] box of images as models see them (as_inputs), where attacks must stay
 
 
 def to_float_images(x_uint8: torch.Tensor) -> torch.Tensor:
@@ -30,8 +32,8 @@ def to_float_images(x_uint8: torch.Tensor) -> torch.Tensor:
 
 
 def as_inputs(x: torch.Tensor) -> torch.Tensor:
-    """Stored examples to model inputs: uint8 images become float32 in [0, 1], token ids (int64) stay as they are,
-    other inputs become float32."""
+    """Stored examples to model inputs: uint8 images become float32 in [0, 1] (:data:`IMAGE_BOX`), token ids (int64)
+    stay as they are, other inputs become float32."""
     if x.dtype == torch.uint8:
         return to_float_images(x)
     return x if x.dtype == torch.int64 else x.to(torch.float32)

@@ -18,8 +18,8 @@ from tqdm import tqdm
 
 from samat.empirical.attacks.build import BuiltAttack, build_attack
 from samat.empirical.attacks.meter import PerturbationMeter
-from samat.empirical.attacks.specs import GRADIENT_ALGORITHMS, IMAGE_BOX, TEXT_ALGORITHMS, AttackSpec
-from samat.empirical.data import as_inputs
+from samat.empirical.attacks.specs import GRADIENT_ALGORITHMS, TEXT_ALGORITHMS, AttackSpec
+from samat.empirical.data import IMAGE_BOX, as_inputs
 from samat.empirical.evaluation.checks import exceeds, robust_within_clean
 from samat.empirical.evaluation.scorer import Attacked, Writer
 from samat.empirical.evaluation.store import pack_mask, unpack_mask

@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 from samat.empirical.attacks.build import build_attack, evaluating
 from samat.empirical.attacks.meter import PerturbationMeter
-from samat.empirical.attacks.specs import GRADIENT_ALGORITHMS, IMAGE_BOX, AttackSpec
-from samat.empirical.data import as_inputs
+from samat.empirical.attacks.specs import GRADIENT_ALGORITHMS, AttackSpec
+from samat.empirical.data import IMAGE_BOX, as_inputs
 from samat.empirical.evaluation.checks import exceeds
 from samat.empirical.evaluation.columns import NATURAL, SANITY
 from samat.empirical.evaluation.scorer import Attacked, Writer

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import tomllib
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 from samat.core.errors import ParameterError, SamatError
 from samat.core.numbers import SEED_RANGE, is_int, is_seed, parse_number
+from samat.empirical.attacks.pgd import default_step_size
 from samat.empirical.attacks.specs import budget_problem
 from samat.empirical.data import input_shape_of
 from samat.empirical.data.gaussian import GAUSSIAN_FIELDS, GaussianSpec
@@ -42,6 +44,9 @@ from samat.empirical.vocabulary import (
 )
 
 COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")  # torch.compile backends a configuration may name
+# Keys renamed to the glossary's words (docs/ARCHITECTURE.md): the old spelling is still read, with a warning that
+# names the new one, so that older configuration files and run folders load
+RENAMED = {"at_alpha": "at_step_size"}
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,7 @@ class TrainConfig:
     sam_gradients: SamGradients = SamGradients.ALLREDUCE
     at_norm: Norm = Norm.LINF
     at_eps: float = 8 / 255  # input units
-    at_alpha: float | None = None  # PGD step; None: 2.5 eps / steps (Madry et al.)
+    at_step_size: float | None = None  # PGD's step size, input units; None: default_step_size (2.5 eps / steps)
     at_steps: int = 10
     at_features: AtFeatures = AtFeatures.ALL
     # schedule
@@ -102,10 +107,10 @@ class TrainConfig:
     EXECUTION_FIELDS = ("device", "bf16", "channels_last", "compile", "cuda_graph", "eval_batch_size", "data_dir")
 
     def __post_init__(self) -> None:
-        for name in ("lr", "at_eps", "at_alpha", "rho", "momentum", "weight_decay", "lr_decay", "esam_beta",
+        for name in ("lr", "at_eps", "at_step_size", "rho", "momentum", "weight_decay", "lr_decay", "esam_beta",
                      "esam_gamma", "lr_power", "warmup_ratio"):
             value = getattr(self, name)
-            if value is None and name not in ("lr", "at_alpha"):
+            if value is None and name not in ("lr", "at_step_size"):
                 raise ParameterError(name, value, "a number")
             if value is not None and not isinstance(value, float):
                 object.__setattr__(self, name, parse_number(value, name))
@@ -125,22 +130,40 @@ class TrainConfig:
             name = self.dataset.strip().lower().replace("-", "_")
             object.__setattr__(self, "dataset", DatasetName(name) if name in set(DatasetName) else name)
         self._parse_choices()
-        self.validate()
+        self._parse_tables()
+        self._check_ranges()
+        self._check_task()
 
+    # --- parsing: each field from what a file or a command line gives to its type, once ---------------------------
     def _parse_choices(self) -> None:
-        """Each choice as its vocabulary's member (a ParameterError naming the first bad one)."""
+        """Each choice as its vocabulary's member (a ParameterError naming the first bad one); the augmentation
+        after the dataset is known to be a name."""
         choices = (("method", Method), ("base_optimizer", Optimizer), ("at_norm", Norm), ("at_features", AtFeatures),
-                   ("sam_gradients", SamGradients), ("model", Architecture), ("augment", Augment),
-                   ("lr_schedule", LrSchedule))
+                   ("sam_gradients", SamGradients), ("model", Architecture), ("lr_schedule", LrSchedule))
         for name, vocabulary in choices:
             value = getattr(self, name)
-            if value is None and name in ("base_optimizer", "augment"):
+            if value is None and name == "base_optimizer":
                 continue
-            if name == "augment":
-                continue  # parsed in validate(), after the dataset is checked
             object.__setattr__(self, name, vocabulary.parse(value, name))
         if self.at_norm not in THREAT_NORMS:
             raise ParameterError("at_norm", self.at_norm, "one of " + ", ".join(THREAT_NORMS))
+        _check("dataset", self.dataset, isinstance(self.dataset, str) and bool(self.dataset),
+               "a dataset name: one of " + DatasetName.choices())
+        if self.augment is not None:
+            object.__setattr__(self, "augment", Augment.parse(self.augment, "augment"))
+
+    def _parse_tables(self) -> None:
+        """The ``gaussian``, ``segmentation`` and ``text`` tables as their specs (kept beside the tables, which stay
+        as given: they are what config.json records)."""
+        object.__setattr__(self, "_gaussian_spec", GaussianSpec.from_table(self.gaussian))
+        if not isinstance(self.segmentation, Mapping):
+            raise ParameterError("segmentation", self.segmentation, "a table of segmentation settings")
+        object.__setattr__(self, "segmentation", dict(self.segmentation))
+        object.__setattr__(self, "_segmentation_spec", SegmentationSpec.from_table(self.segmentation))
+        if not isinstance(self.text, Mapping):
+            raise ParameterError("text", self.text, "a table of text settings")
+        object.__setattr__(self, "text", dict(self.text))
+        object.__setattr__(self, "_text_spec", TextSpec.from_table(self.text))
 
     # --- derived values ---------------------------------------------------------------------
     @property
@@ -157,8 +180,9 @@ class TrainConfig:
         return self._gaussian_spec
 
     @property
-    def pgd_step(self) -> float:
-        return self.at_alpha if self.at_alpha is not None else 2.5 * self.at_eps / self.at_steps
+    def pgd_step_size(self) -> float:
+        """The step size of adversarial training's PGD: ``at_step_size``, or the default rule where it is null."""
+        return self.at_step_size if self.at_step_size is not None else default_step_size(self.at_eps, self.at_steps)
 
     @property
     def segmentation_spec(self) -> SegmentationSpec:
@@ -217,19 +241,14 @@ class TrainConfig:
             record |= {"milestones": list(self.lr_milestones), "decay": self.lr_decay}
         return record
 
-    # --- validation -------------------------------------------------------------------------
-    def validate(self) -> None:
-        """Raise ParameterError naming the first field outside its range.
+    # --- checks (nothing is parsed or assigned here) ---------------------------------------------------------
+    def _check_ranges(self) -> None:
+        """A ParameterError naming the first field outside its range.
 
-        The choices are parsed before (``_parse_choices``). ``dataset`` is not checked against
-        :class:`DatasetName` here: :func:`samat.empirical.training.loop.train` also trains on a Dataset passed in under
-        its own name; ``train`` loads a named one (and so checks the name, the folder and the subset sizes)
-        before it touches the run directory.
+        ``dataset`` is not checked against :class:`DatasetName` here: :func:`samat.empirical.training.loop.train`
+        also trains on a Dataset passed in under its own name; ``train`` loads a named one (and so checks the name,
+        the folder and the subset sizes) before it touches the run directory.
         """
-        _check("dataset", self.dataset, isinstance(self.dataset, str) and bool(self.dataset),
-               "a dataset name: one of " + DatasetName.choices())
-        if self.augment is not None:
-            object.__setattr__(self, "augment", Augment.parse(self.augment, "augment"))
         if self.dataset == DatasetName.GAUSSIAN:  # vectors: no image augmentation, and x1 is the robust feature
             _check("augment", self.augment, self.augment in (None, Augment.NONE),
                    "none or null for the gaussian dataset")
@@ -245,8 +264,8 @@ class TrainConfig:
         _finite("esam_beta", self.esam_beta, 0 < self.esam_beta <= 1, "in (0, 1]")
         _finite("esam_gamma", self.esam_gamma, 0 < self.esam_gamma <= 1, "in (0, 1]")
         _finite("at_eps", self.at_eps, self.at_eps >= 0, ">= 0")
-        if self.at_alpha is not None:
-            _finite("at_alpha", self.at_alpha, self.at_alpha > 0, "> 0")
+        if self.at_step_size is not None:
+            _finite("at_step_size", self.at_step_size, self.at_step_size > 0, "> 0")
         _integer("at_steps", self.at_steps, 1, MAX_STEPS)
         _integer("epochs", self.epochs, 1)
         _integer("batch_size", self.batch_size, 1)
@@ -265,12 +284,10 @@ class TrainConfig:
         _integer("eval_every", self.eval_every, 1)
         if self.iterations is not None and self.iterations % self.round_steps:
             raise ParameterError("eval_every", self.eval_every, f"a divisor of iterations={self.iterations}")
-        object.__setattr__(self, "_gaussian_spec", GaussianSpec.from_table(self.gaussian))
         if self.method.adversarial:  # the rule every attack's budget follows too (attacks.specs.budget_problem)
             shape = input_shape_of(self.dataset, self._gaussian_spec)
             if (why := budget_problem(self.at_norm, self.at_eps, shape)) is not None:
                 raise ParameterError("at_eps", self.at_eps, why)
-        self._validate_task()
         if self.data_dir is not None:
             _check("data_dir", self.data_dir, isinstance(self.data_dir, str) and bool(self.data_dir),
                    "a folder (text) or null (the dataset's default)")
@@ -284,17 +301,9 @@ class TrainConfig:
         _check("cuda_graph", self.cuda_graph, self.cuda_graph is None or isinstance(self.cuda_graph, bool),
                "true, false or null (automatic)")
 
-    def _validate_task(self) -> None:
+    def _check_task(self) -> None:
         """A segmentation network for a segmentation dataset and a classifier for the others; the segmentation
         table and augmentation only with them (a dataset passed in by code is checked when the run is built)."""
-        if not isinstance(self.segmentation, Mapping):
-            raise ParameterError("segmentation", self.segmentation, "a table of segmentation settings")
-        object.__setattr__(self, "segmentation", dict(self.segmentation))
-        object.__setattr__(self, "_segmentation_spec", SegmentationSpec.from_table(self.segmentation))
-        if not isinstance(self.text, Mapping):
-            raise ParameterError("text", self.text, "a table of text settings")
-        object.__setattr__(self, "text", dict(self.text))
-        object.__setattr__(self, "_text_spec", TextSpec.from_table(self.text))
         segmenting = self.model.task is Task.SEGMENTATION
         texting = self.model.task is Task.TEXT
         if self.text and not texting:
@@ -324,6 +333,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """The configuration of a table of fields (a file, --set, a run's config.json); renamed keys are read under
+        their new names (:data:`RENAMED`)."""
+        values = dict(values)
+        for old in RENAMED.keys() & values.keys():
+            new = renamed_key(old)
+            if new in values:
+                raise ParameterError(old, values[old], f"absent: it is the old name of {new}, which is given too")
+            values[new] = values.pop(old)
         unknown = sorted(set(values) - set(cls.keys()))
         if unknown:
             raise ParameterError("config key", unknown[0], "one of " + ", ".join(cls.keys()))
@@ -346,6 +363,21 @@ class TrainConfig:
         if self.method.adversarial:
             method += f"-{self.at_norm}-eps{round(self.at_eps * 255, 3):g}of255"
         return f"{self.dataset}-{self.model}-{method}-seed{self.seed}"
+
+
+def renamed_key(key: str) -> str:
+    """A configuration key under its glossary name: an old spelling is replaced, and said once per process (a
+    FutureWarning)."""
+    if key not in RENAMED:
+        return key
+    if key not in _SAID:
+        _SAID.add(key)
+        warnings.warn(f"the configuration key {key} is deprecated: it is now called {RENAMED[key]}", FutureWarning,
+                      stacklevel=3)
+    return RENAMED[key]
+
+
+_SAID: set[str] = set()  # the old keys already said
 
 
 def _check(name: str, value: Any, ok: bool, valid: str) -> None:
@@ -389,6 +421,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip().replace("-", "_")
     if not sep or not key:
         raise ParameterError("--set", text, "key=value")
+    key = renamed_key(key)
     if key not in TrainConfig.keys():
         raise ParameterError("config key", key, "one of " + ", ".join(TrainConfig.keys()))
     raw = raw.strip()

@@ -183,7 +183,7 @@ def _restore(ctx: StepContext, saved: _Saved, gen: torch.Generator, *, new_state
     allocated for the capture, see the module's docstring) or dropped (``"drop"``: as if never created)."""
     if ctx.perturbation is not None:
         with contextlib.suppress(RuntimeError):  # a SAM step stopped between its ascent and its way back
-            ctx.perturbation.descend()
+            ctx.perturbation.restore()
     for tensor, value in zip(ctx.model.state_dict(keep_vars=True).values(), saved.model, strict=True):
         tensor.detach().copy_(value)
     for p in ctx.model.parameters():

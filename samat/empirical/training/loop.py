@@ -3,14 +3,14 @@
 The method only changes the *step* (what happens to one batch); data, schedule, checkpoints and
 metrics are shared. The same code runs on CPU (tests) and CUDA (experiments), where it switches on
 bf16 autocast, channels_last, cudnn.benchmark and the fast step (the model compiled and each full
-batch's step replayed as one CUDA graph, :mod:`samat.empirical.training.fast`). Inside an epoch it never
+batch's step replayed as one CUDA graph, :mod:`samat.empirical.training.fast`). Inside a round it never
 waits for the GPU: losses and accuracies accumulate on the device, and the host reads them every
-LOG_EVERY steps (for the progress bar and the NaN check) and at the end of the epoch.
+LOG_EVERY steps (for the progress bar and the NaN check) and at the end of the round.
 
 Every random choice (shuffling, augmentation, ESAM's masks, PGD's random start) is drawn from a
-generator seeded by (seed, epoch), so a run interrupted after any epoch and resumed ends with
-exactly the weights of an uninterrupted run. A run counted in iterations (``iterations``) has rounds of
-``eval_every`` iterations in place of epochs: tested, logged and checkpointed after each.
+generator seeded by (seed, round), so a run interrupted after any round and resumed ends with
+exactly the weights of an uninterrupted run. A round is what a run is tested, logged and checkpointed after:
+an epoch, or ``eval_every`` iterations of a run counted in iterations (``iterations``).
 
 Launched by torchrun with several processes, the same loop trains data-parallel (DDP): each rank
 trains on its slice of every global batch; see :mod:`samat.empirical.training.distributed`.
@@ -36,7 +36,7 @@ from samat.empirical.training import distributed, segmentation
 from samat.empirical.training.config import TrainConfig
 from samat.empirical.training.distributed import World
 from samat.empirical.training.runs import TRAINING, RunDir, non_finite
-from samat.empirical.training.setup import Setup, build, epoch_generator, load_data, resolve_device, round_seed
+from samat.empirical.training.setup import Setup, build, load_data, resolve_device, round_generator, round_seed
 from samat.empirical.vocabulary import Task
 
 LOG_EVERY = 50  # steps between host reads of the running loss (progress bar, NaN check)
@@ -55,9 +55,9 @@ def train(cfg: TrainConfig, run_dir: str | Path | RunDir, *, resume: bool = Fals
     """Train one run into ``run_dir``; returns the final summary (or a partial one with ``stop_after``).
 
     The process holds the run's lock from start to end: a second writer gets a one-line error naming it.
-    ``stop_after`` ends the call after that many epochs, leaving a resumable run (as an interruption would);
+    ``stop_after`` ends the call after that many rounds, leaving a resumable run (as an interruption would);
     ``data`` reuses an already loaded dataset. ``progress`` shows a progress bar on a terminal; without one (or
-    without ``progress``), ``log`` (if given) gets one line per epoch. Under torchrun (WORLD_SIZE > 1) it joins
+    without ``progress``), ``log`` (if given) gets one line per round. Under torchrun (WORLD_SIZE > 1) it joins
     the process group and trains data-parallel; every rank returns the same summary and rank 0 writes
     ``run_dir`` (see :mod:`samat.empirical.training.distributed`). ``device`` and ``world``: the configuration's
     device and the processes torchrun started, as the caller resolved them (None: resolved here, once).
@@ -144,32 +144,32 @@ def _train(cfg: TrainConfig, run: RunDir, world: World, device: torch.device, *,
                   device=device)
     state = _prepare_run(run, cfg, world, setup.model, resume=resume, overwrite=overwrite)
     history: list[dict] = []
-    start_epoch = 0
+    start_round = 0
     if state is not None:
         setup.load_state(state)
-        start_epoch, history = int(state["epoch"]), list(state["history"])
-    steps_per_epoch = len(setup.train_stream(None))  # per round: an epoch, or eval_every iterations
+        start_round, history = int(state["round"]), list(state["history"])
+    steps_per_round = len(setup.train_stream(None))  # per round: an epoch, or eval_every iterations
     if state is None and world.is_main:
-        run.write_config(cfg, _provenance(setup, cfg.rounds * steps_per_epoch))
+        run.write_config(cfg, _provenance(setup, cfg.rounds * steps_per_round))
     show_bar = progress and world.is_main and sys.stderr.isatty()
-    bar = tqdm(total=cfg.rounds * steps_per_epoch, initial=start_epoch * steps_per_epoch,
+    bar = tqdm(total=cfg.rounds * steps_per_round, initial=start_round * steps_per_round,
                disable=not show_bar, unit="step", desc=run.name, dynamic_ncols=True, leave=False)
     say = log if (log is not None and world.is_main and not show_bar) else None
     run_start = time.perf_counter()
-    saved = start_epoch  # the epochs in the checkpoint on disk (not those trained: a write may be interrupted)
+    saved = start_round  # the rounds in the checkpoint on disk (not those trained: a write may be interrupted)
     try:
-        for epoch in range(start_epoch, cfg.rounds):
-            if stop_after is not None and epoch - start_epoch >= stop_after:
-                return {"status": "partial", "epochs_done": epoch, "history": history}
-            row = _epoch(setup, run, epoch, steps_per_epoch, bar)
+        for r in range(start_round, cfg.rounds):
+            if stop_after is not None and r - start_round >= stop_after:
+                return {"status": "partial", "rounds_done": r, "history": history}
+            row = _round(setup, run, r, steps_per_round, bar)
             history.append(row)
             if world.is_main:
-                run.save_checkpoint({"epoch": epoch + 1, "history": history, "model": setup.model.state_dict(),
+                run.save_checkpoint({"round": r + 1, "history": history, "model": setup.model.state_dict(),
                                      "optimizer": setup.ctx.optimizer.state_dict(), "config": cfg.identity()}, cfg)
-            saved = epoch + 1
+            saved = r + 1
             if world.is_main:
                 run.write_metrics(history)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_acc']:.3f}")
+            bar.set_postfix(round=r + 1, loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_acc']:.3f}")
             if say:
                 say(_progress_line(cfg, run, row))
     except KeyboardInterrupt:
@@ -198,7 +198,7 @@ def _notice(run: RunDir, world: World, log: Callable[[str], None] | None, progre
 def _progress_line(cfg: TrainConfig, run: RunDir, row: dict) -> str:
     """One line per round, for logs without a terminal."""
     if cfg.iterations is None:
-        where = f"epoch {row['epoch']}/{cfg.epochs}"
+        where = f"epoch {row['round']}/{cfg.epochs}"
     else:
         where = f"iteration {row['step']}/{cfg.iterations}"
     test = f"test accuracy {100 * row['test_acc']:.1f} %"
@@ -226,43 +226,44 @@ def _provenance(setup: Setup, total_steps: int) -> dict:
     return provenance(**extra)
 
 
-def _epoch(setup: Setup, run: RunDir, epoch: int, steps_per_epoch: int, bar: tqdm) -> dict:
-    """Train one epoch, then measure the test accuracy; the epoch's row of metrics."""
+def _round(setup: Setup, run: RunDir, index: int, steps_per_round: int, bar: tqdm) -> dict:
+    """Train one round (an epoch, or eval_every iterations), then measure the test scores; the round's row of
+    metrics. ``index`` counts the rounds from 0."""
     cfg, world, device = setup.cfg, setup.world, setup.device
     t0 = time.perf_counter()
-    gen = epoch_generator(cfg.seed, epoch, device)
-    torch.manual_seed(round_seed(cfg.seed, epoch))  # the global generator (dropout) restarts every round too
+    gen = round_generator(cfg.seed, index, device)
+    torch.manual_seed(round_seed(cfg.seed, index))  # the global generator (dropout) restarts every round too
     # Data-parallel: the batches come from a generator of their own, so that every rank cuts the same
     # global batches whatever the step draws (PGD's start, ESAM's masks) from ``gen`` for its shard.
-    data_gen = epoch_generator(cfg.seed, epoch, device) if world.distributed else gen
+    data_gen = round_generator(cfg.seed, index, device) if world.distributed else gen
     stream = setup.train_stream(data_gen)
     setup.model.train()
-    loss_sum, correct_sum, count, lr = _batches(setup, run, stream, gen, epoch, steps_per_epoch, bar)
+    loss_sum, correct_sum, count, lr = _batches(setup, run, stream, gen, index, steps_per_round, bar)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     train_seconds = time.perf_counter() - t0
-    loss_total, correct, count = _check_and_show(loss_sum, correct_sum, count, bar, epoch, run, steps_per_epoch,
+    loss_total, correct, count = _check_and_show(loss_sum, correct_sum, count, bar, index, run, steps_per_round,
                                                  world, cfg)
-    _check_weights(setup, run, epoch)  # before the round is tested, checkpointed or kept as final
+    _check_weights(setup, run, index)  # before the round is tested, checkpointed or kept as final
     t1 = time.perf_counter()
     test = _test_scores(setup)
-    return {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "train_loss": loss_total / count,
+    return {"round": index + 1, "step": (index + 1) * steps_per_round, "train_loss": loss_total / count,
             "train_acc": correct / count, **test, "lr": lr, "step_path": setup.step_path,
             "train_seconds": train_seconds,
             "eval_seconds": time.perf_counter() - t1, "seconds": time.perf_counter() - t0}
 
 
-def _batches(setup: Setup, run: RunDir, stream: BatchStream, gen: torch.Generator, epoch: int, steps_per_epoch: int,
+def _batches(setup: Setup, run: RunDir, stream: BatchStream, gen: torch.Generator, index: int, steps_per_round: int,
              bar: tqdm) -> tuple[torch.Tensor, torch.Tensor, int, float]:
-    """The steps of one epoch. Losses and accuracies accumulate on the device (Σ loss * batch size, Σ correct);
+    """The steps of round ``index``. Losses and accuracies accumulate on the device (Σ loss * batch size, Σ correct);
     the host reads them only every LOG_EVERY steps. Returns them, the examples counted and the last lr."""
     cfg, ctx, world, device, step = setup.cfg, setup.ctx, setup.world, setup.device, setup.step
-    total_steps = cfg.rounds * steps_per_epoch
+    total_steps = cfg.rounds * steps_per_round
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct_sum = torch.zeros((), dtype=torch.float64, device=device)  # segmentation: a sum of pixel accuracies
     count, lr, lr_set = 0, cfg.learning_rate, None
     for i, (x, y) in enumerate(stream):
-        lr = cfg.learning_rate * cfg.lr_factor_at(epoch * steps_per_epoch + i, total_steps)
+        lr = cfg.learning_rate * cfg.lr_factor_at(index * steps_per_round + i, total_steps)
         if lr != lr_set:  # piecewise constant: set (a device write on the fast path) only when it changes
             setup.set_learning_rate(lr)
             lr_set = lr
@@ -281,7 +282,7 @@ def _batches(setup: Setup, run: RunDir, stream: BatchStream, gen: torch.Generato
         count += len(y)
         bar.update(1)
         if (i + 1) % LOG_EVERY == 0:
-            _check_and_show(loss_sum, correct_sum, count, bar, epoch, run, i + 1, world, cfg)
+            _check_and_show(loss_sum, correct_sum, count, bar, index, run, i + 1, world, cfg)
     return loss_sum, correct_sum, count, lr
 
 
@@ -307,23 +308,23 @@ def _finish(setup: Setup, run: RunDir, history: list[dict], seconds_this_call: f
 
 
 def _step_path(history: list[dict]) -> str:
-    """What trained the run's full batches: "graph", "compiled" or "eager"; "mixed" when a resumed run's epochs
-    differ (each epoch's row in metrics.jsonl says which)."""
+    """What trained the run's full batches: "graph", "compiled" or "eager"; "mixed" when a resumed run's rounds
+    differ (each round's row in metrics.jsonl says which)."""
     paths = {row["step_path"] for row in history if "step_path" in row}
     return paths.pop() if len(paths) == 1 else ("mixed" if paths else "unrecorded")
 
 
-def _diverged(cfg: TrainConfig, run: RunDir, epoch: int, what: str) -> TrainingDiverged:
-    """The run stopped in round ``epoch`` (from 0) because ``what`` ("the training loss became nan") happened;
+def _diverged(cfg: TrainConfig, run: RunDir, index: int, what: str) -> TrainingDiverged:
+    """The run stopped in round ``index`` (from 0) because ``what`` ("the training loss became nan") happened;
     the checkpoint on disk is the previous round's, whose weights were checked to be finite."""
-    kept = (f"kept the checkpoint of {cfg.round_name(epoch)}" if epoch else
+    kept = (f"kept the checkpoint of {cfg.round_name(index)}" if index else
             f"kept nothing (it diverged before {cfg.round_name(1)})")
     return TrainingDiverged(f"{what} of {run.path}; stopped, and {kept}: lower the learning rate or rho and "
                             "retrain with --overwrite")
 
 
-def _check_weights(setup: Setup, run: RunDir, epoch: int) -> None:
-    """:class:`TrainingDiverged` when a weight or buffer of the model is NaN or infinite after round ``epoch``
+def _check_weights(setup: Setup, run: RunDir, index: int) -> None:
+    """:class:`TrainingDiverged` when a weight or buffer of the model is NaN or infinite after round ``index``
     (a step can overflow the weights while the losses it computed, before it, were finite)."""
     bad = non_finite(setup.model.state_dict())
     if setup.world.distributed:  # every rank stops, or none
@@ -332,14 +333,15 @@ def _check_weights(setup: Setup, run: RunDir, epoch: int) -> None:
             bad = "another replica's weights"
     if bad is not None:
         cfg = setup.cfg
-        where = f"epoch {epoch + 1}" if cfg.round_steps is None else \
-            f"iterations {epoch * cfg.round_steps + 1}-{(epoch + 1) * cfg.round_steps}"
-        raise _diverged(cfg, run, epoch, f"the weights became non-finite (NaN or inf in {bad}) in {where}")
+        where = f"epoch {index + 1}" if cfg.round_steps is None else \
+            f"iterations {index * cfg.round_steps + 1}-{(index + 1) * cfg.round_steps}"
+        raise _diverged(cfg, run, index, f"the weights became non-finite (NaN or inf in {bad}) in {where}")
 
 
-def _check_and_show(loss_sum: torch.Tensor, correct_sum: torch.Tensor, count: int, bar: tqdm, epoch: int,
+def _check_and_show(loss_sum: torch.Tensor, correct_sum: torch.Tensor, count: int, bar: tqdm, index: int,
                     run: RunDir, step: int, world: World, cfg: TrainConfig) -> tuple[float, float, int]:
-    """The one host read: running loss and accuracy (summed over ranks) for the bar, and the NaN/inf check."""
+    """The one host read: running loss and accuracy (summed over ranks) for the bar, and the NaN/inf check, in
+    round ``index`` (from 0)."""
     if world.distributed:
         totals = world.sum(torch.stack([loss_sum, correct_sum.double(),
                                         torch.tensor(float(count), dtype=torch.float64, device=loss_sum.device)]))
@@ -347,8 +349,8 @@ def _check_and_show(loss_sum: torch.Tensor, correct_sum: torch.Tensor, count: in
     else:
         loss_sum, correct = float(loss_sum), float(correct_sum)
     if not math.isfinite(loss_sum):
-        where = f"epoch {epoch + 1} (by step {step})" if cfg.round_steps is None else \
-            f"iteration {epoch * cfg.round_steps + step} or before"
-        raise _diverged(cfg, run, epoch, f"the training loss became {loss_sum} in {where}")
-    bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / max(count, 1):.3f}", acc=f"{correct / max(count, 1):.3f}")
+        where = f"epoch {index + 1} (by step {step})" if cfg.round_steps is None else \
+            f"iteration {index * cfg.round_steps + step} or before"
+        raise _diverged(cfg, run, index, f"the training loss became {loss_sum} in {where}")
+    bar.set_postfix(round=index + 1, loss=f"{loss_sum / max(count, 1):.3f}", acc=f"{correct / max(count, 1):.3f}")
     return loss_sum, correct, count

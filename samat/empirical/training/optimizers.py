@@ -7,7 +7,7 @@ SAM (Foret et al. 2021) minimizes max_{||e|| <= ρ} L(w + e) (W eq. 1, D eq. 4) 
     e(w) ← e(w) ⊙ m / β,  m ~ Bernoulli(β)      (ESAM's stochastic weight perturbation, Du et al. 2022)
 
 then takes the base optimizer's step with the gradient at w + e(w), from w. This module only moves
-the weights there and back (``ascend``/``descend``, as davda54/sam's first_step/second_step: the way
+the weights there and back (``ascend``/``restore``, as davda54/sam's first_step/second_step: the way
 back restores a copy saved into buffers allocated once, so w is exactly what it was, not w + e - e); the
 forward and backward passes, and ESAM's data selection, belong to the training step
 (:mod:`samat.empirical.training.steps`). Written here rather than taken from pytorch-optimizer so that the update
@@ -28,12 +28,12 @@ ASAM_ETA = 0.01  # Kwon et al. 2021, §4: T_w = |w| + η with η = 0.01
 
 
 class WeightPerturbation:
-    """Moves parameters to w + e(w) and back; ``radius`` is ρ."""
+    """Moves parameters to w + e(w) and back; ``rho`` is the radius ρ."""
 
-    def __init__(self, params: Iterable[torch.nn.Parameter], radius: float, *, adaptive: bool = False,
+    def __init__(self, params: Iterable[torch.nn.Parameter], rho: float, *, adaptive: bool = False,
                  adaptive_eta: float = ASAM_ETA, keep_probability: float = 1.0) -> None:
         self.params = [p for p in params if p.requires_grad]
-        self.radius = radius
+        self.rho = rho
         self.adaptive = adaptive
         self.adaptive_eta = adaptive_eta
         self.keep_probability = keep_probability
@@ -44,7 +44,7 @@ class WeightPerturbation:
     def ascend(self, generator: torch.Generator | None = None) -> None:
         """w <- w + e(w), from the gradients currently in .grad (which the caller then clears)."""
         if self._moved is not None:
-            raise RuntimeError("ascend() twice without descend(): the weights are already perturbed")
+            raise RuntimeError("ascend() twice without restore(): the weights are already perturbed")
         if self._copies is None:
             self._copies = [torch.empty_like(p) for p in self.params]
         chosen = [i for i, p in enumerate(self.params) if p.grad is not None]
@@ -61,7 +61,7 @@ class WeightPerturbation:
         else:
             scales, scaled = None, grads
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(scaled)))
-        factor = self.radius / (norm + 1e-12)
+        factor = self.rho / (norm + 1e-12)
         offsets = torch._foreach_mul(torch._foreach_mul(scaled, scales), factor) if self.adaptive else \
             torch._foreach_mul(grads, factor)
         if self.keep_probability < 1:
@@ -72,10 +72,10 @@ class WeightPerturbation:
         torch._foreach_add_(params, offsets)
 
     @torch.no_grad()
-    def descend(self) -> None:
+    def restore(self) -> None:
         """w + e(w) -> w, bit for bit (restored from the copy taken by ``ascend``)."""
         if self._moved is None:
-            raise RuntimeError("descend() without ascend()")
+            raise RuntimeError("restore() without ascend()")
         params, saved = self._moved
         if params:
             torch._foreach_copy_(params, saved)

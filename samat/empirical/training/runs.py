@@ -1,8 +1,8 @@
 """A run directory: runs/<name>/ with config.json, metrics.jsonl, checkpoint.pt, model.pt, final.json.
 
 * ``config.json``: the resolved configuration and its provenance (versions, git commit, device);
-* ``metrics.jsonl``: one line per finished epoch;
-* ``checkpoint.pt``: everything needed to continue, rewritten atomically after every epoch;
+* ``metrics.jsonl``: one line per finished round (an epoch, or ``eval_every`` iterations);
+* ``checkpoint.pt``: everything needed to continue, rewritten atomically after every round;
 * ``model.pt``: the final weights (a state_dict), and ``final.json``, which marks the run finished: the
   summary, with a provenance record naming the configuration and the weights' SHA-256 it belongs to.
 
@@ -195,11 +195,15 @@ class RunDir:
             raise SamatError(f"{path} holds a configuration this version cannot read ({err}): {fix}") from None
 
     def read_checkpoint(self) -> dict:
-        """The checkpoint, checked to be one; a corrupt file is a one-line SamatError naming it."""
+        """The checkpoint, checked to be one; a corrupt file is a one-line SamatError naming it. One written before
+        rounds were called rounds (its count and its metrics' under "epoch") reads as a new one."""
         fix = "it cannot be resumed: train the run again with --overwrite"
         state = load_torch(self.checkpoint, fix)
-        if not (isinstance(state, dict) and {"epoch", "history", "model", "optimizer"} <= set(state)
-                and isinstance(state["epoch"], int) and isinstance(state["model"], Mapping)):
+        if isinstance(state, dict) and "round" not in state and "epoch" in state:
+            state["round"] = state.pop("epoch")
+            state["history"] = [_round_row(row) for row in state.get("history", [])]
+        if not (isinstance(state, dict) and {"round", "history", "model", "optimizer"} <= set(state)
+                and isinstance(state["round"], int) and isinstance(state["model"], Mapping)):
             raise SamatError(f"{self.checkpoint} is corrupt (not a samat training checkpoint): {fix}")
         if (name := non_finite(state["model"])) is not None:  # written before samat checked the weights it keeps
             raise SamatError(f"{self.checkpoint} holds non-finite weights (NaN or inf in {name}): the run diverged "
@@ -236,7 +240,7 @@ class RunDir:
             raise SamatError(f"run {self.path} is finished; pass --overwrite to train it again")
         if self.has_checkpoint:
             if not resume:
-                done = cfg.round_name(self.read_checkpoint()["epoch"])
+                done = cfg.round_name(self.read_checkpoint()["round"])
                 raise SamatError(f"run {self.path} stopped after {done}; pass --resume to continue it or "
                                  "--overwrite to start again")
             saved = self.load_config()
@@ -247,7 +251,7 @@ class RunDir:
         for partial in self._temporary_files():  # a process killed inside an atomic write left it: never current
             partial.unlink()
         leftovers = [p.name for p in self.path.iterdir() if p.name != self.config.name] if self.path.exists() else []
-        if leftovers:  # something that is not a run stopped before its first epoch
+        if leftovers:  # something that is not a run stopped before its first round
             raise SamatError(f"{self.path} exists and holds {leftovers[0]}; pass --overwrite to replace it")
         self.path.mkdir(parents=True, exist_ok=True)
         return None
@@ -280,7 +284,7 @@ class RunDir:
             shutil.rmtree(self.replaced)
             return
         if self.path.exists():
-            shutil.rmtree(self.path)  # config.json at most: the new run never finished an epoch
+            shutil.rmtree(self.path)  # config.json at most: the new run never finished a round
         os.replace(self.replaced, self.path)
 
     def abort_replacement(self) -> bool:
@@ -308,8 +312,8 @@ class RunDir:
         """Replace checkpoint.pt atomically; a failed write (a full disk) keeps the previous one and says so.
         The first checkpoint of a run that replaces another (--overwrite) deletes the old run."""
         self._writing(self.checkpoint, lambda: atomic_write_bytes(self.checkpoint, lambda p: torch.save(state, p)),
-                      kept=f"the last checkpoint (after {cfg.round_name(state['epoch'] - 1)}) is intact"
-                      if state["epoch"] > 1 else "nothing was saved yet")
+                      kept=f"the last checkpoint (after {cfg.round_name(state['round'] - 1)}) is intact"
+                      if state["round"] > 1 else "nothing was saved yet")
         if self._replacing:
             shutil.rmtree(self.replaced, ignore_errors=True)
             self._replacing = False
@@ -337,7 +341,7 @@ class RunDir:
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics.exists():
             return []
-        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+        return [_round_row(json.loads(line)) for line in self.metrics.read_text().splitlines() if line.strip()]
 
     def finish(self, weights: dict[str, torch.Tensor], summary: dict[str, Any], cfg: TrainConfig) -> None:
         """Write model.pt, then final.json (which marks the run finished) naming the configuration and the
@@ -368,6 +372,13 @@ class RunDir:
 
     def clear_failure(self) -> None:
         self.failure.unlink(missing_ok=True)
+
+
+def _round_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of metrics as this version writes it: its round under "round" (older versions wrote "epoch")."""
+    if "epoch" in row and "round" not in row:
+        return {("round" if k == "epoch" else k): v for k, v in row.items()}
+    return row
 
 
 def _is_write_failure(err: RuntimeError) -> bool:

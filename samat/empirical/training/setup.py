@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from samat.core.errors import ParameterError
-from samat.empirical.data import BatchStream, Dataset, TextCorpus, TextDataset, load_dataset
+from samat.empirical.data import IMAGE_BOX, BatchStream, Dataset, TextCorpus, TextDataset, load_dataset
 from samat.empirical.models import build_model
 from samat.empirical.models.transformer import check_max_length, load_tokenizer, model_config, no_weight_decay
 from samat.empirical.training import distributed, segmentation
@@ -156,15 +156,15 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def round_seed(seed: int, epoch: int) -> int:
-    """The seed of one epoch (round) of a run: the same for every seed below 2**64 / 1,000,003 as before seeds up
-    to 2**63 - 1 were allowed (taken modulo 2**64, what a generator's seed holds)."""
-    return (seed * 1_000_003 + epoch) % 2**64
+def round_seed(seed: int, index: int) -> int:
+    """The seed of round ``index`` (from 0) of a run: the same for every seed below 2**64 / 1,000,003 as before seeds
+    up to 2**63 - 1 were allowed (taken modulo 2**64, what a generator's seed holds)."""
+    return (seed * 1_000_003 + index) % 2**64
 
 
-def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
-    """The generator of one epoch: shuffling, augmentation, ESAM's masks, PGD's random start."""
-    return torch.Generator(device=device).manual_seed(round_seed(seed, epoch))
+def round_generator(seed: int, index: int, device: torch.device) -> torch.Generator:
+    """The generator of round ``index``: shuffling, augmentation, ESAM's masks, PGD's random start."""
+    return torch.Generator(device=device).manual_seed(round_seed(seed, index))
 
 
 def tokenize(cfg: TrainConfig, corpus: TextCorpus) -> TextDataset:
@@ -224,7 +224,7 @@ class Setup:
 
     @property
     def step_path(self) -> str:
-        """What trains the full batches now: "graph", "compiled" or "eager" (recorded with every epoch)."""
+        """What trains the full batches now: "graph", "compiled" or "eager" (recorded with every round)."""
         if isinstance(self.step, FastStep):
             return self.step.path
         return COMPILED if self.compile_backend else EAGER
@@ -320,7 +320,7 @@ def build(cfg: TrainConfig, data: Dataset | None = None, world: World | None = N
         return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not graph) if bf16 \
             else contextlib.nullcontext()
 
-    box = (0.0, 1.0) if data.kind == "image" else None
+    box = IMAGE_BOX if data.kind == "image" else None
     objective = Objective(*segmentation.objective(cfg.segmentation_spec)) if segmenting else CLASSIFICATION
     ctx = StepContext(cfg, model, forward, optimizer, perturbation, autocast, box, attack_forward, ascent_gradient,
                       objective)

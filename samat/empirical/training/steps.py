@@ -137,7 +137,7 @@ def sam_step(ctx: StepContext, x, y, gen) -> StepResult:
     ctx.optimizer.zero_grad(set_to_none=True)
     with running_stats_frozen(ctx.model):
         _loss(ctx, x, y)[0].backward()
-    ctx.perturbation.descend()
+    ctx.perturbation.restore()
     ctx.optimizer.step()
     return loss.detach(), _correct(ctx, output, y)
 
@@ -161,7 +161,7 @@ def esam_step(ctx: StepContext, x, y, gen) -> StepResult:
         keep = max(1, math.ceil(ctx.cfg.esam_gamma * len(y)))
         chosen = torch.topk(sharpness, keep).indices
         _loss(ctx, x[chosen], y[chosen])[0].backward()
-    ctx.perturbation.descend()
+    ctx.perturbation.restore()
     ctx.optimizer.step()
     return loss.detach(), _correct(ctx, output, y)
 
@@ -173,7 +173,7 @@ def adversarial_step(ctx: StepContext, x, y, gen) -> StepResult:
     returned accuracy is on the adversarial batch (robust training accuracy).
     """
     cfg = ctx.cfg
-    attack = dict(norm=cfg.at_norm, eps=cfg.at_eps, alpha=cfg.pgd_step, steps=cfg.at_steps, random_start=True,
+    attack = dict(norm=cfg.at_norm, eps=cfg.at_eps, step_size=cfg.pgd_step_size, steps=cfg.at_steps, random_start=True,
                   generator=gen, box=ctx.box, loss_fn=lambda output, target: ctx.objective.loss(output, target, "sum"))
     with running_stats_frozen(ctx.model), parameters_frozen(ctx.model), ctx.autocast():
         if cfg.at_features is AtFeatures.NON_ROBUST:  # vector data: keep the robust feature x1 untouched

@@ -59,7 +59,7 @@ def gaussian_batch() -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tenso
 def test_pgd_linf_reaches_the_linear_worst_case_without_clamping(gaussian_batch):
     model, x, labels, y_pm, w = gaussian_batch
     eps = 0.5
-    x_adv = pgd(model, x, labels, norm="linf", eps=eps, alpha=eps / 4, steps=10, box=None,
+    x_adv = pgd(model, x, labels, norm="linf", eps=eps, step_size=eps / 4, steps=10, box=None,
                 generator=torch.Generator().manual_seed(0))
     # 10 sign steps of eps/4 cover the 2 eps between any random start and the optimum, so it is exact.
     torch.testing.assert_close(x_adv, x - eps * y_pm * torch.sign(w), rtol=0, atol=LINEAR_WORST_CASE_ATOL)
@@ -69,7 +69,7 @@ def test_pgd_linf_reaches_the_linear_worst_case_without_clamping(gaussian_batch)
 def test_pgd_l2_reaches_the_linear_worst_case_without_clamping(gaussian_batch):
     model, x, labels, y_pm, w = gaussian_batch
     eps = 0.7
-    x_adv = pgd(model, x, labels, norm="l2", eps=eps, alpha=eps / 2, steps=60, box=None,
+    x_adv = pgd(model, x, labels, norm="l2", eps=eps, step_size=eps / 2, steps=60, box=None,
                 generator=torch.Generator().manual_seed(0))
     # Once on the sphere, each step scales the component orthogonal to w by eps / (eps + alpha) = 2/3.
     torch.testing.assert_close(x_adv, x - eps * y_pm * w / w.norm(), rtol=0, atol=1e-5)
@@ -112,7 +112,7 @@ def test_fgsm_matches_torchattacks(trained):
     model, x, y = trained
     x, y = x[:64], y[:64]  # a power-of-two batch: mean and sum reductions give gradients of the same sign
     eps = 4 / 255
-    ours = pgd(model, x, y, norm="linf", eps=eps, alpha=eps, steps=1, random_start=False)
+    ours = pgd(model, x, y, norm="linf", eps=eps, step_size=eps, steps=1, random_start=False)
     theirs = torchattacks.FGSM(model, eps=eps)(x, y)
     # Same step; forming x + delta in a different order may round differently by one float32 ulp.
     torch.testing.assert_close(ours, theirs, rtol=0, atol=ULP1)
@@ -122,7 +122,7 @@ def test_fgsm_matches_torchattacks(trained):
 def test_pgd_agrees_with_torchattacks_on_robust_accuracy(trained, norm, eps):
     model, x, y = trained
     alpha = 2.5 * eps / 10
-    ours = pgd(model, x, y, norm=norm, eps=eps, alpha=alpha, steps=10, generator=torch.Generator().manual_seed(0))
+    ours = pgd(model, x, y, norm=norm, eps=eps, step_size=alpha, steps=10, generator=torch.Generator().manual_seed(0))
     cls = torchattacks.PGD if norm == "linf" else torchattacks.PGDL2
     with seeded(0, torch.device("cpu")):  # its random start draws from torch's global generator
         theirs = cls(model, eps=eps, alpha=alpha, steps=10)(x, y)
@@ -147,7 +147,7 @@ def test_more_steps_never_weaker(trained, norm, eps):
     model, x, y = trained
     masks = []
     for steps in (1, 10, 50):
-        x_adv = pgd(model, x, y, norm=norm, eps=eps, alpha=2.5 * eps / steps, steps=steps,
+        x_adv = pgd(model, x, y, norm=norm, eps=eps, step_size=2.5 * eps / steps, steps=steps,
                     random_start=steps > 1, generator=torch.Generator().manual_seed(0))
         masks.append(accuracy(model, x_adv, y))
     for fewer, more in zip(masks, masks[1:], strict=False):
@@ -163,11 +163,11 @@ def test_pgd_budget_box_steps_zero_and_determinism(trained, norm):
     x, y = x[:32], y[:32]
     eps = 8 / 255 if norm == "linf" else 0.5
     s = AttackSpec("pgd", Algorithm.PGD, Norm(norm), eps, 10)
-    assert torch.equal(pgd(model, x, y, norm=norm, eps=eps, alpha=0.1, steps=0, random_start=False), x)
-    start = pgd(model, x, y, norm=norm, eps=eps, alpha=0.1, steps=0, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(pgd(model, x, y, norm=norm, eps=eps, step_size=0.1, steps=0, random_start=False), x)
+    start = pgd(model, x, y, norm=norm, eps=eps, step_size=0.1, steps=0, generator=torch.Generator().manual_seed(1))
     assert not torch.equal(start, x) and perturbation_report(x, start, s)["within_eps"]
     state = torch.get_rng_state()
-    runs = [pgd(model, x, y, norm=norm, eps=eps, alpha=eps / 4, steps=5, generator=torch.Generator().manual_seed(k))
+    runs = [pgd(model, x, y, norm=norm, eps=eps, step_size=eps / 4, steps=5, generator=torch.Generator().manual_seed(k))
             for k in (7, 7, 8)]
     assert torch.equal(torch.get_rng_state(), state)  # all randomness came from the generator
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
@@ -180,7 +180,7 @@ def test_pgd_has_no_side_effects_and_returns_a_detached_tensor(trained):
     model.train()
     try:
         x_in = x[:16].clone().requires_grad_(True)
-        x_adv = pgd(model, x_in, y[:16], norm="l2", eps=0.5, alpha=0.1, steps=3)
+        x_adv = pgd(model, x_in, y[:16], norm="l2", eps=0.5, step_size=0.1, steps=3)
         assert model.training and all(p.requires_grad and p.grad is None for p in model.parameters())
         assert not x_adv.requires_grad and x_adv.grad_fn is None and x_in.grad is None
     finally:
@@ -192,7 +192,7 @@ def test_pgd_under_bfloat16_autocast(trained, norm):
     model, x, y = trained
     eps = 8 / 255 if norm == "linf" else 192 / 255
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        x_adv = pgd(model, x, y, norm=norm, eps=eps, alpha=2.5 * eps / 10, steps=10,
+        x_adv = pgd(model, x, y, norm=norm, eps=eps, step_size=2.5 * eps / 10, steps=10,
                     generator=torch.Generator().manual_seed(0))
     assert x_adv.dtype == torch.float32
     report = perturbation_report(x, x_adv, AttackSpec("pgd", Algorithm.PGD, Norm(norm), eps, 10))
@@ -227,7 +227,7 @@ def test_pgd_never_synchronises_on_cuda():
     torch.cuda.set_sync_debug_mode("error")
     try:
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            x_adv = pgd(model, x, y, norm="l2", eps=0.5, alpha=0.1, steps=5, generator=gen)
+            x_adv = pgd(model, x, y, norm="l2", eps=0.5, step_size=0.1, steps=5, generator=gen)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert x_adv.dtype == torch.float32

@@ -85,9 +85,9 @@ def test_parse_attack_flattens_and_specs_are_frozen():
         (lambda: spec("pgd10_l2").at(-0.5), "eps"),
         (lambda: parse_attack("pixle@1/255"), "eps"),
         (lambda: AttackSpec("x", Algorithm.PGD, Norm.LINF, -1.0, 10), "eps"),
-        (lambda: pgd(nn.Identity(), torch.zeros(1, 2), torch.zeros(1).long(), norm="l1", eps=0.1, alpha=0.1,
+        (lambda: pgd(nn.Identity(), torch.zeros(1, 2), torch.zeros(1).long(), norm="l1", eps=0.1, step_size=0.1,
                      steps=1), "norm"),
-        (lambda: pgd(nn.Identity(), torch.zeros(1, 2), torch.zeros(1).long(), norm="linf", eps=-0.1, alpha=0.1,
+        (lambda: pgd(nn.Identity(), torch.zeros(1, 2), torch.zeros(1).long(), norm="linf", eps=-0.1, step_size=0.1,
                      steps=1), "eps"),
     ],
 )

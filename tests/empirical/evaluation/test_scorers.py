@@ -13,8 +13,8 @@ from torch import nn
 from samat.core.errors import ParameterError
 from samat.empirical.attacks.build import build_attack
 from samat.empirical.attacks.pgd import pgd
-from samat.empirical.attacks.specs import IMAGE_BOX, spec
-from samat.empirical.data import as_inputs
+from samat.empirical.attacks.specs import spec
+from samat.empirical.data import IMAGE_BOX, as_inputs
 from samat.empirical.evaluation.classification import Hits, attack_success_rate
 from samat.empirical.evaluation.columns import NATURAL, column_specs
 from samat.empirical.evaluation.evaluate import evaluate
@@ -51,7 +51,7 @@ def test_segmentation_attacks_through_build_attack_are_pgd_on_the_summed_pixel_l
             idx = torch.tensor(members[start:start + 2])
             xb, yb = as_inputs(x[idx][:, :, :h, :w]), y[idx][:, :h, :w]
             gen = torch.Generator().manual_seed(7)
-            x_adv = pgd(model, xb, yb, norm=s.norm.value, eps=s.eps, alpha=s.step_size, steps=s.steps,
+            x_adv = pgd(model, xb, yb, norm=s.norm.value, eps=s.eps, step_size=s.step_size, steps=s.steps,
                         random_start=s.algorithm.value == "pgd", generator=gen, box=IMAGE_BOX,
                         loss_fn=lambda out, target: pixel_loss(out, target, "sum"))
             expected[idx] = confusion(logits_of(model(x_adv)).argmax(1), yb, 3)

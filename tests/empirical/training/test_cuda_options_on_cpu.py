@@ -177,6 +177,6 @@ def test_training_loop_with_bf16_and_channels_last_on_a_cpu_trains_and_records_t
     provenance = json.loads(run.config.read_text())["provenance"]
     assert (provenance["bf16"], provenance["channels_last"], provenance["compile"]) == (True, True, None)
     rows = run.read_metrics()
-    assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["train_loss"] < rows[0]["train_loss"]
+    assert [r["round"] for r in rows] == [1, 2] and rows[1]["train_loss"] < rows[0]["train_loss"]
     weights = torch.load(run.weights)
     assert all(t.dtype in (torch.float32, torch.int64) for t in weights.values())  # bf16 only inside the passes

@@ -108,7 +108,7 @@ def _params_and_grads(seed=0):
 def test_sam_perturbation_has_norm_rho_and_is_undone_exactly():
     model, _, _ = _params_and_grads()
     before = [p.detach().clone() for p in model.parameters()]
-    pert = WeightPerturbation(model.parameters(), radius=0.37)
+    pert = WeightPerturbation(model.parameters(), rho=0.37)
     pert.ascend()
     offset = torch.cat([(p.detach() - b).ravel() for p, b in zip(model.parameters(), before, strict=True)])
     # ||g|| as the norm of per-tensor norms (<= 35 squares, then 4): 41u; rho/||g|| and g * factor: 2u; w + e
@@ -121,7 +121,7 @@ def test_sam_perturbation_has_norm_rho_and_is_undone_exactly():
     # (error ~1e-14) because float32's own worst case, 3 * 66u = 1.2e-5, would hide that.
     cosine = torch.nn.functional.cosine_similarity(offset.double(), grads.double(), dim=0).item()
     assert cosine == pytest.approx(1.0, abs=1e-12)
-    pert.descend()
+    pert.restore()
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
 
 
@@ -129,7 +129,7 @@ def test_asam_perturbation_has_adaptive_norm_rho():
     """ASAM's offset has ||T^-1 e|| = ρ with T = |w| + η (Kwon et al. 2021), not ||e|| = ρ."""
     model, _, _ = _params_and_grads()
     before = [p.detach().clone() for p in model.parameters()]
-    pert = WeightPerturbation(model.parameters(), radius=0.5, adaptive=True)
+    pert = WeightPerturbation(model.parameters(), rho=0.5, adaptive=True)
     pert.ascend()
     scaled = torch.cat([((p.detach() - b) / (b.abs() + ASAM_ETA)).ravel()
                         for p, b in zip(model.parameters(), before, strict=True)])
@@ -139,7 +139,7 @@ def test_asam_perturbation_has_adaptive_norm_rho():
     # subtraction and 66-term norm: 68u. Sum 130u = 7.7e-6 < 1e-5 (measured: 2u).
     assert torch.linalg.vector_norm(scaled).item() == pytest.approx(0.5, rel=1e-5)
     assert abs(torch.linalg.vector_norm(plain).item() - 0.5) > 1e-3
-    pert.descend()
+    pert.restore()
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
 
 
@@ -153,11 +153,11 @@ def test_esam_perturbation_is_sams_on_a_random_fraction_over_keep_probability():
     def offset(pert, generator=None):
         pert.ascend(generator)
         e = torch.cat([p.detach().ravel() for p in model.parameters()]) - before
-        pert.descend()
+        pert.restore()
         return e
 
-    e_sam = offset(WeightPerturbation(model.parameters(), radius=0.37))
-    esam = WeightPerturbation(model.parameters(), radius=0.37, keep_probability=beta)
+    e_sam = offset(WeightPerturbation(model.parameters(), rho=0.37))
+    esam = WeightPerturbation(model.parameters(), rho=0.37, keep_probability=beta)
     e = offset(esam, torch.Generator().manual_seed(0))
     kept = e != 0
     # 66 weights kept with probability 0.6: 39.6 expected, standard deviation 4.0; 5 of them either way.
@@ -188,7 +188,7 @@ def test_sam_step_matches_pytorch_optimizer(adaptive):
     pert.ascend()
     opt.zero_grad()
     loss(ours(x), y).backward()
-    pert.descend()
+    pert.restore()
     opt.step()
 
     sam = SAM(ref.parameters(), torch.optim.SGD, rho=0.2, adaptive=adaptive, lr=0.1, momentum=0.9)
@@ -248,7 +248,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, method
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert straight["test_acc"] == resumed["test_acc"]
     rows = RunDir(tmp_path / "resumed").read_metrics()
-    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [r["round"] for r in rows] == [1, 2, 3]
 
 
 def test_each_epoch_draws_its_own_shuffle_augmentation_and_esam_masks(tmp_path, monkeypatch):
@@ -319,7 +319,7 @@ def test_finished_run_is_not_overwritten_unless_asked(tmp_path):
     # metrics (not appended to the old ones), and a summary that records the new weights.
     retrained = torch.load(tmp_path / "run" / "model.pt")
     assert retrained.keys() == weights.keys() and all(torch.equal(retrained[k], weights[k]) for k in weights)
-    assert again["status"] == "finished" and [r["epoch"] for r in RunDir(tmp_path / "run").read_metrics()] == [1]
+    assert again["status"] == "finished" and [r["round"] for r in RunDir(tmp_path / "run").read_metrics()] == [1]
     final = json.loads((tmp_path / "run" / "final.json").read_text())
     assert final["provenance"]["inputs"]["weights"]["sha256"] == hashlib.sha256(
         (tmp_path / "run" / "model.pt").read_bytes()).hexdigest()
@@ -338,7 +338,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path, 
     with pytest.raises(TrainingDiverged, match="became nan in epoch 2.*kept the checkpoint of epoch 1"):
         train(cfg, tmp_path / "run", resume=True, progress=False, data=data)
     after = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
-    assert after["epoch"] == 1 and all(torch.equal(after["model"][k], saved["model"][k]) for k in saved["model"])
+    assert after["round"] == 1 and all(torch.equal(after["model"][k], saved["model"][k]) for k in saved["model"])
     assert not RunDir(tmp_path / "run").finished
 
 
@@ -352,7 +352,7 @@ def test_weights_that_diverge_never_finish_a_run_nor_reach_a_kept_checkpoint(tmp
     assert not run.finished and not run.weights.exists()
     if run.has_checkpoint:  # what it says it kept is the last checkpoint, and its weights are finite
         kept = run.read_checkpoint()
-        assert f"kept the checkpoint of epoch {kept['epoch']}:" in str(err.value)
+        assert f"kept the checkpoint of epoch {kept['round']}:" in str(err.value)
         assert all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
     else:
         assert "kept nothing" in str(err.value)
@@ -378,7 +378,7 @@ def test_weights_made_nan_by_a_step_with_a_finite_loss_stop_the_run_before_the_c
                                                r"of .*; stopped, and kept the checkpoint of epoch 1: lower"):
         train(cfg, tmp_path / "run", resume=True, progress=False, data=data)
     after = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
-    assert after["epoch"] == 1 and all(torch.equal(after["model"][k], saved["model"][k]) for k in saved["model"])
+    assert after["round"] == 1 and all(torch.equal(after["model"][k], saved["model"][k]) for k in saved["model"])
     # a checkpoint with such weights (written by an earlier version) is not resumed
     after["model"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
                       for k, v in after["model"].items()}
@@ -399,7 +399,7 @@ def test_run_directory_holds_config_with_provenance_and_metrics(tmp_path):
     assert weights["sha256"] == hashlib.sha256((tmp_path / "run" / "model.pt").read_bytes()).hexdigest()
     assert final["provenance"]["inputs"]["config"] == json.loads(json.dumps(tiny_cfg(epochs=2).identity()))
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [1, 2]
+    assert [r["round"] for r in rows] == [1, 2]
     assert all(isinstance(r[k], float) for r in rows for k in ("train_loss", "train_acc", "test_acc", "seconds"))
 
 
@@ -442,7 +442,7 @@ def test_config_validation_names_the_parameter(change, name, valid):
     ({"rho": "inf"}, "rho", ">= 0 and finite"),
     ({"weight_decay": float("inf")}, "weight_decay", ">= 0 and finite"),
     ({"at_eps": "inf"}, "at_eps", ">= 0 and finite"),
-    ({"at_alpha": float("inf")}, "at_alpha", "> 0 and finite"),
+    ({"at_step_size": float("inf")}, "at_step_size", "> 0 and finite"),
     ({"lr": float("nan")}, "lr", "> 0 and finite"),
     ({"rho": None}, "rho", "a number"),
     ({"lr_milestones": 0.5}, "lr_milestones", "a list of fractions in (0, 1)"),
@@ -482,7 +482,7 @@ def test_config_accepts_paths_numpy_integers_and_dataset_spellings(tmp_path):
 
 def test_eps_strings_are_parsed_once_at_the_edge():
     assert tiny_cfg(at_eps="8/255").at_eps == pytest.approx(8 / 255)
-    assert tiny_cfg(at_eps="8/255", at_steps=10).pgd_step == pytest.approx(2.5 * 8 / 255 / 10)
+    assert tiny_cfg(at_eps="8/255", at_steps=10).pgd_step_size == pytest.approx(2.5 * 8 / 255 / 10)
 
 
 @pytest.mark.parametrize(("args", "needle"), [

@@ -74,7 +74,7 @@ def test_an_interrupted_iteration_counted_run_resumes_to_the_same_weights(tmp_pa
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert straight["test_miou"] == resumed["test_miou"] and straight["iterations"] == 6
     rows = RunDir(tmp_path / "resumed").read_metrics()
-    assert [(r["epoch"], r["step"]) for r in rows] == [(1, 2), (2, 4), (3, 6)]
+    assert [(r["round"], r["step"]) for r in rows] == [(1, 2), (2, 4), (3, 6)]
     assert all(0 <= r["test_miou"] <= 1 and 0 <= r["train_acc"] <= 1 for r in rows)
     final = json.loads((tmp_path / "resumed" / "final.json").read_text())
     assert final["test_miou"] == resumed["test_miou"] and final["epochs"] is None

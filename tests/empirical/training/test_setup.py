@@ -14,7 +14,7 @@ from samat.empirical.training.optimizers import (
     make_eager,
     set_learning_rate,
 )
-from samat.empirical.training.setup import epoch_generator, round_seed
+from samat.empirical.training.setup import round_generator, round_seed
 from tests.empirical.helpers import tiny_cfg
 
 
@@ -37,7 +37,7 @@ def test_the_base_optimizer_carries_the_configured_settings(method, kind, settin
                                                           ("esam", False, 0.3)])
 def test_each_sam_method_gets_its_own_perturbation(method, adaptive, keep):
     perturbation = build_perturbation(tiny_cfg(method=method, rho=0.2, esam_beta=0.3), _params())
-    assert (perturbation.radius, perturbation.adaptive, perturbation.keep_probability) == (0.2, adaptive, keep)
+    assert (perturbation.rho, perturbation.adaptive, perturbation.keep_probability) == (0.2, adaptive, keep)
 
 
 @pytest.mark.parametrize("method", ["sgd", "adam", "pgd_at"])
@@ -85,7 +85,7 @@ def test_set_learning_rate_on_plain_groups():
     assert [g["lr"] for g in optimizer.param_groups] == [0.002]
 
 
-def test_round_seeds_are_distinct_per_epoch_and_as_before_for_small_seeds():
+def test_round_seeds_are_distinct_per_round_and_as_before_for_small_seeds():
     # "the same for every seed below 2**64 / 1,000,003 as before": seed * 1,000,003 + epoch
     assert [round_seed(3, e) for e in range(3)] == [3_000_009, 3_000_010, 3_000_011]
     seeds = {round_seed(s, e) for s in (0, 1, 2**40, 2**63 - 1) for e in range(50)}
@@ -96,15 +96,15 @@ def test_the_largest_seed_makes_generators_for_every_epoch():
     big = 2**63 - 1
     for epoch in range(4):
         assert 0 <= round_seed(big, epoch) < 2**64  # what a generator's seed holds
-        assert epoch_generator(big, epoch, torch.device("cpu")).initial_seed() == round_seed(big, epoch)
-    draws = [torch.rand(3, generator=epoch_generator(big, e, torch.device("cpu"))) for e in range(2)]
+        assert round_generator(big, epoch, torch.device("cpu")).initial_seed() == round_seed(big, epoch)
+    draws = [torch.rand(3, generator=round_generator(big, e, torch.device("cpu"))) for e in range(2)]
     assert not torch.equal(*draws)
 
 
 @pytest.mark.gpu
-def test_the_epoch_generator_lives_on_the_runs_device():
+def test_the_round_generator_lives_on_the_runs_device():
     device = torch.device("cuda")
-    assert epoch_generator(0, 1, device).device.type == "cuda"
+    assert round_generator(0, 1, device).device.type == "cuda"
 
 
 @pytest.mark.gpu

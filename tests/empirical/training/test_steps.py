@@ -46,7 +46,8 @@ def test_adversarial_training_steps_on_the_pgd_batch_of_its_configuration(monkey
     steps.adversarial_step(setup.ctx, x, y, gen)
     (kw,) = calls
     cfg = setup.cfg
-    assert (kw["norm"], kw["eps"], kw["alpha"], kw["steps"]) == (cfg.at_norm, cfg.at_eps, cfg.pgd_step, cfg.at_steps)
+    assert (kw["norm"], kw["eps"], kw["step_size"], kw["steps"]) == (cfg.at_norm, cfg.at_eps, cfg.pgd_step_size,
+                                                                  cfg.at_steps)
     assert kw["random_start"] is True and kw["generator"] is gen and kw["box"] == (0.0, 1.0)
     logits = torch.randn(4, 10, generator=torch.Generator().manual_seed(1))
     target = torch.arange(4)
