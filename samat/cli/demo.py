@@ -148,64 +148,33 @@ def _put_back(part: Path, aside: Path) -> None:
 
 
 def _theory(theory_dir: Path) -> Path:
-    from samat.theory import plots, report, verify
+    from samat.theory import plots
+    from samat.theory.claims import Grid
+    from samat.theory.claims.report import JSON_NAME, MARKDOWN_NAME, verify_into
 
     figures = theory_dir / "figures"
-    md = theory_dir / "verification.md"
+    md = theory_dir / MARKDOWN_NAME
     existing = plots.existing_outputs(figures)
     if len(existing) == len(plots.outputs(figures)):
         _say(f"[theory] figures already in {figures}/ (kept)")
     else:  # none yet, or some: an interrupted demo drew only the first figures
         _say(f"[theory] drawing figures into {figures}/" + (" (some were missing)" if existing else ""))
         plots.make_all(figures, progress=lambda m: _say(f"  {m}"))
-    if md.exists() and (theory_dir / "verification.json").exists():
+    if md.exists() and (theory_dir / JSON_NAME).exists():
         _say(f"[theory] report already in {theory_dir}/ (kept)")
     else:
         _say(f"[theory] verifying Theorems 1-5 into {theory_dir}/")
-        t1 = time.perf_counter()
-        reports = verify.run(verify.Grid(), progress=lambda m: _say(f"  {m}"))
-        report.write_verification_json(reports, theory_dir / "verification.json", verify.Grid())
-        report.write_markdown(reports, md, verify.Grid(), figures, time.perf_counter() - t1)
+        verify_into(theory_dir, Grid(), figures_dir=figures, progress=lambda m: _say(f"  {m}"))
     return md
 
 
 def _theory_summary(json_path: Path) -> str:
-    """The verdicts in words: one line per claim, its corrected form (sympy's, in the papers' notation)."""
+    """The verdicts in words (the library's), one line per claim."""
     import json
 
-    lines = []
-    for r in json.loads(json_path.read_text())["claims"]:
-        err = "" if r["max_rel_error"] is None else f" (max rel. error {r['max_rel_error']:.2g})"
-        reading = f", SAM read as {r['reading']}" if r.get("reading") else ""
-        line = f"{r['theorem']}  {r['title']}{reading}: {r['verdict']}{err}"
-        if r["corrected"]:
-            line += (f"; corrected form {readable(r['corrected'])}, which {r['corrected_verdict']}"
-                     if r["corrected_verdict"] else f"; corrected form {readable(r['corrected'])}")
-        lines.append(line)
-    return "\n".join(lines)
+    from samat.theory.claims.report import verdict_lines
 
-
-_NOTATION = (("**2", "²"), ("**3", "³"), ("**4", "⁴"), ("*", "·"), ("eps_SAM", "ε_SAM"), ("eps_AT", "ε_AT"),
-             ("eps", "ε"), ("eta", "η"), ("w1star", "w1*"))
-
-
-def readable(expression: str) -> str:
-    """A sympy expression in the papers' notation: w1* for ln(p/(1-p))/(2η), ε, η, squares as ², products as ·."""
-    import sympy
-
-    p, eta = sympy.symbols("p eta", positive=True)
-    w1star = sympy.Symbol("w1star", positive=True)
-    try:
-        expr = sympy.sympify(expression, locals={"p": p, "eta": eta})
-    except (sympy.SympifyError, TypeError, SyntaxError):
-        return expression
-    ratio = sympy.log(p) - sympy.log(1 - p)  # = 2 η w1* (Theorem 1)
-    expr = sympy.expand(expr.subs(ratio, 2 * eta * w1star)).subs(ratio, 2 * eta * w1star)
-    factored = sympy.factor_terms(expr)  # w1*·(1 + ...) where w1* is a common factor, not 2·(...)
-    text = str(factored if factored.as_coeff_Mul()[0] == 1 else expr)
-    for code, symbol in _NOTATION:
-        text = text.replace(code, symbol)
-    return text
+    return "\n".join(verdict_lines(json.loads(json_path.read_text())["claims"]))
 
 
 def _experiment(exp_dir: Path, *, segmentation: bool = False, overrides: dict | None = None,
@@ -214,7 +183,8 @@ def _experiment(exp_dir: Path, *, segmentation: bool = False, overrides: dict | 
     returns the report's Markdown file. ``overrides`` (configuration fields) apply to every run, ``n_eval``
     replaces the experiment's number of evaluation images and ``columns`` its table's columns (the tests run a
     tiny setting)."""
-    from samat.empirical.data import FASHION_MNIST_DIR, FASHION_MNIST_FILES
+    from samat.empirical.data import FASHION_MNIST_DIR
+    from samat.empirical.data.fashion_mnist import missing_fashion_mnist
     from samat.empirical.experiments import catalog
     from samat.empirical.experiments.grid import load_experiment
     from samat.empirical.experiments.report import write_report
@@ -222,9 +192,7 @@ def _experiment(exp_dir: Path, *, segmentation: bool = False, overrides: dict | 
 
     # The files' presence only (as the loader finds them, gzipped or not): training loads the data once, later.
     folder = Path((overrides or {}).get("data_dir") or FASHION_MNIST_DIR)
-    missing = [f"{stem}.gz" for stem in FASHION_MNIST_FILES.values()
-               if not any((folder / name).is_file() for name in (f"{stem}.gz", stem))]
-    if missing:
+    if missing := missing_fashion_mnist(folder):
         raise SamatError(f"the default experiment needs Fashion-MNIST (missing {', '.join(missing)} in "
                          f"{folder}); install it with `apt-get install dataset-fashion-mnist` "
                          "(bash .ci/setup does)" + ("" if segmentation else " or use --theory-only"))

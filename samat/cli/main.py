@@ -3,12 +3,15 @@
 commands:
   samat theory solve|verify|plot   the Gaussian model: optima, Theorems 1-5, figures (no torch)
   samat train                      train one model with SGD, Adam, SAM, ASAM, ESAM or PGD-AT into runs/<name>/
-  samat eval                       clean and robust accuracy of a trained model under the papers' attacks (eval.json)
-  samat experiment run|status|report
+  samat eval                       a trained model's scores clean and under the papers' attacks (eval.json):
+                                   accuracy, mIoU for segmentation, attack success rates for text
+  samat experiment run|status|report|plan
                                    the papers' experiment grids (configs/): train and evaluate what is missing,
-                                   on this machine, across several processes or as a Slurm job array; tables, figures
+                                   on this machine, across several processes or as a Slurm job array; where each
+                                   run stands; tables and figures; the predicted device time of a grid
   samat study                      theory meets training: linear models trained on the Gaussian model
-  samat demo                       the main job on the embedded default (theory, then Fashion-MNIST on the CPU)
+  samat demo                       the main job on the embedded default (theory, then Fashion-MNIST on the CPU;
+                                   --task segmentation or text for the other defaults)
 
 `samat COMMAND --help` describes each command and its options. Errors a user can fix are one line on stderr
 naming the command, with exit code 2 (130 when interrupted); nothing prints a traceback for them. On the CPU,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from samat.cli.argtypes import integer, ranged
@@ -98,20 +97,16 @@ def _solve_table(r: dict) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from samat.theory import report, verify
+    from samat.theory.claims import Grid
+    from samat.theory.claims.report import JSON_NAME, MARKDOWN_NAME, verify_into
 
     out: Path = args.out
-    targets = [out / "verification.json", out / "verification.md"]
+    targets = [out / JSON_NAME, out / MARKDOWN_NAME]
     _refuse_overwrite(targets, args.force)
     check_writable_folder(out, "--out")  # before the work, not after
-    grid = verify.Grid.quick() if args.quick else verify.Grid()
-    t0 = time.perf_counter()
     print(f"verifying Theorems 1-5 into {out}/", file=sys.stderr)
-    reports = verify.run(grid, progress=_progress)
-    seconds = time.perf_counter() - t0
-    out.mkdir(parents=True, exist_ok=True)
-    report.write_verification_json(reports, targets[0], grid)
-    report.write_markdown(reports, targets[1], grid, args.figures, seconds)
+    reports, seconds = verify_into(out, Grid.quick() if args.quick else Grid(), figures_dir=args.figures,
+                                   progress=_progress)
     for r in reports:
         print(f"{r.key}: {r.verdict}" + (f" (corrected statement {r.corrected_verdict})" if r.corrected else ""))
     print(f"wrote {targets[0]} and {targets[1]} in {seconds:.1f} s")

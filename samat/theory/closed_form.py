@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from samat.core.errors import ParameterError
-from samat.theory.model import validate
+from samat.theory.model import check_parameters
 
 
 def log_odds(p):
@@ -46,18 +46,18 @@ def rounding_bound_per_sample(p, eta, n, eps, u=None):
 
 def w1_star(p, eta):
     """Theorem 1 (W eq. 8/11): w1* = (ln p - ln(1-p)) / (2η)."""
-    validate(p=p, eta=eta)
+    check_parameters(p=p, eta=eta)
     return log_odds(p) / (2 * np.asarray(eta, dtype=float))
 
 
 def w_r_star(p, eta, n):
     """Theorem 4.1 (D eq. 8): W_R* = (ln p - ln(1-p)) / (2 n η)."""
-    validate(p=p, eta=eta, n=n)
+    check_parameters(p=p, eta=eta, n=n)
     return log_odds(p) / (2 * np.asarray(n, dtype=float) * np.asarray(eta, dtype=float))
 
 
 def _require_eps_below_eta(eta, eps) -> None:
-    validate(eta=eta, eps=eps)
+    check_parameters(eta=eta, eps=eps)
     if np.any(np.asarray(eps) >= np.asarray(eta)):
         raise ParameterError(
             "eps", eps, "< eta for the AT optimum to exist (Theorem 2 assumes eps < eta; "
@@ -67,14 +67,14 @@ def _require_eps_below_eta(eta, eps) -> None:
 
 def w1_at(p, eta, eps):
     """Theorem 2 (W eq. 12): w1^AT = (ln p - ln(1-p)) / (2(η - ε)), for ε < η."""
-    validate(p=p)
+    check_parameters(p=p)
     _require_eps_below_eta(eta, eps)
     return log_odds(p) / (2 * (np.asarray(eta, dtype=float) - np.asarray(eps, dtype=float)))
 
 
 def w_r_at(p, eta, n, eps):
     """Theorem 4.2 (D eq. 10): W_R^AT = (ln p - ln(1-p)) / (2 n (η - ε)), for ε < η."""
-    validate(p=p, n=n)
+    check_parameters(p=p, n=n)
     _require_eps_below_eta(eta, eps)
     eta, eps = np.asarray(eta, dtype=float), np.asarray(eps, dtype=float)
     return log_odds(p) / (2 * np.asarray(n, dtype=float) * (eta - eps))

@@ -30,7 +30,8 @@ from samat.core.errors import ParameterError
 from samat.theory import closed_form as cf
 from samat.theory import duality_map as dm
 from samat.theory import symbolic as sym
-from samat.theory.model import validate
+from samat.theory.claims.common import PER_SAMPLE, POPULATION
+from samat.theory.model import check_parameters
 from samat.theory.numeric import (
     Optimum,
     at_optimum,
@@ -39,7 +40,6 @@ from samat.theory.numeric import (
     sam_per_sample_optimum,
 )
 from samat.theory.objectives import log_risk
-from samat.theory.verify import PER_SAMPLE, POPULATION
 
 READINGS = (POPULATION, PER_SAMPLE)
 
@@ -118,7 +118,7 @@ def exact_map(p: float, eta: float, n: int, radii, budgets, reading: str, column
     """The map from theory's exact robust accuracies at the AT ``budgets`` and SAM ``radii`` (both increasing, each
     below where its optimum stops existing: ε < η, and ρ < ηn per sample), against an attack of ``column_eps`` >= η
     on the non-robust features (default: :func:`sensitive_column`)."""
-    validate(p=p, eta=eta, n=n)
+    check_parameters(p=p, eta=eta, n=n)
     radii = np.asarray(dm.check_ladder(radii, "radii", minimum=dm.MIN_FIT_POINTS), dtype=float)
     budgets = np.asarray(dm.check_ladder(budgets, "budgets", minimum=2), dtype=float)
     column_eps = sensitive_column(p, eta, n) if column_eps is None else float(column_eps)

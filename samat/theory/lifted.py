@@ -35,7 +35,7 @@ import numpy as np
 from scipy import optimize, special
 
 from samat.theory import closed_form as cf
-from samat.theory.model import GaussianModel, validate
+from samat.theory.model import GaussianModel, check_parameters
 from samat.theory.objectives import Bounded, linear_log_risk
 
 STARTS = 8  # local refinements of a SAM inner maximum on the sphere, from its highest grid peaks
@@ -181,7 +181,7 @@ def sam_all_weights_optimum(p: float, eta: float, n: int, rho: float, xatol: flo
     the objective is unimodal there. That is checked, not assumed: neither neighbour at that distance may be
     lower, and the inner maximum recomputed on a grid twice as fine may not be higher; a failure is an error.
     """
-    validate(p=p, eta=eta, n=n, rho=rho)
+    check_parameters(p=p, eta=eta, n=n, rho=rho)
     w_star = float(cf.w1_star(p, eta))  # only to centre the scan; the solve does not use it
 
     def objective(w, grid=ZERO_ONE_GRID):

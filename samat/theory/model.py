@@ -24,7 +24,7 @@ N_RANGE = "an integer >= 1"
 EPS_RANGE = ">= 0"
 
 
-def validate(*, p=None, eta=None, n=None, eps=None, **named_eps) -> None:
+def check_parameters(*, p=None, eta=None, n=None, eps=None, **named_eps) -> None:
     """Raise :class:`ParameterError` for the first parameter outside its range (arrays allowed).
 
     Extra keyword arguments are further budgets (ε-like, must be finite and >= 0), named as the
@@ -60,7 +60,7 @@ class GaussianModel:
     n: int
 
     def __post_init__(self) -> None:
-        validate(p=self.p, eta=self.eta, n=self.n)
+        check_parameters(p=self.p, eta=self.eta, n=self.n)
 
     def sample(self, size: int, seed: int | np.random.Generator | None = 0) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``size`` i.i.d. pairs: ``x`` of shape (size, n+1) and labels ``y`` in {-1, +1}."""

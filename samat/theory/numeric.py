@@ -33,7 +33,7 @@ import numpy as np
 
 from samat.core.errors import ParameterError
 from samat.theory.backend import FLOAT64, Array, Backend
-from samat.theory.model import validate
+from samat.theory.model import check_parameters
 from samat.theory.objectives import (
     class_thresholds,
     log_risk,
@@ -121,7 +121,7 @@ def minimize_risk(p, eta, n, *, attack_eps=0.0, sam_eps=0.0, attack_x1: bool = F
     ``rtol`` > 0 stops the bisection once the bracket is that narrow relative to |w1| (for
     benchmarks at a stated accuracy); by default it runs until rounding decides.
     """
-    validate(p=p, eta=eta, n=n, attack_eps=attack_eps, sam_eps=sam_eps)
+    check_parameters(p=p, eta=eta, n=n, attack_eps=attack_eps, sam_eps=sam_eps)
     sam = bool(np.any(np.asarray(sam_eps, dtype=float) > 0)) and not per_sample
     if attack_x1 and sam:
         raise ParameterError("sam_eps", sam_eps, "0 with a full-ball attack (attack_x1=True)")
@@ -311,7 +311,7 @@ def sam_optimum_equal_endpoints(p, eta, n, eps, bk: Backend = FLOAT64, max_iter:
     ``st``: the ST optimum at (p, η, n) where it is at hand (any precision: its bracket only has to contain
     w*, since the root lies within ε of it); solved here otherwise.
     """
-    validate(p=p, eta=eta, n=n, eps=eps)
+    check_parameters(p=p, eta=eta, n=n, eps=eps)
     st = st_optimum(p, eta, n, bk) if st is None else st
     with bk.context():
         arrays = np.broadcast_arrays(*(bk.asarray(v) for v in (p, eta, n, eps, st.lo, st.hi)))
@@ -469,7 +469,7 @@ def equal_robustness_at_budget(p, eta, n, target_w1, bk: Backend = FLOAT64,
     of that slope, found by :func:`_illinois` with every sign larger than its rounding bound, so [lo, hi]
     contains it. Targets below w1* (where the slope at ε = 0 already falls) have no solution and give nan.
     """
-    validate(p=p, eta=eta, n=n)
+    check_parameters(p=p, eta=eta, n=n)
     with bk.context():
         arrays = np.broadcast_arrays(*(bk.asarray(v) for v in (p, eta, n, target_w1)))
         shape = arrays[0].shape

@@ -66,22 +66,13 @@ def per_n(data: dict, key: str) -> dict:
     return dict(zip(data["n"], data[key], strict=True))
 
 
-def _sam_w1(p, eta, n, eps):
-    """SAM optima via the equal-endpoints root (tests/theory check it against the direct solve)."""
+def _sam_w1_shortcut(p, eta, n, eps):
+    """SAM's w1 by the equal-endpoints root (the verification checks it against the direct solve)."""
     return sam_optimum_equal_endpoints(p, eta, n, eps).w1_float()
 
 
 def _derived_coefficient():
     return sym.lambdify(sym.sam_expansion(order=2).A, sym.n)
-
-
-def _per_sample_closed(p, eta, n, eps) -> np.ndarray:
-    """The derived per-sample SAM optimum on ``eps`` (nan from ε = ηn on, where none exists)."""
-    eps = np.asarray(eps, dtype=float)
-    finite = eps < eta * n
-    out = np.full(eps.shape, np.nan)
-    out[finite] = sym.evaluate(sym.w_sam_per_sample(), (sym.p, sym.eta, sym.n, sym.eps), p, eta, n, eps[finite])
-    return out
 
 
 # --- w1 and W_R against ε --------------------------------------------------------------------
@@ -101,12 +92,12 @@ def compute_w1_vs_eps() -> dict:
             "at_closed": cf.w1_at(p, eta, eps_at_line).tolist(),
             "sam_claimed": cf.w1_sam_claimed(ws, eps_sam_line).tolist(),
             # one curve per n, in the order of "n"
-            "sam_numeric": [_sam_w1(p, eta, n, eps_sam).tolist() for n in N_VALUES],
+            "sam_numeric": [_sam_w1_shortcut(p, eta, n, eps_sam).tolist() for n in N_VALUES],
             "sam_derived": [(ws * (1 + coef(n) * eps_sam_line**2)).tolist() for n in N_VALUES],
             # SAM read per sample: no finite optimum from ε = ηn on (null)
             "sam_per_sample_numeric": [sam_per_sample_optimum(p, eta, n, eps_sam).w1_float().tolist()
                                        for n in N_VALUES],
-            "sam_per_sample_derived": [_per_sample_closed(p, eta, n, eps_sam_line).tolist() for n in N_VALUES]}
+            "sam_per_sample_derived": [sym.per_sample_w1(p, eta, n, eps_sam_line).tolist() for n in N_VALUES]}
     return data
 
 
@@ -214,7 +205,7 @@ def compute_equal_robustness() -> dict:
     line = np.logspace(-2, 0, 200)
     data = {"p": p, "eta": eta, "eps_sam": eps_sam.tolist(), "eps_sam_line": line.tolist(), "n": list(N_VALUES),
             "paper": cf.eps_at_claimed(line, eta).tolist(),
-            "numeric": [equal_robustness_at_budget(p, eta, n, _sam_w1(p, eta, n, eps_sam)).value.tolist()
+            "numeric": [equal_robustness_at_budget(p, eta, n, _sam_w1_shortcut(p, eta, n, eps_sam)).value.tolist()
                         for n in N_VALUES],
             "derived": [(eta / (lead(n) / line**2 + const(p, eta, n))).tolist() for n in N_VALUES]}
     return data
@@ -252,7 +243,7 @@ def compute_sam_coefficient() -> dict:
     ws = float(st_optimum(p, eta, 1).w1_float())
     coef = _derived_coefficient()
     return {"p": p, "eta": eta, "eps": eps.tolist(), "n": list(ns), "claimed": cf.THEOREM4_COEFFICIENT,
-            "numeric": [((_sam_w1(p, eta, n, eps) - ws) / (ws * eps**2)).tolist() for n in ns],
+            "numeric": [((_sam_w1_shortcut(p, eta, n, eps) - ws) / (ws * eps**2)).tolist() for n in ns],
             "derived": [float(coef(n)) for n in ns]}
 
 
@@ -287,7 +278,7 @@ def compute_robust_accuracy() -> dict:
     for frac in (0.25, 0.5):
         models[f"AT ε={frac * eta:g}"] = float(at_optimum(p, eta, n, frac * eta).w1_float())
     for e in (0.5, 1.5):
-        models[f"SAM ε={e:g}"] = float(_sam_w1(p, eta, n, e))
+        models[f"SAM ε={e:g}"] = float(_sam_w1_shortcut(p, eta, n, e))
     curves = {k: accuracy(w, p, eta, n, attack).tolist() for k, w in models.items()}
     w_axis = np.linspace(0, 3 * models["AT ε=0.25"], 300)
     budgets = (0.0, 0.25 * eta, 0.5 * eta, eta, 1.25 * eta)

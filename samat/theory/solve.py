@@ -6,7 +6,7 @@ import numpy as np
 
 from samat.theory import closed_form as cf
 from samat.theory.backend import FLOAT64, mp_backend
-from samat.theory.model import robust_feature_weight, validate
+from samat.theory.model import check_parameters, robust_feature_weight
 from samat.theory.numeric import Optimum, at_optimum, sam_optimum, sam_per_sample_optimum, st_optimum
 from samat.theory.objectives import accuracy
 
@@ -78,7 +78,7 @@ def per_sample_note(eta: float, n: int, eps: float, opt: Optimum, mp: bool = Fal
 
 def solve_point(p: float, eta: float, n: int, eps: float, precision: str = "float64", dps: int = 50) -> dict:
     """Numerical ST, AT and SAM optima at one point, the papers' closed forms, and derived ones."""
-    validate(p=p, eta=eta, n=n, eps=eps)
+    check_parameters(p=p, eta=eta, n=n, eps=eps)
     bk = FLOAT64 if precision == "float64" else mp_backend(dps)
     st, at, sam = st_optimum(p, eta, n, bk), at_optimum(p, eta, n, eps, bk), sam_optimum(p, eta, n, eps, bk)
     per_sample = sam_per_sample_optimum(p, eta, n, eps, bk)
@@ -113,7 +113,7 @@ def solve_point(p: float, eta: float, n: int, eps: float, precision: str = "floa
             "w_sam_claimed": float(cf.w1_sam_claimed(w_star_cf, eps)),
             "eps_at_equal_w1_claimed": None if eps == 0 else float(cf.eps_at_claimed(eps, eta)),
             # derived, not printed in the papers: SAM's objective read per sample (W eq. 15, D eq. 11)
-            "w_sam_per_sample": _per_sample_closed_form(p, eta, n, eps),
+            "w_sam_per_sample": _finite_or_none(symbolic.per_sample_w1(p, eta, n, eps)),
         },
         "derived": {"sam_coefficient": coef, "w_sam": w_star_cf * (1 + coef * eps**2)},
     }
@@ -123,12 +123,7 @@ def solve_point(p: float, eta: float, n: int, eps: float, precision: str = "floa
     return result
 
 
-def _per_sample_closed_form(p: float, eta: float, n: int, eps: float) -> float | None:
-    """n ln(p/(1-p)) / (2(ηn - ε)) from :func:`samat.theory.symbolic.w_sam_per_sample` (30 digits, rounded once), for
-    ε < ηn as float64 forms ηn (as the objective does); None where no finite optimum exists."""
-    from samat.theory import symbolic
-
-    if not eps < eta * n:
-        return None
-    args = (symbolic.p, symbolic.eta, symbolic.n, symbolic.eps)
-    return float(symbolic.evaluate(symbolic.w_sam_per_sample(), args, p, eta, n, eps))
+def _finite_or_none(value) -> float | None:
+    """A float, or None where there is no finite value (no optimum)."""
+    value = float(value)
+    return value if np.isfinite(value) else None

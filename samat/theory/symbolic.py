@@ -99,6 +99,18 @@ def w_sam_per_sample() -> sp.Expr:
     return _first_order_root(per_sample_sam_terms(w))
 
 
+def per_sample_w1(p_value, eta_value, n_value, eps_value) -> np.ndarray:
+    """The derived per-sample SAM optimum n ln(p/(1-p)) / (2(ηn - ε)) (:func:`w_sam_per_sample`) at every point of the
+    broadcast arguments, in 30 digits rounded once (:func:`evaluate`); nan where ε >= ηn (as float64 forms ηn, as the
+    objective does), where no finite optimum exists. The one evaluation of this closed form (the verification, the
+    figures and ``samat theory solve`` use it)."""
+    P, E, N, EPS = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (p_value, eta_value, n_value, eps_value)))
+    finite = EPS < E * N
+    out = np.full(EPS.shape, np.nan)
+    out[finite] = evaluate(w_sam_per_sample(), (p, eta, n, eps), P[finite], E[finite], N[finite], EPS[finite])
+    return out
+
+
 @functools.cache
 def per_sample_is_at(budget: sp.Expr = eps / n) -> bool:
     """Whether per-sample SAM with budget ε has, term by term, the objective of AT with budget ``budget``."""
@@ -234,6 +246,28 @@ def evaluate(expr: sp.Expr, args: tuple[sp.Symbol, ...], *values, dps: int = 30)
     with mpmath.workdps(dps):
         out = [float(f(*(mpmath.mpf(float(a.flat[i])) for a in arrays))) for i in range(arrays[0].size)]
     return np.asarray(out, dtype=float).reshape(arrays[0].shape)
+
+
+_NOTATION = (("**2", "²"), ("**3", "³"), ("**4", "⁴"), ("*", "·"), ("eps_SAM", "ε_SAM"), ("eps_AT", "ε_AT"),
+             ("eps", "ε"), ("eta", "η"), ("w1star", "w1*"))
+
+
+def in_papers_notation(expression: str) -> str:
+    """A sympy expression (as :func:`as_text` writes it) in the papers' notation: w1* for ln(p/(1-p))/(2η), ε, η,
+    squares as ², products as ·; the text unchanged where sympy cannot read it."""
+    p_, eta_ = sp.symbols("p eta", positive=True)
+    w1star = sp.Symbol("w1star", positive=True)
+    try:
+        expr = sp.sympify(expression, locals={"p": p_, "eta": eta_})
+    except (sp.SympifyError, TypeError, SyntaxError):
+        return expression
+    ratio = sp.log(p_) - sp.log(1 - p_)  # = 2 η w1* (Theorem 1)
+    expr = sp.expand(expr.subs(ratio, 2 * eta_ * w1star)).subs(ratio, 2 * eta_ * w1star)
+    factored = sp.factor_terms(expr)  # w1*·(1 + ...) where w1* is a common factor, not 2·(...)
+    text = str(factored if factored.as_coeff_Mul()[0] == 1 else expr)
+    for code, symbol in _NOTATION:
+        text = text.replace(code, symbol)
+    return text
 
 
 def as_text(expr: sp.Expr) -> str:

@@ -13,11 +13,12 @@ import re
 import pytest
 
 from samat.cli import runtime
-from samat.cli.demo import _theory_summary, readable
+from samat.cli.demo import _theory_summary
 from samat.cli.main import build_parser
 from samat.core.errors import ParameterError
 from samat.empirical.attacks.specs import parse_attack
 from samat.empirical.experiments.grid import load_experiment
+from samat.theory.symbolic import in_papers_notation
 from tests.commandline import GAUSSIAN
 from tests.helpers import REPO
 
@@ -135,7 +136,7 @@ def test_the_theory_summary_is_in_words(tmp_path):
     summary = _theory_summary(path)
     assert "corrected form w1*·(ε²/(3·n) + 1), which holds" in summary
     assert "**" not in summary and "log(" not in summary
-    assert readable("2*eta**2*n/5 + 6*n/eps_SAM**2") == "2·η²·n/5 + 6·n/ε_SAM²"
+    assert in_papers_notation("2*eta**2*n/5 + 6*n/eps_SAM**2") == "2·η²·n/5 + 6·n/ε_SAM²"
 
 
 def test_threads_are_torchs_unless_chosen_and_wait_passively(monkeypatch):

@@ -52,13 +52,14 @@ def test_zero_bytes_free_the_lock_is_disk_full_in_one_line(samat, tmp_path, fres
 def test_four_kb_free_is_refused_before_the_work(samat, tmp_path, fresh_run, monkeypatch, command):
     import samat.empirical.evaluation.run as evaluation
     import samat.empirical.training.loop as loop
+    import samat.theory.claims.report as report
     import samat.theory.plots as plots
-    import samat.theory.verify as verify
 
     def work(*a, **kw):
         raise AssertionError("the work started")
 
-    for module, name in ((loop, "_train"), (evaluation, "_evaluate_locked"), (verify, "run"), (plots, "make_all")):
+    for module, name in ((loop, "_train"), (evaluation, "_evaluate_locked"), (report, "verify_into"),
+                         (plots, "make_all")):
         monkeypatch.setattr(module, name, work)
     before = snapshot(fresh_run)
     args = commands(tmp_path, fresh_run) | {"theory verify": ["theory", "verify", "--quick", "--out", tmp_path / "v"],

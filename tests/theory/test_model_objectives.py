@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from samat.core.errors import ParameterError
 from samat.theory.backend import mp_backend
-from samat.theory.model import GaussianModel, robust_feature_weight, sample_accuracy, validate
+from samat.theory.model import GaussianModel, check_parameters, robust_feature_weight, sample_accuracy
 from samat.theory.objectives import (
     accuracy,
     class_thresholds,
@@ -186,7 +186,7 @@ def test_sampler_is_seeded_and_shaped():
 )
 def test_invalid_parameters_name_the_parameter_and_range(kwargs, name, valid):
     with pytest.raises(ParameterError) as err:
-        validate(**kwargs)
+        check_parameters(**kwargs)
     message = str(err.value)
     assert message.startswith(f"{name}=") and valid in message and "\n" not in message
 

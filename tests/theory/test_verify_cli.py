@@ -11,15 +11,18 @@ import pytest
 import sympy as sp
 
 from samat.cli.main import main
-from samat.theory import closed_form, verify
+from samat.theory import claims, closed_form
+from samat.theory.claims.optima import check_t1
+from samat.theory.claims.theorem4 import check_t4
+from samat.theory.claims.theorem5 import check_t5
 from tests.helpers import REPO, run_cli
 
-POP, PS = f"({verify.POPULATION})", f"({verify.PER_SAMPLE})"
+POP, PS = f"({claims.POPULATION})", f"({claims.PER_SAMPLE})"
 
 
 @pytest.fixture(scope="module")
 def quick_reports():
-    return {r.key: r for r in verify.run(verify.Grid.quick())}
+    return {r.key: r for r in claims.run(claims.Grid.quick())}
 
 
 def test_verdicts_come_out_of_the_computation(quick_reports):
@@ -44,9 +47,9 @@ def test_per_sample_reading_says_what_differs(quick_reports):
 def test_t5_constant_is_decided_at_every_point():
     """Where float64 extrapolation from ε_SAM >= 0.01 cannot pin η/ε_AT - 3n/ε_SAM² (large w1*²/n, large n), the
     check re-solves in mpmath at smaller ε_SAM: every point is decided, and agrees with the derived constant."""
-    g = verify.Grid.quick()
-    g = verify.Grid(**{**g.__dict__, "p": (0.55, 0.99), "eta": (0.05, 2.0), "n": (1, 100)})
-    report = verify.check_t5(g)
+    g = claims.Grid.quick()
+    g = claims.Grid(**{**g.__dict__, "p": (0.55, 0.99), "eta": (0.05, 2.0), "n": (1, 100)})
+    report = check_t5(g)
     constant = next(c for c in report.checks if c.name.startswith("corrected constant"))
     assert report.facts["mp_points"] > 0 and report.facts["undecided"] == []
     assert constant.holds and "decisive at 8/8 points" in constant.detail
@@ -55,18 +58,18 @@ def test_t5_constant_is_decided_at_every_point():
 def test_a_wrong_closed_form_is_caught(monkeypatch):
     """Mutation: perturb Theorem 1's formula by one part in a million, and T1 must fail."""
     true = closed_form.w1_star
-    monkeypatch.setattr(verify.cf, "w1_star", lambda p, eta: true(p, eta) * (1 + 1e-6))
-    report = verify.check_t1(verify.Grid.quick())
+    monkeypatch.setattr(closed_form, "w1_star", lambda p, eta: true(p, eta) * (1 + 1e-6))
+    report = check_t1(claims.Grid.quick())
     assert report.verdict == "fails" and report.max_rel_error == pytest.approx(1e-6, rel=1e-3)
 
 
 def test_a_right_coefficient_would_pass(monkeypatch):
     """The T4 machinery is not biased toward failing: with 1/(3n) claimed... per n, it holds."""
-    g = verify.Grid.quick()
-    g = verify.Grid(**{**g.__dict__, "n": (1,)})
-    monkeypatch.setattr(verify.cf, "THEOREM4_COEFFICIENT", 1 / 3)
-    monkeypatch.setattr(verify.cf, "w1_sam_claimed", lambda w, e: np.asarray(w) * (1 + np.asarray(e) ** 2 / 3))
-    assert verify.check_t4(g).verdict == "holds"
+    g = claims.Grid.quick()
+    g = claims.Grid(**{**g.__dict__, "n": (1,)})
+    monkeypatch.setattr(closed_form, "THEOREM4_COEFFICIENT", 1 / 3)
+    monkeypatch.setattr(closed_form, "w1_sam_claimed", lambda w, e: np.asarray(w) * (1 + np.asarray(e) ** 2 / 3))
+    assert check_t4(g).verdict == "holds"
 
 
 def test_solve_json_contract():
@@ -114,10 +117,10 @@ def test_python_dash_m_samat_theory_is_the_same_command():
 def test_verify_writes_report_and_refuses_to_overwrite(tmp_path):
     assert main(["theory", "verify", "--out", str(tmp_path), "--quick"]) == 0
     doc = json.loads((tmp_path / "verification.json").read_text())
-    assert doc["provenance"]["inputs"]["grid"]["p"] == list(verify.Grid.quick().p)
+    assert doc["provenance"]["inputs"]["grid"]["p"] == list(claims.Grid.quick().p)
     rows = doc["claims"]
     assert [r["theorem"] for r in rows] == ["T1", "T2", "T3", "T3", "T4", "T4", "T5", "T5"]
-    readings = [verify.POPULATION, verify.PER_SAMPLE] * 3
+    readings = [claims.POPULATION, claims.PER_SAMPLE] * 3
     assert [r["reading"] for r in rows] == [None, None, *readings]
     for r in rows:
         assert r["verdict"] in ("holds", "fails") and isinstance(r["max_rel_error"], float) and r["summary"]
@@ -129,7 +132,8 @@ def test_verify_writes_report_and_refuses_to_overwrite(tmp_path):
 
 
 def test_theory_never_imports_torch():
-    code = ("import sys, samat.theory.verify, samat.theory.report, samat.theory.plots, samat.theory.solve, "
+    code = ("import sys, samat.theory.claims.verify, samat.theory.claims.report, samat.theory.plots, "
+            "samat.theory.solve, "
             "samat.theory.duality_map, samat.theory.duality_exact, samat.cli; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)

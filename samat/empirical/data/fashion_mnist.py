@@ -49,15 +49,27 @@ def read_idx(path: Path) -> np.ndarray:
         raise SamatError(f"{path} is not a valid idx file ({e}): replace it with the official one") from None
 
 
-def load_fashion_mnist(request: LoadRequest) -> Dataset:
-    data_dir = request.data_dir
+def fashion_mnist_files(data_dir: Path) -> dict[str, Path]:
+    """The idx files in ``data_dir``, gzipped or not, by their key in :data:`FASHION_MNIST_FILES` (those it holds)."""
     paths: dict[str, Path] = {}
     for key, stem in FASHION_MNIST_FILES.items():
         found = [p for p in (data_dir / f"{stem}.gz", data_dir / stem) if p.is_file()]
         if found:
             paths[key] = found[0]
-    if len(paths) < len(FASHION_MNIST_FILES):
-        missing = [f"{stem}.gz" for key, stem in FASHION_MNIST_FILES.items() if key not in paths]
+    return paths
+
+
+def missing_fashion_mnist(data_dir: Path) -> list[str]:
+    """The idx files ``data_dir`` lacks (by their .gz names), without reading any: what to check before the work
+    that loads them later."""
+    paths = fashion_mnist_files(data_dir)
+    return [f"{stem}.gz" for key, stem in FASHION_MNIST_FILES.items() if key not in paths]
+
+
+def load_fashion_mnist(request: LoadRequest) -> Dataset:
+    data_dir = request.data_dir
+    paths = fashion_mnist_files(data_dir)
+    if missing := missing_fashion_mnist(data_dir):
         raise SamatError(f"Fashion-MNIST not found in {data_dir} (missing {', '.join(missing)}): put the four "
                          f"idx files there, or `apt-get install dataset-fashion-mnist` for {FASHION_MNIST_DIR}")
     arrays = {key: read_idx(path) for key, path in paths.items()}

@@ -16,7 +16,7 @@ from samat.core.numbers import is_int
 from samat.empirical.data.dataset import Dataset, LoadRequest
 from samat.empirical.vocabulary import Augment
 from samat.theory.model import GaussianModel
-from samat.theory.model import validate as validate_gaussian
+from samat.theory.model import check_parameters as check_gaussian_parameters
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class GaussianSpec:
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or isinstance(value, bool):
                 raise ParameterError(name, value, "a number")
-        validate_gaussian(p=self.p, eta=self.eta, n=self.n)
+        check_gaussian_parameters(p=self.p, eta=self.eta, n=self.n)
         for name, low in (("n", 1), ("train_size", 1), ("test_size", 1), ("seed", 0)):
             value = getattr(self, name)
             if isinstance(value, float) and value.is_integer():  # 10.0 from a JSON/TOML config

@@ -1,5 +1,6 @@
-"""Experiment grids: a TOML file of runs x seeds, trained (and evaluated) with finished runs skipped,
-then aggregated into tables shaped like the papers', with the papers' numbers beside ours.
+"""Experiment grids: a TOML file of runs x seeds and the tables their results go into, read and checked here (the
+runner, :mod:`.runner`, trains and evaluates them; :mod:`.results` and :mod:`.report` gather them into tables shaped
+like the papers', with the papers' numbers beside ours).
 
     [experiment]
     name = "cifar10"                      # runs go to <runs_dir>/<name>/<label>-seed<k>

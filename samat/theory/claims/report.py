@@ -1,18 +1,24 @@
 """verification.json and verification.md from the claim reports: the prose of every claim is written here,
-from the numbers :mod:`samat.theory.verify` computed."""
+from the numbers :mod:`.verify` computed; :func:`verify_into` checks every claim and writes both files (what
+``samat theory verify`` and ``samat demo`` do), :func:`verdict_lines` says the verdicts in words."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 from samat.core.results import atomic_write_text, provenance, write_json
+from samat.theory.claims.common import DECISIVE, PER_SAMPLE, POPULATION, ClaimReport, Grid
+from samat.theory.claims.verify import run
 from samat.theory.plots import FIGURES
-from samat.theory.verify import DECISIVE, PER_SAMPLE, POPULATION, ClaimReport, Grid
+from samat.theory.symbolic import in_papers_notation
+
+JSON_NAME, MARKDOWN_NAME = "verification.json", "verification.md"  # what verify_into writes into its folder
 
 
 def _t1_summary(r: ClaimReport) -> str:
@@ -138,6 +144,35 @@ def claim_json(r: ClaimReport) -> dict:
     facts = out.pop("facts")
     seconds = out.pop("seconds")
     return out | {"summary": summary(r), "facts": facts, "seconds": seconds}
+
+
+def verify_into(out: Path, grid: Grid, *, figures_dir: Path | None,
+                progress: Callable[[str], None] | None = None) -> tuple[list[ClaimReport], float]:
+    """Check every claim on ``grid`` and write ``out``/verification.json and ``out``/verification.md (whose figures
+    are linked from ``figures_dir``); returns the reports and the seconds the checks took."""
+    t0 = time.perf_counter()
+    reports = run(grid, progress=progress)
+    seconds = time.perf_counter() - t0
+    out.mkdir(parents=True, exist_ok=True)
+    write_verification_json(reports, out / JSON_NAME, grid)
+    write_markdown(reports, out / MARKDOWN_NAME, grid, figures_dir, seconds)
+    return reports, seconds
+
+
+def verdict_lines(claims: list[dict]) -> list[str]:
+    """The verdicts in words, one line per claim of a verification.json, each corrected form in the papers'
+    notation."""
+    lines = []
+    for r in claims:
+        err = "" if r["max_rel_error"] is None else f" (max rel. error {r['max_rel_error']:.2g})"
+        reading = f", SAM read as {r['reading']}" if r.get("reading") else ""
+        line = f"{r['theorem']}  {r['title']}{reading}: {r['verdict']}{err}"
+        if r["corrected"]:
+            corrected = in_papers_notation(r["corrected"])
+            line += (f"; corrected form {corrected}, which {r['corrected_verdict']}" if r["corrected_verdict"]
+                     else f"; corrected form {corrected}")
+        lines.append(line)
+    return lines
 
 
 def write_verification_json(reports: list[ClaimReport], path: Path, grid: Grid) -> None:
