@@ -27,7 +27,7 @@ from samat.cli.main import main
 from samat.empirical.data import FASHION_MNIST_FILES
 from samat.theory import closed_form as cf
 from samat.theory import plots
-from samat.theory.claims import verify
+from samat.theory.claims import Grid, verify
 from samat.theory.numeric import st_optimum
 from samat.theory.objectives import accuracy
 from tests.empirical.data.helpers import idx_bytes
@@ -184,7 +184,7 @@ def _check_demo_output(out: Path, printed: str) -> None:
     """What `samat demo` printed and wrote: the verdicts in words, the table, and where everything is."""
     theory, experiment = out / "theory", out / "fashion-mnist"
     claims = json.loads((theory / "verification.json").read_text())
-    assert claims["provenance"]["inputs"]["grid"]["p"] == list(claims.Grid().p)
+    assert claims["provenance"]["inputs"]["grid"]["p"] == list(Grid().p)
     lines = printed.splitlines()
     assert lines[:4] == [f"{c['theorem']}  {c['title']}" + (f", SAM read as {c['reading']}" if c["reading"] else "")
                          + f": holds (max rel. error {c['max_rel_error']:.2g})" for c in claims["claims"]]
