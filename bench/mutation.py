@@ -63,6 +63,7 @@ class Target:
 _EVALUATE_CHECKS = ("xǁ_Evaluationǁcheck_*", "xǁ_Evaluationǁresult_*", "x_stronger_pgd_*", "x_large_attack_*")
 _EVALUATE_TESTS = ("tests/empirical/evaluation/test_evaluate.py", "tests/empirical/evaluation/test_scorers.py")
 _TRAIN = "tests/empirical/training/test_loop.py::"
+_OUTPUT = "tests/cli/test_output.py::"
 _STEP_TESTS = tuple(_TRAIN + t for t in (
     "test_each_method_lowers_the_loss_on_a_fixed_batch", "test_sam_perturbation_has_norm_rho_and_is_undone_exactly",
     "test_asam_perturbation_has_adaptive_norm_rho", "test_sam_step_matches_pytorch_optimizer",
@@ -89,8 +90,22 @@ TARGETS = {t.path.rsplit("/", 1)[1].removesuffix(".py"): t for t in (
     Target("evaluation", "samat/empirical/evaluation/evaluate.py", _EVALUATE_TESTS, _EVALUATE_CHECKS),
     Target("evaluation", "samat/empirical/evaluation/classification.py", _EVALUATE_TESTS,
            ("xǁHitsǁ*", "x_attack_success_rate_*")),
+    # the modules written since the first audit
+    Target("core", "samat/core/locks.py", ("tests/core/test_locks.py", "tests/core/test_disk_full.py")),
+    Target("cli", "samat/cli/runtime.py", ("tests/cli/test_runtime.py",) + tuple(_OUTPUT + t for t in (
+        "test_threads_are_torchs_unless_chosen_and_wait_passively", "test_threads_beyond_four_per_core_are_refused",
+        "test_more_threads_than_cores_is_a_warning", "test_samat_threads_beyond_reason_is_one_line_before_the_work"))),
+    Target("attacks", "samat/empirical/attacks/pixle.py", ("tests/empirical/attacks/test_pixle.py",)),
+    Target("models", "samat/empirical/models/deeplab.py", ("tests/empirical/models/test_deeplab.py",)),
+    Target("training", "samat/empirical/training/fast.py", ("tests/empirical/training/test_fast.py",)),
+    Target("evaluation", "samat/empirical/pixelwise.py", ("tests/empirical/test_pixelwise.py",)),
+    Target("evaluation", "samat/empirical/evaluation/segmentation.py", _EVALUATE_TESTS + (
+        "tests/empirical/test_pixelwise.py",)),
+    Target("experiments", "samat/empirical/experiments/plan.py", ("tests/empirical/experiments/test_plan.py",)),
+    Target("experiments", "samat/empirical/experiments/launch.py", ("tests/cli/test_grid.py",)),
 )}
-GROUPS = {g: [name for name, t in TARGETS.items() if t.group == g] for g in ("theory", "training", "evaluation")}
+GROUPS = {g: [name for name, t in TARGETS.items() if t.group == g] for g in dict.fromkeys(t.group for t in
+                                                                                     TARGETS.values())}
 DETECTED = {"killed", "timeout", "segfault"}  # a test failed, or the mutant made the tests hang or crash
 _DTYPE = re.compile(r",\s*dtype=(?:float|None)\s*\)|,\s*\)|np\.finfo\((?:np\.float64|None)\)")
 _STRING = re.compile(r"\"[^\"]*\"|'[^']*'")
@@ -174,6 +189,19 @@ KNOWN_EQUIVALENT += [
      "torch.tensor(float) is float32 under torch's default dtype, which samat never changes"),
     ("samat.empirical.training.optimizers.x_make_capturable_*", "torch.tensor(float(group[\"lr\"]), device=device)",
      "torch.tensor(float) is float32 under torch's default dtype, which samat never changes"),
+]
+KNOWN_EQUIVALENT += [  # core/locks.py
+    ("samat.core.locks.x_holder_of_*", "if (path.parent.exists()) or True else None",
+     "a folder that does not exist resolves to its absolute path all the same, and no lock held has it"),
+    ("samat.core.locks.xǁFolderLockǁ_lock_*", "time.monotonic() >= deadline",
+     "the clock is continuous: only the instant of the deadline itself compares differently"),
+    ("samat.core.locks.xǁFolderLockǁ_record_*", "os.ftruncate(fd, 1)",
+     "the record written next at offset 0 is longer than one byte, so the file ends up as the record either way"),
+    ("samat.core.locks.xǁHolderǁread_*", "os.pread(fd, 4097, 0)",
+     "one byte more read: only a record of exactly 4,097 bytes reads differently, and samat's (a short purpose, a "
+     "pid, a host name of at most 255 bytes, a time, a job id) stay under 600"),
+    ("samat.core.locks.xǁHolderǁread_*", "if (text.strip()) or True else None",
+     "json.loads of an empty file raises JSONDecodeError, caught: None either way"),
 ]
 
 

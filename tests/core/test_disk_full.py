@@ -30,8 +30,10 @@ from tests.helpers import NO_SPACE, fail_fsync_of, report_free
 def test_a_lock_that_cannot_record_its_holder_is_disk_full_and_not_taken(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "pwrite", lambda fd, data, offset: (_ for _ in ()).throw(NO_SPACE))
     with pytest.raises(DiskFull, match=rf"^disk full: cannot lock {tmp_path / 'run'}: cannot write who holds it "
-                                       rf"into {tmp_path / '.run.lock'}; nothing was started: free some space"):
+                                       rf"into {tmp_path / '.run.lock'}; nothing was started: free some space") \
+            as raised:
         FolderLock(tmp_path / "run", "samat train").acquire()
+    assert raised.value.path == tmp_path / ".run.lock"
     monkeypatch.undo()
     assert holder_of(tmp_path / "run") is None  # released with the error
     with FolderLock(tmp_path / "run", "samat train"):
@@ -48,8 +50,10 @@ def test_a_lock_file_that_cannot_be_created_is_disk_full(tmp_path, monkeypatch, 
     else:
         monkeypatch.setattr(Path, "mkdir", lambda self, *a, **kw: (_ for _ in ()).throw(NO_SPACE))
         where = tmp_path / "runs"
-    with pytest.raises(DiskFull, match=rf"^disk full: cannot lock .*: cannot create {where}; nothing was started"):
+    with pytest.raises(DiskFull, match=rf"^disk full: cannot lock .*: cannot create {where}; nothing was started") \
+            as raised:
         FolderLock((tmp_path / "runs" / "run") if step == "its folder" else tmp_path / "run", "samat eval").acquire()
+    assert raised.value.path == where  # the path that could not be written, for a caller that reports it
 
 
 @pytest.mark.parametrize("where", ["written", "flushed"])
