@@ -1,5 +1,7 @@
-"""mIoU (D eq. 15) against hand-computed cases (ignored pixels, classes absent from truth and prediction), the
-per-pixel loss and its reductions, and the paired "beyond noise" comparison of two attacks' mIoU."""
+"""mIoU (D eq. 15) against hand-computed cases (ignored pixels, classes absent from truth and prediction), per
+image on a stack of matrices, the per-pixel loss and its reductions (with an auxiliary head, with a single labelled
+pixel), a model's per-image confusions on stored images of several sizes, and the paired "beyond noise" comparison
+of two attacks' mIoU."""
 
 from __future__ import annotations
 
@@ -11,7 +13,17 @@ import torch.nn.functional as F
 
 from samat.empirical.data import IGNORE_INDEX
 from samat.empirical.evaluation.segmentation import miou_exceeds
-from samat.empirical.pixelwise import confusion, iou, mean_iou, pixel_accuracy, pixel_accuracy_sum, pixel_loss
+from samat.empirical.pixelwise import (
+    confusion,
+    iou,
+    logits_of,
+    mean_iou,
+    pixel_accuracy,
+    pixel_accuracy_sum,
+    pixel_loss,
+    predicted_confusion,
+    size_batches,
+)
 
 IGN = IGNORE_INDEX
 
@@ -100,3 +112,91 @@ def test_the_paired_miou_comparison_flags_only_what_is_beyond_noise():
     assert miou_exceeds(_per_image(base), _per_image([0.51] * 17 + [0.49] * 3))[0]
     # many images up a little, a few down a lot: more images gain, but the mIoU falls, so nothing is flagged
     assert not miou_exceeds(_per_image(base), _per_image([0.51] * 17 + [0.1] * 3))[0]
+
+
+def test_scores_of_a_stack_are_each_matrixs_own():
+    g = torch.Generator().manual_seed(2)
+    y = torch.randint(0, 4, (3, 5, 6), generator=g)
+    pred = torch.randint(0, 4, (3, 5, 6), generator=g)
+    pred[1] = y[1]  # one image predicted perfectly: its IoU is 1 for each class it holds
+    stack = confusion(pred, y, 4)
+    for score in (iou, mean_iou, pixel_accuracy):
+        torch.testing.assert_close(score(stack), torch.stack([score(m) for m in stack]), equal_nan=True, rtol=0,
+                                   atol=0)
+    assert float(mean_iou(stack[1])) == 1.0 and float(mean_iou(stack).max()) == 1.0
+
+
+def test_the_loss_of_one_labelled_pixel_and_the_auxiliary_heads_reductions():
+    """One labelled pixel: its own loss, not half of it; with auxiliary logits each reduction applies to both
+    heads, and their weight is 0 unless given."""
+    g = torch.Generator().manual_seed(3)
+    logits, aux = torch.randn(2, 3, 2, 2, generator=g), torch.randn(2, 3, 2, 2, generator=g)
+    y = torch.full((2, 2, 2), IGN)
+    y[0, 1, 0] = 2
+    alone = F.cross_entropy(logits[:1, :, 1, 0], torch.tensor([2]))
+    torch.testing.assert_close(pixel_loss(logits, y), alone)
+    torch.testing.assert_close(pixel_loss(logits, y, "none"), torch.stack([alone, torch.tensor(0.0)]))
+    y[1] = torch.tensor([[0, 1], [IGN, 2]])
+    for reduction in ("mean", "none", "sum"):
+        torch.testing.assert_close(pixel_loss((logits, aux), y, reduction, aux_weight=0.4),
+                                   pixel_loss(logits, y, reduction) + 0.4 * pixel_loss(aux, y, reduction))
+        torch.testing.assert_close(pixel_loss((logits, aux), y, reduction), pixel_loss(logits, y, reduction))
+    with pytest.raises(ValueError, match=r"^reduction must be 'mean', 'none' or 'sum', not 'max'$"):
+        pixel_loss(logits, y, "max")
+
+
+def test_the_main_logits_of_a_models_output():
+    main, aux = torch.zeros(1, 2, 3, 3), torch.ones(1, 2, 3, 3)
+    assert logits_of((main, aux)) is main and logits_of(main) is main
+
+
+def test_size_batches_group_images_by_size_in_order_of_first_appearance():
+    sizes = torch.tensor([[4, 6], [5, 5], [4, 6], [4, 6], [5, 5], [4, 6], [3, 3]])
+    batches = [(idx.tolist(), h, w, idx.dtype) for idx, h, w in size_batches(sizes, 3)]
+    assert batches == [([0, 2, 3], 4, 6, torch.int64), ([5], 4, 6, torch.int64), ([1, 4], 5, 5, torch.int64),
+                       ([6], 3, 3, torch.int64)]
+
+
+class _PixelClassifier(torch.nn.Module):
+    """Class 0 where a pixel's first channel is dark, 1 where bright, 2 where the second channel is bright; an
+    auxiliary output in training mode, as DeepLab's; records the inputs it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+        self.autocast: list[bool] = []
+
+    def forward(self, x):
+        self.seen.append(x)
+        self.autocast.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        logits = torch.stack([1 - x[:, 0], x[:, 0], 2 * x[:, 1]], 1) * 10
+        return (logits, -logits) if self.training else logits
+
+
+def test_predicted_confusion_cuts_each_image_to_its_size_and_restores_the_mode():
+    """Images of two sizes on a canvas (the padding outside each image would be predicted as another class): each
+    is predicted at its own size, in eval mode, in batches of one size, on uint8 inputs scaled to [0, 1]; channels
+    last changes nothing, and bf16 runs the model under bf16 autocast; the model's mode is given back."""
+    g = torch.Generator().manual_seed(4)
+    n, k = 5, 3
+    x = torch.zeros(n, 2, 6, 7, dtype=torch.uint8)
+    x[:, 1] = 255  # the canvas outside the images: class 2
+    sizes = torch.tensor([[6, 7], [4, 5], [6, 7], [4, 5], [4, 5]])
+    y = torch.full((n, 6, 7), IGN)
+    for i, (h, w) in enumerate(sizes.tolist()):
+        x[i, 0, :h, :w] = torch.randint(0, 2, (h, w), generator=g) * 255
+        x[i, 1, :h, :w] = 0
+        y[i, :h, :w] = (x[i, 0, :h, :w] > 0).long()
+        y[i, 0, 0] = 1 - y[i, 0, 0]  # one wrong pixel per image
+    model = _PixelClassifier().train()
+    expected = torch.stack([confusion((x[i:i + 1, 0, :h, :w] > 0).long(), y[i:i + 1, :h, :w], k)[0]
+                            for i, (h, w) in enumerate(sizes.tolist())])
+    for channels_last, bf16 in ((False, False), (True, False), (False, True)):
+        model.seen, model.autocast = [], []
+        out = predicted_confusion(model, x, y, sizes, k, batch_size=2, channels_last=channels_last, bf16=bf16)
+        assert torch.equal(out, expected) and out.dtype == torch.int64 and model.training
+        assert model.autocast == [bf16] * 3
+        assert [tuple(t.shape) for t in model.seen] == [(2, 2, 6, 7), (2, 2, 4, 5), (1, 2, 4, 5)]
+        assert all(t.dtype == torch.float32 and float(t.max()) == 1.0 for t in model.seen)
+        assert all(t.is_contiguous(memory_format=torch.channels_last) == channels_last for t in model.seen)
+    assert [int(m.trace()) for m in out] == [int(s.prod()) - 1 for s in sizes]  # all right but the flipped pixel

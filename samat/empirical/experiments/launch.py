@@ -166,6 +166,7 @@ def submit(exp: Experiment, ref: GridRef, *, launcher: str, resources: Resources
         return []
     folder = Path(folder or exp.runs[0].run_dir.parent / "jobs")
     earlier = _recorded_tasks(exp)  # before submitting: a corrupt record fails here, with nothing sent
+    record_path(exp).parent.mkdir(parents=True, exist_ok=True)  # the record's folder, where no run has started yet
     try:
         executor = submitit.AutoExecutor(folder=folder / "%j", cluster=launcher)
         executor.update_parameters(**resources.parameters(launcher, f"samat-{exp.name}"))
