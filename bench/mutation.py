@@ -115,6 +115,8 @@ GROUPS = {g: [name for name, t in TARGETS.items() if t.group == g] for g in dict
 DETECTED = {"killed", "timeout", "segfault"}  # a test failed, or the mutant made the tests hang or crash
 _DTYPE = re.compile(r",\s*dtype=(?:float|None)\s*\)|,\s*\)|np\.finfo\((?:np\.float64|None)\)")
 _STRING = re.compile(r"\"[^\"]*\"|'[^']*'")
+_DEVICE = re.compile(r"\bdevice=[\w.]+")
+_TRAILING_COMMA = re.compile(r",\s*(?=[,)])")
 
 
 # Equivalent mutants found by reading them: (mutant name glob, text of the mutated line, why nothing changes).
@@ -210,15 +212,88 @@ KNOWN_EQUIVALENT += [  # core/locks.py
      "json.loads of an empty file raises JSONDecodeError, caught: None either way"),
 ]
 
+KNOWN_EQUIVALENT += [  # cli/runtime.py
+    ("samat.cli.runtime.x_use_cpu_threads_*", 'os.environ.get("OMP_WAIT_POLICY", "XXXX")',
+     "another default for an unset policy: neither \"\" nor \"XXXX\" reads as ACTIVE"),
+]
+KNOWN_EQUIVALENT += [  # attacks/pixle.py
+    ("samat.empirical.attacks.pixle.*_candidates_*", "torch.where(used, row * w + col, 1)",
+     "the source of an unused slot is never read: each destination takes its largest used slot, and unused slots "
+     "write to the dropped column h * w"),
+    ("samat.empirical.attacks.pixle.*_candidates_*", "winner = torch.full((n, h * w + 1), -1, dtype=None",
+     "torch.full with an integer fill is int64 already"),
+    ("samat.empirical.attacks.pixle.*_candidates_*", "winner = torch.full((n, h * w + 1), -1, device=dev)",
+     "torch.full with an integer fill is int64 already"),
+    ("samat.empirical.attacks.pixle.*_candidates_*", "torch.full((n, h * w + 2), -1",
+     "one more column past the destinations, dropped with the other (winner[:, :h * w])"),
+    ("samat.empirical.attacks.pixle.*_candidates_*", "torch.full((n, h * w + 1), -2",
+     "another negative mark for 'no patch pixel': only its sign is read (winner >= 0, clamp_min(0))"),
+]
+KNOWN_EQUIVALENT += [  # training/fast.py
+    ("samat.empirical.training.fast.xǁFastStepǁ__init__*", "warmup: int = 3",
+     "one more warm-up step before the capture, undone like the others (_restore): the same first replay"),
+    ("samat.empirical.training.fast.xǁFastStepǁ__init__*", "self._tried = None",
+     "None is as false as False: the first full batch is the trial either way"),
+    ("samat.empirical.training.fast.xǁFastStepǁ__call__*", 'self._captured = ""',
+     "after a fallback every batch takes the eager step and nothing reads the captured step again"),
+] + [
+    ("samat.empirical.training.fast.xǁFastStepǁ__call__*", f"_restore(ctx, saved, gen, new_state={value})",
+     "the optimizer state that the failed trial created zeroed instead of dropped: for SGD and Adam a zeroed state "
+     "is a fresh one (0.9 * 0 + g = g; Adam's moments and step count start at zero: the module's docstring), so the "
+     "eager step that follows computes the same, bit for bit")
+    for value in ("None", '"XXdropXX"', '"DROP"')
+] + [
+    ("samat.empirical.training.fast.x__snapshot_*", f"state_dict(keep_vars={value})",
+     "the state dict's tensors, detached either way, then cloned: the same copies")
+    for value in ("None", "False")
+] + [
+    ("samat.empirical.training.fast.x__snapshot_*", "isinstance(value, torch.Tensor)) or True",
+     "every value of SGD's and Adam's state is a tensor (Adam's step count too), so each is cloned either way"),
+]
 
-def classify(diff: str, name: str = "") -> tuple[str, str]:
+# Mutants that change only what happens on a CUDA device: (name glob, text of the mutated line, "" for any; why).
+# A CPU run cannot tell them apart and leaves them out of its score; the tests marked gpu check them (python
+# bench/mutation.py --gpu on a CUDA machine counts them as any other).
+KNOWN_CUDA_ONLY = [
+    ("samat.empirical.attacks.pixle.*_candidates_*", "dev = None",
+     "every draw and index made on the default device instead of the images': the same one without CUDA"),
+    ("samat.empirical.training.fast.xǁ_CapturedStepǁ*", "",
+     "the CUDA graph's capture and replay (a CPU refuses cuda_graph=True before the run; the CPU tests replace "
+     "the capture to follow FastStep's own logic)"),
+] + [
+    ("samat.empirical.training.fast.x__snapshot_*", text,
+     "the CUDA generator's state, saved only for a run on CUDA (dropout's draws there)")
+    for text in ("cuda_rng = None", 'if (device.type == "cuda") and False', "get_rng_state(None)",
+                 'device.type == "XXcudaXX"', 'device.type == "CUDA"', "torch.get_rng_state(), None, device)",
+                 "cuda_rng, None)")
+] + [
+    ("samat.empirical.training.fast.xǁFastStepǁ__call__*", text,
+     "the synchronisation after the first full batch on CUDA, where an error of the graph's first launches shows")
+    for text in ('x.device.type == "XXcudaXX"', 'x.device.type == "CUDA"', "torch.cuda.synchronize(None)")
+]
+
+
+def _without_device(line: str) -> str:
+    return _TRAILING_COMMA.sub("", _DEVICE.sub("", line))
+
+
+def classify(diff: str, name: str = "", gpu: bool = False) -> tuple[str, str]:
     """A survivor's class and why: ``equivalent`` (no input the code accepts behaves differently; left out of the
-    score), ``wording`` (only the text of a message changed) or ``untested``."""
+    score), ``cuda`` (only behaviour on a CUDA device changes: left out of the CPU score, listed apart; not on a
+    run with ``gpu``, which runs the tests marked gpu), ``wording`` (only the text of a message changed) or
+    ``untested``."""
     removed = [line[1:] for line in diff.splitlines() if line.startswith("-")]
     added = [line[1:] for line in diff.splitlines() if line.startswith("+")]
     for pattern, text, why in KNOWN_EQUIVALENT:
         if fnmatch.fnmatch(name, pattern) and any(text in x for x in added):
             return "equivalent", why
+    if not gpu:
+        for pattern, text, why in KNOWN_CUDA_ONLY:
+            if fnmatch.fnmatch(name, pattern) and any(text in x for x in added):
+                return "cuda", why
+        if removed and [_without_device(x) for x in removed] == [_without_device(x) for x in added]:
+            return "cuda", ("the device argument dropped or None: a tensor or generator made on the default device "
+                            "instead of the input's, which is the same one on a machine without CUDA")
     if removed and [_DTYPE.sub(")", x) for x in removed] == [_DTYPE.sub(")", x) for x in added]:
         return "equivalent", ("dtype=float dropped, or np.finfo(None) (numpy's float64): for the floats and ints "
                               "the callers pass, the next operation promotes to float64 all the same")
@@ -327,24 +402,28 @@ def run_target(name: str, target: Target, children: int, fresh: bool, gpu: bool 
     counts: dict[str, int] = {}
     for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1
-    survivors = []
     diffs = diffs_of(folder, [key for key, status in statuses.items() if status not in DETECTED])
-    for key, status in sorted(statuses.items(), key=lambda kv: _natural(kv[0])):
-        if status not in DETECTED:
-            diff = diffs[key]
-            kind, why = classify(diff, key)
-            survivors.append({"mutant": key, "status": status, "class": kind, "why": why, "diff": diff})
-    detected = sum(counts.get(s, 0) for s in DETECTED)
-    equivalent = sum(s["class"] == "equivalent" for s in survivors)
-    wording = sum(s["class"] == "wording" for s in survivors)
-    return {"target": name, "module": target.path, "functions": list(target.functions), "tests": list(target.tests),
-            "mutants": len(statuses), "killed": counts.get("killed", 0), "timeout": counts.get("timeout", 0),
-            "survived": counts.get("survived", 0), "other": {s: c for s, c in counts.items()
-                                                             if s not in ("killed", "timeout", "survived")},
-            "equivalent": equivalent, "wording": wording, "detected": detected,
-            "score": detected / (len(statuses) - equivalent) if len(statuses) > equivalent else None,
-            "seconds": round(seconds, 1),
-            "survivors": survivors}
+    survivors = [{"mutant": key, "status": status, "diff": diffs[key]}
+                 for key, status in sorted(statuses.items(), key=lambda kv: _natural(kv[0])) if status not in DETECTED]
+    result = {"target": name, "module": target.path, "functions": list(target.functions), "tests": list(target.tests),
+              "gpu": gpu, "mutants": len(statuses), "killed": counts.get("killed", 0),
+              "timeout": counts.get("timeout", 0), "survived": counts.get("survived", 0),
+              "other": {s: c for s, c in counts.items() if s not in ("killed", "timeout", "survived")},
+              "detected": sum(counts.get(s, 0) for s in DETECTED), "seconds": round(seconds, 1),
+              "survivors": survivors}
+    return scored(result)
+
+
+def scored(result: dict) -> dict:
+    """``result`` with each survivor classified (:func:`classify`) and the counts and score that follow: the score
+    is detected / (mutants - equivalent - CUDA-only), the CPU score where the run did not run the GPU tests."""
+    for s in result["survivors"]:
+        s["class"], s["why"] = classify(s["diff"], s["mutant"], result.get("gpu", False))
+    for kind in ("equivalent", "cuda", "wording"):
+        result[kind] = sum(s["class"] == kind for s in result["survivors"])
+    counted = result["mutants"] - result["equivalent"] - result["cuda"]
+    result["score"] = result["detected"] / counted if counted > 0 else None
+    return result
 
 
 def _natural(key: str) -> tuple:
@@ -371,14 +450,16 @@ def diffs_of(folder: Path, keys: list[str]) -> dict[str, str]:
 
 
 def table(results: list[dict]) -> str:
-    """Per module; the score is (killed + timed out) / (mutants - equivalent survivors)."""
-    rows = ["| module | mutants | killed | timeout | survived (equivalent, wording) | other | score | time |",
-            "|---" * 8 + "|"]
+    """Per module; the score is (killed + timed out) / (mutants - equivalent - CUDA-only survivors)."""
+    rows = ["| module | mutants | killed | timeout | survived (equivalent, CUDA only, wording, untested) | other | "
+            "score | time |", "|---" * 8 + "|"]
     for r in results:
         other = ", ".join(f"{c} {s}" for s, c in r["other"].items()) or "-"
         score = f"{100 * r['score']:.1f} %" if r["score"] is not None else "-"
-        rows.append(f"| {r['module']} | {r['mutants']} | {r['killed']} | {r['timeout']} | {r['survived']} "
-                    f"({r['equivalent']}, {r['wording']}) | {other} | {score} | {r['seconds']:.0f} s |")
+        untested = len(r["survivors"]) - r["equivalent"] - r["cuda"] - r["wording"]
+        rows.append(f"| {r['module']} | {r['mutants']} | {r['killed']} | {r['timeout']} | {len(r['survivors'])} "
+                    f"({r['equivalent']}, {r['cuda']}, {r['wording']}, {untested}) | {other} | {score} | "
+                    f"{r['seconds']:.0f} s |")
     return "\n".join(rows)
 
 
@@ -397,6 +478,22 @@ def survivors_text(results: list[dict], markdown: bool) -> str:
     return "\n".join(parts) if parts else "(none)"
 
 
+def classify_again(path: Path) -> int:
+    """The table and survivors of an earlier run's record, its survivors classified with today's lists."""
+    try:
+        record = json.loads(path.read_text())
+        results = [scored(r) for r in record["targets"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SamatError(f"{path} is not a record of bench/mutation.py --json ({type(err).__name__}: {err})") from None
+    print(f"{record['command']} (load average {record['machine']['load_average_before']:.1f} before, "
+          f"{record['machine']['load_average_after']:.1f} after; wall time {record['wall_seconds']:.0f} s)")
+    print(table(results))
+    print()
+    print("Survivors (not killed, not timed out):")
+    print(survivors_text(results, markdown=False))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", choices=sorted(TARGETS) + sorted(GROUPS), metavar="NAME",
@@ -408,7 +505,12 @@ def main() -> int:
     parser.add_argument("--gpu", action="store_true", help="also run the tests marked gpu (on a CUDA machine)")
     parser.add_argument("--json", type=output_file, help="also write the figures and survivors to this JSON file")
     parser.add_argument("--markdown", type=output_file, help="also write them as markdown to this file")
+    parser.add_argument("--classify", type=Path, metavar="JSON",
+                        help="run nothing: classify again the survivors of an earlier run's --json file with this "
+                             "script's lists of equivalent and CUDA-only mutants, and print its table")
     args = parser.parse_args()
+    if args.classify is not None:
+        return classify_again(args.classify)
     names = [n for choice in (args.only or list(GROUPS)) for n in GROUPS.get(choice, [choice])]
     names = list(dict.fromkeys(names))
     ensure_mutmut()

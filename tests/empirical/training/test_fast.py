@@ -345,3 +345,98 @@ def test_the_compiled_path_is_recorded_and_shown(fresh_dynamo, tmp_path):
     assert FastPath("inductor", True).describe() == "CUDA-graph step (compiled with inductor)"
     assert FastPath(None, True).describe() == "CUDA-graph step" and FastPath(None, False).describe() == "eager step"
     assert FastPath("aot_eager", False).describe() == "compiled step (aot_eager)"
+
+
+# --- FastStep's own bookkeeping on the CPU: the graph path with a stand-in capture, the trial, the reason --------
+
+class EagerCapture:
+    """A stand-in for the CUDA-graph capture on a CPU: it records what it was given and "replays" by running the
+    step eagerly on the batch it is handed, so that FastStep's graph path can be followed here."""
+
+    made: list[EagerCapture] = []
+
+    def __init__(self, step, ctx, x, y, gen, warmup):
+        self.step, self.ctx, self.gen, self.shape, self.replays = step, ctx, gen, tuple(x.shape), []
+        EagerCapture.made.append(self)
+
+    def replay(self, ctx, x, y, gen):
+        self.replays.append((ctx, x, y, gen))
+        return self.step(ctx, x, y, gen)
+
+
+def _steps(step, setup: Setup, batches) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    setup.model.train()
+    for x, y in batches:
+        step(setup.ctx, x, y, gen)
+    return [t.detach().clone() for t in setup.model.state_dict().values()]
+
+
+def test_the_graph_path_captures_once_on_a_full_batch_and_replays_every_full_batch(monkeypatch):
+    """The capture is made once, on the first full batch, with the run's context and the caller's generator; each
+    full batch (the first included) is a replay of that batch with the caller's generator; the partial batch takes
+    the eager step; everything the step changes is saved once, for the first batch's trial only. PGD-AT draws its
+    random start from the generator, so the weights match the eager step's bit for bit only if every draw does."""
+    from samat.empirical.training import fast
+
+    EagerCapture.made = []
+    monkeypatch.setattr(fast, "_CapturedStep", EagerCapture)
+    saved = []
+    real_snapshot = fast._snapshot
+    monkeypatch.setattr(fast, "_snapshot", lambda *a: saved.append(1) or real_snapshot(*a))
+    batches = _batches((32, 32, 20, 32))
+    setup = _build(tiny_cfg(method="pgd_at", device="cpu"))
+    stepper = FastStep(setup.step, 32, graph=True)
+    weights = _steps(stepper, setup, batches)
+    plain = _build(tiny_cfg(method="pgd_at", device="cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(weights, _steps(plain.step, plain, batches), strict=True))
+    capture, = EagerCapture.made
+    assert capture.ctx is setup.ctx and capture.shape == tuple(batches[0][0].shape) and stepper.path == "graph"
+    assert [(x is xb, y is yb) for (_, x, y, _), (xb, yb) in zip(capture.replays, [batches[i] for i in (0, 1, 3)],
+                                                                 strict=True)] == [(True, True)] * 3
+    assert all(ctx is setup.ctx and gen is capture.gen for ctx, _, _, gen in capture.replays)
+    assert len(saved) == 1
+
+
+def test_a_failed_trial_puts_back_the_optimizer_state_it_found(monkeypatch):
+    """Momentum buffers from earlier steps (a resumed run) are put back as they were when the first full batch's
+    fast path fails after moving them, and the constructor's on_fallback is told: the run goes on as the eager
+    step's, bit for bit."""
+    class FailingCapture:
+        def __init__(self, step, ctx, x, y, gen, warmup):
+            for _ in range(warmup):
+                step(ctx, x, y, gen)
+            raise RuntimeError("simulated capture failure")
+
+    from samat.empirical.training import fast
+
+    batches = _batches((32, 32, 32, 32))
+    plain = _build(tiny_cfg(method="sgd", device="cpu"))
+    expected = _steps(plain.step, plain, batches)
+    setup = _build(tiny_cfg(method="sgd", device="cpu"))
+    _steps(setup.step, setup, batches[:2])  # the momentum buffers exist before the fast path's first batch
+    said: list[str] = []
+    stepper = FastStep(setup.step, 32, graph=True, on_fallback=said.append)
+    monkeypatch.setattr(fast, "_CapturedStep", FailingCapture)
+    weights = _steps(stepper, setup, batches[2:])
+    assert said == ["capturing the step as a CUDA graph failed (RuntimeError: simulated capture failure)"]
+    assert stepper.path == "eager" and all(torch.equal(a, b) for a, b in zip(weights, expected, strict=True))
+    momentum = [plain.ctx.optimizer.state[p]["momentum_buffer"] for p in plain.model.parameters()]
+    assert all(torch.equal(setup.ctx.optimizer.state[p]["momentum_buffer"], m)
+               for p, m in zip(setup.model.parameters(), momentum, strict=True))
+
+
+def test_the_fallbacks_reason_is_one_line_naming_what_failed():
+    from torch._dynamo.exc import TorchDynamoException
+
+    from samat.empirical.training.fast import _reason
+
+    assert _reason(RuntimeError("boom\nsecond line"), graph=True) == \
+        "capturing the step as a CUDA graph failed (RuntimeError: boom)"
+    assert _reason(RuntimeError("boom"), graph=False) == "the compiled step failed (RuntimeError: boom)"
+    assert _reason(TorchDynamoException("no"), graph=True) == "compiling the model failed (TorchDynamoException: no)"
+    assert _reason(ValueError(), graph=False) == _reason(ValueError("\n  \n"), graph=False) == \
+        "the compiled step failed (ValueError)"
+    for length, kept in ((200, 200), (201, 197)):
+        reason = _reason(RuntimeError("x" * length), graph=False)
+        assert reason == f"the compiled step failed (RuntimeError: {'x' * kept}{'...' if kept < length else ''})"
