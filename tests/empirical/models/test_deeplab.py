@@ -1,16 +1,31 @@
 """DeepLabv3: output shapes at several input sizes, output strides, the auxiliary head, parameter counts against
-torchvision's published ones, and ImageNet weights in torchvision's layout loaded into the backbone."""
+torchvision's published ones, ImageNet weights in torchvision's layout loaded into the backbone; and what shapes
+and counts do not show: each option's range, the modules of torchvision's heads, every block's stride and dilation
+(torchvision's rule for ResNet-50, VainF's for MobileNetV2), the residual connections, the image-pooling branch,
+bilinear upsampling with half-pixel centres, He initialization, MobileNet's channel rounding."""
 
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from samat.core.errors import ParameterError
 from samat.empirical.models import DeepLabOptions, Normalize, build_model, count_parameters, load_backbone
+from samat.empirical.models.deeplab import (
+    ASPPPooling,
+    Bottleneck,
+    InvertedResidual,
+    _make_divisible,
+    backbone_state,
+    deeplabv3_mobilenetv2,
+    deeplabv3_resnet50,
+    deeplabv3_small,
+)
 from samat.empirical.training.segmentation import SegmentationSpec, load_backbone_weights
 
 TINY = {"width": 0.25, "aspp_channels": 8}
@@ -184,3 +199,229 @@ def test_weights_of_another_shape_or_missing_tensors_are_one_line_errors():
         load_backbone(full, {k: v for k, v in state.items() if not k.startswith("features.17.")}, "w.pth")
     with pytest.raises(ParameterError, match="segmentation.backbone_weights"):
         SegmentationSpec.from_table({"backbone_weights": "/no/such/file.pth"})
+
+
+# --- what the shapes and counts above do not show -----------------------------------------------------------------
+
+@pytest.mark.parametrize(("field", "value", "valid"), [
+    ("output_stride", 4, "8 or 16"), ("output_stride", True, "8 or 16"),
+    ("aux", 1, "true or false"), ("aux", "yes", "true or false"),
+    ("width", 0, "a number in (0, 4]"), ("width", 4.5, "a number in (0, 4]"), ("width", True, "a number in (0, 4]"),
+    ("width", "1", "a number in (0, 4]"),
+    ("aspp_channels", 0, "an integer >= 1"), ("aspp_channels", 2.0, "an integer >= 1"),
+    ("aspp_channels", True, "an integer >= 1"),
+    ("atrous_rates", (), "a list of integers >= 1, e.g. [6, 12, 18]"),
+    ("atrous_rates", (6, 0), "a list of integers >= 1, e.g. [6, 12, 18]"),
+    ("atrous_rates", (True,), "a list of integers >= 1, e.g. [6, 12, 18]"),
+    ("atrous_rates", (1.5,), "a list of integers >= 1, e.g. [6, 12, 18]"),
+    ("atrous_rates", "6", "a list of integers >= 1, e.g. [6, 12, 18]"),
+    ("dropout", -0.1, "a number in [0, 1)"), ("dropout", 1, "a number in [0, 1)"),
+    ("dropout", True, "a number in [0, 1)"), ("dropout", "0.1", "a number in [0, 1)"),
+])
+def test_each_option_out_of_its_range_is_named_with_the_range(field, value, valid):
+    with pytest.raises(ParameterError) as raised:
+        DeepLabOptions(**{field: value})
+    assert raised.value.name == field and raised.value.value == value
+    assert str(raised.value).startswith(f"{field}=") and str(raised.value).endswith(f" is invalid: {field} must be "
+                                                                                     f"{valid}")
+
+
+def test_each_option_at_the_ends_of_its_range_is_taken():
+    for options in ({"output_stride": 8}, {"output_stride": 16, "aux": True}, {"width": 4}, {"width": 0.01},
+                    {"aspp_channels": 1}, {"atrous_rates": [1]}, {"atrous_rates": (1, 2, 3, 4)}, {"dropout": 0},
+                    {"dropout": 0.99}):
+        DeepLabOptions(**options)
+    assert DeepLabOptions(output_stride=8).rates == (12, 24, 36) and DeepLabOptions(atrous_rates=[2, 3]).rates == (2, 3)
+
+
+def _types(modules) -> list[str]:
+    return [type(m).__name__ for m in modules]
+
+
+def test_the_heads_are_torchvisions_modules():
+    """DeepLabHead (ASPP, 3x3 conv-BN-ReLU, 1x1 classifier with a bias), ASPP (a 1x1 branch, one 3x3 branch per
+    rate dilated by it, image pooling; a projection with the option's dropout), FCNHead (3x3 conv-BN-ReLU to a
+    quarter of the channels, dropout 0.1, 1x1 classifier); every 3x3 convolution pads by its dilation (the size
+    is kept) and has no bias before its BatchNorm."""
+    options = {"width": 0.5, "aspp_channels": 8, "atrous_rates": [2, 3], "dropout": 0.3, "aux": True}
+    model = build_model("deeplabv3_small", input_shape=(3, 32, 32), num_classes=5, options=options)
+    head = model.classifier
+    assert _types(head) == ["ASPP", "Conv2d", "BatchNorm2d", "ReLU", "Conv2d"]
+    assert head[4].kernel_size == (1, 1) and head[4].bias is not None and head[4].out_channels == 5
+    aspp = head[0]
+    assert _types(aspp.convs) == ["Sequential", "Sequential", "Sequential", "ASPPPooling"]
+    assert [c[0].kernel_size for c in aspp.convs[:3]] == [(1, 1), (3, 3), (3, 3)]
+    assert [c[0].dilation for c in aspp.convs[1:3]] == [(2, 2), (3, 3)]
+    assert _types(aspp.convs[-1]) == ["AdaptiveAvgPool2d", "Conv2d", "BatchNorm2d", "ReLU"]
+    assert aspp.convs[-1][0].output_size == 1
+    assert _types(aspp.project) == ["Conv2d", "BatchNorm2d", "ReLU", "Dropout"] and aspp.project[3].p == 0.3
+    assert aspp.project[0].in_channels == 4 * 8
+    aux = model.aux_classifier
+    assert _types(aux) == ["Conv2d", "BatchNorm2d", "ReLU", "Dropout", "Conv2d"] and aux[3].p == 0.1
+    assert aux[0].out_channels == aux[0].in_channels // 4 and aux[4].out_channels == 5
+    assert all(_types(stage) == ["Conv2d", "BatchNorm2d", "ReLU"] for stage in model.backbone.stages)
+    for arch in SEGMENTERS:
+        net = build_model(arch, input_shape=(3, 32, 32), num_classes=5, options={"width": 0.25, "aspp_channels": 8,
+                                                                               "aux": True})
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3):
+                assert m.padding == m.dilation and (m.bias is None) == (m is not net.classifier[4]), m
+    mobile = build_model("deeplabv3_mobilenetv2", input_shape=(3, 32, 32), num_classes=5, options={"width": 0.25})
+    assert {type(m) for m in mobile.backbone.modules() if isinstance(m, nn.ReLU | nn.ReLU6)} == {nn.ReLU6}
+
+
+def _blocks(backbone) -> list[list[tuple[int, int]]]:
+    """ResNet-50: (stride, dilation) of each bottleneck's 3x3 convolution, per stage."""
+    return [[(b.conv2.stride[0], b.conv2.dilation[0]) for b in layer]
+            for layer in (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4)]
+
+
+# torchvision's _make_layer with replace_stride_with_dilation: a dilated stage's first block keeps the previous
+# dilation, the others take the new one (previous x 2)
+RESNET_BLOCKS = {
+    16: [[(1, 1)] * 3, [(2, 1)] + [(1, 1)] * 3, [(2, 1)] + [(1, 1)] * 5, [(1, 1), (1, 2), (1, 2)]],
+    8: [[(1, 1)] * 3, [(2, 1)] + [(1, 1)] * 3, [(1, 1)] + [(1, 2)] * 5, [(1, 2), (1, 4), (1, 4)]],
+}
+# VainF/DeepLabV3Plus-Pytorch's MobileNetV2: past the output stride a stage strides 1 and multiplies the dilation
+# by its stride; its first block keeps the previous dilation. (stride, dilation) of each block's depthwise conv.
+MOBILENET_BLOCKS = {
+    16: [(1, 1), (2, 1), (1, 1), (2, 1), (1, 1), (1, 1), (2, 1), (1, 1), (1, 1), (1, 1), (1, 1), (1, 1), (1, 1),
+         (1, 1), (1, 2), (1, 2), (1, 2)],
+    8: [(1, 1), (2, 1), (1, 1), (2, 1), (1, 1), (1, 1), (1, 1), (1, 2), (1, 2), (1, 2), (1, 2), (1, 2), (1, 2),
+        (1, 2), (1, 4), (1, 4), (1, 4)],
+}
+
+
+@pytest.mark.parametrize("stride", [16, 8])
+def test_every_block_strides_and_dilates_as_torchvisions_and_vainfs(stride):
+    resnet = build_model("deeplabv3_resnet50", input_shape=(3, 32, 32), num_classes=3,
+                         options={"width": 1 / 64, "output_stride": stride}).backbone
+    assert _blocks(resnet) == RESNET_BLOCKS[stride]
+    assert [layer[0].downsample[0].stride[0] for layer in (resnet.layer1, resnet.layer2, resnet.layer3,
+                                                           resnet.layer4)] == [1, 2, 2 if stride == 16 else 1, 1]
+    assert resnet.conv1.out_channels == 1 and resnet.channels == 32  # the width scales every stage, at least 1
+    mobile = build_model("deeplabv3_mobilenetv2", input_shape=(3, 32, 32), num_classes=3,
+                         options={"width": 0.25, "output_stride": stride}).backbone
+    depthwise = [next(m for m in block.conv.modules() if isinstance(m, nn.Conv2d) and m.groups > 1)
+                 for block in mobile.features[1:]]
+    assert [(c.stride[0], c.dilation[0]) for c in depthwise] == MOBILENET_BLOCKS[stride]
+    assert mobile.features[0][0].stride == (2, 2)
+    small = build_model("deeplabv3_small", input_shape=(3, 32, 32), num_classes=3,
+                        options={"width": 0.5, "output_stride": stride}).backbone
+    assert [(s[0].stride[0], s[0].dilation[0]) for s in small.stages] == [(2, 1)] * 3 + [
+        (2, 1) if stride == 16 else (1, 2)]
+    assert [s[0].out_channels for s in small.stages] == [8, 16, 32, 32] and (small.channels, small.aux_channels) == (
+        32, 32)
+    assert small.stages[3][0].in_channels == 32
+
+
+def _zero_last_bn(block: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
+    with torch.no_grad():
+        bn.weight.zero_(), bn.bias.zero_()
+    return block.eval()
+
+
+def test_the_residual_blocks_add_their_input():
+    """With its last BatchNorm zeroed, a block without a projection passes its input through: a bottleneck (after
+    its final ReLU, on a non-negative input) and an inverted residual of stride 1 with as many channels out as in
+    (linear: no activation after the sum). One that strides or changes the width has no shortcut."""
+    x = torch.rand(2, 16, 6, 6)
+    bottleneck = Bottleneck(16, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(_zero_last_bn(bottleneck, bottleneck.bn3)(x), x, rtol=0, atol=0)
+        block = InvertedResidual(16, 16, 1, 1, 6)
+        torch.testing.assert_close(_zero_last_bn(block, block.conv[-1])(x - 0.5), x - 0.5, rtol=0, atol=0)
+        for strided in (InvertedResidual(16, 16, 2, 1, 6), InvertedResidual(16, 24, 1, 1, 6)):
+            out = _zero_last_bn(strided, strided.conv[-1])(x)
+            assert not strided.use_res_connect and float(out.abs().max()) == 0.0
+    assert InvertedResidual(16, 16, 1, 2, 1).use_res_connect and len(InvertedResidual(16, 16, 1, 2, 1).conv) == 3
+
+
+def test_the_image_pooling_branch_is_the_same_at_every_position():
+    """Global average pooling then broadcast: constant over the map to the rounding of the interpolation weights
+    (a few float32 units), and different from image to image."""
+    pooling = ASPPPooling(4, 3).eval()
+    with torch.no_grad():
+        out = pooling(torch.randn(2, 4, 5, 7))
+    assert out.shape == (2, 3, 5, 7)
+    torch.testing.assert_close(out, out[:, :, :1, :1].expand_as(out), rtol=0,
+                               atol=4 * torch.finfo(torch.float32).eps * float(out.abs().max()))
+    assert not torch.equal(out[0, :, 0, 0], out[1, :, 0, 0])
+
+
+class _Ramp(nn.Module):
+    """Logits 0 and 1 in a 2 x 2 map: columns (0, 1) for class 0, rows for class 1, whatever the input."""
+
+    def forward(self, features):
+        ramp = torch.tensor([0.0, 1.0])
+        return torch.stack([ramp.expand(2, 2), ramp[:, None].expand(2, 2)])[None].expand(len(features), -1, -1, -1)
+
+
+def test_logits_are_upsampled_bilinearly_with_half_pixel_centres():
+    """torchvision's (and VainF's) upsampling, align_corners=False: a 2-pixel ramp (0, 1) upsampled to 4 pixels
+    reads (0, 1/4, 3/4, 1) along both axes; the auxiliary logits too."""
+    model = build_model("deeplabv3_small", input_shape=(1, 4, 4), num_classes=2, options=TINY | {"aux": True})
+    model.classifier, model.aux_classifier = _Ramp(), _Ramp()
+    expected = torch.tensor([0.0, 0.25, 0.75, 1.0])
+    for out in (model.eval()(torch.rand(2, 1, 4, 4)), *model.train()(torch.rand(2, 1, 4, 4))):
+        torch.testing.assert_close(out[0, 0], expected.expand(4, 4), rtol=0, atol=1e-7)
+        torch.testing.assert_close(out[0, 1], expected[:, None].expand(4, 4), rtol=0, atol=1e-7)
+
+
+def test_convolutions_are_he_initialized_by_fan_out():
+    """N(0, 2 / fan_out) as torchvision's ResNet and MobileNetV2 (fan_out = out channels x kernel area): on the
+    projections, whose fan in and fan out differ, the weights' standard deviation is within 5 standard errors of
+    it (the sample standard deviation of n normals has relative error 1 / sqrt(2n))."""
+    torch.manual_seed(0)
+    model = build_model("deeplabv3_resnet50", input_shape=(3, 32, 32), num_classes=3, options={"width": 0.5})
+    checked = 0
+    for m in model.backbone.modules():
+        if isinstance(m, nn.Conv2d) and m.in_channels != m.out_channels and m.weight.numel() >= 4096:
+            fan_out = m.out_channels * m.kernel_size[0] * m.kernel_size[1]
+            expected, n = math.sqrt(2 / fan_out), m.weight.numel()
+            assert abs(float(m.weight.detach().std()) / expected - 1) < 5 / math.sqrt(2 * n), m
+            checked += 1
+    assert checked >= 10
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any()
+               for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def test_mobilenet_channel_rounding():
+    """torchvision's _make_divisible: the nearest multiple of 8, at least 8, and one step up where rounding lost
+    more than 10% (11.2 -> 8 would lose 29%: 16; 320/9 -> 32 loses exactly 10%: kept)."""
+    assert [_make_divisible(v) for v in (32, 12, 11.2, 4, 44, 59.2, 0.5 * 1280, 32 * (10 / 9))] == \
+        [32, 16, 16, 8, 48, 56, 640, 32]
+
+
+def test_the_builders_take_rgb_and_the_options_width():
+    for build in (deeplabv3_resnet50, deeplabv3_mobilenetv2, deeplabv3_small):
+        model = build(3, options=DeepLabOptions(width=0.25, aspp_channels=4))
+        assert model.eval()(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)
+    assert deeplabv3_small(3, options=DeepLabOptions(width=0.5)).backbone.channels == 32
+
+
+def test_backbone_weights_already_under_backbone_keep_their_names():
+    """A DeepLab's own state (keys under backbone.) loads as it is: nothing is prefixed twice."""
+    source = build_model("deeplabv3_small", input_shape=(3, 16, 16), num_classes=3, options=TINY)
+    target = build_model("deeplabv3_small", input_shape=(3, 16, 16), num_classes=3, options=TINY)
+    mapped = backbone_state(target, source.state_dict())
+    assert set(mapped) == {k for k in source.state_dict() if k.startswith("backbone.")}
+    assert load_backbone(target, source.state_dict(), "own.pt") == len(mapped)
+    assert all(torch.equal(v, target.state_dict()[k]) for k, v in mapped.items())
+
+
+def test_the_backbone_weights_errors_name_the_first_missing_tensor_and_the_shapes():
+    model = build_model("deeplabv3_small", input_shape=(3, 16, 16), num_classes=3, options=TINY)
+    state = {k.removeprefix("backbone."): v for k, v in model.state_dict().items() if k.startswith("backbone.")}
+    missing = {k: v for k, v in state.items() if not k.startswith("stages.0.")}
+    with pytest.raises(ParameterError) as raised:
+        load_backbone(model, missing, "w.pth")
+    assert str(raised.value) == ("backbone_weights=w.pth is invalid: backbone_weights must be a state_dict with every "
+                                 "backbone tensor in torchvision's layout (6 missing, e.g. stages.0.0.weight)")
+    wrong = state | {"stages.1.0.weight": torch.zeros(9, 4, 3, 3)}
+    with pytest.raises(ParameterError) as raised:
+        load_backbone(model, wrong, "w.pth")
+    assert str(raised.value) == (
+        "backbone_weights=w.pth is invalid: backbone_weights must be weights of this backbone's shapes "
+        f"(stages.1.0.weight is (9, 4, 3, 3), the model's {tuple(state['stages.1.0.weight'].shape)}: another width "
+        "or input channels?)")
