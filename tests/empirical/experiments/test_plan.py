@@ -27,6 +27,7 @@ from samat.empirical.experiments.plan import (
     plan_experiment,
 )
 from samat.empirical.training.throughput import StepTiming
+from samat.empirical.vocabulary import Task
 from tests.empirical.helpers import GAUSSIAN_GRID_BASE, SGD_RUN, write_grid
 
 # The grid tests' Gaussian base with 128 steps per epoch and 1024 test images; SGD and PGD-AT.
@@ -393,7 +394,8 @@ def test_the_plan_reads_as_a_table_with_its_calibration():
     low, high = BOUNDS
     runs = [RunPlan("SGD", 3, 1, 200, 5400.0, {low: 60.0, high: 600.0}),
             RunPlan("PGD-AT", 2, 0, 100, 7.5, {low: 30.0, high: 30.0})]
-    plan = GridPlan(SimpleNamespace(title="D Table 2", n_eval=10_000), "a fake GPU", runs, calibration_seconds=95.0)
+    plan = GridPlan(SimpleNamespace(title="D Table 2", n_eval=10_000, task=Task.CLASSIFICATION), "a fake GPU", runs,
+                    calibration_seconds=95.0)
     plan.training = {
         "PreActResNet-18 3x32x32, SGD, batch 128": TrainingCost(128, 0.0123, 2.5, 40.0,
                                                                  _timing(128, "inductor", True, "graph")),
@@ -428,12 +430,12 @@ def test_the_plan_reads_as_a_table_with_its_calibration():
         "- small CNN 1x28x28, SGD, batch 64: 2.0 ms per step (CUDA graph); test pass 0.5 s; warm-up overhead "
         "(compilation, capture) 1.0 s per run",
         "- PGD-10 ℓ∞ 8/255: 2.0 s – 8.0 s per 1,000 images (falls at once – never falls)",
-        "- Pixle: 4.0 s – 2 min per 1,000 images (falls at once – never falls) (timed on 16 images per batch, scaled)",
+        "- Pixle: 4.0 s – 2 min per 1,000 images (timed on 16 images per batch, scaled) (falls at once – never falls)",
     ])
 
 
 def test_a_finished_grid_without_attacks_reads_nothing_left():
-    plan = GridPlan(SimpleNamespace(title="A check", n_eval=1000), "CPU",
+    plan = GridPlan(SimpleNamespace(title="A check", n_eval=1000, task=Task.CLASSIFICATION), "CPU",
                     [RunPlan("ST", 1, 1, 3, 12.0, {})], calibration_seconds=0.42)
     plan.training = {"linear 7, SGD, batch 64": TrainingCost(64, 0.001, 0.01, 0.0,
                                                              _timing(8, "aot_eager", False, "compiled"))}
