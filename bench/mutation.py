@@ -104,7 +104,8 @@ TARGETS = {t.path.rsplit("/", 1)[1].removesuffix(".py"): t for t in (
     Target("evaluation", "samat/empirical/pixelwise.py", ("tests/empirical/test_pixelwise.py",)),
     Target("evaluation", "samat/empirical/evaluation/segmentation.py", _EVALUATE_TESTS + (
         "tests/empirical/test_pixelwise.py",)),
-    Target("experiments", "samat/empirical/experiments/plan.py", ("tests/empirical/experiments/test_plan.py",)),
+    Target("experiments", "samat/empirical/experiments/plan.py", ("tests/empirical/experiments/test_plan.py",
+                                                                   "tests/empirical/experiments/test_text_plan.py")),
     # submitit's local executor is left out: its tasks, other processes, cannot report to mutmut which functions
     # they ran (they fail in its first pass); test_launch.py runs submit with a fake executor instead
     Target("experiments", "samat/empirical/experiments/launch.py", ("tests/empirical/experiments/test_launch.py",)
