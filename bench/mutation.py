@@ -254,6 +254,23 @@ KNOWN_EQUIVALENT += [  # training/fast.py
     ("samat.empirical.training.fast.x__snapshot_*", "isinstance(value, torch.Tensor)) or True",
      "every value of SGD's and Adam's state is a tensor (Adam's step count too), so each is cloned either way"),
 ]
+_LAUNCH = "samat.empirical.experiments.launch."
+KNOWN_EQUIVALENT += [  # experiments/launch.py
+    (_LAUNCH + "x__ask_slurm_*", 'line.strip().rpartition("|")',
+     "squeue's %i|%T and sacct's JobID,State lines hold one '|': split at the first or the last, the same"),
+    (_LAUNCH + "x__ask_slurm_*", "timeout=61", "a time limit one second longer"),
+    (_LAUNCH + "x__slurm_answers_*", "timeout=31", "a time limit one second longer"),
+    (_LAUNCH + "x__recorded_tasks_*", "raise ValueError(None)",
+     "the error is caught at once and replaced by the one-line 'corrupt' error"),
+    (_LAUNCH + "x__use_task_cpus_*", 'os.environ.get("SLURM_CPUS_PER_TASK", "XXXX")',
+     "another default for an unset variable: neither \"\" nor \"XXXX\" is a number of CPUs"),
+] + [
+    (_LAUNCH + "x_submit_*", text, "submitit returns one job per task: zip's strictness is never tested")
+    for text in ("zip(todo, jobs, strict=None)", "zip(todo, jobs, )", "zip(todo, jobs, strict=False)")
+] + [
+    (_LAUNCH + "x_submit_*", text, "launch.json's indentation only: the same JSON")
+    for text in ("indent=None)", "indent=3)", "               )")  # the last: indent=2 dropped (write_json's 1)
+]
 _DEEPLAB = "samat.empirical.models.deeplab."
 KNOWN_EQUIVALENT += [  # models/deeplab.py
     (_DEEPLAB + "*", "bias=None", "None is as false as False: the convolution has no bias either way"),

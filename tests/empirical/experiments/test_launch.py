@@ -43,6 +43,8 @@ class FakeExecutor:
         self.mapped = SimpleNamespace(fn=fn, refs=list(refs), indices=list(indices),
                                       pythonpath=os.environ.get("PYTHONPATH"))
         FakeExecutor.array += 1
+        if self.cluster == "slurm":  # a Slurm job has no process of its own here
+            return [SimpleNamespace(job_id=f"{FakeExecutor.array}_{i}") for i in range(len(self.mapped.indices))]
         return [SimpleNamespace(job_id=f"{FakeExecutor.array}_{i}", _process=SimpleNamespace(pid=1000 + i))
                 for i in range(len(self.mapped.indices))]
 
@@ -56,14 +58,19 @@ def fake_submitit(monkeypatch):
 
 @pytest.fixture
 def grid(tmp_path, monkeypatch):
-    """A grid of three seeds, none finished; run 0 counts as trained and evaluated, run 1 as trained but missing
-    a column (whatever is on disk)."""
-    config = write_grid(tmp_path, 'name = "array"\nseeds = [0, 1, 2]\ncolumns = ["natural", "fgsm_linf@0.1"]')
+    """A grid of four seeds, none finished; run 0 counts as trained and evaluated, run 1 as trained but missing
+    a column, runs 2 and 3 as untrained (whatever is on disk)."""
+    config = write_grid(tmp_path, 'name = "array"\nseeds = [0, 1, 2, 3]\ncolumns = ["natural", "fgsm_linf@0.1"]')
     ref = GridRef(str(config), str(tmp_path / "runs"), {}, None)
     exp = ref.load()
-    monkeypatch.setattr(launch, "trained_as_asked", lambda spec: spec.run_dir != exp.runs[2].run_dir)
-    monkeypatch.setattr(launch, "missing_columns",
-                        lambda e, run: ["fgsm_linf@0.1"] if run.path == exp.runs[1].run_dir else [])
+
+    def missing_columns(e, run):
+        assert e is exp
+        return ["fgsm_linf@0.1"] if run.path == exp.runs[1].run_dir else []
+
+    monkeypatch.setattr(launch, "trained_as_asked", lambda spec: spec.run_dir in (exp.runs[0].run_dir,
+                                                                                  exp.runs[1].run_dir))
+    monkeypatch.setattr(launch, "missing_columns", missing_columns)
     return exp, ref
 
 
@@ -80,18 +87,18 @@ def test_submit_sends_the_runs_left_to_do_with_their_resources_and_records_them(
     jobs_folder = tmp_path / "runs" / "array" / "jobs"
     assert (Path(executor.folder), executor.cluster) == (jobs_folder / "%j", "slurm")
     assert executor.parameters == resources.parameters("slurm", "samat-array")
-    assert executor.mapped.fn is launch.run_task and executor.mapped.refs == [ref, ref]
-    assert executor.mapped.indices == [1, 2]  # run 0 is done; run 1 lacks a column, run 2 its training
+    assert executor.mapped.fn is launch.run_task and executor.mapped.refs == [ref] * 3
+    assert executor.mapped.indices == [1, 2, 3]  # run 0 is done; run 1 lacks a column, runs 2 and 3 their training
     assert executor.mapped.pythonpath == f"{REPO}{os.pathsep}/elsewhere" and os.environ["PYTHONPATH"] == "/elsewhere"
-    assert [j.job_id for j in jobs] == ["41_0", "41_1"]
+    assert [j.job_id for j in jobs] == ["41_0", "41_1", "41_2"]
     assert record_path(exp) == tmp_path / "runs" / "array" / "launch.json"
     record = json.loads(record_path(exp).read_text())
-    assert record["tasks"] == [{"run": str(exp.runs[i].run_dir), "job": f"41_{k}", "pid": 1000 + k,
+    assert record["tasks"] == [{"run": str(exp.runs[i].run_dir), "job": f"41_{k}", "pid": None,
                                 "launcher": "slurm", "folder": str(jobs_folder.resolve())}
-                               for k, i in enumerate((1, 2))]
+                               for k, i in enumerate((1, 2, 3))]
     inputs = record["provenance"]["inputs"]
     assert inputs["experiment"] == str(exp.source) and inputs["resources"]["partition"] == "short"
-    assert said == [f"array: submitted 2 task(s) to slurm (jobs 41_0 ... 41_1); logs in {jobs_folder}/; follow them "
+    assert said == [f"array: submitted 3 task(s) to slurm (jobs 41_0 ... 41_2); logs in {jobs_folder}/; follow them "
                     f"with samat experiment status {ref.config}"]
 
 
@@ -102,11 +109,13 @@ def test_a_second_submission_keeps_the_tasks_it_does_not_replace(grid, fake_subm
     only_training = GridRef(ref.config, ref.runs_dir, {}, None, evaluate=False)  # run 1's column is not asked for
     submit(exp, only_training, launcher="local", resources=Resources(), folder=tmp_path / "elsewhere",
            log=said.append)
-    assert fake_submitit.made[-1].mapped.indices == [2]
+    assert fake_submitit.made[-1].mapped.indices == [2, 3]
     assert Path(fake_submitit.made[-1].folder) == tmp_path / "elsewhere" / "%j"
+    assert fake_submitit.made[-1].parameters == Resources().parameters("local", "samat-array")
     tasks = {t["run"]: t for t in json.loads(record_path(exp).read_text())["tasks"]}
-    assert tasks[str(exp.runs[1].run_dir)]["job"] == "41_0" and tasks[str(exp.runs[2].run_dir)]["job"] == "42_0"
-    assert said[0].startswith("array: submitted 1 task(s) to local (jobs 42_0); logs in ")
+    assert [tasks[str(exp.runs[i].run_dir)]["job"] for i in (1, 2, 3)] == ["41_0", "42_0", "42_1"]
+    assert [tasks[str(exp.runs[i].run_dir)]["pid"] for i in (1, 2, 3)] == [1000, 1000, 1001]
+    assert said[0].startswith("array: submitted 2 task(s) to local (jobs 42_0 ... 42_1); logs in ")
 
 
 def test_nothing_left_to_do_submits_nothing(grid, fake_submitit, monkeypatch):
@@ -156,6 +165,20 @@ def test_without_submitit_the_launcher_says_how_to_install_it(monkeypatch):
         launch._submitit()
 
 
+def test_a_grid_of_one_run_is_submitted_and_recorded_beside_it(tmp_path, fake_submitit):
+    config = write_grid(tmp_path, 'name = "single"\nseeds = [0]')
+    ref = GridRef(str(config), str(tmp_path / "runs"), {}, None, evaluate=False)
+    exp = ref.load()
+    submit(exp, ref, launcher="local", resources=Resources(), log=lambda m: None)
+    assert Path(fake_submitit.made[0].folder) == tmp_path / "runs" / "single" / "jobs" / "%j"
+    assert record_path(exp) == tmp_path / "runs" / "single" / "launch.json" and record_path(exp).exists()
+
+
+def test_the_job_id_of_a_task_without_a_process_has_no_pid():
+    assert launch._pid(SimpleNamespace(job_id="5")) is None and launch._pid(SimpleNamespace(_process=None)) is None
+    assert launch._pid(SimpleNamespace(_process=SimpleNamespace(pid=42))) == 42
+
+
 def test_a_task_runs_its_one_run_and_fails_with_it(grid, monkeypatch):
     """A task loads the grid again (with the command line's changes), runs only its index with the submission's
     evaluate and overwrite, logs to its output, and fails when its run failed."""
@@ -171,9 +194,12 @@ def test_a_task_runs_its_one_run_and_fails_with_it(grid, monkeypatch):
         kw["log"]("a line of the task")
         return [outcome]
 
+    printed = []
     monkeypatch.setattr(launch, "run_experiment", run_experiment)
+    monkeypatch.setattr(launch, "print", lambda *a, **kw: printed.append((a, kw)), raising=False)
     outcome = {"run": "r", "status": "trained"}
     assert launch.run_task(ref, 1) is outcome
+    assert printed == [(("a line of the task",), {"flush": True})]  # in the task's log at once, whenever it ends
     e, kw = asked[0]
     assert [s.run_dir for s in e.runs] == [s.run_dir for s in loaded.runs]
     assert {k: v for k, v in kw.items() if k != "log"} == {"progress": False, "evaluate": False, "overwrite": True,
@@ -184,7 +210,8 @@ def test_a_task_runs_its_one_run_and_fails_with_it(grid, monkeypatch):
 
 
 @pytest.mark.parametrize("env, threads", [({"SAMAT_THREADS": "3", "SLURM_CPUS_PER_TASK": "5"}, 3),
-                                          ({"SLURM_CPUS_PER_TASK": "5"}, 5), ({"SAMAT_THREADS": " "}, None),
+                                          ({"SLURM_CPUS_PER_TASK": "5"}, 5), ({"SLURM_CPUS_PER_TASK": "1"}, 1),
+                                          ({"SAMAT_THREADS": " "}, None),
                                           ({"SLURM_CPUS_PER_TASK": "0"}, None), ({}, None)])
 def test_a_task_uses_the_threads_it_was_given(monkeypatch, env, threads):
     monkeypatch.delenv("SAMAT_THREADS", raising=False)
@@ -198,6 +225,26 @@ def test_a_task_uses_the_threads_it_was_given(monkeypatch, env, threads):
         assert torch.get_num_threads() == (threads or 2)
     finally:
         torch.set_num_threads(before)
+
+
+def test_asking_a_local_task_whether_it_runs_leaves_it_running(grid, tmp_path):
+    """The liveness probe is signal 0: a task that would end on SIGHUP (its default action) goes on running."""
+    exp, _ = grid
+    task = subprocess.Popen([sys.executable, "-c", "import signal, sys, time; signal.signal(signal.SIGHUP, "
+                             "signal.SIG_DFL); print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert task.stdout.readline() == "ready\n"
+        record_path(exp).parent.mkdir(parents=True)
+        record_path(exp).write_text(json.dumps({"tasks": [{"run": str(exp.runs[0].run_dir), "job": "9_0",
+                                                           "launcher": "local", "folder": str(tmp_path),
+                                                           "pid": task.pid}]}))
+        assert job_states(exp) == {str(exp.runs[0].run_dir): ("9_0", "RUNNING")}
+        with pytest.raises(subprocess.TimeoutExpired):
+            task.wait(timeout=0.5)
+    finally:
+        task.kill()
+        task.wait()
 
 
 def test_job_states_of_local_and_slurm_tasks(grid, tmp_path, monkeypatch):
@@ -244,6 +291,46 @@ def _fake_command(tmp_path, monkeypatch, name: str, body: str) -> None:
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
 
 
+# What samat asks Slurm, exactly: squeue without a header, one line per array task, in every state, as id|state;
+# sacct without a header, the jobs only (not their steps), parsable, as JobID|State.
+SQUEUE = "-h -r --states=all -j {array} -o %i|%T"
+SACCT = "-n -X -P -o JobID,State -j {arrays}"
+
+
+def _exact_slurm(tmp_path, monkeypatch, squeue: dict[str, str], sacct: dict[str, str]) -> None:
+    """squeue and sacct that answer only the command lines above (anything else fails, as an unknown option or
+    id does), and a controller that is up."""
+    cases = "".join(f'  "{SQUEUE.format(array=a)}") printf "{out}" ;;\n' for a, out in squeue.items())
+    _fake_command(tmp_path, monkeypatch, "squeue", f'case "$*" in\n{cases}  *) exit 1 ;;\nesac')
+    cases = "".join(f'  "{SACCT.format(arrays=a)}") printf "{out}" ;;\n' for a, out in sacct.items())
+    _fake_command(tmp_path, monkeypatch, "sacct", f'case "$*" in\n{cases}  *) exit 1 ;;\nesac')
+    _fake_command(tmp_path, monkeypatch, "scontrol", '[ "$*" = ping ] && echo "Slurmctld(primary) at n is UP"')
+
+
+def test_slurm_is_asked_each_array_in_turn_then_accounting_for_the_rest(tmp_path, monkeypatch):
+    """Array 12 is no longer in the controller (accounting has it); 15 and 16 are, and accounting does not have
+    them yet: each array's answer is kept, and one that squeue does not know does not stop the others."""
+    _exact_slurm(tmp_path, monkeypatch, squeue={"15": "15_0|RUNNING\\n", "16": "16_0|PENDING\\n16_1|RUNNING\\n"},
+                 sacct={"12": "12_0|COMPLETED\\n"})
+    asked = ["12_0", "15_0", "16_0", "16_1"]
+    assert launch.slurm_states(asked) == {"12_0": "COMPLETED", "15_0": "RUNNING", "16_0": "PENDING",
+                                          "16_1": "RUNNING"}
+
+
+def test_slurm_is_asked_with_a_time_limit(monkeypatch):
+    """A controller that does not answer must not hang `samat experiment status`: every call has a timeout."""
+    calls = []
+
+    def run(command, **kw):
+        calls.append(kw)
+        return subprocess.CompletedProcess(command, 0, "Slurmctld(primary) at n is UP\n", "")
+
+    monkeypatch.setattr(launch.subprocess, "run", run)
+    launch._ask_slurm(["squeue"])
+    launch._slurm_answers()
+    assert len(calls) == 2 and all(0 < kw["timeout"] < float("inf") for kw in calls)
+
+
 def test_squeue_lines_are_read_and_a_failing_or_missing_command_is_none(tmp_path, monkeypatch):
     _fake_command(tmp_path, monkeypatch, "squeue", 'printf "12_1|RUNNING\\nno state here\\n|PENDING\\n12_[2-3]|PENDING'
                                                    '\\n 12_4|CANCELLED by 0\\n"')
@@ -254,7 +341,7 @@ def test_squeue_lines_are_read_and_a_failing_or_missing_command_is_none(tmp_path
     assert launch._ask_slurm([str(tmp_path / "no-such-command")]) is None
 
 
-@pytest.mark.parametrize("body, up", [('echo "Slurmctld(primary) at node is UP"', True),
+@pytest.mark.parametrize("body, up", [('[ "$*" = ping ] && echo "Slurmctld(primary) at node is UP"', True),
                                       ('echo "Slurmctld(primary) at node is DOWN"', False),
                                       ('echo "UP"; exit 1', False)])
 def test_the_controller_answers_when_scontrol_ping_says_up(tmp_path, monkeypatch, body, up):
