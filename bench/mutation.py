@@ -254,6 +254,21 @@ KNOWN_EQUIVALENT += [  # training/fast.py
     ("samat.empirical.training.fast.x__snapshot_*", "isinstance(value, torch.Tensor)) or True",
      "every value of SGD's and Adam's state is a tensor (Adam's step count too), so each is cloned either way"),
 ]
+KNOWN_EQUIVALENT += [  # pixelwise.py
+    ("samat.empirical.pixelwise.x_confusion_*", text,
+     "labels are in [0, K) or the ignore label: the clamp only keeps the ignored pixels' indices in range, and those "
+     "are dropped (index[labelled]) before counting")
+    for text in ("y.clamp(None, k - 1)", "y.clamp(0, None)", "y.clamp(0, )", "y.clamp(0, k + 1)")
+] + [
+    ("samat.empirical.pixelwise.x_iou_*", 'float("NAN")', "float reads NAN as NaN too"),
+    ("samat.empirical.pixelwise.x_pixel_loss_*", "if (aux_weight) or True else loss",
+     "with aux_weight 0 the auxiliary loss is added times 0: the same loss and gradient (a cross-entropy of finite "
+     "logits is finite)"),
+    ("samat.empirical.pixelwise.x_size_batches_*", "torch.tensor(members[start:start + batch_size], dtype=None)",
+     "a list of Python ints is int64 already"),
+    ("samat.empirical.pixelwise.x_size_batches_*", "torch.tensor(members[start:start + batch_size], )",
+     "a list of Python ints is int64 already"),
+]
 _LAUNCH = "samat.empirical.experiments.launch."
 KNOWN_EQUIVALENT += [  # experiments/launch.py
     (_LAUNCH + "x__ask_slurm_*", 'line.strip().rpartition("|")',

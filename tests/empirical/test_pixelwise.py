@@ -143,6 +143,16 @@ def test_the_loss_of_one_labelled_pixel_and_the_auxiliary_heads_reductions():
         torch.testing.assert_close(pixel_loss((logits, aux), y, reduction), pixel_loss(logits, y, reduction))
     with pytest.raises(ValueError, match=r"^reduction must be 'mean', 'none' or 'sum', not 'max'$"):
         pixel_loss(logits, y, "max")
+    # another ignore label (class 0 here) applies to both heads
+    y0 = y.clamp_max(2)
+    for reduction in ("mean", "sum"):
+        torch.testing.assert_close(
+            pixel_loss((logits, aux), y0, reduction, aux_weight=0.4, ignore_index=0),
+            F.cross_entropy(logits, y0, ignore_index=0, reduction=reduction)
+            + 0.4 * F.cross_entropy(aux, y0, ignore_index=0, reduction=reduction))
+    one = torch.full((1, 2, 2), IGN)
+    one[0, 0, 1] = 2
+    assert float(pixel_accuracy(confusion(torch.full((1, 2, 2), 2), one, 3))) == 1.0  # its one pixel right
 
 
 def test_the_main_logits_of_a_models_output():
