@@ -1,13 +1,17 @@
-"""Mutation testing of the core: how many small, plausible bugs does the test suite catch?
+"""Mutation testing: how many small, plausible bugs does the test suite catch?
 
 mutmut (the version pinned in pyproject.toml's ``mutation`` extra, installed on first use) plants one change at a
-time in each function of the core modules (an operator, a constant, a comparison, an argument dropped), runs the
-tests that cover that function, and counts the mutant killed if one fails. Each target is one module with the
-tests that exercise it, so that a whole run fits on a small machine; ``--only`` runs some of them.
+time in each function of the targeted modules (an operator, a constant, a comparison, an argument dropped), runs
+the tests that cover that function, and counts the mutant killed if one fails. Each target is one module with the
+tests that exercise it, so that a whole run fits on a small machine; ``--only`` runs some of them. Survivors are
+classified (equivalent, CUDA only, wording, untested: see :func:`classify`); the score leaves out the equivalent
+ones and, on a run without ``--gpu``, the CUDA-only ones.
 
     python bench/mutation.py                         # every target, fresh; prints scores and survivors
-    python bench/mutation.py --only theory           # a group (theory, training, evaluation) or a target
+    python bench/mutation.py --only theory           # a group (theory, training, evaluation, core, cli, attacks,
+                                                     # models, experiments) or a target (a module's file name)
     python bench/mutation.py --json m.json --markdown m.md
+    python bench/mutation.py --classify m.json       # an earlier run's survivors, classified again
 
 Each target works in its own folder, .mutation/TARGET/ (git-ignored): a generated pyproject.toml with the
 target's [tool.mutmut] table, links to the packages and tests, and mutmut's copy of the tree in mutants/.
