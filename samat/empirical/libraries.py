@@ -11,6 +11,7 @@ wherever it is installed, although nothing of the text task needs it (docs/DEPEN
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -20,6 +21,11 @@ from samat.core.errors import SamatError
 
 TEXT_EXTRA = "pip install 'samat[text]'"
 TEXT_LIBRARIES = ("transformers", "datasets", "textattack", "flair", "nltk")  # what the text task may import
+
+
+def missing_text_libraries() -> list[str]:
+    """The text task's libraries that are not installed (looked for without importing them)."""
+    return [name for name in TEXT_LIBRARIES if importlib.util.find_spec(name) is None]
 
 
 def text_library(name: str) -> ModuleType:
