@@ -12,6 +12,7 @@ Pixels labelled :data:`~empirical.data.IGNORE_INDEX` count nowhere. Counts are i
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import torch
@@ -91,6 +92,12 @@ def mean_iou(matrix: torch.Tensor) -> torch.Tensor:
     """mIoU of a confusion matrix (K, K) or a stack (..., K, K): the mean IoU over the classes present in truth or
     prediction (NaN when no pixel is labelled)."""
     return iou(matrix).nanmean(-1)
+
+
+def miou_score(matrix: torch.Tensor) -> float:
+    """The mIoU of a confusion matrix (K, K) as a score for tables and logs: 0 when no pixel is labelled."""
+    value = float(mean_iou(matrix))
+    return value if math.isfinite(value) else 0.0
 
 
 def size_batches(sizes: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, int, int]]:

@@ -40,6 +40,7 @@ from samat.empirical.pixelwise import (
     iou,
     logits_of,
     mean_iou,
+    miou_score,
     pixel_accuracy,
     pixel_loss,
     predicted_confusion,
@@ -71,12 +72,6 @@ def miou_exceeds(weaker: torch.Tensor, stronger: torch.Tensor) -> tuple[bool, st
     return (not math.isnan(d)) and d > 0 and found.exceeds, (
         f"mIoU {100 * d:+.2f} points; {found.only_stronger} images score higher under the stronger attack, "
         f"{found.only_weaker} lower")
-
-
-def miou_score(matrix: torch.Tensor) -> float:
-    """The mIoU of a confusion matrix (K, K) as a score: 0 when no pixel is labelled."""
-    value = float(mean_iou(matrix))
-    return value if math.isfinite(value) else 0.0
 
 
 class Confusions:

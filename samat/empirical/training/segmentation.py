@@ -29,7 +29,7 @@ from samat.core.errors import ParameterError, SamatError
 from samat.core.numbers import is_int
 from samat.empirical.data import JointAugment, SegmentationDataset
 from samat.empirical.models import DeepLabOptions, load_backbone
-from samat.empirical.pixelwise import mean_iou, pixel_accuracy, pixel_accuracy_sum, pixel_loss, predicted_confusion
+from samat.empirical.pixelwise import miou_score, pixel_accuracy, pixel_accuracy_sum, pixel_loss, predicted_confusion
 from samat.empirical.vocabulary import Architecture
 
 MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(DeepLabOptions))
@@ -140,5 +140,4 @@ def test_scores(model: nn.Module, data: SegmentationDataset, *, batch_size: int,
     """Pixel accuracy and mIoU (D eq. 15) on the test split, every image at its own size."""
     matrix = predicted_confusion(model, data.test_x, data.test_y, data.test_sizes, data.num_classes,
                                  batch_size=batch_size, bf16=bf16, channels_last=channels_last).sum(0)
-    miou = float(mean_iou(matrix))
-    return {"test_acc": float(pixel_accuracy(matrix)), "test_miou": miou if math.isfinite(miou) else 0.0}
+    return {"test_acc": float(pixel_accuracy(matrix)), "test_miou": miou_score(matrix)}
