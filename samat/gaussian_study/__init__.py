@@ -21,6 +21,6 @@ population optimum of the loss the trainer minimizes (logistic: see :mod:`samat.
 Modules, in the order the work flows: :mod:`.grid` (what is trained), :mod:`.driver` (training),
 :mod:`.measure`, :mod:`.summary` (with :mod:`.theory_curves` and :mod:`.statistics`), :mod:`.figures`,
 :mod:`.verdicts` and :mod:`.report`. ``samat study --duality`` is apart: :mod:`.duality` trains ST and ladders of SAM
-radii and AT budgets, measures them exactly and maps them (:mod:`samat.theory.duality_map`) beside the exact answer;
+radii and AT budgets, measures them exactly and maps them (:mod:`samat.theory.duality.curves`) beside the exact answer;
 :mod:`.duality_figure` draws and writes it.
 """

@@ -1,11 +1,11 @@
 """The duality map on the Gaussian model: linear classifiers trained on D(p, η, n) by the study's trainers (ST, a
 ladder of SAM radii, a ladder of AT budgets on the non-robust features, as the papers attack), measured with
 theory's exact population accuracies, and fed to the same map as a real network's evaluations
-(:mod:`samat.theory.duality_map`), beside the map's exact answer under both readings of SAM
-(:mod:`samat.theory.duality_exact`).
+(:mod:`samat.theory.duality.curves`), beside the map's exact answer under both readings of SAM
+(:mod:`samat.theory.duality.exact`).
 
 Each trained w's robust accuracy is exact (no test sample): against the worst ℓ∞ attack of size ε_c on the non-robust
-features, ε_c = η + w1*/n (:func:`samat.theory.duality_exact.sensitive_column`), where robust accuracy rises with the
+features, ε_c = η + w1*/n (:func:`samat.theory.duality.exact.sensitive_column`), where robust accuracy rises with the
 robust weight. The intervals therefore carry the seed-to-seed spread only (each seed draws its own training sample and
 initial weights): the resampling draws seeds, and the "images" are the population, one exact value per run.
 """
@@ -25,8 +25,8 @@ from samat.empirical.training.runs import RunDir
 from samat.empirical.training.setup import load_data
 from samat.gaussian_study.grid import StudyGrid, run_config
 from samat.gaussian_study.measure import trained_weights
-from samat.theory import duality_exact as de
-from samat.theory import duality_map as dm
+from samat.theory.duality import curves as dm
+from samat.theory.duality import exact as de
 from samat.theory.numeric import equal_robustness_at_budget, sam_optimum_equal_endpoints
 from samat.theory.objectives import linear_log_risk
 

@@ -12,8 +12,8 @@ import numpy as np
 from samat.core.results import atomic_write_bytes, atomic_write_text, write_json
 from samat.empirical.experiments.duality_report import Units, clean_cell, draw_column, eps_cell, significant
 from samat.gaussian_study.duality import record
-from samat.theory import duality_map as dm
-from samat.theory.duality_exact import PER_SAMPLE, POPULATION
+from samat.theory.duality import curves as dm
+from samat.theory.duality.exact import PER_SAMPLE, POPULATION
 from samat.theory.plots import plain_log_ticks
 
 FIGURE = "duality_map"

@@ -5,7 +5,8 @@
 - :mod:`.closed_form`: the papers' closed forms; :mod:`.symbolic`: the sympy derivations and the derived forms;
 - :mod:`.numeric`: numerical optima with their brackets; :mod:`.solve`: everything about one parameter point;
 - :mod:`.lifted`: the papers' idealizations lifted (full-ball AT, SAM on all weights, the logistic loss);
-- :mod:`.duality_map`, :mod:`.duality_exact`: the AT budget as robust as SAM(ρ), and its exact values here;
+- :mod:`.duality`: the AT budget as robust as SAM(ρ) (:mod:`.duality.curves`), and its exact values here
+  (:mod:`.duality.exact`);
 - :mod:`.claims`: Theorems 1-5 checked against the numerics, with verdicts, verification.json and verification.md;
 - :mod:`.plots`: the figures against ε.
 

@@ -13,7 +13,7 @@ import pytest
 from samat.empirical.evaluation.store import read_evaluation
 from samat.empirical.experiments.grid import load_experiment
 from samat.empirical.experiments.runner import evaluate_run, run_experiment
-from samat.theory import duality_map as dm
+from samat.theory.duality import curves as dm
 from tests.commandline import GAUSSIAN
 
 BASE = ", ".join(f"{k} = {v}" for k, v in GAUSSIAN.items())

@@ -11,8 +11,8 @@ import torch
 
 from samat.gaussian_study.duality import DualityGrid, exact_accuracies, run, summarize
 from samat.gaussian_study.duality_figure import write
-from samat.theory import duality_exact as de
-from samat.theory import duality_map as dm
+from samat.theory.duality import curves as dm
+from samat.theory.duality import exact as de
 
 U = np.finfo(float).eps / 2
 

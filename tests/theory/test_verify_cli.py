@@ -134,7 +134,7 @@ def test_verify_writes_report_and_refuses_to_overwrite(tmp_path):
 def test_theory_never_imports_torch():
     code = ("import sys, samat.theory.claims.verify, samat.theory.claims.report, samat.theory.plots, "
             "samat.theory.solve, "
-            "samat.theory.duality_map, samat.theory.duality_exact, samat.cli; "
+            "samat.theory.duality.curves, samat.theory.duality.exact, samat.cli; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.stdout.strip() == "False", out.stderr

@@ -7,6 +7,6 @@
 - :mod:`.report`: table.md, table.csv, table.json; :mod:`.plots`: the figures;
 - :mod:`.plan`: the predicted device time of every run and of the grid (``samat experiment plan``);
 - :mod:`.duality_grid`: the duality grid kind (ladders of SAM radii and AT budgets, and ST); :mod:`.duality`: its
-  map from the runs' per-image hits (the computation is :mod:`samat.theory.duality_map`); :mod:`.duality_report`: its
+  map from the runs' per-image hits (the computation is :mod:`samat.theory.duality.curves`); :mod:`.duality_report`: its
   table, figure and duality.json.
 """

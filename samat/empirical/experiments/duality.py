@@ -1,7 +1,7 @@
 """The duality map of a duality grid (:mod:`.duality_grid`): from every run's per-image correctness (eval.json keeps
 it as bit masks), the AT budget ε_AT(ρ) at which each SAM radius is matched in robust accuracy, per attack column,
 with intervals over seeds and test images, the clean-accuracy difference at that budget, and the exponent of
-ε_AT ∝ ρ^b against the theory's two readings. The computation itself is :mod:`samat.theory.duality_map` (no torch).
+ε_AT ∝ ρ^b against the theory's two readings. The computation itself is :mod:`samat.theory.duality.curves` (no torch).
 
 The map needs every run trained as the grid asks and evaluated on every column with the grid's settings (the same
 test images for all): :func:`readiness` says which are not, before any work.
@@ -22,7 +22,7 @@ from samat.empirical.experiments.duality_grid import DualityLadder, Rung
 from samat.empirical.experiments.grid import Experiment, RunSpec, staleness
 from samat.empirical.experiments.results import evaluation_problem, replaced_weights
 from samat.empirical.training.runs import RunDir
-from samat.theory import duality_map as dm
+from samat.theory.duality import curves as dm
 
 SHOWN = 4  # runs named in an error line before "and N more"
 

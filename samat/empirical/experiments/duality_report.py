@@ -16,7 +16,7 @@ from samat.core.results import atomic_write_bytes, write_json
 from samat.empirical.evaluation.columns import column_spec
 from samat.empirical.experiments.duality import DualityMap, map_record
 from samat.empirical.vocabulary import DatasetName
-from samat.theory import duality_map as dm
+from samat.theory.duality import curves as dm
 from samat.theory.plots import plain_log_ticks
 
 FIGURE = "duality_map"

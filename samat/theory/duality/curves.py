@@ -6,7 +6,7 @@ as corrected in docs/THEORY.md):
 * per sample (the objective as W eq. 15 and D eq. 11 print it): ε_AT = ρ/n exactly, so b = 1.
 
 Everything here works on robust-accuracy curves, measured (:mod:`samat.empirical.experiments.duality`, the study's
-trained linear models) or exact (:mod:`samat.theory.duality_exact`), and needs no torch:
+trained linear models) or exact (:mod:`samat.theory.duality.exact`), and needs no torch:
 
 1. **Inversion** (:func:`invert`). AT's robust accuracy over its budgets ε_1 < ... < ε_K is made monotone, and the
    level of SAM(ρ) is read off it: ε_AT(ρ) is the budget at which the monotone curve, linear in log ε between

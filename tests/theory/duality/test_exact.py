@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 
 from samat.core.errors import ParameterError
-from samat.theory import duality_exact as de
-from samat.theory import duality_map as dm
+from samat.theory.duality import curves as dm
+from samat.theory.duality import exact as de
 from tests.theory import strategies as S
 
 RATIO = 1.02  # the AT ladder's spacing: every budget's bracket is 2% wide

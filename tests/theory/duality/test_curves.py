@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from samat.theory import duality_map as dm
+from samat.theory.duality import curves as dm
 
 U = np.finfo(float).eps / 2
 

@@ -1,5 +1,5 @@
 """The duality map where its answer is known: the exact robust accuracies of the Gaussian model D(p, η, n), no
-training, fed to the same inversion and fit as measured ones (:mod:`samat.theory.duality_map`).
+training, fed to the same inversion and fit as measured ones (:mod:`samat.theory.duality.curves`).
 
 AT(ε) and SAM(ρ) each train the papers' classifier (w1, 1, ..., 1) to their population optimum
 (:mod:`samat.theory.numeric`): AT's w1^AT(ε), SAM's w1^SAM(ρ) under either reading of its objective. Against an attack
@@ -16,7 +16,7 @@ Every accuracy is known within an interval: the solver's bracket around each w1 
 bracket's ends bounds it) and the rounding of v. The budgets whose accuracy lies certainly below (above) SAM's then
 bracket the true equal-robustness budget; the map's answer must lie between them and overlap theory's bracket, at
 every ρ, and the slope of the true budgets lies within the map's fitted slope plus the brackets carried through
-the fit (:func:`samat.theory.duality_map.slope_bound`).
+the fit (:func:`samat.theory.duality.curves.slope_bound`).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import numpy as np
 
 from samat.core.errors import ParameterError
 from samat.theory import closed_form as cf
-from samat.theory import duality_map as dm
 from samat.theory import symbolic as sym
 from samat.theory.claims.common import PER_SAMPLE, POPULATION
+from samat.theory.duality import curves as dm
 from samat.theory.model import check_parameters
 from samat.theory.numeric import (
     Optimum,
