@@ -53,7 +53,7 @@ def _say(message: str) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from samat.empirical.experiments.report import terminal_text
+    from samat.empirical.experiments.report.tables import terminal_text
 
     out: Path = args.out
     if args.task != "classification" and args.theory_only:

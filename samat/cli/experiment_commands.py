@@ -89,7 +89,7 @@ def _experiment(args: argparse.Namespace):
 
 def cmd_experiment_run(args: argparse.Namespace) -> int:
     from samat.core.results import check_writable_folder
-    from samat.empirical.experiments.report import terminal_text, write_report
+    from samat.empirical.experiments.report.tables import terminal_text, write_report
     from samat.empirical.experiments.runner import failures, run_experiment
 
     if args.launcher != "here":
@@ -158,7 +158,7 @@ def _where_to_look(exp, runs_dir: Path) -> str:
 
 def cmd_experiment_report(args: argparse.Namespace) -> int:
     from samat.core.results import check_writable_folder
-    from samat.empirical.experiments.report import terminal_text, write_report
+    from samat.empirical.experiments.report.tables import terminal_text, write_report
 
     exp = _experiment(args)
     stale = exp.stale()  # a run whose record cannot be read fails here, in one line naming the file

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from samat.core.results import atomic_write_bytes, atomic_write_text, write_json
-from samat.empirical.experiments.duality_report import Units, clean_cell, draw_column, eps_cell, significant
+from samat.empirical.experiments.report.duality import Units, clean_cell, draw_column, eps_cell, significant
 from samat.gaussian_study.duality import record
 from samat.theory.duality import curves as dm
 from samat.theory.duality.exact import PER_SAMPLE, POPULATION

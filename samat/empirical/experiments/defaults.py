@@ -13,7 +13,7 @@ from samat.empirical.data import FASHION_MNIST_DIR
 from samat.empirical.data.fashion_mnist import missing_fashion_mnist
 from samat.empirical.experiments import catalog
 from samat.empirical.experiments.grid import Experiment, load_experiment
-from samat.empirical.experiments.report import write_report
+from samat.empirical.experiments.report.tables import write_report
 from samat.empirical.experiments.runner import failures, run_experiment
 
 Log = Callable[[str], None]

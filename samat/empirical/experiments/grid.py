@@ -1,6 +1,6 @@
 """Experiment grids: a TOML file of runs x seeds and the tables their results go into, read and checked here (the
-runner, :mod:`.runner`, trains and evaluates them; :mod:`.results` and :mod:`.report` gather them into tables shaped
-like the papers', with the papers' numbers beside ours).
+runner, :mod:`.runner`, trains and evaluates them; :mod:`.results` and :mod:`.report.tables` gather them into tables
+shaped like the papers', with the papers' numbers beside ours).
 
     [experiment]
     name = "cifar10"                      # runs go to <runs_dir>/<name>/<label>-seed<k>

@@ -25,7 +25,7 @@ from samat.empirical.evaluation.run import evaluate_path
 from samat.empirical.evaluation.store import unpack_mask
 from samat.empirical.evaluation.trained import Loaded, eval_indices, load_trained, locate
 from samat.empirical.experiments.grid import load_experiment
-from samat.empirical.experiments.report import write_report
+from samat.empirical.experiments.report.tables import write_report
 from samat.empirical.experiments.runner import run_experiment
 from samat.empirical.models import build_model
 from samat.empirical.training.loop import train

@@ -13,7 +13,7 @@ from torch import nn
 
 from samat.core.errors import ParameterError, SamatError
 from samat.empirical.experiments.grid import load_experiment
-from samat.empirical.experiments.report import write_report
+from samat.empirical.experiments.report.tables import write_report
 from samat.empirical.experiments.runner import run_experiment
 from samat.empirical.models import build_model
 from samat.empirical.training.config import TrainConfig

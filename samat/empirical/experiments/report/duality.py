@@ -1,7 +1,7 @@
 """The duality map for people: a Markdown section (ρ, then ε_AT per column with its interval and the clean-accuracy
 difference at that budget; the exponent's fit and verdict per column; where AT's curve is not monotone), the JSON
 (duality.json) and a log-log figure of ε_AT against ρ with the fit and reference lines of slope 1 and 2. Drawn
-from saved evaluations only (:mod:`.duality`); nothing trains."""
+from saved evaluations only (:mod:`samat.empirical.experiments.duality`); nothing trains."""
 
 from __future__ import annotations
 

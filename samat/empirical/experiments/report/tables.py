@@ -15,11 +15,11 @@ from pathlib import Path
 
 from samat.core.results import atomic_write_text, write_json
 from samat.empirical.evaluation.columns import NATURAL
-from samat.empirical.experiments import duality_report
 from samat.empirical.experiments.catalog import display_path
 from samat.empirical.experiments.duality import duality_map, readiness
 from samat.empirical.experiments.grid import Experiment, Table
-from samat.empirical.experiments.plots import plot_experiment
+from samat.empirical.experiments.report import duality as duality_report
+from samat.empirical.experiments.report.plots import plot_experiment
 from samat.empirical.experiments.results import TEXT_DETAILS, collect, report_inputs, text_attack_details
 from samat.empirical.vocabulary import Task
 
@@ -117,7 +117,7 @@ def write_report(exp: Experiment, out_dir: str | Path, *, plots: bool = True,
                  log: Callable[[str], None] = lambda m: None) -> dict[str, Path]:
     """table.md (one table per paper table), table.csv (long format: numbers as numbers), table.json, figures.
     What is left out (stale runs, stale evaluations) is listed in table.md and told to ``log``. A duality grid adds
-    its map (:mod:`.duality_report`: a section of table.md, duality.json and its figure); it needs every run
+    its map (:mod:`.duality`: a section of table.md, duality.json and its figure); it needs every run
     evaluated, which is checked before anything is written."""
     if exp.duality is not None:
         readiness(exp)

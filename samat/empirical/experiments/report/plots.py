@@ -24,8 +24,8 @@ from matplotlib.ticker import MaxNLocator
 from samat.core.results import atomic_write_bytes, write_json
 from samat.empirical.evaluation.columns import NATURAL
 from samat.empirical.experiments.grid import Experiment
+from samat.empirical.experiments.report.segmentation_figure import draw_examples, example_sources
 from samat.empirical.experiments.results import mean_std, run_results
-from samat.empirical.experiments.segmentation_figure import draw_examples, example_sources
 from samat.empirical.vocabulary import Task
 
 
