@@ -84,6 +84,7 @@ def attack_record(s: Any, seconds: float, attacked: Attacked) -> dict[str, Any]:
     if isinstance(s, AttackSpec):
         out |= {"norm": s.norm.value, "eps": s.eps, "steps": s.steps, "step_size": s.step_size}
     out["seconds"] = seconds
+    out["torch_threads"] = torch.get_num_threads()  # float results on a CPU depend on it (docs/EMPIRICAL.md)
     if (size := attacked.perturbation) is not None:
         out |= {"max_perturbation": size["max"], "tolerance": size["tolerance"], "within_budget": size["within_eps"],
                 "in_box": size["in_box"]}

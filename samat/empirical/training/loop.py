@@ -249,7 +249,7 @@ def _round(setup: Setup, run: RunDir, index: int, steps_per_round: int, bar: tqd
     test = _test_scores(setup)
     return {"round": index + 1, "step": (index + 1) * steps_per_round, "train_loss": loss_total / count,
             "train_acc": correct / count, **test, "lr": lr, "step_path": setup.step_path,
-            "train_seconds": train_seconds,
+            "torch_threads": torch.get_num_threads(), "train_seconds": train_seconds,
             "eval_seconds": time.perf_counter() - t1, "seconds": time.perf_counter() - t0}
 
 
@@ -295,7 +295,8 @@ def _finish(setup: Setup, run: RunDir, history: list[dict], seconds_this_call: f
                "test_acc": history[-1]["test_acc"],
                "train_acc": history[-1]["train_acc"], "train_loss": history[-1]["train_loss"],
                "seconds": sum(r["seconds"] for r in history), "seconds_this_call": seconds_this_call,
-               "device": str(setup.device), "step_path": _step_path(history)}
+               "device": str(setup.device), "step_path": _step_path(history),
+               "torch_threads": sorted({row["torch_threads"] for row in history if "torch_threads" in row})}
     if setup.fallback is not None:
         summary["fast_path_off"] = setup.fallback
     if world.distributed:

@@ -558,6 +558,7 @@ def test_large_attack_check_needs_accuracy_strictly_below_chance(monkeypatch, su
     assert check["detail"] == f"{survivors / 12:.4f}"  # the accuracy it judged
     assert "below chance (0.333)" in check["check"]
     assert result["attacks"]["fgsm_linf@0.1"]["max_perturbation"] == pytest.approx(0.1, rel=1e-6)  # its record
+    assert result["attacks"]["fgsm_linf@0.1"]["torch_threads"] == torch.get_num_threads()  # CPU floats depend on it
 
 
 def test_accuracy_against_eps_compares_budgets_within_one_attack_and_norm(monkeypatch):

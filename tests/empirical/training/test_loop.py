@@ -251,6 +251,22 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, method
     assert [r["round"] for r in rows] == [1, 2, 3]
 
 
+def test_the_run_records_torchs_threads_of_each_round(tmp_path):
+    """Float results on a CPU depend on torch's thread count (a convolution's sums are split across threads), so
+    each round's row says how many there were, and final.json every count the rounds used."""
+    data, cfg, before = tiny_images(), tiny_cfg(), torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        train(cfg, tmp_path / "run", progress=False, stop_after=1, data=data)
+        torch.set_num_threads(2)
+        train(cfg, tmp_path / "run", resume=True, progress=False, data=data)
+    finally:
+        torch.set_num_threads(before)
+    run = RunDir(tmp_path / "run")
+    assert [r["torch_threads"] for r in run.read_metrics()] == [1, 2, 2]
+    assert run.read_final()["torch_threads"] == [1, 2]
+
+
 def test_each_epoch_draws_its_own_shuffle_augmentation_and_esam_masks(tmp_path, monkeypatch):
     """The epochs of one run differ in batch order, augmentation and ESAM's masks (a generator seeded by the seed
     alone would repeat them every epoch, and the resume tests above, comparing two runs with the same flaw, would
