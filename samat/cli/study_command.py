@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
 from samat.core.errors import SamatError
-from samat.core.results import check_writable_folder
+from samat.core.results import check_writable_folder, publish
 
 
 def add_command(sub) -> None:
@@ -56,9 +55,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     paths.append(args.out / "summary.json")
     print(f"wrote {len(paths)} files in {args.out}/: the verdicts are in {args.out / 'verdicts.md'}")
     if args.publish:
-        args.publish.mkdir(parents=True, exist_ok=True)
-        for path in paths:
-            shutil.copyfile(path, args.publish / path.name)
+        publish(paths, args.publish)
         print(f"copied them to {args.publish}/")
     return 0
 
@@ -78,8 +75,6 @@ def _duality(args: argparse.Namespace, say) -> int:
     print((out / "duality.md").read_text())
     print(f"wrote {len(paths)} files in {out}/")
     if args.publish:
-        args.publish.mkdir(parents=True, exist_ok=True)
-        for path in paths:
-            shutil.copyfile(path, args.publish / path.name)
+        publish(paths, args.publish)
         print(f"copied them to {args.publish}/")
     return 0

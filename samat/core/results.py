@@ -191,3 +191,12 @@ def write_json(path: str | os.PathLike, payload: Mapping[str, Any], *, inputs: M
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def publish(paths: list[Path], folder: Path) -> None:
+    """Copy ``paths`` into ``folder`` (made if needed) under their own names, each replaced atomically, so that a
+    published file is always a whole old or a whole new one."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        atomic_write_bytes(folder / Path(path).name, lambda tmp, path=path: shutil.copyfile(path, tmp))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from samat.core import VERSION
+from samat.core import VERSION, results
+from samat.core.errors import DiskFull
 from samat.core.results import dumps, read_json, temporary_path, write_json
 
 
@@ -38,3 +40,24 @@ def test_a_failed_write_keeps_the_previous_result_and_leaves_no_temporary_file(t
         write_json(path, {"accuracy": object()})
     assert path.read_bytes() == before
     assert not temporary_path(path).exists() and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_publish_copies_each_file_whole_and_keeps_the_old_one_when_a_copy_fails(tmp_path, monkeypatch):
+    out, folder = tmp_path / "out", tmp_path / "docs" / "study"
+    out.mkdir()
+    (out / "verdicts.md").write_text("new verdicts")
+    (out / "summary.json").write_text("{}")
+    results.publish([out / "verdicts.md", out / "summary.json"], folder)
+    assert (folder / "verdicts.md").read_text() == "new verdicts" and (folder / "summary.json").read_text() == "{}"
+
+    (out / "verdicts.md").write_text("newer verdicts")
+
+    def failing_copy(source, target):
+        Path(target).write_text("half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results.shutil, "copyfile", failing_copy)
+    with pytest.raises(DiskFull):
+        results.publish([out / "verdicts.md"], folder)
+    assert (folder / "verdicts.md").read_text() == "new verdicts"  # the old file, whole
+    assert sorted(p.name for p in folder.iterdir()) == ["summary.json", "verdicts.md"]  # no temporary file left
