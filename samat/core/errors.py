@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Mapping
 
 
 class SamatError(Exception):
@@ -18,6 +19,18 @@ class ParameterError(SamatError, ValueError):
     def __init__(self, name: str, value: object, valid: str) -> None:
         self.name, self.value, self.valid = name, value, valid
         super().__init__(f"{name}={_show(value)} is invalid: {name} must be {valid}")
+
+
+def checked_table(table: object, name: str, fields: tuple[str, ...]) -> dict:
+    """A configuration's table (``name``: its key) as a dict, once it is a mapping whose keys are all ``fields``;
+    else a ParameterError naming the table, or the first unknown key, with the keys it may have."""
+    valid = f"a table with keys among {', '.join(fields)}"
+    if not isinstance(table, Mapping):
+        raise ParameterError(name, table, valid)
+    unknown = sorted(str(k) for k in table if k not in fields)
+    if unknown:
+        raise ParameterError(name, unknown[0], valid)
+    return dict(table)
 
 
 def _show(value: object) -> str:

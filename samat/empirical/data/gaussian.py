@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from samat.core.errors import ParameterError, SamatError
+from samat.core.errors import ParameterError, SamatError, checked_table
 from samat.core.machine import available_memory, human_bytes
 from samat.core.numbers import is_int
 from samat.empirical.data.dataset import Dataset, LoadRequest
@@ -50,13 +49,9 @@ class GaussianSpec:
     def from_table(cls, table: object, name: str = "gaussian") -> GaussianSpec:
         """The spec of a configuration's ``gaussian`` table; a bad key or value is a ParameterError naming
         ``name.key``."""
-        if not isinstance(table, Mapping):
-            raise ParameterError(name, table, f"a table with keys among {', '.join(GAUSSIAN_FIELDS)}")
-        unknown = sorted(str(k) for k in table if k not in GAUSSIAN_FIELDS)
-        if unknown:
-            raise ParameterError(name, unknown[0], f"a table with keys among {', '.join(GAUSSIAN_FIELDS)}")
+        values = checked_table(table, name, GAUSSIAN_FIELDS)
         try:
-            return cls(**dict(table))
+            return cls(**values)
         except ParameterError as err:
             raise ParameterError(f"{name}.{err.name}", err.value, err.valid) from None
 

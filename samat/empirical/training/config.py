@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from samat.core.errors import ParameterError, SamatError
+from samat.core.errors import ParameterError, SamatError, checked_table
 from samat.core.numbers import SEED_RANGE, is_int, is_seed, parse_number
 from samat.empirical.attacks.pgd import default_step_size
 from samat.empirical.attacks.specs import budget_problem
@@ -117,9 +117,7 @@ class TrainConfig:
         if not isinstance(self.lr_milestones, list | tuple):
             raise ParameterError("lr_milestones", self.lr_milestones, "a list of fractions in (0, 1)")
         object.__setattr__(self, "lr_milestones", tuple(parse_number(m, "lr_milestones") for m in self.lr_milestones))
-        if not isinstance(self.gaussian, Mapping):
-            raise ParameterError("gaussian", self.gaussian, f"a table with keys among {', '.join(GAUSSIAN_FIELDS)}")
-        object.__setattr__(self, "gaussian", dict(self.gaussian))
+        object.__setattr__(self, "gaussian", checked_table(self.gaussian, "gaussian", GAUSSIAN_FIELDS))
         for name in ("at_steps", "epochs", "batch_size", "eval_batch_size", "seed", "train_subset", "test_subset",
                      "iterations", "eval_every"):
             if is_int(getattr(self, name)):  # numpy integers become ints (JSON-serializable)

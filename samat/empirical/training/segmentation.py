@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from samat.core.errors import ParameterError, SamatError
+from samat.core.errors import ParameterError, SamatError, checked_table
 from samat.core.numbers import is_int
 from samat.empirical.data import JointAugment, SegmentationDataset
 from samat.empirical.models import DeepLabOptions, load_backbone
@@ -50,13 +50,7 @@ class SegmentationSpec:
     @classmethod
     def from_table(cls, table: object, name: str = "segmentation") -> SegmentationSpec:
         """The spec of a ``segmentation`` table; a bad key or value is a ParameterError naming ``name.key``."""
-        valid = f"a table with keys among {', '.join(SEGMENTATION_FIELDS)}"
-        if not isinstance(table, Mapping):
-            raise ParameterError(name, table, valid)
-        unknown = sorted(str(k) for k in table if k not in SEGMENTATION_FIELDS)
-        if unknown:
-            raise ParameterError(name, unknown[0], valid)
-        values = dict(table)
+        values = checked_table(table, name, SEGMENTATION_FIELDS)
         if isinstance(values.get("atrous_rates"), list):
             values["atrous_rates"] = tuple(values["atrous_rates"])
         try:

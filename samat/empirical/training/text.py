@@ -18,11 +18,10 @@ names no schedule; transformers' Trainer decays the learning rate linearly to 0,
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from samat.core.errors import ParameterError
+from samat.core.errors import ParameterError, checked_table
 from samat.core.numbers import is_int
 
 DEFAULT_MODEL = "distilbert-base-uncased"  # D Section 5.3
@@ -39,13 +38,7 @@ class TextSpec:
 
     @classmethod
     def from_table(cls, table: object, name: str = "text") -> TextSpec:
-        valid = f"a table with keys among {', '.join(TEXT_FIELDS)}"
-        if not isinstance(table, Mapping):
-            raise ParameterError(name, table, valid)
-        unknown = sorted(str(k) for k in table if k not in TEXT_FIELDS)
-        if unknown:
-            raise ParameterError(name, unknown[0], valid)
-        spec = cls(**dict(table))
+        spec = cls(**checked_table(table, name, TEXT_FIELDS))
         if not isinstance(spec.model, str) or not spec.model.strip():
             raise ParameterError(f"{name}.model", spec.model, "a Hugging Face model name (e.g. "
                                  "distilbert-base-uncased) or a folder saved by save_pretrained")
