@@ -566,6 +566,22 @@ def classify_again(path: Path) -> int:
     return 0
 
 
+def mutated_tree() -> dict:
+    """The commit of the tree whose code is mutated and tested (this script's checkout), and whether it had
+    uncommitted changes. ``host()`` records the checkout samat is imported from, which is another one where the
+    environment's editable install points elsewhere (a second git worktree)."""
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", choices=sorted(TARGETS) + sorted(GROUPS), metavar="NAME",
@@ -588,7 +604,7 @@ def main() -> int:
     ensure_mutmut()
     from importlib.metadata import version
 
-    info = host() | {"mutmut": version("mutmut"), "max_children": args.max_children}
+    info = host() | {"git": mutated_tree(), "mutmut": version("mutmut"), "max_children": args.max_children}
     print(f"mutmut {info['mutmut']}, {args.max_children} workers, targets: {', '.join(names)} "
           f"(load average {info['load_average_before']:.1f} on {info['cpus']} CPUs)", flush=True)
     start = time.monotonic()
