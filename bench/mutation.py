@@ -107,7 +107,7 @@ TARGETS = {t.path.rsplit("/", 1)[1].removesuffix(".py"): t for t in (
     Target("training", "samat/empirical/training/fast.py", ("tests/empirical/training/test_fast.py",)),
     Target("evaluation", "samat/empirical/pixelwise.py", ("tests/empirical/test_pixelwise.py",)),
     Target("evaluation", "samat/empirical/evaluation/segmentation.py", _EVALUATE_TESTS + (
-        "tests/empirical/test_pixelwise.py",)),
+        "tests/empirical/evaluation/test_segmentation_scorer.py", "tests/empirical/test_pixelwise.py")),
     Target("experiments", "samat/empirical/experiments/plan.py", ("tests/empirical/experiments/test_plan.py",
                                                                    "tests/empirical/experiments/test_text_plan.py")),
     # submitit's local executor is left out: its tasks, other processes, cannot report to mutmut which functions
@@ -321,6 +321,22 @@ KNOWN_EQUIVALENT += [  # models/deeplab.py
      "the default nonlinearity, leaky ReLU with slope 0, has the gain of ReLU, sqrt(2)"),
     (_DEEPLAB + "x__initialize_*", '"FAN_OUT"', "torch lower-cases the mode"),
     (_DEEPLAB + "x_load_backbone_*", "strict=None", "None is as false as False: the head's tensors are not asked for"),
+]
+_SEGMENTATION = "samat.empirical.evaluation.segmentation.xǁConfusionsǁ"
+KNOWN_EQUIVALENT += [  # evaluation/segmentation.py
+    (_SEGMENTATION + "__init__*", "self.natural = ",
+     "a placeholder: the evaluation loop calls clean() before anything else, which replaces it"),
+    (_SEGMENTATION + "clean*", "self.k, )",
+     "the clean pass's batches only set its memory use: an image's prediction in eval mode does not depend on the "
+     "other images of its batch"),
+    (_SEGMENTATION + "attack*", " " * 26 + "loss=summed_pixel_loss)",
+     "build_attack's box 'auto' is IMAGE_BOX for images (N, C, H, W)"),
+    (_SEGMENTATION + "attack*", "PerturbationMeter(spec, )", "the meter's default box is IMAGE_BOX"),
+    (_SEGMENTATION + "attack*", "on = idx.to(None)",
+     "the batch's indices stay on the host: the same on a CPU, and a host index tensor indexes a CUDA tensor too "
+     "(torch copies it to the device)"),
+    (_SEGMENTATION + "attack*", "pred[j].to(None)",
+     "the assignment into the uint8 canvas casts the predicted classes (< K <= 255) all the same"),
 ]
 
 # Mutants that change only what happens on a CUDA device: (name glob, text of the mutated line, "" for any; why).
