@@ -322,6 +322,12 @@ KNOWN_EQUIVALENT += [  # models/deeplab.py
     (_DEEPLAB + "x__initialize_*", '"FAN_OUT"', "torch lower-cases the mode"),
     (_DEEPLAB + "x_load_backbone_*", "strict=None", "None is as false as False: the head's tensors are not asked for"),
 ]
+KNOWN_EQUIVALENT += [
+    (_DEEPLAB + "xǁSmallBackboneǁ__init__*", text,
+     "the small backbone's last two stages have the same width (SMALL_WIDTHS 64, 64): c[2] is c[3] at every width")
+    for text in ("_conv_bn_relu(c[1], c[3], 3, stride=2)", "_conv_bn_relu(c[3], c[3], 3, stride=2) if",
+                 "_conv_bn_relu(c[3], c[3], 3, dilation=2)", "self.aux_channels = c[3], c[3]")
+]
 _SEGMENTATION = "samat.empirical.evaluation.segmentation.xǁConfusionsǁ"
 KNOWN_EQUIVALENT += [  # evaluation/segmentation.py
     (_SEGMENTATION + "__init__*", "self.natural = ",

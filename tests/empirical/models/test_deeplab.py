@@ -20,11 +20,14 @@ from samat.empirical.models.deeplab import (
     ASPPPooling,
     Bottleneck,
     InvertedResidual,
+    MobileNetV2Backbone,
+    SmallBackbone,
     _make_divisible,
     backbone_state,
     deeplabv3_mobilenetv2,
     deeplabv3_resnet50,
     deeplabv3_small,
+    fcn_head,
 )
 from samat.empirical.training.segmentation import SegmentationSpec, load_backbone_weights
 
@@ -335,6 +338,43 @@ def test_the_residual_blocks_add_their_input():
             out = _zero_last_bn(strided, strided.conv[-1])(x)
             assert not strided.use_res_connect and float(out.abs().max()) == 0.0
     assert InvertedResidual(16, 16, 1, 2, 1).use_res_connect and len(InvertedResidual(16, 16, 1, 2, 1).conv) == 3
+
+
+def test_an_inverted_residual_adds_its_input_to_what_its_layers_make():
+    """Not only where the layers make zero (above): the sum of the input and the layers' output, not a difference."""
+    block = InvertedResidual(8, 8, 1, 1, 6).eval()
+    x = torch.randn(2, 8, 5, 5, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        made = block.conv(x)
+        assert float(made.abs().max()) > 0.1  # the layers make something: a sum and a difference differ
+        torch.testing.assert_close(block(x), x + made, rtol=0, atol=0)
+
+
+def test_mobilenets_auxiliary_features_are_features_13s_and_the_rest_runs_on_them():
+    """features.0 to features.17 in turn; the auxiliary head reads features.13's output (the end of the 96-channel
+    stage, stride 16)."""
+    backbone = MobileNetV2Backbone(3, 16, 0.25).eval()
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        out, aux = backbone(x)
+        h, after = x, {}
+        for i, module in enumerate(backbone.features):
+            h = after[i] = module(h)
+    assert len(after) == 18
+    torch.testing.assert_close(aux, after[13], rtol=0, atol=0)
+    torch.testing.assert_close(out, after[17], rtol=0, atol=0)
+    assert aux.shape == (1, backbone.aux_channels, 2, 2) and out.shape == (1, backbone.channels, 2, 2)
+
+
+def test_the_stems_and_the_auxiliary_heads_widths_at_the_ends_of_the_width_range():
+    """MobileNet's stem has _make_divisible(32 x width) channels as torchvision's (16 at width 0.5, 128 at width 4);
+    the small backbone's stages never drop below one channel (width 0.05: 0.8, 1.6, 3.2 -> 1, 2, 3, 3); the auxiliary
+    head's hidden layer has cin // 4 channels, at least one (torchvision's FCNHead: 6 in -> 1)."""
+    assert [MobileNetV2Backbone(3, 16, w).features[0][0].out_channels for w in (0.5, 1, 4)] == [16, 32, 128]
+    small = SmallBackbone(3, 16, 0.05)
+    assert [stage[0].out_channels for stage in small.stages] == [1, 2, 3, 3]
+    assert (small.channels, small.aux_channels) == (3, 3)
+    assert [fcn_head(cin, 3)[0].out_channels for cin in (3, 6, 8, 64)] == [1, 1, 2, 16]
 
 
 def test_the_image_pooling_branch_is_the_same_at_every_position():
