@@ -1,7 +1,7 @@
 """mIoU (D eq. 15) against hand-computed cases (ignored pixels, classes absent from truth and prediction), per
-image on a stack of matrices, the per-pixel loss and its reductions (with an auxiliary head, with a single labelled
-pixel), a model's per-image confusions on stored images of several sizes, and the paired "beyond noise" comparison
-of two attacks' mIoU."""
+image on a stack of matrices, mIoU as a score (0 without labelled pixels), the per-pixel loss and its reductions
+(with an auxiliary head, with a single labelled pixel), a model's per-image confusions on stored images of several
+sizes, and the paired "beyond noise" comparison of two attacks' mIoU."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from samat.empirical.pixelwise import (
     iou,
     logits_of,
     mean_iou,
+    miou_score,
     pixel_accuracy,
     pixel_accuracy_sum,
     pixel_loss,
@@ -39,6 +40,13 @@ def test_miou_by_hand_with_an_ignored_pixel_and_an_absent_class():
     assert per_class[:3].tolist() == pytest.approx([1 / 2, 2 / 3, 1.0], rel=1e-15) and math.isnan(per_class[3])
     assert float(mean_iou(m)) == pytest.approx((1 / 2 + 2 / 3 + 1) / 3, rel=1e-15)
     assert float(pixel_accuracy(m)) == 4 / 5  # 4 of the 5 labelled pixels right; the ignored one counts nowhere
+
+
+def test_miou_as_a_score_is_the_mean_iou_and_zero_without_labelled_pixels():
+    # IoU of class 0: 3 / (3 + 1 + 2) = 1/2, of class 1: 4 / (4 + 2 + 1) = 4/7
+    assert miou_score(torch.tensor([[3, 1], [2, 4]])) == pytest.approx((1 / 2 + 4 / 7) / 2, rel=1e-15)
+    score = miou_score(torch.zeros(3, 3, dtype=torch.int64))
+    assert score == 0.0 and isinstance(score, float)
 
 
 def test_pixel_accuracy_per_image_and_of_an_image_without_labelled_pixels():

@@ -1,5 +1,5 @@
-"""Segmentation's scorer piece by piece: the loss its attacks ascend, mIoU as a score, the paired comparison of two
-attacks (images as the units), eval.json's part, the examples file, the progress bar and the defaults."""
+"""Segmentation's scorer piece by piece: the loss its attacks ascend, the paired comparison of two attacks (images
+as the units), eval.json's part, the examples file, the progress bar and the defaults."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from samat.empirical.evaluation.segmentation import (
     EXAMPLES,
     Confusions,
     miou_exceeds,
-    miou_score,
     summed_pixel_loss,
 )
 from samat.empirical.pixelwise import IGNORE_INDEX, confusion, logits_of
@@ -55,13 +54,6 @@ def test_the_attacks_ascend_the_cross_entropy_summed_over_the_labelled_pixels():
     loss = summed_pixel_loss(logits, y)
     assert loss.dtype == torch.float32  # float32 per pixel: 35 roundings of 2^-24 relative at most, within 1e-5
     assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
-
-
-def test_miou_as_a_score_is_the_mean_iou_and_zero_without_labelled_pixels():
-    # IoU of class 0: 3 / (3 + 1 + 2) = 1/2, of class 1: 4 / (4 + 2 + 1) = 4/7
-    assert miou_score(torch.tensor([[3, 1], [2, 4]])) == pytest.approx((1 / 2 + 4 / 7) / 2, rel=1e-15)
-    score = miou_score(torch.zeros(3, 3, dtype=torch.int64))
-    assert score == 0.0 and isinstance(score, float)
 
 
 # Ten images of 4 pixels, 3 of class 0 and 1 of class 1; each scores 3/4 under both attacks (all ties), and the sum
