@@ -443,9 +443,10 @@ def prepare(name: str, target: Target, fresh: bool, gpu: bool = False) -> Path:
 
 
 def mutmut(folder: Path, *args: str, log: Path | None = None, heartbeat: str = "") -> str:
-    """Run ``python -m mutmut ARGS`` in ``folder`` (one thread per process: mutmut forks a worker per mutant)."""
+    """Run ``python -m mutmut ARGS`` in ``folder`` (one thread per process: mutmut forks a worker per mutant; a
+    worker forked while the tokenizers' thread pool holds a lock blocks forever, and counted as a timeout)."""
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
-                        "PYTHONDONTWRITEBYTECODE": "1", "NO_COLOR": "1"}
+                        "TOKENIZERS_PARALLELISM": "false", "PYTHONDONTWRITEBYTECODE": "1", "NO_COLOR": "1"}
     command = [sys.executable, "-m", "mutmut", *args]
     if log is None:
         return _checked(command, cwd=folder, env=env, capture_output=True, text=True).stdout

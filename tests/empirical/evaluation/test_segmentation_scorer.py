@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from samat.core.errors import ParameterError
 from samat.empirical.data import as_inputs
@@ -161,7 +162,8 @@ def test_the_evaluation_says_the_masking_checks_threshold_and_checks_the_box():
     assert str(err.value).endswith("must be fgsm or pgd for a segmentation model (attacks on its per-pixel loss)")
 
 
-def test_a_progress_bar_per_column_only_when_asked_and_cleared_when_done(capsys):
+def test_a_progress_bar_per_column_only_when_asked_and_cleared_when_done(capsys, monkeypatch):
+    monkeypatch.setattr(tqdm, "monitor_interval", 0)  # no monitor thread left behind by the bar
     model, x, y, sizes = _scenes(n=4)
     s = column_specs([COLUMN])[COLUMN]
     quiet = Confusions(model, x, y, sizes, num_classes=3, seed=0)  # the default: no bar
