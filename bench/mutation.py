@@ -417,6 +417,30 @@ def ensure_mutmut() -> None:
         _checked([sys.executable, "-m", "pip", "install", "-q", *pins])
 
 
+# A pytest plugin loaded into every test run of a target (TARGET/plugins/fork_safety.py). mutmut runs the tests once
+# in its own process, then forks a worker per mutant from it: nothing that process started may hold a lock that a
+# worker needs, since the threads that would release it are not forked with it (the worker then waits forever, and
+# mutmut counts a timeout: "detected").
+FORK_SAFETY = '''"""Written by bench/mutation.py: no forked worker of mutmut may wait on the parent's locks."""
+
+import os
+import threading
+
+
+def pytest_configure(config):
+    # tqdm's bars share a multiprocessing lock (a semaphore across processes): a lock of this process instead
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # textattack sets TOKENIZERS_PARALLELISM=True when imported; so set, the tokenizers library keeps its thread pool
+    # on in a forked worker, whose batch encodings then wait for the parent's pool threads. Off: the same tokens.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+'''
+
+
 def prepare(name: str, target: Target, fresh: bool, gpu: bool = False) -> Path:
     """The target's folder: links to the code and tests, and pyproject.toml with its [tool.mutmut] table."""
     folder = WORK / name
@@ -432,21 +456,26 @@ def prepare(name: str, target: Target, fresh: bool, gpu: bool = False) -> Path:
         "source_paths": list(PACKAGES),
         "only_mutate": [target.path],
         "pytest_add_cli_args_test_selection": list(target.tests),
-        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-p", "no:randomly"] + (["--run-gpu"] if gpu else []),
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-p", "no:randomly", "-p", "fork_safety"]
+        + (["--run-gpu"] if gpu else []),
         "use_git_change_detection": False,
         "debug": False,
     }
     lines = ["", "[tool.mutmut]"] + [f"{k} = {json.dumps(v)}" for k, v in table.items()]
     text = (REPO / "pyproject.toml").read_text().rstrip("\n") + "\n" + "\n".join(lines) + "\n"
     (folder / "pyproject.toml").write_text(text)
+    (folder / "plugins").mkdir(exist_ok=True)  # not the folder itself: mutmut takes that off the path
+    (folder / "plugins" / "fork_safety.py").write_text(FORK_SAFETY)
     return folder
 
 
 def mutmut(folder: Path, *args: str, log: Path | None = None, heartbeat: str = "") -> str:
-    """Run ``python -m mutmut ARGS`` in ``folder`` (one thread per process: mutmut forks a worker per mutant; a
-    worker forked while the tokenizers' thread pool holds a lock blocks forever, and counted as a timeout)."""
+    """Run ``python -m mutmut ARGS`` in ``folder`` (one thread per process: mutmut forks a worker per mutant; the
+    fork_safety plugin is on the path)."""
+    path = os.pathsep.join([str((folder / "plugins").resolve()), *filter(None, [os.environ.get("PYTHONPATH")])])
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
-                        "TOKENIZERS_PARALLELISM": "false", "PYTHONDONTWRITEBYTECODE": "1", "NO_COLOR": "1"}
+                        "TOKENIZERS_PARALLELISM": "false", "PYTHONDONTWRITEBYTECODE": "1", "NO_COLOR": "1",
+                        "PYTHONPATH": path}
     command = [sys.executable, "-m", "mutmut", *args]
     if log is None:
         return _checked(command, cwd=folder, env=env, capture_output=True, text=True).stdout
