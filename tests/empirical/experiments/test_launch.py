@@ -169,9 +169,12 @@ def test_a_grid_of_one_run_is_submitted_and_recorded_beside_it(tmp_path, fake_su
     config = write_grid(tmp_path, 'name = "single"\nseeds = [0]')
     ref = GridRef(str(config), str(tmp_path / "runs"), {}, None, evaluate=False)
     exp = ref.load()
-    submit(exp, ref, launcher="local", resources=Resources(), log=lambda m: None)
+    said = []
+    job, = submit(exp, ref, launcher="local", resources=Resources(), log=said.append)
     assert Path(fake_submitit.made[0].folder) == tmp_path / "runs" / "single" / "jobs" / "%j"
     assert record_path(exp) == tmp_path / "runs" / "single" / "launch.json" and record_path(exp).exists()
+    assert said == [f"single: submitted 1 task(s) to local (jobs {job.job_id}); logs in "  # one job: no range
+                    f"{tmp_path / 'runs' / 'single' / 'jobs'}/; follow them with samat experiment status {config}"]
 
 
 def test_the_job_id_of_a_task_without_a_process_has_no_pid():
