@@ -131,3 +131,23 @@ def test_a_scorer_of_a_third_kind_plugs_into_the_loop():
     assert result["sanity_passed"]
     with pytest.raises(ParameterError, match="attack=pgd10_linf@0.1 is invalid: attack must be a word-substitution"):
         evaluate(scorer, column_specs(["pgd10_linf@0.1"]))
+
+
+class CheckedSentences(Sentences):
+    """A scorer with a check of its own per column: at most three examples flipped."""
+
+    def checks(self, label, outcome):
+        flipped = int(self.hits.sum() - outcome.sum())
+        return [("at most 3 flipped", flipped <= 3, f"{flipped} flipped by {label}")]
+
+
+def test_a_scorers_own_checks_are_run_on_each_column_and_recorded_with_the_metric():
+    x = torch.eye(3).repeat(4, 1)
+    y = torch.arange(12) % 3
+    scorer = CheckedSentences(nn.Identity(), x, y, num_classes=3, seed=0)
+    result = evaluate(scorer, {"pso": Substitution("pso", 2, 60), "iga": Substitution("iga", 5, 20)})
+    assert result["metric"] == scorer.metric == "accuracy"
+    own = [c for c in result["sanity"] if c["check"].startswith("at most 3 flipped")]
+    assert own == [{"check": "at most 3 flipped: pso", "passed": True, "detail": "2 flipped by pso"},
+                   {"check": "at most 3 flipped: iga", "passed": False, "detail": "5 flipped by iga"}]
+    assert not result["sanity_passed"]  # the scorer's own failed check fails the evaluation's sanity
