@@ -92,7 +92,8 @@ TARGETS = {t.path.rsplit("/", 1)[1].removesuffix(".py"): t for t in (
            ("x_round_seed_*", "x_round_generator_*")),  # the training loop's seeding
     Target("evaluation", "samat/empirical/evaluation/checks.py", ("tests/empirical/evaluation/test_evaluate.py",)),
     Target("evaluation", "samat/empirical/evaluation/evaluate.py", _EVALUATE_TESTS, _EVALUATE_CHECKS),
-    Target("evaluation", "samat/empirical/evaluation/classification.py", _EVALUATE_TESTS,
+    Target("evaluation", "samat/empirical/evaluation/classification.py",
+           _EVALUATE_TESTS + ("tests/empirical/evaluation/test_classification_scorer.py",),
            ("xǁHitsǁ*", "x_attack_success_rate_*")),
     # the modules written since the first audit
     Target("core", "samat/core/locks.py", ("tests/core/test_locks.py", "tests/core/test_disk_full.py")),
@@ -328,6 +329,10 @@ KNOWN_EQUIVALENT += [
     for text in ("_conv_bn_relu(c[1], c[3], 3, stride=2)", "_conv_bn_relu(c[3], c[3], 3, stride=2) if",
                  "_conv_bn_relu(c[3], c[3], 3, dilation=2)", "self.aux_channels = c[3], c[3]")
 ]
+KNOWN_EQUIVALENT += [  # evaluation/classification.py
+    ("samat.empirical.evaluation.classification.xǁHitsǁ__init__*", "self.hits = ",
+     "a placeholder: the evaluation loop calls clean() before anything else, which replaces it"),
+]
 _SEGMENTATION = "samat.empirical.evaluation.segmentation.xǁConfusionsǁ"
 KNOWN_EQUIVALENT += [  # evaluation/segmentation.py
     (_SEGMENTATION + "__init__*", "self.natural = ",
@@ -349,6 +354,10 @@ KNOWN_EQUIVALENT += [  # evaluation/segmentation.py
 # A CPU run cannot tell them apart and leaves them out of its score; the tests marked gpu check them (python
 # bench/mutation.py --gpu on a CUDA machine counts them as any other).
 KNOWN_CUDA_ONLY = [
+    ("samat.empirical.evaluation.classification.xǁHitsǁrestore*", text,
+     "the restored masks made on the default device instead of the labels': the same one without CUDA")
+    for text in ("unpack_mask(text, self.n, None)", "unpack_mask(text, self.n, )")
+] + [
     ("samat.empirical.attacks.pixle.*_candidates_*", "dev = None",
      "every draw and index made on the default device instead of the images': the same one without CUDA"),
     ("samat.empirical.training.fast.xǁ_CapturedStepǁ*", "",
