@@ -67,7 +67,7 @@ def test_an_interrupted_evaluation_resumes_to_the_uninterrupted_result(standins,
     assert strip(resumed) == strip(whole) and resumed["table"] == whole["table"]
 
 
-def test_image_attacks_on_a_text_run_and_word_attacks_on_images_are_refused(trained_run):
+def test_image_attacks_on_a_text_run_and_word_attacks_on_images_are_refused(standins, trained_run):
     with pytest.raises(ParameterError, match="^attack=pgd10_linf"):
         _evaluate(trained_run, ["pgd10_linf"], 4)
     with pytest.raises(ParameterError, match="^attack=textfooler"):
