@@ -156,7 +156,7 @@ def test_the_launcher_runs_the_grid_as_a_job_array(samat, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     grid = _grid(tmp_path, labels=1, epochs=2, seeds="[0]")  # one task: each starts a Python that imports torch
     result = samat("experiment", "run", grid, "--launcher", "local", "--time", "10")
-    assert result.code == 0 and "submitted 1 task(s) to local" in result.err, result.err
+    assert result.code == 0 and "submitted 1 task to local (job " in result.err, result.err
     exp = load_experiment(grid, runs_dir="runs")
     deadline = time.monotonic() + 300
     while any(s.status != "finished" for s in run_states(exp)):  # queued, running, then finished

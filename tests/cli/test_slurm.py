@@ -85,7 +85,7 @@ def test_a_grid_as_a_slurm_job_array(local_slurm, samat, tmp_path, monkeypatch):
 
     submitted = samat(*launch)
     assert submitted.code == 0, submitted.err
-    first = re.search(r"submitted 3 task\(s\) to slurm \(jobs (\d+)_0 \.\.\. \1_2\)", submitted.err).group(1)
+    first = re.search(r"submitted 3 tasks to slurm \(jobs (\d+)_0 \.\.\. \1_2\)", submitted.err).group(1)
     seen = status()  # one task at a time: the others wait in the queue, as Slurm says
     assert seen[folders[2]] == ("queued", f"job {first}_2 PENDING"), seen
 
@@ -109,7 +109,7 @@ def test_a_grid_as_a_slurm_job_array(local_slurm, samat, tmp_path, monkeypatch):
     # a rerun submits what is not finished: the cancelled run resumes from its checkpoint
     again = samat(*launch)
     assert again.code == 0, again.err
-    second = re.search(r"submitted 2 task\(s\) to slurm \(jobs (\d+)_0 \.\.\. \1_1\)", again.err).group(1)
+    second = re.search(r"submitted 2 tasks to slurm \(jobs (\d+)_0 \.\.\. \1_1\)", again.err).group(1)
     _wait(lambda: all(RunDir(f).finished and RunDir(f).holder() is None for f in folders), "the rerun", status)
     _wait(lambda: set(_squeue(second).values()) == {"COMPLETED"}, "the rerun's jobs to end", status)
     assert status() == {folders[0]: ("finished", f"job {second}_0 COMPLETED"),

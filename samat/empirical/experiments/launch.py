@@ -181,8 +181,9 @@ def submit(exp: Experiment, ref: GridRef, *, launcher: str, resources: Resources
     record = {"tasks": [task for run, task in earlier.items() if run not in tasks] + list(tasks.values())}
     write_json(record_path(exp), record, inputs={"experiment": str(exp.source), "resources": vars(resources)},
                indent=2)
-    log(f"{exp.name}: submitted {len(jobs)} task(s) to {launcher} (jobs {jobs[0].job_id}"
-        + (f" ... {jobs[-1].job_id}" if len(jobs) > 1 else "") + f"); logs in {folder}/; follow them with "
+    which = (f"tasks to {launcher} (jobs {jobs[0].job_id} ... {jobs[-1].job_id})" if len(jobs) > 1
+             else f"task to {launcher} (job {jobs[0].job_id})")
+    log(f"{exp.name}: submitted {len(jobs)} {which}; logs in {folder}/; follow them with "
         f"samat experiment status {ref.config}")
     return jobs
 

@@ -98,7 +98,7 @@ def test_submit_sends_the_runs_left_to_do_with_their_resources_and_records_them(
                                for k, i in enumerate((1, 2, 3))]
     inputs = record["provenance"]["inputs"]
     assert inputs["experiment"] == str(exp.source) and inputs["resources"]["partition"] == "short"
-    assert said == [f"array: submitted 3 task(s) to slurm (jobs 41_0 ... 41_2); logs in {jobs_folder}/; follow them "
+    assert said == [f"array: submitted 3 tasks to slurm (jobs 41_0 ... 41_2); logs in {jobs_folder}/; follow them "
                     f"with samat experiment status {ref.config}"]
 
 
@@ -115,7 +115,7 @@ def test_a_second_submission_keeps_the_tasks_it_does_not_replace(grid, fake_subm
     tasks = {t["run"]: t for t in json.loads(record_path(exp).read_text())["tasks"]}
     assert [tasks[str(exp.runs[i].run_dir)]["job"] for i in (1, 2, 3)] == ["41_0", "42_0", "42_1"]
     assert [tasks[str(exp.runs[i].run_dir)]["pid"] for i in (1, 2, 3)] == [1000, 1000, 1001]
-    assert said[0].startswith("array: submitted 2 task(s) to local (jobs 42_0 ... 42_1); logs in ")
+    assert said[0].startswith("array: submitted 2 tasks to local (jobs 42_0 ... 42_1); logs in ")
 
 
 def test_nothing_left_to_do_submits_nothing(grid, fake_submitit, monkeypatch):
@@ -173,7 +173,7 @@ def test_a_grid_of_one_run_is_submitted_and_recorded_beside_it(tmp_path, fake_su
     job, = submit(exp, ref, launcher="local", resources=Resources(), log=said.append)
     assert Path(fake_submitit.made[0].folder) == tmp_path / "runs" / "single" / "jobs" / "%j"
     assert record_path(exp) == tmp_path / "runs" / "single" / "launch.json" and record_path(exp).exists()
-    assert said == [f"single: submitted 1 task(s) to local (jobs {job.job_id}); logs in "  # one job: no range
+    assert said == [f"single: submitted 1 task to local (job {job.job_id}); logs in "  # one job: no range
                     f"{tmp_path / 'runs' / 'single' / 'jobs'}/; follow them with samat experiment status {config}"]
 
 
