@@ -5,16 +5,31 @@ none does."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from samat.core.errors import SamatError
 from samat.empirical.evaluation.cost import BOUNDS
+from samat.empirical.evaluation.text_cost import TextAttackCost
 from samat.empirical.experiments import catalog
+from samat.empirical.experiments import plan as plan_module
 from samat.empirical.experiments.grid import load_experiment
-from samat.empirical.experiments.plan import Calibration, format_plan, plan_experiment
+from samat.empirical.experiments.plan import (
+    Calibration,
+    _architecture_stand_in,
+    _text_world,
+    _TextWorld,
+    format_plan,
+    plan_experiment,
+    synthetic_tokens,
+)
+from samat.empirical.training.throughput import StepTiming
 from samat.empirical.vocabulary import DatasetName, Method, Optimizer, Task
-from tests.text import MAX_LENGTH, needs_text
+from tests.text import MAX_LENGTH, needs_text, text_cfg
 
 pytestmark = needs_text
 
@@ -63,3 +78,145 @@ def test_a_text_run_trains_and_is_attacked_on_cuda(standins, tiny_model, tmp_pat
     result = evaluate_path(tmp_path / "run", ["pso"], n_eval=4, seed=0, device="cuda", progress=False)
     assert result["sanity_passed"] and result["attacks"]["pso"]["successful"] + \
         result["attacks"]["pso"]["failed"] + result["attacks"]["pso"]["skipped"] == 4
+
+
+def test_synthetic_tokens_have_the_shape_asked_for_and_nothing_else():
+    """n_train training rows and n_test rows in each of validation and test (three different draws), every row
+    ``length`` ids from 5 (after the special tokens) to vocabulary - 1, labels 0 or 1, no padding; the same seed the
+    same batches, another seed others."""
+    data = synthetic_tokens(300, 40, 9, 12, seed=3)
+    assert (data.train_x.shape, data.validation_x.shape, data.test_x.shape) == ((300, 9), (40, 9), (40, 9))
+    assert (len(data.train_y), len(data.validation_y), len(data.test_y)) == (300, 40, 40)
+    assert {s: len(t) for s, t in data.texts.items()} == {"train": 300, "validation": 40, "test": 40}
+    everything = torch.cat([data.train_x, data.validation_x, data.test_x])
+    assert set(everything.unique().tolist()) == set(range(5, 12))  # 3,420 draws of 7 ids: each one drawn
+    assert set(torch.cat([data.train_y, data.validation_y, data.test_y]).unique().tolist()) == {0, 1}
+    assert data.num_classes == 2 and data.pad_id == 0 and data.max_length == 9
+    assert not torch.equal(data.validation_x, data.test_x) and not torch.equal(data.train_x[:40], data.test_x)
+    again, other = synthetic_tokens(300, 40, 9, 12, seed=3), synthetic_tokens(300, 40, 9, 12, seed=4)
+    assert torch.equal(again.train_x, data.train_x) and torch.equal(again.test_y, data.test_y)
+    assert not torch.equal(other.train_x, data.train_x)
+    one = synthetic_tokens(1, 1, 2, 6)  # the smallest: one row each, two tokens
+    assert one.train_x.shape == one.validation_x.shape == one.test_x.shape == (1, 2)
+
+
+def test_the_architecture_stand_in_is_distilbert_base_randomly_initialized(tmp_path):
+    """DistilBERT-base's architecture (Sanh et al. 2019: 6 layers, width 768, 12 heads, BERT's 30,522 WordPiece
+    vocabulary; 66 M parameters, with a 2-label head), the same weights every time (seed 0, under either of its
+    names) without touching the global random state; another model not here is a one-line error."""
+    from safetensors import safe_open
+
+    state = torch.random.get_rng_state()
+    first = _architecture_stand_in("distilbert-base-uncased", tmp_path / "a")
+    assert torch.equal(torch.random.get_rng_state(), state)
+    config = json.loads((tmp_path / "a" / "architecture" / "config.json").read_text())
+    assert first == str(tmp_path / "a" / "architecture")
+    assert config["model_type"] == "distilbert"
+    assert (config["n_layers"], config["dim"], config["n_heads"], config["vocab_size"]) == (6, 768, 12, 30522)
+    weights = tmp_path / "a" / "architecture" / "model.safetensors"
+    with safe_open(weights, "pt") as f:
+        parameters = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+        assert f.get_slice("classifier.weight").get_shape() == [2, 768]
+    assert 66e6 < parameters < 67.5e6
+    second = _architecture_stand_in("distilbert/distilbert-base-uncased", tmp_path / "b")
+    assert second == str(tmp_path / "b" / "architecture")
+    for name in ("classifier.weight", "distilbert.transformer.layer.5.ffn.lin2.weight"):
+        with safe_open(weights, "pt") as a, safe_open(tmp_path / "b" / "architecture" / "model.safetensors", "pt") as b:
+            assert torch.equal(a.get_tensor(name), b.get_tensor(name))
+    with pytest.raises(SamatError, match="text.model bert-large-cased is not on this machine"):
+        _architecture_stand_in("bert-large-cased", tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
+def _sentence(words: int) -> str:
+    from samat.empirical.data.text.generated import vocabulary
+
+    lexicon = vocabulary()  # one WordPiece token per word in the tiny model's vocabulary
+    return " ".join(lexicon[i % len(lexicon)] for i in range(words))
+
+
+@pytest.mark.parametrize(("batch_size", "expected"), [(1, (3 + 5 + 9 + 12 + 32) / 5), (64, 32.0)])
+def test_the_text_world_of_a_run_whose_model_and_data_are_here(tiny_model, tmp_path, monkeypatch, batch_size,
+                                                                 expected):
+    """With the run's model and data here, the calibration runs on them: the corpus's sizes, its test sentences
+    (nearest the mean word count first) and their mean word count, and the mean over the run's batches of the
+    longest sentence in tokens ([CLS] + one token a word + [SEP], truncated to max_length): with batches of one,
+    the mean length; with one batch, the longest. Nothing is said to stand in."""
+    lengths = [1, 3, 7, 10, 40]  # words of the training sentences: 3, 5, 9, 12 and 42 -> 32 tokens
+    test = [_sentence(n) for n in (2, 9, 5, 6)]  # 5.5 words on average: 5 and 6 nearest, then 2 and 9
+    corpus = SimpleNamespace(name="a small corpus", sizes=lambda: {"train": 5, "validation": 3, "test": 4},
+                             texts={"train": [_sentence(n) for n in lengths], "test": test})
+    asked = []
+    monkeypatch.setattr(plan_module, "load_dataset", lambda name, folder: asked.append((name, folder)) or corpus)
+    said = []
+    cfg = text_cfg(tiny_model, batch_size=batch_size, data_dir=str(tmp_path / "data"))
+    world = _text_world(cfg, tmp_path / "world", said.append)
+    assert asked == [(cfg.dataset, str(tmp_path / "data"))]
+    assert world.model == str(tiny_model) and world.tokenizer.vocab_size == len(_vocabulary_file(tiny_model))
+    assert world.sizes == {"train": 5, "validation": 3, "test": 4}
+    assert set(world.texts[:2]) == set(test[2:]) and set(world.texts[2:]) == set(test[:2])
+    assert world.words == pytest.approx(5.5, rel=1e-15)
+    assert world.batch_tokens == pytest.approx(expected, rel=1e-15)
+    assert world.notes == [] and said == ["calibrating on a small corpus's test sentences"]
+
+
+def test_the_batch_length_is_the_mean_of_each_shuffled_batchs_longest(tiny_model, tmp_path, monkeypatch):
+    """Batches of two of the training sentences in the order of a seed-0 shuffle: the mean of each batch's longest
+    (the last batch holds one)."""
+    lengths = [1, 3, 7, 10, 20]
+    tokens = [n + 2 for n in lengths]
+    corpus = SimpleNamespace(name="c", sizes=lambda: {"train": 5, "validation": 1, "test": 1},
+                             texts={"train": [_sentence(n) for n in lengths], "test": [_sentence(4)]})
+    monkeypatch.setattr(plan_module, "load_dataset", lambda name, folder: corpus)
+    order = torch.randperm(5, generator=torch.Generator().manual_seed(0)).tolist()
+    batches = [order[0:2], order[2:4], order[4:5]]
+    expected = sum(max(tokens[i] for i in b) for b in batches) / 3
+    world = _text_world(text_cfg(tiny_model, batch_size=2), tmp_path / "world", lambda m: None)
+    assert world.batch_tokens == pytest.approx(expected, rel=1e-15)
+
+
+def _vocabulary_file(model) -> list[str]:
+    return (model / "vocab.txt").read_text().split()
+
+
+def test_the_text_world_where_the_dataset_is_not_here(tiny_model, tmp_path):
+    """Rotten Tomatoes not in the data folder: its split sizes (8,530 / 1,066 / 1,066) and 20 words a sentence
+    (Kim 2014, Table 1) stand for it, batches are assumed 64 tokens long, and the attacks are calibrated on the
+    generated corpus's test sentences with the lexicon's tokenizer; both stand-ins are said."""
+    from samat.empirical.data.text.generated import generate
+
+    said = []
+    cfg = text_cfg(tiny_model, dataset="rotten_tomatoes", data_dir=str(tmp_path / "empty"))
+    world = _text_world(cfg, tmp_path / "world", said.append)
+    assert world.model == str(tiny_model)  # the model is here: its own weights
+    assert world.sizes == {"train": 8530, "validation": 1066, "test": 1066}
+    assert world.words == 20.0 and world.batch_tokens == 64.0
+    assert sorted(world.texts) == sorted(generate().texts["test"])
+    assert world.tokenizer("the music is great")["input_ids"] == world.tokenizer.convert_tokens_to_ids(
+        ["[CLS]", "the", "music", "is", "great", "[SEP]"])
+    assert said == world.notes and len(world.notes) == 2
+    assert world.notes[0].startswith("rotten_tomatoes is not here: batches assumed 64 tokens long, sentences 20 words")
+    assert world.notes[1].startswith("TextAttack's recipes timed with stand-ins for their resources")
+
+
+def test_the_text_world_where_the_model_is_not_here(tiny_model, tmp_path, monkeypatch):
+    """distilbert-base-uncased's weights not here: its architecture stands in (in the world's folder), the
+    sentences are the generated corpus's whatever the run's data (its sizes and mean words per sentence, batches
+    of at most 14 tokens), and both stand-ins are said."""
+    from samat.empirical.data.text.generated import generate
+
+    built = []
+    monkeypatch.setattr(plan_module, "_architecture_stand_in",
+                        lambda name, folder: built.append((name, folder)) or str(folder / "architecture"))
+    cfg = text_cfg(tiny_model, text={"model": "distilbert-base-uncased", "max_length": MAX_LENGTH})
+    world = _text_world(cfg, tmp_path / "world", lambda m: None)
+    assert built == [("distilbert-base-uncased", tmp_path / "world")]
+    assert world.model == str(tmp_path / "world" / "architecture")
+    generated = generate()
+    test = list(generated.texts["test"])
+    assert world.sizes == generated.sizes() and sorted(world.texts) == sorted(test)
+    assert world.words == pytest.approx(sum(len(t.split()) for t in test) / len(test), rel=1e-12)
+    longest = max(len(ids) for ids in world.tokenizer(test)["input_ids"])
+    assert longest <= world.batch_tokens == 14.0
+    assert world.notes[0].startswith("distilbert-base-uncased's weights are not here: timed on a randomly initialized")
+    assert len(world.notes) == 2 and world.notes[1].startswith("TextAttack's recipes timed with stand-ins")
