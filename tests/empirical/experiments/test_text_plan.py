@@ -118,7 +118,9 @@ def test_the_architecture_stand_in_is_distilbert_base_randomly_initialized(tmp_p
         parameters = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
         assert f.get_slice("classifier.weight").get_shape() == [2, 768]
     assert 66e6 < parameters < 67.5e6
+    torch.manual_seed(1)  # another global state: the same weights all the same
     second = _architecture_stand_in("distilbert/distilbert-base-uncased", tmp_path / "b")
+    torch.random.set_rng_state(state)
     assert second == str(tmp_path / "b" / "architecture")
     for name in ("classifier.weight", "distilbert.transformer.layer.5.ffn.lin2.weight"):
         with safe_open(weights, "pt") as a, safe_open(tmp_path / "b" / "architecture" / "model.safetensors", "pt") as b:
@@ -220,3 +222,83 @@ def test_the_text_world_where_the_model_is_not_here(tiny_model, tmp_path, monkey
     assert longest <= world.batch_tokens == 14.0
     assert world.notes[0].startswith("distilbert-base-uncased's weights are not here: timed on a randomly initialized")
     assert len(world.notes) == 2 and world.notes[1].startswith("TextAttack's recipes timed with stand-ins")
+
+
+# A fake clock for the text planner (as test_plan.py's for images): fixed + proportional costs, so that every
+# figure of the plan follows by hand.
+TEXT_STEP = {"adamw": (0.003, 2e-4), "sam": (0.005, 4e-4)}  # (seconds, seconds per sentence) of a step
+TEXT_OVERHEAD = 0.25
+TEXT_TEST_PASS = (0.02, 3e-5)
+RECIPE = {"pso": {BOUNDS[0]: 0.5, BOUNDS[1]: 40.0}, "iga": {BOUNDS[0]: 0.2, BOUNDS[1]: 3.0}}  # s per sentence
+RECIPE_SCALE = 1.5
+
+
+def test_plan_text_adds_up_the_calibrated_costs(standins, tiny_model, tmp_path, monkeypatch):
+    """A text grid's plan is the arithmetic of its calibration: per seed, epochs x (ceil(training sentences /
+    batch) x seconds per step + the test pass over the validation and test splits, in evaluation batches) + the
+    warm-up's overhead, and per recipe min(n_eval, test sentences) x seconds per sentence x the scale to the run's
+    words per sentence. Each step is timed on token batches of the world's mean batch length; each recipe once
+    for the grid, on the world's first sentence (one on a CPU), its model and tokenizer."""
+    from samat.empirical.models.transformer import load_tokenizer
+
+    world = _TextWorld(model=str(tiny_model), tokenizer=load_tokenizer(str(tiny_model), MAX_LENGTH),
+                       texts=["a", "b", "c"], sizes={"train": 1000, "validation": 30, "test": 40}, words=17.0,
+                       batch_tokens=9.6, notes=["a stand-in"])
+    worlds, timed_steps, recipes, nets = [], [], [], []
+
+    def text_world(cfg, folder, log):
+        worlds.append(cfg)
+        return world
+
+    def fake_time_steps(cfg, data, *, warmup, steps, notice=None):
+        fixed, per = TEXT_STEP[cfg.method.value]
+        one = fixed + per * cfg.batch_size
+        timed_steps.append((cfg.method.value, cfg.batch_size, tuple(data.train_x.shape), cfg.text_spec.model))
+        assert int(data.train_x.max()) < world.tokenizer.vocab_size
+        return StepTiming(steps, steps * one, warmup, warmup * one + TEXT_OVERHEAD, cfg.batch_size, None, False,
+                          False, False)
+
+    def fake_time_recipe(s, net, tokenizer, max_length, texts, *, device, words, source):
+        recipes.append((s.name, texts, words, source, max_length, tokenizer is world.tokenizer))
+        return TextAttackCost(dict(RECIPE[s.name]), {b: 1.0 for b in BOUNDS}, len(texts), 1.0, RECIPE_SCALE, source)
+
+    def fake_build_model(name, *, input_shape, num_classes, options):
+        nets.append((input_shape, num_classes, options))
+        return torch.nn.Identity()
+
+    monkeypatch.setattr(plan_module, "_text_world", text_world)
+    monkeypatch.setattr(plan_module, "time_steps", fake_time_steps)
+    monkeypatch.setattr(plan_module, "build", lambda cfg, data: data)
+    monkeypatch.setattr(plan_module, "time_test_pass", lambda data, n: TEXT_TEST_PASS[0] + TEXT_TEST_PASS[1] * n)
+    monkeypatch.setattr(plan_module, "time_recipe", fake_time_recipe)
+    monkeypatch.setattr(plan_module, "build_model", fake_build_model)
+
+    exp = load_experiment(catalog.resolve("text_default"), runs_dir=tmp_path, seeds=(0, 1, 2),
+                          overrides={"text": {"model": "distilbert-base-uncased", "max_length": MAX_LENGTH},
+                                     "device": "cpu", "eval_batch_size": 64})  # the world stands in for its weights
+    exp = dataclasses.replace(exp, n_eval=50)  # more than the 40 test sentences: 40 are attacked
+    plan = plan_experiment(exp, torch.device("cpu"), calibration=Calibration(warmup=1, steps=2, eval_batches=1))
+
+    epochs, batch = 3, 32
+    per_epoch = math.ceil(1000 / batch)  # 32 steps
+    test_pass = 2 * (TEXT_TEST_PASS[0] + TEXT_TEST_PASS[1] * 64)  # 70 sentences: two evaluation batches of 64
+    assert plan.device == "CPU" and plan.notes == ["a stand-in"] and len(worlds) == 1  # one world for both runs
+    for run, method in zip(plan.runs, ("adamw", "sam"), strict=True):
+        fixed, per = TEXT_STEP[method]
+        assert (run.seeds, run.finished, run.epochs) == (3, 0, epochs)
+        expected = epochs * (per_epoch * (fixed + per * batch) + test_pass) + TEXT_OVERHEAD
+        assert run.train_seconds == pytest.approx(expected, rel=1e-12)
+        for bound in BOUNDS:
+            expected = sum(40 * RECIPE[r][bound] * RECIPE_SCALE for r in RECIPE)
+            assert run.eval_seconds[bound] == pytest.approx(expected, rel=1e-12)
+            assert run.total(bound) == pytest.approx(3 * (run.train_seconds + run.eval_seconds[bound]), rel=1e-12)
+    # Each step timed at batch 8 then at the run's 32, on (batch x (warm-up + timed steps)) rows of round(9.6) ids,
+    # with the world's model; keyed by the run's model name and that length.
+    assert timed_steps == [(m, b, (b * 3, 10), str(tiny_model)) for m in ("adamw", "sam") for b in (8, batch)]
+    assert list(plan.training) == [f"distilbert-base-uncased (10 tokens per batch), {t}, batch 32"
+                                   for t in ("AdamW", "SAM")]
+    # Each recipe timed once, on the first sentence, against the world's model (its pad id) and tokenizer.
+    assert recipes == [(name, ["a"], 17.0, "on generated sentences with stand-in resources", MAX_LENGTH, True)
+                       for name in ("pso", "iga")]
+    assert nets == [((MAX_LENGTH,), 2, {"model": str(tiny_model), "pad_id": world.tokenizer.pad_token_id})] * 2
+    assert set(plan.attacks) == {"pso", "iga"}
