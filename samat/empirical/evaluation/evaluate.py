@@ -111,7 +111,7 @@ class _Evaluation:
                              ) from None
         self.checks: dict[str, Check] = {c["check"]: Check(c["check"], c["passed"], c["detail"])
                                          for c in before.get("sanity", []) if EPS_CHECK not in c["check"]}
-        self.outcomes[NATURAL] = self.clean = scorer.clean()
+        self.outcomes[NATURAL] = scorer.clean()
 
     def value(self, label: str) -> float:
         return self.scorer.value(self.outcomes[label])

@@ -27,7 +27,7 @@ from samat.empirical.attacks.specs import budget_problem
 from samat.empirical.data import input_shape_of
 from samat.empirical.data.gaussian import GAUSSIAN_FIELDS, GaussianSpec
 from samat.empirical.training.segmentation import SegmentationSpec
-from samat.empirical.training.text import TextSpec, linear_factor
+from samat.empirical.training.text import TextSpec, linear_factor, warmup_steps
 from samat.empirical.vocabulary import (
     MAX_STEPS,
     THREAT_NORMS,
@@ -209,14 +209,11 @@ class TrainConfig:
 
     def lr_factor(self, progress: float) -> float:
         """The learning rate's factor after a fraction ``progress`` in [0, 1] of training: "step" lr_decay^(number
-        of milestones passed); "poly" (1 - progress)^lr_power; "linear" (1 - progress) after a warm-up over the
-        fraction warmup_ratio (exact for step counts: :meth:`lr_factor_at`)."""
+        of milestones passed); "poly" (1 - progress)^lr_power. "linear" counts whole steps: :meth:`lr_factor_at`."""
+        if self.lr_schedule is LrSchedule.LINEAR:
+            raise ValueError("the linear schedule counts whole steps: use lr_factor_at(step, total_steps)")
         if self.lr_schedule is LrSchedule.POLY:
             return (1.0 - progress) ** self.lr_power
-        if self.lr_schedule is LrSchedule.LINEAR:
-            if progress < self.warmup_ratio:
-                return progress / self.warmup_ratio
-            return max(0.0, (1.0 - progress) / (1.0 - self.warmup_ratio))
         return self.lr_decay ** sum(progress >= m for m in self.lr_milestones)
 
     def lr_factor_at(self, step: int, total_steps: int) -> float:
@@ -232,7 +229,7 @@ class TrainConfig:
         record: dict[str, Any] = {"kind": self.lr_schedule.value, "description": self.lr_schedule.display,
                                   "peak_lr": self.learning_rate, "total_steps": total_steps}
         if self.lr_schedule is LrSchedule.LINEAR:
-            record["warmup_steps"] = math.ceil(self.warmup_ratio * total_steps)
+            record["warmup_steps"] = warmup_steps(self.warmup_ratio, total_steps)
         elif self.lr_schedule is LrSchedule.POLY:
             record["power"] = self.lr_power
         else:

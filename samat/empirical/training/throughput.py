@@ -115,7 +115,7 @@ def train_loop_step(cfg: TrainConfig, data: Dataset, *, seed: int = 0, notice: C
                          augment=setup.augment, generator=gen, drop_last=True)
     loss_sum = torch.zeros((), dtype=torch.float64, device=setup.device)
     correct_sum = torch.zeros((), dtype=torch.long, device=setup.device)
-    setup.set_learning_rate(cfg.learning_rate * cfg.lr_factor(0.0))
+    setup.set_learning_rate(cfg.learning_rate * cfg.lr_factor_at(0, 1))  # the first step's
 
     def one_step(i: int, x: torch.Tensor, y: torch.Tensor) -> None:
         nonlocal loss_sum, correct_sum

@@ -123,9 +123,10 @@ def test_a_scorer_of_a_third_kind_plugs_into_the_loop():
     result = evaluate(scorer, {"pso": Substitution("pso", 2, 60), "iga": Substitution("iga", 5, 20)})
     assert result["task"] == "classification" and result["columns"] == ["pso", "iga"]
     assert result["accuracy"] == {NATURAL: 10 / 12, "pso": 8 / 12, "iga": 5 / 12}
-    assert result["attacks"]["pso"] == {"name": "pso", "seconds": result["attacks"]["pso"]["seconds"],
-                                        "torch_threads": torch.get_num_threads(), "queries": 600,
-                                        "success_rate": 2 / 10}
+    record = dict(result["attacks"]["pso"])
+    seconds = record.pop("seconds")
+    assert isinstance(seconds, float) and seconds >= 0
+    assert record == {"name": "pso", "torch_threads": torch.get_num_threads(), "queries": 600, "success_rate": 2 / 10}
     names = [c["check"] for c in result["sanity"]]
     assert names == ["robust <= clean: pso", "robust <= clean: iga"]  # no budget, no PGD, no large gradient attack
     assert result["sanity_passed"]

@@ -128,16 +128,17 @@ def test_cpu_measurements_grow_while_affordable_then_follow_the_line():
             return fixed + per_item * n
         return measure
 
+    # (rel=1e-12: a few float operations, each rounding by 2**-53)
     # cheap all the way: measured at the full size
-    assert _at_size(fixed_plus_linear(0.1, 0.01), 1, 256, cuda=False) == (pytest.approx(2.66), 256)
+    assert _at_size(fixed_plus_linear(0.1, 0.01), 1, 256, cuda=False) == (pytest.approx(2.66, rel=1e-12), 256)
     assert seen == [1, 4, 16, 64, 256]
     seen.clear()
     # a large fixed part (an attack's 100 iterations): two points, and the line through them
-    assert _at_size(fixed_plus_linear(1.0, 0.1), 1, 256, cuda=False) == (pytest.approx(26.6), 16)
+    assert _at_size(fixed_plus_linear(1.0, 0.1), 1, 256, cuda=False) == (pytest.approx(26.6, rel=1e-12), 16)
     assert seen == [1, 2, 4, 8, 16]  # doubling while affordable: 4 images first estimated at 4.4 s, 32 at 5.2 s
     seen.clear()
     # dear from the start (the arithmetic dominates): in proportion from one point
-    assert _at_size(fixed_plus_linear(0.0, 50.0), 1, 256, cuda=False) == (pytest.approx(12_800), 1)
+    assert _at_size(fixed_plus_linear(0.0, 50.0), 1, 256, cuda=False) == (pytest.approx(12_800, rel=1e-12), 1)
     seen.clear()
     assert _at_size(fixed_plus_linear(0.0, 1.0), 8, 128, cuda=True)[1] == 128 and seen == [128]
 
@@ -364,7 +365,7 @@ def test_at_size_edges():
     seen.clear()
     assert _at_size(measure(1.0), 1, 16, cuda=False) == (16.0, 4) and seen == [1, 4]  # 4 s at 4: affordable
     seen.clear()
-    assert _at_size(measure(3.0), 2, 64, cuda=False) == (pytest.approx(192.0), 2) and seen == [2]
+    assert _at_size(measure(3.0), 2, 64, cuda=False) == (pytest.approx(192.0, rel=1e-12), 2) and seen == [2]
 
 
 def test_run_and_grid_totals_count_the_seeds_left():

@@ -399,13 +399,14 @@ class _Ramp(nn.Module):
 
 def test_logits_are_upsampled_bilinearly_with_half_pixel_centres():
     """torchvision's (and VainF's) upsampling, align_corners=False: a 2-pixel ramp (0, 1) upsampled to 4 pixels
-    reads (0, 1/4, 3/4, 1) along both axes; the auxiliary logits too."""
+    reads (0, 1/4, 3/4, 1) along both axes, exactly (the weights 1/4 and 3/4 are exact in float32); the auxiliary
+    logits too."""
     model = build_model("deeplabv3_small", input_shape=(1, 4, 4), num_classes=2, options=TINY | {"aux": True})
     model.classifier, model.aux_classifier = _Ramp(), _Ramp()
     expected = torch.tensor([0.0, 0.25, 0.75, 1.0])
     for out in (model.eval()(torch.rand(2, 1, 4, 4)), *model.train()(torch.rand(2, 1, 4, 4))):
-        torch.testing.assert_close(out[0, 0], expected.expand(4, 4), rtol=0, atol=1e-7)
-        torch.testing.assert_close(out[0, 1], expected[:, None].expand(4, 4), rtol=0, atol=1e-7)
+        torch.testing.assert_close(out[0, 0], expected.expand(4, 4), rtol=0, atol=0)
+        torch.testing.assert_close(out[0, 1], expected[:, None].expand(4, 4), rtol=0, atol=0)
 
 
 def test_convolutions_are_he_initialized_by_fan_out():

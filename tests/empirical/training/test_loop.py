@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 
 import pytest
 import torch
@@ -366,12 +367,12 @@ def test_weights_that_diverge_never_finish_a_run_nor_reach_a_kept_checkpoint(tmp
     with pytest.raises(TrainingDiverged, match="became non-finite") as err:
         train(tiny_cfg(lr=1e6, epochs=3, batch_size=256), run.path, progress=False, data=tiny_images())
     assert not run.finished and not run.weights.exists()
-    if run.has_checkpoint:  # what it says it kept is the last checkpoint, and its weights are finite
-        kept = run.read_checkpoint()
-        assert f"kept the checkpoint of epoch {kept['round']}:" in str(err.value)
-        assert all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
-    else:
-        assert "kept nothing" in str(err.value)
+    # The overflow reaches the BatchNorm statistics in epoch 3 (1 and 2 threads alike); what the run says it kept
+    # is the last checkpoint, epoch 2's, and its weights are finite.
+    assert re.search(r"in epoch 3 .*kept the checkpoint of epoch 2:", str(err.value)), str(err.value)
+    kept = run.read_checkpoint()
+    assert kept["round"] == 2
+    assert all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
 
 
 def test_weights_made_nan_by_a_step_with_a_finite_loss_stop_the_run_before_the_checkpoint(tmp_path, monkeypatch):

@@ -23,8 +23,9 @@ def test_a_run_learns_and_records_its_schedule_and_sequences(trained_run):
     assert final["test_acc"] > 0.8 and final["validation_acc"] > 0.8
     record = json.loads((trained_run / "config.json").read_text())["provenance"]
     steps = 3 * 16  # 512 sentences in batches of 32, 3 epochs
-    assert record["schedule"] == {"kind": "linear", "description": record["schedule"]["description"],
-                                  "peak_lr": 3e-3, "total_steps": steps, "warmup_steps": 0}
+    described = "linear warm-up over warmup_ratio of the steps, then linear decay to 0"
+    assert record["schedule"] == {"kind": "linear", "description": described, "peak_lr": 3e-3, "total_steps": steps,
+                                  "warmup_steps": 0}
     sequences = record["sequences"]
     assert sequences["max_length"] == 32 and sequences["truncated"] == {"train": 0, "validation": 0, "test": 0}
     assert 5 <= sequences["longest"] <= 14 and sequences["padding"].startswith("per batch")
