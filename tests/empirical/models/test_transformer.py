@@ -27,14 +27,18 @@ def _classifier(folder, weights=None):
 
 def test_a_batch_padded_to_any_length_gives_each_sentence_its_own_logits(tiny_model, trained_run):
     model, tokenizer = _classifier(tiny_model, trained_run / "model.pt")
+    model.double()  # in float64, so that the rounding of the reductions is far below what a masking error moves
     texts = list(generate({"train": 6, "validation": 1, "test": 1}).texts["train"])
     batch = tokenizer(texts, padding="max_length", max_length=MAX_LENGTH, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         together = model(batch)
         alone = torch.cat([model(tokenizer([t], return_tensors="pt")["input_ids"]) for t in texts])
         unmasked = model.network(input_ids=batch).logits  # what padding does when it is not masked
-    # the same sums over a different number of (masked) keys: equal up to float32 rounding of the reductions
-    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+    # The same sums over a different number of (masked) keys: a masked key's weight is exactly 0, so the two differ
+    # only by the order of float64 roundings, each 2**-53 relative, over the two layers' few thousand operations per
+    # logit (~1e-12 of the logits' size); 1e-9 of it leaves that margin, a padding that leaks moves them by > 0.1.
+    scale = float(alone.abs().max())
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-9 * scale)
     assert (unmasked - alone).abs().max() > 0.1
 
 
