@@ -211,6 +211,11 @@ def test_output_folders_are_checked_before_the_work(samat, tmp_path, finished_gr
         f"--publish {file} is a file, not a folder", "study")
     assert not (study / "runs").exists()  # nothing studied
     samat("study", "--quick", "--out", file).one_line_error(f"--out {file} is a file, not a folder", "study")
+    samat("study", "--duality", "--quick", "--out", study, "--publish", file / "p").one_line_error(
+        f"cannot write in --publish {file / 'p'}", "study")  # the duality study too, before its runs
+    assert not (study / "duality").exists()
+    samat("study", "--duality", "--quick", "--out", file / "x").one_line_error(f"cannot write in --out {file / 'x'}",
+                                                                                "study")
 
 
 def test_a_read_only_report_folder_is_refused_before_the_report(tmp_path, finished_grid):

@@ -41,14 +41,7 @@ def run_default(exp_dir: Path, *, segmentation: bool = False, overrides: dict | 
     name = catalog.SEGMENTATION_DEFAULT if segmentation else catalog.DEFAULT
     exp = _shrunk(load_experiment(catalog.resolve(name), runs_dir=exp_dir / "runs", overrides=overrides), n_eval,
                   columns)
-    log(f"[experiment] {exp.title}: {len(exp.runs)} runs into {exp_dir}/runs")
-    on_start()
-    outcomes = run_experiment(exp, progress=progress, log=log)
-    if (failed := failures(outcomes)) and any(exp.finished(label) for label in exp.labels):
-        write_report(exp, exp_dir, log=log)  # what did finish
-    if failed:
-        raise failed
-    return write_report(exp, exp_dir, log=log)["markdown"]
+    return _run_and_report(exp, exp_dir, progress, log, on_start)
 
 
 def run_text_default(exp_dir: Path, *, n_eval: int | None = None, overrides: dict | None = None,
@@ -81,9 +74,19 @@ def run_text_default(exp_dir: Path, *, n_eval: int | None = None, overrides: dic
     settings = (overrides or {}) | {"text": {"model": str(model.resolve()), "max_length": 32}}
     exp = _shrunk(load_experiment(catalog.resolve(catalog.TEXT_DEFAULT), runs_dir=exp_dir / "runs",
                                   overrides=settings), n_eval, None)
+    return _run_and_report(exp, exp_dir, progress, log, on_start)
+
+
+def _run_and_report(exp: Experiment, exp_dir: Path, progress: bool, log: Log, on_start: Callable[[], None]) -> Path:
+    """Run the grid and write its report; returns the report's Markdown file. A failed run is raised once the report
+    of what did finish is written (so that demo --force keeps the earlier results)."""
     log(f"[experiment] {exp.title}: {len(exp.runs)} runs into {exp_dir}/runs")
     on_start()
-    run_experiment(exp, progress=progress, log=log)
+    outcomes = run_experiment(exp, progress=progress, log=log)
+    if (failed := failures(outcomes)) and any(exp.finished(label) for label in exp.labels):
+        write_report(exp, exp_dir, log=log)  # what did finish
+    if failed:
+        raise failed
     return write_report(exp, exp_dir, log=log)["markdown"]
 
 

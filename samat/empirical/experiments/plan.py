@@ -336,12 +336,19 @@ def _text_world(cfg: TrainConfig, folder: Path, log: Log) -> _TextWorld:
         known = TEXT_SHAPES.get(str(cfg.dataset))
         generated = generate()
         texts = _typical(list(generated.texts["test"]))
-        sizes = known[0] if known else generated.sizes()
-        words = known[1] if known else sum(len(t.split()) for t in texts) / len(texts)
         batch_tokens = float(ASSUMED_BATCH_TOKENS if known else 14)
-        if known:
-            notes.append(f"{cfg.dataset} is not here: batches assumed {ASSUMED_BATCH_TOKENS} tokens long, sentences "
-                         f"{words:g} words (Kim 2014), attacks calibrated on generated sentences")
+        if corpus is not None:  # the data is here, the model's tokenizer is not: its sizes and words are the data's
+            test = list(corpus.texts["test"])
+            sizes, words = corpus.sizes(), sum(len(t.split()) for t in test) / len(test)
+            if known:
+                notes.append(f"{cfg.dataset} is here but not the model's tokenizer: batches assumed "
+                             f"{ASSUMED_BATCH_TOKENS} tokens long, attacks calibrated on generated sentences")
+        else:
+            sizes = known[0] if known else generated.sizes()
+            words = known[1] if known else sum(len(t.split()) for t in texts) / len(texts)
+            if known:
+                notes.append(f"{cfg.dataset} is not here: batches assumed {ASSUMED_BATCH_TOKENS} tokens long, "
+                             f"sentences {words:g} words (Kim 2014), attacks calibrated on generated sentences")
         source = "generated sentences"
         tiny = write_tiny_model(folder / "lexicon-tokenizer", vocabulary())
         tokenizer = load_tokenizer(str(tiny), spec.max_length)

@@ -224,6 +224,23 @@ def test_the_text_world_where_the_model_is_not_here(tiny_model, tmp_path, monkey
     assert len(world.notes) == 2 and world.notes[1].startswith("TextAttack's recipes timed with stand-ins")
 
 
+def test_the_text_world_where_the_data_is_here_and_the_model_is_not(tiny_model, tmp_path, monkeypatch):
+    """Rotten Tomatoes here, distilbert-base-uncased's weights not: the sizes and words per sentence are the data's
+    (the plan said the dataset was not here and used Kim 2014's), the batch length is assumed (no tokenizer)."""
+    test = [_sentence(n) for n in (2, 9, 5, 6)]
+    corpus = SimpleNamespace(name="rotten_tomatoes", sizes=lambda: {"train": 5, "validation": 3, "test": 4},
+                             texts={"train": [_sentence(3)] * 5, "test": test})
+    monkeypatch.setattr(plan_module, "load_dataset", lambda name, folder: corpus)
+    monkeypatch.setattr(plan_module, "_architecture_stand_in", lambda name, folder: str(folder / "architecture"))
+    cfg = text_cfg(tiny_model, dataset="rotten_tomatoes",
+                   text={"model": "distilbert-base-uncased", "max_length": MAX_LENGTH})
+    world = _text_world(cfg, tmp_path / "world", lambda m: None)
+    assert world.sizes == {"train": 5, "validation": 3, "test": 4}
+    assert world.words == 5.5 and world.batch_tokens == plan_module.ASSUMED_BATCH_TOKENS
+    assert not any("is not here: batches" in n for n in world.notes)
+    assert any(n.startswith("rotten_tomatoes is here but not the model's tokenizer") for n in world.notes)
+
+
 # A fake clock for the text planner (as test_plan.py's for images): fixed + proportional costs, so that every
 # figure of the plan follows by hand.
 TEXT_STEP = {"adamw": (0.003, 2e-4), "sam": (0.005, 4e-4)}  # (seconds, seconds per sentence) of a step
