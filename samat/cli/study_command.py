@@ -29,6 +29,13 @@ def add_command(sub) -> None:
     study.set_defaults(func=cmd_study)
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--out and --publish, before the study: it writes them when it is done."""
+    check_writable_folder(args.out, "--out")
+    if args.publish:
+        check_writable_folder(args.publish, "--publish")
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from samat.gaussian_study.driver import run
     from samat.gaussian_study.figures import figures
@@ -39,14 +46,13 @@ def cmd_study(args: argparse.Namespace) -> int:
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if args.publish and args.publish.is_dir() and any(args.publish.iterdir()) and not args.force:
         raise SamatError(f"--publish {args.publish} is not empty; pass --force to replace its files")
-    check_writable_folder(args.out, "--out")  # both before the study (either one): it writes them when it is done
-    if args.publish:
-        check_writable_folder(args.publish, "--publish")
     if args.duality:
+        _check_outputs(args)
         return _duality(args, say)
     measurements = args.out / "measurements.json"
     if args.report_only and not measurements.exists():
         raise SamatError(f"{measurements} does not exist: run `samat study --out {args.out}` first")
+    _check_outputs(args)
     if not args.report_only:
         measurements = run(StudyGrid.quick() if args.quick else StudyGrid(), args.out, log=say)
     summary = summarize(measurements, log=say)
